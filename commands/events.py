@@ -1,0 +1,154 @@
+"""What front ends hand to the commands layer (events) and what they get back (actions).
+
+A front end translates its platform's message, slash command, reaction or button click into one
+:class:`Event`, calls ``Conversation.handle(event)`` and renders the returned actions. Results
+of background jobs arrive later as the same action types through the delivery callback.
+Everything here is plain data: no platform objects, no model objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    COMMAND = "command"  # /persona, /post, /approve ... (text or slash command)
+    MESSAGE = "message"  # plain text: inside a post thread it is an edit instruction
+    REACTION = "reaction"  # a reaction or a button on a result message (carries turn_id)
+
+
+class Button(StrEnum):
+    """The four actions on a result; values are the command names they map to."""
+
+    APPROVE = "approve"
+    REGEN = "regen"
+    UNDO = "undo"
+    CANCEL = "cancel"
+
+
+#: Emoji shown for each result action (Discord reactions, console hints).
+BUTTON_EMOJI: dict[Button, str] = {
+    Button.APPROVE: "✅",
+    Button.REGEN: "🔁",
+    Button.UNDO: "↩️",
+    Button.CANCEL: "❌",
+}
+EMOJI_BUTTON: dict[str, Button] = {emoji: button for button, emoji in BUTTON_EMOJI.items()}
+# Discord sends ↩️ with or without the variation selector depending on the client.
+EMOJI_BUTTON["↩"] = Button.UNDO
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An uploaded file, already downloaded by the front end (CDN links expire)."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a user did, in platform-neutral terms.
+
+    ``thread_id`` is the platform's id of the post thread the event happened in (a Discord
+    thread channel id). Platforms without threads (WeCom, console) leave it ``None``; the
+    commands layer then uses the user's current post session.
+    ``command`` is the canonical command name for COMMAND events and the button name for
+    REACTION events. ``options`` are typed arguments (slash commands) and ``args`` the raw text
+    after the command (text front ends); the commands layer accepts either.
+    """
+
+    platform: str
+    user_id: str
+    kind: EventKind
+    command: str | None = None
+    args: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    user_name: str = ""
+    channel_id: int | None = None
+    thread_id: int | None = None
+    turn_id: int | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where an action goes: the post thread (storage id and platform ids) or the user."""
+
+    platform: str
+    user_id: str
+    thread_db_id: int | None = None
+    channel_id: int | None = None
+    thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    where: Where
+
+
+@dataclass(frozen=True)
+class Reply(Action):
+    """Text for the user. ``private`` errors go only to the user (Discord: ephemeral)."""
+
+    text: str = ""
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class ImageOut:
+    blob_key: str
+    path: str  # file path in the blob store; front ends read or upload it
+    filename: str
+    caption: str = ""
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class Images(Action):
+    """Result images of one turn, with the result buttons that act on ``turn_id``."""
+
+    turn_id: int = 0
+    job_id: str = ""
+    text: str = ""
+    images: tuple[ImageOut, ...] = ()
+    buttons: tuple[Button, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenThread(Action):
+    """Open a platform thread for a new post.
+
+    Front ends with threads create one (titled ``title``) and tell the conversation its id via
+    ``Conversation.bind_thread(thread_db_id, channel_id, thread_id)`` before more events come.
+    """
+
+    title: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Progress(Action):
+    """Where a job is: waiting (``position`` ahead of it), running (step/total) or finished."""
+
+    job_id: str = ""
+    state: str = ""  # queued | running | done | failed | cancelled
+    position: int | None = None
+    step: int = 0
+    total: int = 0
+    eta_s: float | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class FileOut(Action):
+    """A file to send (the export zip)."""
+
+    filename: str = ""
+    data: bytes = b""
+    text: str = ""

@@ -1,0 +1,72 @@
+"""Job specs and results: the plain JSON data that crosses the queue.
+
+The commands layer builds a :class:`JobSpec`, the queue carries ``spec.model_dump(mode="json")``
+and the worker rebuilds it with ``JobSpec.model_validate``. Nothing pickled ever crosses.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class JobKind(StrEnum):
+    CREATE_PERSONA = "create_persona"
+    GENERATE = "generate"  # N images of a post: text-to-image, then Kontext variations
+    EDIT = "edit"  # an instruction applied to the current image(s) of a post
+    REGENERATE = "regenerate"  # the same generate/edit spec again with a new seed
+
+
+class PersonaSpec(BaseModel):
+    persona_id: int = 0
+    archetype: str
+    #: ``(lora name, weight)`` pairs; names are ``"<archetype>/<file stem>"`` under LORA_DIR.
+    lora_mix: list[tuple[str, float]] = Field(default_factory=list)
+    seed: int = 0
+    reference_key: str | None = None  # blob key of the reference portrait
+    embedding: list[float] | None = None  # face embedding of the reference portrait
+
+
+class RenderParams(BaseModel):
+    steps: int = Field(default=28, ge=1, le=100)
+    guidance: float = Field(default=2.5, ge=0.0, le=20.0)
+    width: int = Field(default=1024, ge=16, le=2048)
+    height: int = Field(default=1024, ge=16, le=2048)
+    #: candidates tried by the identity gate per wanted image
+    max_tries: int = Field(default=3, ge=1, le=10)
+
+
+class JobSpec(BaseModel):
+    job_id: str
+    kind: JobKind
+    user_id: int = 0  # storage user id of whoever asked
+    thread_id: int | None = None  # storage thread id (posts, edits)
+    turn_id: int | None = None  # storage turn that receives the result
+    persona: PersonaSpec
+    prompt: str = ""  # the post's prompt or the edit instruction
+    count: int = Field(default=1, ge=1, le=4)
+    #: blob keys: for EDIT the post's current images, for GENERATE an optional scene image
+    context_keys: list[str] = Field(default_factory=list)
+    #: indexes into ``context_keys`` that an EDIT changes (``all:`` edits every image)
+    targets: list[int] = Field(default_factory=lambda: [0])
+    #: for REGENERATE: the kind of the turn being regenerated (generate or edit)
+    of_kind: JobKind | None = None
+    seed: int = 0
+    params: RenderParams = Field(default_factory=RenderParams)
+
+
+class JobResult(BaseModel):
+    """What a finished job produced. Images are blob keys; the blobs are already stored."""
+
+    image_keys: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    #: identity similarity (0-1) per image; ``None`` when no face could be compared
+    identity_scores: list[float | None] = Field(default_factory=list)
+    #: per image: "ok", "below threshold", "no face found", "reference has no face"
+    identity_notes: list[str] = Field(default_factory=list)
+    tries: list[int] = Field(default_factory=list)
+    # create_persona
+    reference_key: str | None = None
+    embedding: list[float] | None = None
+    seconds: float = 0.0

@@ -1,0 +1,182 @@
+"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs.
+
+Platform ids are BigInteger (Discord snowflakes are 64-bit). Lists and parameters are JSON so
+the same schema runs on SQLite and PostgreSQL. Turns point at their parent: undo moves a
+thread's current turn to the parent and the next edit branches from there; nothing is
+overwritten.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TurnKind(StrEnum):
+    GENERATE = "generate"
+    EDIT = "edit"
+    REGENERATE = "regenerate"
+    VARIATION = "variation"
+
+
+class TurnStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ThreadStatus(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    CANCELLED = "cancelled"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("platform", "platform_user_id", name="uq_users_platform_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    platform_user_id: Mapped[str] = mapped_column(String(128))
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the user's current post session on platforms without threads (WeCom, console)
+    current_thread_id: Mapped[int | None] = mapped_column(
+        ForeignKey("threads.id", use_alter=True, name="fk_users_current_thread", ondelete="SET NULL"),
+        nullable=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Persona(Base):
+    __tablename__ = "personas"
+    __table_args__ = (
+        # a name is unique among an owner's live personas; deleted ones free the name
+        Index(
+            "uq_personas_owner_name_live",
+            "owner_id",
+            "name",
+            unique=True,
+            sqlite_where="deleted_at IS NULL",
+            postgresql_where="deleted_at IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    archetype: Mapped[str] = mapped_column(String(64))
+    #: [[lora name, weight], ...]
+    lora_mix: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    reference_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    face_embedding: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Thread(Base):
+    """A post: one conversation thread with its persona, settings and current turn."""
+
+    __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_platform_thread", "platform", "thread_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: platform thread id (Discord thread channel); NULL on platforms keyed by user (WeCom, console)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    scene_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=ThreadStatus.OPEN)
+    current_turn_id: Mapped[int | None] = mapped_column(
+        ForeignKey("turns.id", use_alter=True, name="fk_threads_current_turn", ondelete="SET NULL"),
+        nullable=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Turn(Base):
+    """One step of a post. ``image_keys`` is always the post's whole image list after the step."""
+
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    instruction: Mapped[str] = mapped_column(Text, default="")
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    image_keys: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    identity_scores: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default=TurnStatus.PENDING)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
+    approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_user_status", "user_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    thread_id: Mapped[int | None] = mapped_column(
+        ForeignKey("threads.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    platform: Mapped[str] = mapped_column(String(32), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,164 @@
+"""Settings from the environment and ``.env``.
+
+Settings live in storage/ because it is the one layer every other layer may import. A bad value
+stops start-up with :class:`SettingsError`, whose message is one line naming the setting and
+what it expects.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PRODUCTION_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
+
+#: Default identity threshold per face backend, on the 0-1 similarity scale of engine.identity.
+DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.60, "insightface": 0.64}
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message is one line meant for the person starting the app."""
+
+
+def _split_ints(value: object) -> object:
+    if isinstance(value, str):
+        return [int(part) for part in value.replace(",", " ").split()] if value.strip() else []
+    return value
+
+
+def _split_strs(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # storage
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./data/persona-studio.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    blob_dir: Path = Field(default=Path("./data/blobs"), description="folder of the image blob store")
+    # queue
+    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process queue")
+    # engine
+    engine_model: str = Field(default="tiny", description="'tiny', a hub id or a local pipeline folder")
+    engine_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; unset = auto")
+    engine_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    engine_cpu_offload: bool = False
+    lora_dir: Path = Field(default=Path("./data/loras"), description="<archetype>/<name>.safetensors")
+    face_backend: Literal["dlib", "insightface"] = "dlib"
+    face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")
+    identity_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # conversation rules
+    admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_running_jobs: int = Field(default=2, ge=1, le=100)
+    max_waiting_jobs: int = Field(default=8, ge=0, le=1000)
+    # discord
+    discord_token: SecretStr | None = None
+    discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    discord_api_base: str | None = Field(default=None, description="REST base URL override (tests)")
+    discord_auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440
+    # wecom
+    wecom_corp_id: str | None = None
+    wecom_agent_id: int | None = None
+    wecom_secret: SecretStr | None = None
+    wecom_token: SecretStr | None = None
+    wecom_aes_key: SecretStr | None = None
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    wecom_host: str = "0.0.0.0"
+    wecom_port: int = Field(default=8080, ge=1, le=65535)
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: object) -> object:
+        return _split_ints(value)
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _admins(cls, value: object) -> object:
+        return _split_strs(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("expected sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:port/db (or leave unset for the in-process queue)")
+        return value
+
+    @field_validator("wecom_aes_key")
+    @classmethod
+    def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) != 43:
+            raise ValueError("expected the 43-character EncodingAESKey from the WeCom admin console")
+        return value
+
+    @property
+    def effective_identity_threshold(self) -> float:
+        if self.identity_threshold is not None:
+            return self.identity_threshold
+        return DEFAULT_IDENTITY_THRESHOLDS[self.face_backend]
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return bool(self.wecom_corp_id)
+
+    @property
+    def discord_enabled(self) -> bool:
+        return self.discord_token is not None
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as ENV_NAME -> text, secrets shown as ``****`` plus their last 2 chars."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                text = "****" + secret[-2:] if len(secret) > 8 else "****"
+            elif value is None:
+                text = "(unset)"
+            elif isinstance(value, list):
+                text = ",".join(str(v) for v in value) or "(none)"
+            else:
+                text = str(value)
+            out[name.upper()] = text
+        out["IDENTITY_THRESHOLD (effective)"] = f"{self.effective_identity_threshold:.2f}"
+        return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise :class:`SettingsError` with one clear line on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first.get("loc") else "settings"
+        message = first.get("msg", "invalid value").removeprefix("Value error, ")
+        raw = first.get("input")
+        shown = "" if name in _SECRET_NAMES or isinstance(raw, dict) else f" (got {raw!r})"
+        raise SettingsError(f"setting {name}: {message}{shown}") from None
+
+
+_SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY"}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,64 @@
+"""Settings: defaults, environment and .env, one clear line per bad value, masked secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.settings import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_offline_setup() -> None:
+    settings = load_settings()
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.redis_url is None
+    assert settings.engine_model == "tiny"
+    assert settings.face_backend == "dlib"
+    assert settings.max_running_jobs == 2 and settings.max_waiting_jobs == 8
+    assert 0 < settings.effective_identity_threshold < 1
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ENGINE_MODEL=/models/kontext\nDISCORD_GUILD_IDS=1, 2\n")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390/1")
+    monkeypatch.setenv("ADMIN_IDS", "discord:1,wecom:zhang")
+    settings = load_settings()
+    assert settings.engine_model == "/models/kontext"
+    assert settings.discord_guild_ids == [1, 2]
+    assert settings.redis_url == "redis://127.0.0.1:6390/1"
+    assert settings.admin_ids == ["discord:1", "wecom:zhang"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("WECOM_PORT", "eighty", "setting WECOM_PORT:"),
+        ("DATABASE_URL", "mysql://x/y", "setting DATABASE_URL: expected sqlite+aiosqlite"),
+        ("REDIS_URL", "localhost:6379", "setting REDIS_URL: expected redis://"),
+        ("FACE_BACKEND", "opencv", "setting FACE_BACKEND:"),
+        ("IDENTITY_THRESHOLD", "1.5", "setting IDENTITY_THRESHOLD:"),
+        ("DISCORD_GUILD_IDS", "12,abc", "setting DISCORD_GUILD_IDS:"),
+        ("WECOM_AES_KEY", "short", "setting WECOM_AES_KEY: expected the 43-character"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+    if name == "WECOM_AES_KEY":
+        assert value not in message  # secrets are never echoed
+
+
+def test_masked_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.secret-token-value-xy")
+    monkeypatch.setenv("WECOM_SECRET", "corp-secret-abcdef")
+    shown = load_settings().masked()
+    assert shown["DISCORD_TOKEN"] == "****xy"
+    assert "secret" not in shown["WECOM_SECRET"]
+    assert shown["REDIS_URL"] == "(unset)"
