@@ -66,7 +66,25 @@ class JobResult(BaseModel):
     #: per image: "ok", "below threshold", "no face found", "reference has no face"
     identity_notes: list[str] = Field(default_factory=list)
     tries: list[int] = Field(default_factory=list)
+    #: the persona LoRA mix the images were rendered with (create_persona: the drawn mix)
+    lora_mix: list[tuple[str, float]] = Field(default_factory=list)
     # create_persona
     reference_key: str | None = None
     embedding: list[float] | None = None
     seconds: float = 0.0
+
+
+#: archetypes of the random LoRA library written for the tiny model
+TINY_ARCHETYPES = ("sweet", "elegant", "boss", "puppy")
+
+
+def default_params(model: str) -> RenderParams:
+    """Render defaults: small and fast for the tiny model, Kontext-dev's usual ones otherwise."""
+    if model == "tiny":
+        return RenderParams(steps=4, guidance=2.5, width=64, height=64, max_tries=2)
+    return RenderParams(steps=28, guidance=2.5, width=1024, height=1024, max_tries=3)
+
+
+def size_limits(model: str) -> tuple[int, int]:
+    """Smallest and largest side (pixels) a user may ask for; sides are multiples of 16."""
+    return (32, 256) if model == "tiny" else (256, 2048)

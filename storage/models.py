@@ -175,6 +175,8 @@ class Job(Base):
         ForeignKey("threads.id", ondelete="SET NULL"), nullable=True, index=True
     )
     platform: Mapped[str] = mapped_column(String(32), default="")
+    #: where a result without a thread goes (a persona portrait): the channel it was asked in
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -92,18 +92,21 @@ class Store:
         return persona
 
     async def persona_ready(
-        self, persona_id: int, reference_key: str | None, embedding: Sequence[float] | None
+        self,
+        persona_id: int,
+        reference_key: str | None,
+        embedding: Sequence[float] | None,
+        lora_mix: Sequence[tuple[str, float]] | None = None,
     ) -> None:
+        values: dict[str, Any] = {
+            "reference_key": reference_key,
+            "face_embedding": list(embedding) if embedding is not None else None,
+            "status": "ready",
+        }
+        if lora_mix is not None:
+            values["lora_mix"] = [[name, float(weight)] for name, weight in lora_mix]
         async with self.db.session() as s:
-            await s.execute(
-                update(Persona)
-                .where(Persona.id == persona_id)
-                .values(
-                    reference_key=reference_key,
-                    face_embedding=list(embedding) if embedding is not None else None,
-                    status="ready",
-                )
-            )
+            await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
 
     async def persona_failed(self, persona_id: int) -> None:
         async with self.db.session() as s:
@@ -288,6 +291,7 @@ class Store:
         user_id: int | None,
         thread_id: int | None,
         platform: str,
+        channel_id: int | None = None,
     ) -> Job:
         job = Job(
             id=job_id,
@@ -296,6 +300,7 @@ class Store:
             user_id=user_id,
             thread_id=thread_id,
             platform=platform,
+            channel_id=channel_id,
             status=JobStatus.QUEUED,
             progress=0.0,
             attempts=0,

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_PRODUCTION_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 
 #: Default identity threshold per face backend, on the 0-1 similarity scale of engine.identity.
-DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.60, "insightface": 0.64}
+DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
 
 
 class SettingsError(ValueError):

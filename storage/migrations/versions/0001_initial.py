@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
         sa.Column("thread_id", sa.Integer, sa.ForeignKey("threads.id", ondelete="SET NULL"), nullable=True),
         sa.Column("platform", sa.String(32), nullable=False),
+        sa.Column("channel_id", sa.BigInteger, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("delivered", sa.Boolean, nullable=False),
         _ts("created_at"),

@@ -1,0 +1,184 @@
+"""The console front end: the same conversation in a terminal (``persona-studio chat``).
+
+Lines are parsed with the shared text grammar; reactions are typed as commands (/approve) or as
+their emoji. Images are copied out of the blob store into ``out_dir`` and their paths printed.
+The console has no platform threads: like WeCom, each user has a current post (/threads,
+/thread <id> switch between them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from commands.conversation import Conversation
+from commands.events import (
+    BUTTON_EMOJI,
+    Action,
+    Attachment,
+    Event,
+    FileOut,
+    Images,
+    OpenThread,
+    Progress,
+    Reply,
+)
+from commands.parser import parse_text
+from commands.texts import progress_bar
+from engine.progress import FINISHED_STATES
+
+PLATFORM = "console"
+
+
+class ConsoleFrontEnd:
+    def __init__(
+        self,
+        conversation: Conversation,
+        out_dir: Path,
+        *,
+        user: str = "console",
+        stream: TextIO | None = None,
+        live: bool | None = None,
+    ) -> None:
+        self.conversation = conversation
+        self.out_dir = Path(out_dir)
+        self.user = user
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live  # \r progress bars on a terminal
+        self.saved: list[Path] = []
+        self.actions: list[Action] = []
+        self._finished: dict[str, asyncio.Event] = {}
+        self._bar_open = False
+        conversation.add_deliverer(PLATFORM, self.deliver)
+
+    # -- input -------------------------------------------------------------------------------
+    async def send(self, line: str) -> list[Action]:
+        """Handle one typed line; render and return the immediate actions."""
+        text, attachments = _attachments(line)
+        parsed = parse_text(text)
+        event = Event(
+            platform=PLATFORM,
+            user_id=self.user,
+            user_name=self.user,
+            kind=parsed.kind,
+            command=parsed.command,
+            args=parsed.args,
+            text=parsed.args if parsed.command is None else "",
+            attachments=attachments,
+        )
+        actions = await self.conversation.handle(event)
+        await self.render(actions)
+        return actions
+
+    # -- output ------------------------------------------------------------------------------
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        await self.render(actions)
+        for action in actions:
+            if isinstance(action, Progress) and action.state in FINISHED_STATES:
+                self._event(action.job_id).set()
+
+    async def wait_job(self, job_id: str, limit_s: float = 300.0) -> None:
+        """Wait until a job's result (or failure) has been delivered here."""
+        await asyncio.wait_for(self._event(job_id).wait(), limit_s)
+
+    async def render(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            self.actions.append(action)
+            if isinstance(action, Progress):
+                self._progress(action)
+            elif isinstance(action, Images):
+                self._line(action.text)
+                for image in action.images:
+                    path = self._save(image.path, action.where.thread_db_id, image.filename)
+                    caption = f"  ({image.caption})" if image.caption else ""
+                    self._line(f"  🖼  {path}{caption}")
+                if action.buttons:
+                    hints = "  ".join(f"{BUTTON_EMOJI[b]} /{b.value}" for b in action.buttons)
+                    self._line(f"  {hints}")
+            elif isinstance(action, FileOut):
+                target = self.out_dir / action.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(action.data)
+                self.saved.append(target)
+                self._line(f"{action.text}\n  📦 {target}")
+            elif isinstance(action, OpenThread | Reply):
+                self._line(action.text)
+
+    def _progress(self, action: Progress) -> None:
+        if action.state == "queued":
+            ahead = f", {action.position} ahead" if action.position else ""
+            self._line(f"⏳ queued{ahead}")
+        elif action.state == "running" and action.total:
+            eta = f" ETA {action.eta_s:.0f}s" if action.eta_s is not None else ""
+            text = f"⚙️  {progress_bar(action.step, action.total)}{eta}"
+            if self.live:
+                self.stream.write("\r" + text + " " * 8)
+                self.stream.flush()
+                self._bar_open = True
+            elif action.step == action.total:
+                self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _save(self, blob_path: str, thread_db_id: int | None, filename: str) -> Path:
+        folder = self.out_dir / (f"post-{thread_db_id}" if thread_db_id else "personas")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / filename
+        shutil.copyfile(blob_path, target)
+        self.saved.append(target)
+        return target
+
+    def _event(self, job_id: str) -> asyncio.Event:
+        return self._finished.setdefault(job_id, asyncio.Event())
+
+
+def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
+    """``@path/to/scene.png`` words attach that file (the console's upload)."""
+    words: list[str] = []
+    files: list[Attachment] = []
+    try:
+        tokens = shlex.split(line, posix=True) if "@" in line else None
+    except ValueError:
+        tokens = None
+    if tokens is None:
+        return line, ()
+    for token in tokens:
+        path = Path(token[1:]).expanduser() if token.startswith("@") else None
+        if path is not None and path.is_file():
+            files.append(Attachment(filename=path.name, data=path.read_bytes()))
+        else:
+            words.append(token)
+    return " ".join(words), tuple(files)
+
+
+async def run_chat(settings: object, *, user: str = "console", out_dir: Path = Path("console-out")) -> int:
+    from bot.app import build_app
+
+    app = await build_app(settings)  # type: ignore[arg-type]
+    front = ConsoleFrontEnd(app.conversation, out_dir, user=user)
+    await app.conversation.deliver_pending(PLATFORM)
+    print("Persona Studio console. /help lists the commands; Ctrl-D quits.")
+    read: Callable[[str], str] = input
+    try:
+        while True:
+            try:
+                line = await asyncio.to_thread(read, "you> ")
+            except EOFError:
+                break
+            if line.strip() in ("/quit", "/exit"):
+                break
+            if line.strip():
+                await front.send(line)
+    finally:
+        await app.close()
+    return 0

@@ -1,0 +1,223 @@
+"""Result delivery: job events in, actions out to the front end of the job's platform.
+
+Results are in storage before their "done" event is published. A finished job is delivered
+when its front end is registered and :meth:`Store.claim_delivery` says this caller is the first
+(an atomic update): a result reaches the user exactly once even when arq retries the job or the
+event arrives twice. A delivery that raises is released and tried again; results finished while
+no front end listened are delivered by :meth:`Delivery.deliver_pending` (on start, and by a sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
+from commands.texts import format_score
+from engine.progress import FINISHED_STATES, ProgressBus
+from storage.blobs import BlobStore
+from storage.models import Job, JobStatus
+from storage.repository import Store
+
+log = logging.getLogger(__name__)
+
+DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
+SWEEP_INTERVAL_S = 2.0
+RESULT_BUTTONS = (Button.APPROVE, Button.REGEN, Button.UNDO, Button.CANCEL)
+
+
+@dataclass
+class _Route:
+    where: Where
+    kind: str
+
+
+class Delivery:
+    def __init__(self, store: Store, blobs: BlobStore, threaded: frozenset[str] = frozenset()) -> None:
+        self.threaded = threaded
+        self.store = store
+        self.blobs = blobs
+        self._deliverers: dict[str, DeliverFn] = {}
+        self._routes: OrderedDict[str, _Route | None] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    def add_deliverer(self, platform: str, deliver: DeliverFn) -> None:
+        self._deliverers[platform] = deliver
+
+    def start(self, bus: ProgressBus) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._listen(bus), name="delivery-listen"),
+                asyncio.create_task(self._sweep(), name="delivery-sweep"),
+            ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    # -- events ------------------------------------------------------------------------------
+    async def _listen(self, bus: ProgressBus) -> None:
+        async for event in bus.subscribe():
+            try:
+                await self.on_event(event)
+            except Exception:
+                log.exception("delivering event %s failed", event)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            for platform in list(self._deliverers):
+                try:
+                    await self.deliver_pending(platform)
+                except Exception:
+                    log.exception("delivery sweep for %s failed", platform)
+
+    async def on_event(self, event: dict) -> None:
+        job_id = str(event.get("job_id"))
+        state = str(event.get("state"))
+        if state in FINISHED_STATES:
+            await self.deliver_job(job_id)
+            return
+        route = await self._route(job_id)
+        if route is None or route.where.platform not in self._deliverers:
+            return
+        progress = Progress(
+            where=route.where,
+            job_id=job_id,
+            state=state,
+            position=event.get("position"),
+            step=int(event.get("step") or 0),
+            total=int(event.get("total") or 0),
+            eta_s=event.get("eta_s"),
+        )
+        try:
+            await self._deliverers[route.where.platform]([progress])
+        except Exception:
+            log.warning("progress update for %s failed", job_id, exc_info=True)
+
+    # -- results -----------------------------------------------------------------------------
+    async def deliver_pending(self, platform: str) -> int:
+        count = 0
+        for job in await self.store.undelivered_jobs(platform):
+            count += await self.deliver_job(job.id)
+        return count
+
+    async def deliver_job(self, job_id: str) -> bool:
+        job = await self.store.get_job(job_id)
+        if job is None or not JobStatus(job.status).finished:
+            return False
+        deliver = self._deliverers.get(job.platform)
+        if deliver is None or job.delivered:
+            return False
+        async with self._lock:  # one delivery at a time keeps a thread's results in order
+            if not await self.store.claim_delivery(job_id):
+                return False
+            try:
+                actions = await self.result_actions(job)
+                await deliver(actions)
+            except Exception:
+                log.exception("delivery of job %s failed; will retry", job_id)
+                await self.store.release_delivery(job_id)
+                return False
+        self._routes.pop(job_id, None)
+        return True
+
+    async def result_actions(self, job: Job) -> list[Action]:
+        route = await self._route(job.id)
+        where = route.where if route else Where(platform=job.platform, user_id="")
+        if job.status == JobStatus.CANCELLED:
+            return [
+                Progress(where=where, job_id=job.id, state="cancelled"),
+                Reply(where=where, text="Cancelled ❌"),
+            ]
+        if job.status == JobStatus.FAILED:
+            text = (
+                f"Sorry, that did not work: {job.error or 'unknown error'}. "
+                "Send the instruction again, or 🔁 to try with a new seed."
+            )
+            return [Progress(where=where, job_id=job.id, state="failed"), Reply(where=where, text=text)]
+        result = job.result or {}
+        done = Progress(where=where, job_id=job.id, state="done")
+        if job.kind == "create_persona":
+            persona_id = job.spec.get("persona", {}).get("persona_id")
+            persona = await self.store.get_persona(int(persona_id))
+            key = result.get("reference_key")
+            images = (self._image(key, f"persona-{persona.name}.png", ""),) if key else ()
+            mix = ", ".join(f"{name} {weight:.2f}" for name, weight in persona.lora_mix)
+            text = f"Persona **{persona.name}** is ready ({persona.archetype}; mix {mix}; seed {persona.seed})."
+            return [done, Images(where=where, job_id=job.id, text=text, images=images)]
+        turn = await self.store.turn_for_job(job.id)
+        if turn is None:
+            return [done]
+        scores = list(turn.identity_scores or [])
+        notes = list(result.get("identity_notes") or [])
+        images = tuple(
+            self._image(
+                key,
+                f"post{turn.thread_id}-turn{turn.id}-{index + 1}.png",
+                _caption(scores, notes, index),
+            )
+            for index, key in enumerate(turn.image_keys or [])
+        )
+        what = turn.instruction if turn.kind != "generate" else "first images"
+        text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
+        return [
+            done,
+            Images(where=where, turn_id=turn.id, job_id=job.id, text=text, images=images, buttons=RESULT_BUTTONS),
+        ]
+
+    def _image(self, key: str, filename: str, caption: str) -> ImageOut:
+        info = self.blobs.info(key)
+        return ImageOut(
+            blob_key=key,
+            path=str(self.blobs.path(key)),
+            filename=filename,
+            caption=caption,
+            width=info.width,
+            height=info.height,
+        )
+
+    async def _route(self, job_id: str) -> _Route | None:
+        if job_id in self._routes:
+            return self._routes[job_id]
+        job = await self.store.get_job(job_id)
+        route: _Route | None = None
+        if job is not None and job.user_id is not None:
+            user = await self.store.get_user(job.user_id)
+            if job.thread_id is not None:
+                thread = await self.store.get_thread(job.thread_id)
+                where = Where(
+                    platform=job.platform,
+                    user_id=user.platform_user_id,
+                    thread_db_id=thread.id,
+                    channel_id=thread.channel_id or job.channel_id,
+                    thread_id=thread.thread_id,
+                )
+            else:
+                where = Where(platform=job.platform, user_id=user.platform_user_id, channel_id=job.channel_id)
+            route = _Route(where=where, kind=job.kind)
+            if job.thread_id is not None and where.thread_id is None and job.platform in self.threaded:
+                return route  # its platform thread is not bound yet: do not cache
+        self._routes[job_id] = route
+        while len(self._routes) > 1000:
+            self._routes.popitem(last=False)
+        return route
+
+    def forget_route(self, job_id: str) -> None:
+        self._routes.pop(job_id, None)
+
+
+def _caption(scores: list, notes: list, index: int) -> str:
+    score = scores[index] if index < len(scores) else None
+    note = notes[index] if index < len(notes) else ""
+    text = f"image {index + 1} · {format_score(score)}"
+    return f"{text} ({note})" if note and note != "ok" else text

@@ -1,0 +1,58 @@
+"""Texts the conversation sends: help, the turn tree, job states, progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from storage.models import Turn
+
+HELP = """\
+Persona Studio — commands
+  /persona create <archetype> [name]   new persona: a new face blended from LoRAs of one archetype
+  /persona list | show <name> | delete <name>
+  /post <persona> [count=N] <prompt>   open a post thread with N images (1-4); attach a scene image if you like
+  <text inside a post>                 edit the current image ("hold the latte higher")
+      all: <text>                      edit every image of the post;  #2 <text>  edit image 2
+  /approve ✅  /regen 🔁  /undo ↩️  /cancel ❌   act on the current result (reactions and buttons too)
+  /history                             the post's turn tree with identity scores
+  /export                              approved images + manifest.json as a zip
+  /status                              your jobs and their queue positions
+  /settings [steps=N guidance=G size=WxH seed=S|random]   inside a post: for that post; elsewhere: your defaults
+  /threads, /thread <id>               (console, WeCom) list your posts, switch to one
+  /help
+WeCom: 人设 发帖 通过 重来 撤销 取消 历史 导出 状态 设置 帮助"""
+
+
+def progress_bar(step: int, total: int, width: int = 20) -> str:
+    if total <= 0:
+        return "[" + "·" * width + "]"
+    filled = min(width, round(width * step / total))
+    return "[" + "█" * filled + "·" * (width - filled) + f"] {step}/{total}"
+
+
+def format_score(score: float | None) -> str:
+    return "identity n/a" if score is None else f"identity {score:.2f}"
+
+
+def describe_turn(turn: Turn) -> str:
+    what = turn.instruction or "(no instruction)"
+    scores = ", ".join(format_score(s) for s in (turn.identity_scores or [])) or "no images yet"
+    flags = " ✅" if turn.approved else ""
+    return f"#{turn.id} {turn.kind}: {what} — {scores} [{turn.status}]{flags}"
+
+
+def render_tree(turns: Sequence[Turn], current_id: int | None) -> str:
+    """The thread's turns as an indented tree, the current turn marked with ▶."""
+    children: dict[int | None, list[Turn]] = {}
+    for turn in turns:
+        children.setdefault(turn.parent_id, []).append(turn)
+    lines: list[str] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for turn in children.get(parent, []):
+            marker = "▶ " if turn.id == current_id else "  "
+            lines.append(f"{marker}{'   ' * depth}{describe_turn(turn)}")
+            walk(turn.id, depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines) if lines else "no turns yet"

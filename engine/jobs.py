@@ -1,0 +1,159 @@
+"""Running one job: storage bookkeeping around the engine call, progress on the bus.
+
+Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine runs in a thread
+(``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
+result is written to storage (turn images, job done, thread's current turn) in one transaction
+before the "done" event goes out; a job that had already finished (cancelled, or completed by an
+earlier attempt) is not recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from engine.progress import ProgressBus, make_event
+from engine.specs import JobKind, JobResult, JobSpec
+from storage.models import JobStatus
+from storage.repository import Store
+
+log = logging.getLogger(__name__)
+
+#: at most this often a running job writes its progress to the database (events go out every step)
+DB_PROGRESS_INTERVAL_S = 2.0
+
+
+class JobCancelled(Exception):
+    """The job's cancel flag was set; raised out of the engine at the next step."""
+
+
+class EngineLike(Protocol):
+    """What the runner needs of an engine: engine.runner.Engine, or a no-op one in benchmarks."""
+
+    def load(self) -> None: ...
+
+    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]: ...
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> JobResult: ...
+
+
+class JobRunner:
+    def __init__(self, engine: EngineLike, store: Store, bus: ProgressBus) -> None:
+        self.engine = engine
+        self.store = store
+        self.bus = bus
+
+    async def execute(
+        self, spec_json: dict[str, Any], cancel: threading.Event | None = None, *, final_attempt: bool = True
+    ) -> JobResult | None:
+        """Run one job. Returns None when it was already finished or got cancelled.
+
+        Exceptions propagate unless ``final_attempt``: the queue retries those; on the final
+        attempt the job is marked failed with the error and the user is told.
+        """
+        spec = JobSpec.model_validate(spec_json)
+        cancel = cancel or threading.Event()
+        job = await self.store.start_job(spec.job_id)
+        if job is None:
+            log.info("job %s already finished; skipping", spec.job_id)
+            return None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        await self.bus.publish(make_event(spec.job_id, "running", step=0, total=0, attempt=job.attempts))
+        last_db_write = 0.0
+
+        def on_progress(step: int, total: int) -> None:  # called in the engine's thread
+            nonlocal last_db_write
+            elapsed = time.monotonic() - started
+            eta = elapsed / step * (total - step) if step else None
+            event = make_event(spec.job_id, "running", step=step, total=total, eta_s=eta)
+            asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop)
+            if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
+                last_db_write = time.monotonic()
+                asyncio.run_coroutine_threadsafe(self.store.set_progress(spec.job_id, step / total), loop)
+
+        try:
+            if spec.kind == JobKind.CREATE_PERSONA and not spec.persona.lora_mix:
+                mix = await asyncio.to_thread(self._draw_mix, spec)
+                spec = spec.model_copy(update={"persona": spec.persona.model_copy(update={"lora_mix": mix})})
+            result = await asyncio.to_thread(self._run, spec, on_progress, cancel)
+        except asyncio.CancelledError:
+            # arq abort (or shutdown): stop the engine at its next step, record the cancel
+            cancel.set()
+            await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
+            raise
+        except Exception as exc:
+            if _is_cancel(exc) or cancel.is_set():
+                await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
+                return None
+            if not final_attempt:
+                log.warning("job %s failed (will retry): %s", spec.job_id, exc)
+                raise
+            log.exception("job %s failed", spec.job_id)
+            await self._finish(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            return None
+        result.seconds = time.monotonic() - started
+        await self._record(spec, result)
+        return result
+
+    def _draw_mix(self, spec: JobSpec) -> list[tuple[str, float]]:
+        self.engine.load()
+        return self.engine.draw_mix(spec.persona.archetype, spec.persona.seed)
+
+    def _run(self, spec: JobSpec, on_progress: Callable[[int, int], None], cancel: threading.Event) -> JobResult:
+        self.engine.load()
+        return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
+
+    async def _record(self, spec: JobSpec, result: JobResult) -> None:
+        result_json = result.model_dump(mode="json")
+        if spec.kind == JobKind.CREATE_PERSONA:
+            recorded = await self.store.finish_job(spec.job_id, JobStatus.DONE, result=result_json)
+            if recorded:
+                await self.store.persona_ready(
+                    spec.persona.persona_id, result.reference_key, result.embedding, spec.persona.lora_mix
+                )
+        else:
+            recorded = await self.store.finish_job(
+                spec.job_id,
+                JobStatus.DONE,
+                result=result_json,
+                turn_update={
+                    "image_keys": result.image_keys,
+                    "identity_scores": result.identity_scores,
+                    "seed": spec.seed,
+                },
+                make_current=True,
+            )
+        if recorded:
+            await self.bus.publish(make_event(spec.job_id, "done", seconds=result.seconds))
+
+    async def _finish(self, spec: JobSpec, status: JobStatus, error: str) -> None:
+        if await self.store.finish_job(spec.job_id, status, error=error):
+            if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
+                await self.store.persona_failed(spec.persona.persona_id)
+            await self.bus.publish(make_event(spec.job_id, str(status), error=error))
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    # engine.runner raises its own JobCancelled; match by name so this module never imports torch
+    return isinstance(exc, JobCancelled) or type(exc).__name__ == "JobCancelled"
+
+
+def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:
+    """For the embedded queue: a runner whose engine (torch, the pipeline) loads on first use."""
+
+    def make(bus: ProgressBus) -> JobRunner:
+        from engine.runner import Engine  # heavy: imported only where a model runs
+
+        return JobRunner(Engine.from_settings(settings, blobs), store, bus)
+
+    return make

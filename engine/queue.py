@@ -1,0 +1,211 @@
+"""The job queue as the commands layer sees it: enqueue, cancel, position, progress.
+
+Two implementations behind one interface:
+
+* :class:`EmbeddedQueue` (REDIS_URL unset): the same job function runs in this process, one job
+  at a time, in a background task; events go through a :class:`LocalBus`.
+* :class:`ArqQueue` (REDIS_URL set): jobs go to arq workers (engine/worker.py) through redis;
+  events come back over redis pub/sub.
+
+The job itself is plain JSON (``JobSpec.model_dump(mode="json")``); its storage row is created
+by the caller before :meth:`enqueue`, so a restart never loses a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.progress import LocalBus, ProgressBus, RedisBus, make_event
+from engine.specs import JobSpec
+from storage.models import JobStatus
+from storage.repository import Store
+
+log = logging.getLogger(__name__)
+
+ARQ_QUEUE_NAME = "arq:queue"
+ARQ_FUNCTION = "run_job"
+
+
+class JobQueue(Protocol):
+    bus: ProgressBus
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(self, spec: JobSpec) -> None: ...
+
+    async def cancel(self, job_id: str) -> bool: ...
+
+    async def position(self, job_id: str) -> int | None:
+        """Jobs ahead of a waiting job (0 = next); None when it is not waiting."""
+        ...
+
+
+@dataclass
+class _Running:
+    job_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class EmbeddedQueue:
+    """In-process queue: FIFO, ``concurrency`` jobs at a time (one per GPU)."""
+
+    def __init__(self, store: Store, runner_factory: Callable[[ProgressBus], Any], *, concurrency: int = 1) -> None:
+        self.store = store
+        self.bus = LocalBus()
+        self._runner_factory = runner_factory
+        self._runner: Any = None
+        self._waiting: list[dict[str, Any]] = []
+        self._running: dict[str, _Running] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._concurrency = concurrency
+
+    async def start(self) -> None:
+        """Start the workers, re-queueing jobs a previous run left unfinished."""
+        if self._tasks:
+            return
+        self._runner = self._runner_factory(self.bus)
+        for job in await self.store.unfinished_jobs():
+            log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
+            self._waiting.append(job.spec)
+        self._tasks = [asyncio.create_task(self._work(), name=f"embedded-worker-{i}") for i in range(self._concurrency)]
+        self._wake.set()
+
+    async def close(self) -> None:
+        for running in self._running.values():
+            running.cancel.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def enqueue(self, spec: JobSpec) -> None:
+        self._waiting.append(spec.model_dump(mode="json"))
+        await self.bus.publish(make_event(spec.job_id, "queued", position=len(self._waiting) - 1 + len(self._running)))
+        self._wake.set()
+
+    async def cancel(self, job_id: str) -> bool:
+        for index, spec in enumerate(self._waiting):
+            if spec["job_id"] == job_id:
+                del self._waiting[index]
+                if await self.store.finish_job(job_id, JobStatus.CANCELLED, error="cancelled"):
+                    await self.bus.publish(make_event(job_id, "cancelled", error="cancelled"))
+                return True
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancel.set()
+            return True
+        return False
+
+    async def position(self, job_id: str) -> int | None:
+        for index, spec in enumerate(self._waiting):
+            if spec["job_id"] == job_id:
+                return index + len(self._running)
+        return None
+
+    async def _work(self) -> None:
+        while True:
+            while not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            spec = self._waiting.pop(0)
+            running = _Running(spec["job_id"])
+            self._running[running.job_id] = running
+            try:
+                await self._runner.execute(spec, running.cancel, final_attempt=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("embedded job %s crashed", running.job_id)
+            finally:
+                self._running.pop(running.job_id, None)
+
+
+class ArqQueue:
+    """Client side of the arq queue: enqueue JSON specs, read positions, abort jobs."""
+
+    def __init__(self, redis_url: str, store: Store) -> None:
+        self.redis_url = redis_url
+        self.store = store
+        self.pool: Any = None
+        self.bus: ProgressBus = LocalBus()  # replaced by a RedisBus in start()
+
+    async def start(self) -> None:
+        from arq import create_pool
+
+        if self.pool is None:
+            self.pool = await create_pool(redis_settings(self.redis_url))
+            self.bus = RedisBus(self.pool)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
+
+    async def enqueue(self, spec: JobSpec) -> None:
+        await self.start()
+        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec.model_dump(mode="json"), _job_id=spec.job_id)
+        if job is None:
+            log.info("job %s was already queued", spec.job_id)
+        position = await self.position(spec.job_id)
+        await self.bus.publish(make_event(spec.job_id, "queued", position=position))
+
+    async def cancel(self, job_id: str) -> bool:
+        from arq.jobs import Job as ArqJob
+
+        await self.start()
+        waiting = await self.position(job_id) is not None
+        job = ArqJob(job_id, self.pool)
+        # arq abort: a queued job is never started; a running job's task is cancelled, which sets
+        # the engine's cancel flag (engine.jobs) and records the cancel.
+        await self.pool.zadd("arq:abort", {job_id: _now_ms()})
+        if waiting:
+            await self.pool.zrem(ARQ_QUEUE_NAME, job_id)
+            if await self.store.finish_job(job_id, JobStatus.CANCELLED, error="cancelled"):
+                await self.bus.publish(make_event(job_id, "cancelled", error="cancelled"))
+            return True
+        info = await job.info()
+        return info is not None
+
+    async def position(self, job_id: str) -> int | None:
+        await self.start()
+        rank = await self.pool.zrank(ARQ_QUEUE_NAME, job_id)
+        if rank is None:
+            return None
+        if await self.pool.exists(f"arq:in-progress:{job_id}"):
+            return None  # picked up: running, not waiting
+        # arq keeps running jobs in the queue set until they finish: rank counts them too
+        return int(rank)
+
+
+def redis_settings(url: str) -> Any:
+    from arq.connections import RedisSettings
+
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 30
+    settings.conn_retry_delay = 1
+    settings.retry_on_timeout = True
+    return settings
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def make_queue(redis_url: str | None, store: Store, runner_factory: Callable[[ProgressBus], Any]) -> JobQueue:
+    """The arq queue when REDIS_URL is set, else the embedded in-process queue."""
+    if redis_url:
+        return ArqQueue(redis_url, store)
+    return EmbeddedQueue(store, runner_factory)
