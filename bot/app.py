@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from commands.conversation import Conversation, ConversationConfig
-from engine.jobs import engine_runner_factory
+from engine.jobs import EngineLike, JobRunner, engine_runner_factory
 from engine.progress import ProgressBus
 from engine.queue import make_queue
 from storage.blobs import BlobStore
@@ -32,17 +31,21 @@ class App:
         await self.db.dispose()
 
 
-async def build_app(settings: Settings, runner_factory: Callable[[ProgressBus], Any] | None = None) -> App:
+async def build_app(settings: Settings, engine: EngineLike | None = None) -> App:
     """Apply migrations, then assemble the conversation on the configured queue and start it.
 
     With REDIS_URL unset the queue is embedded: jobs run in this process and the engine loads
-    on the first job. ``runner_factory`` replaces the engine (benchmarks use a no-op one).
+    on the first job. ``engine`` supplies an already-built engine instead (tests share one
+    loaded tiny engine; benchmarks use a no-op one).
     """
     db = Database(settings.database_url)
     await db.upgrade()
     store = Store(db)
     blobs = BlobStore(settings.blob_dir)
-    factory = runner_factory or engine_runner_factory(settings, store, blobs)
+    if engine is not None:
+        factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
+    else:
+        factory = engine_runner_factory(settings, store, blobs)
     queue = make_queue(settings.redis_url, store, factory)
     config = ConversationConfig(
         engine_model=settings.engine_model,

@@ -526,13 +526,20 @@ class Conversation:
         return [ctx.reply("Your jobs:\n" + "\n".join(lines), private=True)]
 
     async def _cmd_settings(self, ctx: _Ctx) -> list[Action]:
-        thread = await self._thread_of(ctx)
-        if thread is not None:
+        """Per-thread settings inside a platform thread (Discord) or with ``post`` first on
+        platforms without threads (``/settings post steps=8``); the user's defaults otherwise."""
+        args = ctx.event.args.strip()
+        post_scope = args.split(" ", 1)[0].lower() in ("post", "thread", "本帖")
+        if post_scope:
+            args = args.partition(" ")[2]
+        thread = None
+        if ctx.event.thread_id is not None or post_scope:
+            thread = await self._require_thread(ctx)
             self._check_owner(ctx, thread)
         changes = {k: v for k, v in ctx.event.options.items() if k in SETTING_KEYS and v is not None}
-        found, rest = split_options(ctx.event.args)
+        found, rest = split_options(args)
         if rest:
-            raise InputError("usage: /settings steps=N guidance=G size=WxH seed=S|random")
+            raise InputError("usage: /settings [post] steps=N guidance=G size=WxH seed=S|random")
         changes.update(found)
         parsed = self._parse_settings(changes)
         if parsed:

@@ -17,7 +17,8 @@ Persona Studio — commands
   /history                             the post's turn tree with identity scores
   /export                              approved images + manifest.json as a zip
   /status                              your jobs and their queue positions
-  /settings [steps=N guidance=G size=WxH seed=S|random]   inside a post: for that post; elsewhere: your defaults
+  /settings [post] [steps=N guidance=G size=WxH seed=S|random]
+                                       your defaults; in a Discord post thread or with "post": that post only
   /threads, /thread <id>               (console, WeCom) list your posts, switch to one
   /help
 WeCom: 人设 发帖 通过 重来 撤销 取消 历史 导出 状态 设置 帮助"""

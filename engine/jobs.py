@@ -28,7 +28,7 @@ DB_PROGRESS_INTERVAL_S = 2.0
 
 
 class JobCancelled(Exception):
-    """The job's cancel flag was set; raised out of the engine at the next step."""
+    """The job's cancel flag was set; the engine raises it at its next step."""
 
 
 class EngineLike(Protocol):
@@ -92,7 +92,7 @@ class JobRunner:
             await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
             raise
         except Exception as exc:
-            if _is_cancel(exc) or cancel.is_set():
+            if isinstance(exc, JobCancelled) or cancel.is_set():
                 await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
                 return None
             if not final_attempt:
@@ -141,11 +141,6 @@ class JobRunner:
             if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
                 await self.store.persona_failed(spec.persona.persona_id)
             await self.bus.publish(make_event(spec.job_id, str(status), error=error))
-
-
-def _is_cancel(exc: BaseException) -> bool:
-    # engine.runner raises its own JobCancelled; match by name so this module never imports torch
-    return isinstance(exc, JobCancelled) or type(exc).__name__ == "JobCancelled"
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

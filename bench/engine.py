@@ -1,0 +1,272 @@
+"""Benchmark the engine's render path: seconds per step and per image, and peak memory, as JSON.
+
+    python bench/engine.py                                  # tiny model on the CPU, 64x64, 4 steps
+    python bench/engine.py --model full --device cuda       # full-size Kontext transformer, random weights
+    python bench/engine.py --model full --device cuda --compile regional --attention _native_flash
+    python bench/engine.py --model /models/FLUX.1-Kontext-dev --device cuda --width 1024 --height 1024
+
+``--model full`` builds the FLUX.1 Kontext [dev] transformer (19 double + 38 single blocks, 3072
+wide, guidance embeddings) and the full FLUX VAE with random weights straight on the device: no
+download. Its text encoders are one-layer stand-ins with the real output widths (T5 4096, CLIP
+768) and 512 T5 tokens, so the denoising steps see the real shapes; text encoding time is not
+representative in that mode. Every image runs through ``engine.pipeline.render``, the code path
+of the worker. ``--edit`` adds a Kontext edit (context image of the output size: twice the image
+tokens per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from PIL import Image
+
+from engine.pipeline import LoadedPipeline, load_pipeline, render, resolve_device, resolve_dtype
+
+#: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
+FULL_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
+FULL_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 16,
+    "norm_num_groups": 32,
+    "sample_size": 1024,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "shift_factor": 0.1159,
+    "scaling_factor": 0.3611,
+}
+
+
+def build_full_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
+    """Full-size transformer and VAE with random weights, initialised on ``device`` in ``dtype``."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from engine.tiny import build_clip_tokenizer, build_t5_tokenizer
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            transformer = FluxTransformer2DModel(**FULL_TRANSFORMER)  # type: ignore[arg-type]
+            vae = AutoencoderKL(**FULL_VAE)  # type: ignore[arg-type]
+            tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+            tokenizer_2.model_max_length = 512
+            text_encoder = CLIPTextModel(
+                CLIPTextConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=768,
+                    intermediate_size=3072,
+                    num_attention_heads=12,
+                    num_hidden_layers=1,
+                    max_position_embeddings=77,
+                    projection_dim=768,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            )
+            text_encoder_2 = T5EncoderModel(
+                T5Config(
+                    vocab_size=len(tokenizer_2),
+                    d_model=4096,
+                    d_kv=64,
+                    d_ff=10240,
+                    num_layers=1,
+                    num_heads=64,
+                    feed_forward_proj="gated-gelu",
+                    pad_token_id=tokenizer_2.pad_token_id,
+                    eos_token_id=tokenizer_2.eos_token_id,
+                    decoder_start_token_id=tokenizer_2.pad_token_id,
+                )
+            )
+    finally:
+        torch.set_default_dtype(previous)
+    pipe = FluxKontextPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (transformer, vae, text_encoder, text_encoder_2):
+        module.eval()
+    return LoadedPipeline(pipe, "full", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_render(lp: LoadedPipeline, args: argparse.Namespace, seed: int, context: Image.Image | None) -> dict:
+    """Render one image; wall time of the whole call and of each step (from step-end callbacks)."""
+    marks: list[float] = []
+
+    def on_step(_i: int, _n: int) -> None:
+        _sync(lp.device)
+        marks.append(time.perf_counter())
+
+    _sync(lp.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        image = render(
+            lp,
+            prompt=args.prompt,
+            width=args.width,
+            height=args.height,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=seed,
+            context=context,
+            on_step=on_step,
+        )
+    _sync(lp.device)
+    end = time.perf_counter()
+    steps = [b - a for a, b in itertools.pairwise(marks)]
+    return {"image_s": end - start, "step_s": steps, "size": image.size, "image": image}
+
+
+def _summary(runs: list[dict]) -> dict:
+    steps = [s for run in runs for s in run["step_s"]]
+    return {
+        "seconds_per_image": round(statistics.median(r["image_s"] for r in runs), 4),
+        "seconds_per_step": round(statistics.median(steps), 5) if steps else None,
+        "images": len(runs),
+        "output_size": list(runs[0]["size"]),
+    }
+
+
+def _peak_memory(device: torch.device) -> dict:
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    out = {"peak_rss_mib": round(rss_kib / 1024, 1)}
+    if device.type == "cuda":
+        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        out["peak_gpu_reserved_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", help="tiny, full (random full-size weights), hub id or folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda ...; default cuda when available")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--width", type=int, default=None, help="default 64 for tiny, 1024 otherwise")
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="default 4 for tiny, 28 otherwise")
+    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--images", type=int, default=3, help="measured images (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--edit", action="store_true", help="also time a Kontext edit of the first image")
+    parser.add_argument("--compile", default="none", choices=["none", "full", "regional"], help="torch.compile")
+    parser.add_argument(
+        "--attention", default=None, help="diffusers attention backend: native, _native_flash, flash, sage ..."
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--prompt", default="a photo of a woman holding a latte in a sunny cafe")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    big = args.model != "tiny"
+    args.width = args.width or (1024 if big else 64)
+    args.height = args.height or (1024 if big else 64)
+    args.steps = args.steps or (28 if big else 4)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    started = time.perf_counter()
+    if args.model == "full":
+        lp = build_full_random(device, resolve_dtype(args.dtype, device))
+    else:
+        lp = load_pipeline(args.model, device=str(device), dtype=args.dtype)
+    _sync(device)
+    load_s = time.perf_counter() - started
+
+    if args.attention:
+        lp.pipe.transformer.set_attention_backend(args.attention)
+    if args.compile == "full":
+        lp.pipe.transformer.compile(fullgraph=True)
+    elif args.compile == "regional":
+        lp.pipe.transformer.compile_repeated_blocks(fullgraph=True)
+
+    warm_started = time.perf_counter()
+    for i in range(args.warmup):
+        _timed_render(lp, args, seed=10_000 + i, context=None)
+    warmup_s = time.perf_counter() - warm_started
+    runs = [_timed_render(lp, args, seed=i, context=None) for i in range(args.images)]
+    report: dict = {
+        "model": args.model,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "dtype": str(lp.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "compile": args.compile,
+        "attention": args.attention or "default",
+        "width": args.width,
+        "height": args.height,
+        "steps": args.steps,
+        "transformer_parameters": sum(p.numel() for p in lp.pipe.transformer.parameters()),
+        "load_s": round(load_s, 3),
+        "warmup_s": round(warmup_s, 3),
+        "text_to_image": _summary(runs),
+    }
+    if args.edit:
+        context = runs[0]["image"]
+        _timed_render(lp, args, seed=20_000, context=context)  # shapes differ from t2i: warm up again
+        edits = [_timed_render(lp, args, seed=30_000 + i, context=context) for i in range(args.images)]
+        report["edit"] = _summary(edits)
+    report["memory"] = _peak_memory(device)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Persona LoRA mixes: the library on disk, drawing a mix, applying it to the pipeline.
+
+A persona is a weighted blend of several real-face LoRAs of one archetype. The library lives in
+``LORA_DIR`` as ``<archetype>/<name>.safetensors`` in any format ``load_lora_weights`` accepts
+(diffusers/peft, kohya, ...); a LoRA's name is ``"<archetype>/<file stem>"``.
+
+This module imports nothing heavy at import time: listing archetypes and drawing mixes work
+without torch; :class:`AdapterManager` and :func:`write_tiny_library` use the pipeline / torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.specs import TINY_ARCHETYPES
+
+if TYPE_CHECKING:
+    from diffusers import FluxKontextPipeline
+
+#: Transformer layers the tiny LoRAs adapt (suffixes of module names).
+TINY_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_out")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
+class LoraLibrary:
+    """The LoRA files under ``root``: one folder per archetype, one ``.safetensors`` per face."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def archetypes(self) -> list[str]:
+        """Archetype folders holding at least one LoRA, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and any(d.glob("*.safetensors"))
+        )
+
+    def is_empty(self) -> bool:
+        return not self.archetypes()
+
+    def names(self, archetype: str) -> list[str]:
+        """LoRA names (``"<archetype>/<stem>"``) of ``archetype``; ValueError when it is unknown."""
+        known = self.archetypes()
+        if archetype not in known:
+            listed = ", ".join(known) or f"none: {self.root} holds no <archetype>/<name>.safetensors"
+            raise ValueError(f"unknown archetype {archetype!r}; known archetypes: {listed}")
+        return [f"{archetype}/{p.stem}" for p in sorted((self.root / archetype).glob("*.safetensors"))]
+
+    def path(self, name: str) -> Path:
+        """File of the LoRA called ``name``; ValueError on a malformed name, FileNotFoundError if absent."""
+        archetype, _, stem = name.partition("/")
+        if not (_NAME.match(archetype) and _NAME.match(stem)):
+            raise ValueError(f"bad LoRA name {name!r}; expected '<archetype>/<file stem>'")
+        path = self.root / archetype / f"{stem}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"LoRA {name!r} not found: no file {path}")
+        return path
+
+    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
+        return draw_mix(self.names(archetype), seed, k)
+
+
+def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float = 1.0) -> list[tuple[str, float]]:
+    """Pick ``k`` of ``names`` and Dirichlet weights summing to 1, both determined by ``seed``."""
+    if not names:
+        raise ValueError("no LoRAs to draw a mix from")
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k})")
+    rng = np.random.default_rng(seed)
+    k = min(k, len(names))
+    chosen = rng.choice(len(names), size=k, replace=False)
+    weights = rng.dirichlet([concentration] * k)
+    return [(names[int(i)], round(float(w), 6)) for i, w in zip(chosen, weights, strict=True)]
+
+
+def adapter_name(lora_name: str) -> str:
+    """The peft adapter name of a LoRA (module attribute safe: no '/' or '.')."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", lora_name.replace("/", "__"))
+
+
+class AdapterManager:
+    """Keeps up to ``capacity`` LoRAs loaded in the pipeline (least recently used evicted) and
+    activates a persona's mix with ``set_adapters``. ``disk_loads`` counts files read from disk:
+    switching between personas whose LoRAs are loaded reads nothing."""
+
+    def __init__(self, pipe: FluxKontextPipeline, library: LoraLibrary, capacity: int = 8) -> None:
+        self.pipe = pipe
+        self.library = library
+        self.capacity = max(1, capacity)
+        self._loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name -> adapter name, LRU first
+        self._active: tuple[tuple[str, float], ...] = ()
+        self.disk_loads = 0
+
+    @property
+    def loaded(self) -> list[str]:
+        """Loaded LoRA names, least recently used first."""
+        return list(self._loaded)
+
+    @property
+    def active(self) -> tuple[tuple[str, float], ...]:
+        return self._active
+
+    def touches_text_encoders(self) -> bool:
+        """Whether an active LoRA changes a text encoder (then prompt embeddings depend on the mix)."""
+        if not self._active:
+            return False
+        per_part = self.pipe.get_list_adapters()
+        names = {self._loaded[n] for n, _ in self._active}
+        return any(part != "transformer" and names & set(adapters) for part, adapters in per_part.items())
+
+    def _ensure_loaded(self, name: str) -> str:
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        path = self.library.path(name)
+        adapter = adapter_name(name)
+        self.pipe.load_lora_weights(str(path), adapter_name=adapter)
+        self.disk_loads += 1
+        self._loaded[name] = adapter
+        return adapter
+
+    def _evict(self, keep: set[str]) -> None:
+        for name in list(self._loaded):
+            if len(self._loaded) <= self.capacity:
+                break
+            if name not in keep:
+                self.pipe.delete_adapters(self._loaded.pop(name))
+
+    def apply(self, mix: Sequence[tuple[str, float]]) -> None:
+        """Make ``mix`` the active LoRA blend; an empty mix turns LoRAs off."""
+        mix = tuple((str(n), float(w)) for n, w in mix)
+        if mix == self._active:
+            return
+        if not mix:
+            if self._loaded:
+                self.pipe.disable_lora()
+            self._active = ()
+            return
+        adapters = [self._ensure_loaded(name) for name, _ in mix]
+        self._evict(keep={name for name, _ in mix})
+        self.pipe.enable_lora()
+        self.pipe.set_adapters(adapters, adapter_weights=[w for _, w in mix])
+        self._active = mix
+
+
+def write_tiny_library(
+    root: Path,
+    archetypes: Sequence[str] = TINY_ARCHETYPES,
+    per_archetype: int = 4,
+    rank: int = 4,
+    seed: int = 0,
+) -> list[Path]:
+    """Write random diffusers/peft-format LoRAs for the tiny transformer under ``root``.
+
+    Keys are ``transformer.<module>.lora_A.weight`` (rank x in) and ``...lora_B.weight``
+    (out x rank) for the :data:`TINY_TARGETS` layers; no alphas, so each LoRA's scale is 1.
+    Returns the files written.
+    """
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    from engine.tiny import TINY_TRANSFORMER_CONFIG
+
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
+    layers = [
+        (name, module.in_features, module.out_features)
+        for name, module in transformer.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.endswith(TINY_TARGETS)
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    written = []
+    for archetype in archetypes:
+        folder = Path(root) / archetype
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_archetype):
+            tensors = {}
+            for name, fan_in, fan_out in layers:
+                a = torch.randn(rank, fan_in, generator=generator) / fan_in**0.5
+                b = torch.randn(fan_out, rank, generator=generator) * (0.5 / rank**0.5)
+                tensors[f"transformer.{name}.lora_A.weight"] = a.contiguous()
+                tensors[f"transformer.{name}.lora_B.weight"] = b.contiguous()
+            path = folder / f"{archetype}_face{i + 1}.safetensors"
+            save_file(tensors, str(path), metadata={"format": "pt"})
+            written.append(path)
+    return written
