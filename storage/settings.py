@@ -38,7 +38,7 @@ def _split_strs(value: object) -> object:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, env_ignore_empty=True
     )
 
     # storage
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = None
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     discord_api_base: str | None = Field(default=None, description="REST base URL override (tests)")
-    discord_auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440
+    discord_auto_archive_minutes: int = 1440
     # wecom
     wecom_corp_id: str | None = None
     wecom_agent_id: int | None = None
@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     @classmethod
     def _admins(cls, value: object) -> object:
         return _split_strs(value)
+
+    @field_validator("discord_auto_archive_minutes")
+    @classmethod
+    def _archive(cls, value: int) -> int:
+        if value not in (60, 1440, 4320, 10080):
+            raise ValueError("expected 60, 1440, 4320 or 10080 (minutes, as Discord allows)")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -62,3 +62,15 @@ def test_masked_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown["DISCORD_TOKEN"] == "****xy"
     assert "secret" not in shown["WECOM_SECRET"]
     assert shown["REDIS_URL"] == "(unset)"
+
+
+def test_env_example_lists_every_setting_and_loads_as_is(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    names = {line.split("=", 1)[0] for line in example.read_text().splitlines() if line and not line.startswith("#")}
+    from storage.settings import Settings
+
+    assert names == {name.upper() for name in Settings.model_fields}
+    (tmp_path / ".env").write_text(example.read_text())
+    settings = load_settings()  # empty values mean "unset", not "empty string"
+    assert settings.redis_url is None and settings.discord_token is None and settings.face_model_dir is None
+    assert settings.identity_threshold is None and not settings.discord_enabled and not settings.wecom_enabled
