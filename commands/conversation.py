@@ -625,7 +625,14 @@ class Conversation:
         return event.user_id in admins or f"{event.platform}:{event.user_id}" in admins
 
     async def _thread_of(self, ctx: _Ctx) -> Thread | None:
-        """The post the event is about: its platform thread, or the user's current post."""
+        """The post the event is about: the result it acts on, its platform thread, or the
+        user's current post."""
+        if ctx.event.turn_id is not None:
+            try:
+                turn = await self.store.get_turn(ctx.event.turn_id)
+            except LookupError:
+                raise InputError("that result no longer exists") from None
+            return await self.store.get_thread(turn.thread_id)
         if ctx.event.thread_id is not None:
             return await self.store.find_thread(ctx.event.platform, ctx.event.thread_id)
         if ctx.event.platform in self.config.threaded_platforms:

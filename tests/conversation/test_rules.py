@@ -1,0 +1,237 @@
+"""Rules every front end inherits: owner-only changes, per-user limits, input validation."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.app import App, build_app
+from bot.console import ConsoleFrontEnd
+from commands.events import Attachment, Event, EventKind
+from engine.specs import JobResult, JobSpec
+from storage.models import JobStatus
+from tests.conversation.conftest import app_settings, png_bytes
+from tests.conversation.helpers import errors, queued, run
+
+
+def _event(user: str, kind: EventKind, **fields: Any) -> Event:
+    return Event(platform="console", user_id=user, kind=kind, **fields)
+
+
+async def _counts(app: App) -> tuple[int, int, int]:
+    from sqlalchemy import func, select
+
+    from storage.models import Job, Thread, Turn
+
+    async with app.db.session() as s:
+        return (
+            await s.scalar(select(func.count()).select_from(Thread)),
+            await s.scalar(select(func.count()).select_from(Turn)),
+            await s.scalar(select(func.count()).select_from(Job)),
+        )
+
+
+async def test_strangers_change_nothing_and_admins_may(
+    tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any
+) -> None:
+    app = await build_app(app_settings(tmp_path, shared_dirs, admin_ids=["console:boss"]), engine=tiny_engine)
+    try:
+        ann = ConsoleFrontEnd(app.conversation, tmp_path / "ann", user="ann", stream=io.StringIO(), live=False)
+        await run(ann, "/persona create puppy Kiki")
+        await run(ann, "/post Kiki count=1 at the park")
+        thread_id = (await app.store.user("console", "ann")).current_thread_id
+        before_thread = await app.store.get_thread(thread_id)
+        before_counts = await _counts(app)
+        conv = app.conversation
+        turn_id = before_thread.current_turn_id
+
+        refusals = []
+        for button in ("approve", "regen", "undo", "cancel"):
+            refusals += await conv.handle(_event("mallory", EventKind.REACTION, command=button, turn_id=turn_id))
+        refusals += await conv.handle(_event("mallory", EventKind.COMMAND, command="thread", args=str(thread_id)))
+        refusals += await conv.handle(_event("mallory", EventKind.COMMAND, command="persona", args="show Kiki"))
+        assert len(refusals) == 6
+        assert all(r.private and r.text.startswith("⚠️") for r in refusals)  # type: ignore[attr-defined]
+        assert sum("only the owner" in r.text.lower() for r in refusals) == 5  # type: ignore[attr-defined]
+        after_thread = await app.store.get_thread(thread_id)
+        assert after_thread.current_turn_id == before_thread.current_turn_id
+        assert after_thread.status == before_thread.status
+        assert not (await app.store.get_turn(turn_id)).approved
+        assert await _counts(app) == before_counts
+        assert (await app.store.user("console", "mallory")).current_thread_id is None
+
+        # an admin may act in anyone's post
+        approved = await conv.handle(_event("boss", EventKind.REACTION, command="approve", turn_id=turn_id))
+        assert "Approved" in approved[0].text  # type: ignore[attr-defined]
+        assert (await app.store.get_turn(turn_id)).approved
+    finally:
+        await app.close()
+
+
+class HeldEngine:
+    """Wraps the real engine; every run waits until the test releases it (a busy GPU)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
+        return self.inner.draw_mix(archetype, seed, k)
+
+    def run(
+        self, spec: JobSpec, on_progress: Callable[[int, int], None] | None = None, cancel: Any = None
+    ) -> JobResult:
+        while not self.release.wait(0.05):
+            if cancel is not None and cancel.is_set():
+                from engine.jobs import JobCancelled
+
+                raise JobCancelled(spec.job_id)
+        return self.inner.run(spec, on_progress=on_progress, cancel=cancel)
+
+
+@pytest.fixture
+async def held_app(tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any) -> AsyncIterator[tuple[App, Any]]:
+    engine = HeldEngine(tiny_engine)
+    settings = app_settings(tmp_path, shared_dirs, max_running_jobs=1, max_waiting_jobs=2)
+    app = await build_app(settings, engine=engine)
+    yield app, engine
+    engine.release.set()
+    await app.close()
+
+
+async def test_per_user_job_limit_and_queue_positions(held_app: tuple[App, Any], tmp_path: Path) -> None:
+    app, engine = held_app
+    ann = ConsoleFrontEnd(app.conversation, tmp_path / "o", user="ann", stream=io.StringIO(), live=False)
+    first = await ann.send("/persona create sweet A")
+    second = await ann.send("/persona create sweet B")
+    third = await ann.send("/persona create sweet C")
+    positions = [
+        next(a.position for a in actions if getattr(a, "state", "") == "queued") for actions in (first, second, third)
+    ]
+    assert positions == [0, 1, 2] or positions == [1, 1, 2]  # the first may already be running
+    refused = await ann.send("/persona create sweet D")
+    assert errors(refused) and "limit" in errors(refused)[0]
+    owner = await app.store.user("console", "ann")
+    assert [p.name for p in await app.store.list_personas(owner.id)] == ["A", "B", "C"]
+    status = await ann.send("/status")
+    assert status[0].text.count("create_persona") == 3  # type: ignore[attr-defined]
+    assert "waiting" in status[0].text  # type: ignore[attr-defined]
+    # another user is not limited by ann's jobs
+    # (one console front end per process: bob talks to the conversation directly)
+    bob = await app.conversation.handle(_event("bob", EventKind.COMMAND, command="persona", args="create boss Max"))
+    assert queued(bob)
+
+    # cancel a waiting job: it never runs and is reported cancelled once
+    waiting_id = queued(third)[0]
+    assert await app.conversation.queue.cancel(waiting_id)
+    await ann.wait_job(waiting_id, limit_s=30)
+    assert (await app.store.get_job(waiting_id)).status == JobStatus.CANCELLED
+    engine.release.set()
+    for job_id in queued(first) + queued(second):
+        await ann.wait_job(job_id, limit_s=120)
+    assert (await app.store.get_job(waiting_id)).status == JobStatus.CANCELLED
+    cancelled_replies = [a for a in ann.actions if getattr(a, "text", "") == "Cancelled ❌"]
+    assert len(cancelled_replies) == 1
+
+
+def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header claiming 10 gigapixels, with a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("corrupt", lambda: b"\x89PNG\r\n\x1a\n" + b"garbage" * 50, "not a readable image"),
+        ("truncated", lambda: png_bytes((64, 64))[:-40], "corrupt or truncated"),
+        ("bomb", _bomb_png, "too large in pixels"),
+        ("over 40 MP", lambda: _bomb_png(8000, 6000), "at most 40 megapixels"),
+        ("gif", _gif, "send PNG, JPEG or WebP"),
+        ("oversized", lambda: png_bytes() + b"\0" * (20 * 1024 * 1024), "at most 20 MB"),
+    ],
+)
+async def test_bad_attachments_are_refused_and_nothing_is_stored(
+    app: App, console: ConsoleFrontEnd, name: str, make: Callable[[], bytes], expected: str
+) -> None:
+    await run(console, "/persona create sweet Mia")
+    before = await _counts(app)
+    blobs_before = sorted(app.blobs.root.rglob("*"))
+    event = _event(
+        "ann",
+        EventKind.COMMAND,
+        command="post",
+        args="Mia a latte",
+        attachments=(Attachment(filename=f"{name}.png", data=make()),),
+    )
+    actions = await app.conversation.handle(event)
+    assert len(actions) == 1 and expected in actions[0].text, actions  # type: ignore[attr-defined]
+    assert actions[0].private  # type: ignore[attr-defined]
+    assert await _counts(app) == before
+    assert sorted(app.blobs.root.rglob("*")) == blobs_before
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/post Mia " + "x" * 1001, "at most 1000 are allowed"),
+        ("/post Mia count=5 a latte", "count must be from 1 to 4"),
+        ("/post Mia count=two a latte", "count must be a number"),
+        ("/post Mia", "prompt is empty"),
+        ("/post Nobody a latte", "no persona named"),
+        ("/post", "usage: /post"),
+    ],
+)
+async def test_bad_commands_are_refused_and_nothing_is_stored(
+    app: App, console: ConsoleFrontEnd, line: str, expected: str
+) -> None:
+    await run(console, "/persona create sweet Mia")
+    before = await _counts(app)
+    found = errors(await console.send(line))
+    assert found and expected.lower() in found[0].lower(), found
+    assert await _counts(app) == before
+
+
+async def test_a_long_edit_instruction_is_refused(app: App, console: ConsoleFrontEnd) -> None:
+    await run(console, "/persona create sweet Mia")
+    await run(console, "/post Mia a latte")
+    before = await _counts(app)
+    assert "at most 1000" in errors(await console.send("y" * 1001))[0]
+    assert await _counts(app) == before
+
+
+async def test_a_scene_image_sent_alone_is_used_by_the_next_post(app: App, console: ConsoleFrontEnd) -> None:
+    await run(console, "/persona create sweet Mia")
+    scene = png_bytes((96, 64), "teal")
+    reply = await app.conversation.handle(
+        _event("ann", EventKind.MESSAGE, attachments=(Attachment("scene.png", scene),))
+    )
+    assert "scene of your next /post" in reply[0].text  # type: ignore[attr-defined]
+    await run(console, "/post Mia count=1 on the beach")
+    thread = await app.store.get_thread((await app.store.user("console", "ann")).current_thread_id)
+    assert thread.scene_key is not None and app.blobs.get(thread.scene_key) == scene
+    first = await app.store.get_turn(thread.current_turn_id)
+    assert first.params["context_keys"] == [thread.scene_key]
