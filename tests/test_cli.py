@@ -1,0 +1,128 @@
+"""The persona-studio command line, run as a user would: a subprocess on a fresh folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.services import free_port
+from tests.wecom.harness import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN, WeComSender
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "bot.cli"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120)
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for name in ("config", "db", "demo", "chat", "run", "worker"):
+        assert name in result.stdout
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    result = cli(
+        "config", "show", env={"DISCORD_TOKEN": "abc.def.secret-token-99", "WECOM_SECRET": SECRET}, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "secret-token" not in result.stdout and SECRET not in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("DISCORD_TOKEN"))
+    assert line.split()[-1] == "****99"
+    assert "ENGINE_MODEL" in result.stdout and "tiny" in result.stdout
+
+
+def test_a_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    result = cli("config", "show", env={"WECOM_PORT": "http"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("persona-studio: setting WECOM_PORT:")
+
+
+def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'db.sqlite'}"
+    result = cli("db", "upgrade", env={"DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "revision 0001" in result.stdout
+    assert (tmp_path / "fresh" / "db.sqlite").exists()
+
+
+@pytest.mark.postgres
+async def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    result = cli("db", "upgrade", env={"DATABASE_URL": postgres_url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "revision 0001" in result.stdout
+
+
+def test_run_without_front_ends_and_worker_without_redis_explain_themselves(tmp_path: Path) -> None:
+    run = cli("run", cwd=tmp_path)
+    assert run.returncode == 2 and "DISCORD_TOKEN" in run.stdout and "WECOM_CORP_ID" in run.stdout
+    half = cli("run", env={"WECOM_CORP_ID": CORP_ID}, cwd=tmp_path)
+    assert half.returncode == 2 and "setting WECOM_AGENT_ID" in half.stdout
+    worker = cli("worker", cwd=tmp_path)
+    assert worker.returncode == 2 and "REDIS_URL" in worker.stdout
+
+
+def test_front_ends_import_no_model_libraries() -> None:
+    code = (
+        "import sys, bot.cli, bot.app, bot.console, bot.wecom, bot.discord_bot, bot.runner, commands.conversation\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'peft', 'insightface', 'dlib')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_run_serves_the_wecom_callback(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WECOM_CORP_ID": CORP_ID,
+        "WECOM_AGENT_ID": str(AGENT_ID),
+        "WECOM_SECRET": SECRET,
+        "WECOM_TOKEN": TOKEN,
+        "WECOM_AES_KEY": AES_KEY,
+        "WECOM_HOST": "127.0.0.1",
+        "WECOM_PORT": str(port),
+        "WECOM_API_BASE": "http://127.0.0.1:9",  # never reached by URL verification
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}",
+    }
+    process = subprocess.Popen(
+        [*CLI, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until the server listens (or the process dies)
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the callback server did not start"
+                time.sleep(0.1)
+        query = urllib.parse.urlencode(WeComSender().echo("hello-1234"))  # wechatpy encrypts, as WeCom does
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/wecom/callback?{query}", timeout=10) as response:
+            assert response.status == 200
+            assert response.read() == b"hello-1234"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
