@@ -2,9 +2,12 @@
 
 Results are in storage before their "done" event is published. A finished job is delivered
 when its front end is registered and :meth:`Store.claim_delivery` says this caller is the first
-(an atomic update): a result reaches the user exactly once even when arq retries the job or the
-event arrives twice. A delivery that raises is released and tried again; results finished while
-no front end listened are delivered by :meth:`Delivery.deliver_pending` (on start, and by a sweep).
+(an atomic update), and marked delivered once the front end's send returned: a result reaches
+the user once even when arq retries the job or the event arrives twice. A send that raises is
+released and tried again; results finished while no front end listened, and claims left by a
+front end that died mid-delivery, are delivered by :meth:`Delivery.deliver_pending` (on start,
+and by a sweep). The one window left is a crash between the platform accepting a message and
+the confirm write: that result is sent again on the next start (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -15,18 +18,21 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
 from engine.progress import FINISHED_STATES, ProgressBus
 from storage.blobs import BlobStore
-from storage.models import Job, JobStatus
+from storage.models import Job, JobStatus, utcnow
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
 DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
 SWEEP_INTERVAL_S = 2.0
+#: a delivery claim older than this is taken to be hung and is tried again
+HUNG_CLAIM_S = 600.0
 RESULT_BUTTONS = (Button.APPROVE, Button.REGEN, Button.UNDO, Button.CANCEL)
 
 
@@ -45,6 +51,8 @@ class Delivery:
         self._routes: OrderedDict[str, _Route | None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        self._started_at = utcnow()
+        self._recovered: set[str] = set()
 
     def add_deliverer(self, platform: str, deliver: DeliverFn) -> None:
         self._deliverers[platform] = deliver
@@ -106,12 +114,23 @@ class Delivery:
 
     # -- results -----------------------------------------------------------------------------
     async def deliver_pending(self, platform: str) -> int:
+        """Deliver finished, undelivered results of ``platform``; returns how many went out.
+
+        The first call per platform (a front end's start) also takes over claims made before
+        this process started: their front end died mid-delivery. Later calls (the sweep) take
+        over only claims that have hung for :data:`HUNG_CLAIM_S`.
+        """
+        if platform in self._recovered:
+            reclaim_before = utcnow() - timedelta(seconds=HUNG_CLAIM_S)
+        else:
+            reclaim_before = self._started_at
+            self._recovered.add(platform)
         count = 0
         for job in await self.store.undelivered_jobs(platform):
-            count += await self.deliver_job(job.id)
+            count += await self.deliver_job(job.id, reclaim_before=reclaim_before)
         return count
 
-    async def deliver_job(self, job_id: str) -> bool:
+    async def deliver_job(self, job_id: str, *, reclaim_before: datetime | None = None) -> bool:
         job = await self.store.get_job(job_id)
         if job is None or not JobStatus(job.status).finished:
             return False
@@ -119,7 +138,7 @@ class Delivery:
         if deliver is None or job.delivered:
             return False
         async with self._lock:  # one delivery at a time keeps a thread's results in order
-            if not await self.store.claim_delivery(job_id):
+            if not await self.store.claim_delivery(job_id, reclaim_before=reclaim_before):
                 return False
             try:
                 actions = await self.result_actions(job)
@@ -128,6 +147,7 @@ class Delivery:
                 log.exception("delivery of job %s failed; will retry", job_id)
                 await self.store.release_delivery(job_id)
                 return False
+            await self.store.confirm_delivery(job_id)
         self._routes.pop(job_id, None)
         return True
 

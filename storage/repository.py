@@ -7,9 +7,10 @@ methods here, never by mutating a returned object.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
@@ -174,9 +175,7 @@ class Store:
     async def bind_thread(self, thread_db_id: int, channel_id: int | None, thread_id: int | None) -> None:
         async with self.db.session() as s:
             await s.execute(
-                update(Thread)
-                .where(Thread.id == thread_db_id)
-                .values(channel_id=channel_id, thread_id=thread_id)
+                update(Thread).where(Thread.id == thread_db_id).values(channel_id=channel_id, thread_id=thread_id)
             )
 
     async def get_thread(self, thread_db_id: int) -> Thread:
@@ -365,23 +364,35 @@ class Store:
                 for key, value in (turn_update or {}).items():
                     setattr(turn, key, value)
                 if make_current and status == JobStatus.DONE:
-                    await s.execute(
-                        update(Thread).where(Thread.id == turn.thread_id).values(current_turn_id=turn.id)
-                    )
+                    await s.execute(update(Thread).where(Thread.id == turn.thread_id).values(current_turn_id=turn.id))
             return True
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        """Atomically mark a finished job delivered; True for exactly one caller."""
+    async def claim_delivery(self, job_id: str, *, reclaim_before: datetime | None = None) -> bool:
+        """Atomically claim a finished job's delivery; True for exactly one caller.
+
+        A claim older than ``reclaim_before`` (left by a front end that died mid-delivery) may be
+        taken over. Call :meth:`confirm_delivery` once the result is out, or
+        :meth:`release_delivery` when sending failed.
+        """
+        unclaimed = Job.delivery_started_at.is_(None)
+        if reclaim_before is not None:
+            unclaimed = or_(unclaimed, Job.delivery_started_at < reclaim_before)
         async with self.db.session() as s:
             result = await s.execute(
-                update(Job).where(Job.id == job_id, Job.delivered.is_(False)).values(delivered=True)
+                update(Job)
+                .where(Job.id == job_id, Job.delivered.is_(False), unclaimed)
+                .values(delivery_started_at=utcnow())
             )
             return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
-    async def release_delivery(self, job_id: str) -> None:
-        """Undo a claim whose delivery failed, so it is tried again on the next start."""
+    async def confirm_delivery(self, job_id: str) -> None:
         async with self.db.session() as s:
-            await s.execute(update(Job).where(Job.id == job_id).values(delivered=False))
+            await s.execute(update(Job).where(Job.id == job_id).values(delivered=True))
+
+    async def release_delivery(self, job_id: str) -> None:
+        """Give a claim back after a failed send, so the next sweep tries again."""
+        async with self.db.session() as s:
+            await s.execute(update(Job).where(Job.id == job_id).values(delivered=False, delivery_started_at=None))
 
     async def undelivered_jobs(self, platform: str) -> list[Job]:
         async with self.db.session() as s:
@@ -399,9 +410,7 @@ class Store:
     async def unfinished_jobs(self) -> list[Job]:
         async with self.db.session() as s:
             rows = await s.scalars(
-                select(Job)
-                .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-                .order_by(Job.created_at)
+                select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).order_by(Job.created_at)
             )
             return list(rows)
 

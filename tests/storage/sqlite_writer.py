@@ -18,8 +18,7 @@ async def main(url: str, prefix: str, count: int) -> int:
         nonlocal errors
         try:
             job_id = f"{prefix}-{index}"
-            await store.create_job(job_id, "edit", {"i": index}, user_id=owner.id, thread_id=None,
-                                   platform="console")
+            await store.create_job(job_id, "edit", {"i": index}, user_id=owner.id, thread_id=None, platform="console")
             await store.set_progress(job_id, 0.5)
         except Exception as exc:  # count every failure, "database is locked" included
             errors += 1

@@ -9,19 +9,42 @@ from sqlalchemy import inspect
 from storage.db import Database
 from storage.models import Base
 
+HEAD = "0002"
+
+
+async def test_upgrade_step_by_step_keeps_data(tmp_path) -> None:
+    """0001 -> head on a database holding a job (the batch-mode ALTER path of SQLite)."""
+    from sqlalchemy import text
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'steps.db'}")
+    try:
+        await db.upgrade("0001")
+        async with db.session() as s:
+            await s.execute(
+                text(
+                    "INSERT INTO jobs (id, kind, status, progress, spec, platform, attempts, delivered, created_at)"
+                    " VALUES ('j1', 'edit', 'done', 1.0, '{}', 'console', 1, 0, CURRENT_TIMESTAMP)"
+                )
+            )
+        await db.upgrade()
+        assert await db.current_revision() == HEAD
+        async with db.session() as s:
+            row = (await s.execute(text("SELECT id, delivery_started_at FROM jobs"))).one()
+        assert tuple(row) == ("j1", None)
+    finally:
+        await db.dispose()
+
 
 async def test_upgrade_from_empty_to_head_matches_models(database_url: str) -> None:
     db = Database(database_url)
     try:
         assert await db.current_revision() is None
         await db.upgrade()
-        assert await db.current_revision() == "0001"
+        assert await db.current_revision() == HEAD
         await db.upgrade()  # idempotent: running it again on start is harmless
         async with db.engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-            diff = await conn.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
-            )
+            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
         assert {"users", "personas", "threads", "turns", "jobs"} <= tables
         # what autogenerate would still want to change: nothing but index/constraint naming noise
         significant = [d for d in diff if d[0] not in ("add_index", "remove_index")]

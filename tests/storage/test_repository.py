@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from storage.models import JobStatus, ThreadStatus, TurnStatus
@@ -137,7 +139,13 @@ async def test_job_lifecycle_and_exactly_once_delivery(store: Store) -> None:
     assert [j.id for j in await store.undelivered_jobs("console")] == ["job-1"]
     assert await store.undelivered_jobs("discord") == []
     assert await store.claim_delivery("job-1") is True
-    assert await store.claim_delivery("job-1") is False  # exactly once
+    assert await store.claim_delivery("job-1") is False  # exactly one claimant
+    await store.release_delivery("job-1")  # the send failed: claimable again
+    assert await store.claim_delivery("job-1") is True
+    # a claim left behind by a crashed front end can be taken over by a newer process
+    claimed_at = (await store.get_job("job-1")).delivery_started_at
+    assert await store.claim_delivery("job-1", reclaim_before=claimed_at) is False
+    assert await store.claim_delivery("job-1", reclaim_before=claimed_at + timedelta(seconds=1)) is True
+    await store.confirm_delivery("job-1")
     assert await store.undelivered_jobs("console") == []
-    await store.release_delivery("job-1")
-    assert [j.id for j in await store.undelivered_jobs("console")] == ["job-1"]
+    assert await store.claim_delivery("job-1", reclaim_before=claimed_at + timedelta(days=1)) is False

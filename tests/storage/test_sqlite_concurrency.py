@@ -32,8 +32,7 @@ async def test_two_hundred_concurrent_writers_never_hit_database_is_locked(tmp_p
 
     async def write(index: int) -> None:
         try:
-            await store.create_job(f"local-{index}", "edit", {}, user_id=owner.id, thread_id=None,
-                                   platform="console")
+            await store.create_job(f"local-{index}", "edit", {}, user_id=owner.id, thread_id=None, platform="console")
             await store.set_progress(f"local-{index}", 0.5)
         except Exception as exc:
             errors.append(exc)

@@ -120,9 +120,7 @@ def upgrade() -> None:
             "fk_users_current_thread", "threads", ["current_thread_id"], ["id"], ondelete="SET NULL"
         )
     with op.batch_alter_table("threads") as batch:
-        batch.create_foreign_key(
-            "fk_threads_current_turn", "turns", ["current_turn_id"], ["id"], ondelete="SET NULL"
-        )
+        batch.create_foreign_key("fk_threads_current_turn", "turns", ["current_turn_id"], ["id"], ondelete="SET NULL")
 
 
 def downgrade() -> None:
