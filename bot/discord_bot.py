@@ -376,7 +376,11 @@ class ProgressBoard:
 
 
 class _Output:
-    """Where Reply actions of one event go; Images, Progress and files go to the post thread."""
+    """Where Reply actions of one event go; results, Progress and files go to the post thread.
+
+    An Images action that is not a result (no turn id, e.g. ``/persona show``) answering a slash
+    command is a card for the asker: an ephemeral followup with the images.
+    """
 
     async def reply(self, text: str, private: bool) -> None:
         raise NotImplementedError
@@ -404,6 +408,17 @@ class _InteractionOutput(_Output):
                 with contextlib.suppress(discord.NotFound):
                     await self.interaction.delete_original_response()
             await self.interaction.followup.send(chunk, ephemeral=private, wait=True)
+
+    async def send_files(self, content: str | None, files: list[discord.File], private: bool) -> None:
+        """Images answering the command itself (a persona card): ephemeral when ``private``."""
+        if self.original_pending:
+            self.original_pending = False
+            if not private:
+                await self.interaction.edit_original_response(content=content, attachments=files)
+                return
+            with contextlib.suppress(discord.NotFound):
+                await self.interaction.delete_original_response()
+        await self.interaction.followup.send(content or "", files=files, ephemeral=private, wait=True)
 
     async def post_message(self, text: str) -> discord.Message:
         """The post message: the command's own (public) response."""
@@ -774,6 +789,9 @@ class PersonaBot(discord.Client):
                 await self._open_thread(action, output if isinstance(output, _InteractionOutput) else None)
             elif isinstance(action, Progress):
                 await self.progress.update(self._resolve(action, fallback))
+            elif isinstance(action, Images) and not action.turn_id and isinstance(output, _InteractionOutput):
+                # Not a result but a card for the asker (/persona show): only they see it.
+                await self._send_card(action, output)
             elif isinstance(action, Images):
                 await self._send_images(await self._target(self._resolve(action).where, fallback), action)
             elif isinstance(action, FileOut):
@@ -797,6 +815,11 @@ class PersonaBot(discord.Client):
 
         Raises when a result could not be posted, so the commands layer delivers it again later.
         """
+        if self.is_closed():
+            # A stopped client stays registered until the next one starts: fail at once, so the
+            # delivery is released (and made by the next client) instead of holding the queue's
+            # delivery lock while waiting for a READY that never comes.
+            raise RuntimeError("the Discord client is closed")
         await asyncio.wait_for(self.wait_until_ready(), READY_TIMEOUT_S)
         for action in actions:
             if isinstance(action, Progress):
@@ -881,25 +904,41 @@ class PersonaBot(discord.Client):
             return self._upload_limits.get(guild.id, guild.filesize_limit)
         return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
-    async def _send_images(self, channel: Any, action: Images) -> None:
-        raw = [await asyncio.to_thread(Path(image.path).read_bytes) for image in action.images]
+    @staticmethod
+    def _images_text(action: Images) -> str | None:
         lines = [action.text] if action.text else []
         lines += [f"{i + 1}. {image.caption}" for i, image in enumerate(action.images) if image.caption]
-        content = "\n".join(lines)[:MESSAGE_LIMIT] or None
+        return "\n".join(lines)[:MESSAGE_LIMIT] or None
+
+    @staticmethod
+    async def _fit_all(action: Images, raw: Sequence[bytes], limit: int) -> list[tuple[bytes, str]]:
+        return [
+            await asyncio.to_thread(fit_image, data, image.filename, limit)
+            for data, image in zip(raw, action.images, strict=True)
+        ]
+
+    @staticmethod
+    def _files(action: Images, fitted: Sequence[tuple[bytes, str]]) -> list[discord.File]:
+        return [
+            discord.File(io.BytesIO(data), filename=name, description=(image.caption or None) and image.caption[:1024])
+            for (data, name), image in zip(fitted, action.images, strict=True)
+        ]
+
+    async def _send_card(self, action: Images, output: _InteractionOutput) -> None:
+        raw = [await asyncio.to_thread(Path(image.path).read_bytes) for image in action.images]
+        limit = getattr(output.interaction, "filesize_limit", None) or self._limit_for(output.interaction.channel)
+        files = self._files(action, await self._fit_all(action, raw, limit))
+        await output.send_files(self._images_text(action), files, private=True)
+
+    async def _send_images(self, channel: Any, action: Images) -> None:
+        raw = [await asyncio.to_thread(Path(image.path).read_bytes) for image in action.images]
+        content = self._images_text(action)
         view = result_view(action.turn_id, action.buttons) if action.buttons and action.turn_id else None
         limit = self._limit_for(channel)
         message: discord.Message | None = None
         for _attempt in range(4):
-            fitted = [
-                await asyncio.to_thread(fit_image, data, image.filename, limit)
-                for data, image in zip(raw, action.images, strict=True)
-            ]
-            files = [
-                discord.File(
-                    io.BytesIO(data), filename=name, description=(image.caption or None) and image.caption[:1024]
-                )
-                for (data, name), image in zip(fitted, action.images, strict=True)
-            ]
+            fitted = await self._fit_all(action, raw, limit)
+            files = self._files(action, fitted)
             kwargs: dict[str, Any] = {"files": files}
             if view is not None:
                 kwargs["view"] = view
