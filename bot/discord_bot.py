@@ -118,6 +118,7 @@ class ConversationLike(Protocol):
     async def archetypes(self) -> list[str]: ...
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
     async def thread_owner(self, platform: str, thread_id: int) -> str | None: ...
+    async def abandon_thread(self, thread_db_id: int) -> None: ...
 
 
 class UserFacingError(Exception):
@@ -868,6 +869,14 @@ class PersonaBot(discord.Client):
         await self.get_partial_messageable(channel_id).get_partial_message(message_id).edit(content=text)
 
     async def _open_thread(self, action: OpenThread, output: _InteractionOutput | None) -> None:
+        try:
+            await self._create_post_thread(action, output)
+        except (UserFacingError, discord.HTTPException):
+            if action.where.thread_db_id is not None:  # its jobs would wait for a thread forever
+                await self.conversation.abandon_thread(action.where.thread_db_id)
+            raise
+
+    async def _create_post_thread(self, action: OpenThread, output: _InteractionOutput | None) -> None:
         archive = self.settings.discord_auto_archive_minutes
         title = (action.title or "Post").strip()[:100] or "Post"
         text = action.text or title

@@ -126,6 +126,16 @@ class Conversation:
                 if job.status == JobStatus.QUEUED and await self.queue.position(job.id) is None:
                     await self.queue.enqueue(JobSpec.model_validate(job.spec))
 
+    async def abandon_thread(self, thread_db_id: int) -> None:
+        """The front end could not open the platform thread of a post: cancel its waiting jobs
+        (nothing to deliver, nothing counted against the user's limit) and close the post."""
+        for job in await self.store.unfinished_jobs():
+            if job.thread_id == thread_db_id:
+                await self.queue.cancel(job.id)
+                await self.store.finish_job(job.id, JobStatus.CANCELLED, error="the post's thread could not be opened")
+                await self.store.confirm_delivery(job.id)
+        await self.store.set_thread_status(thread_db_id, ThreadStatus.CANCELLED)
+
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: Event) -> list[Action]:
         user = await self.store.user(event.platform, event.user_id, event.user_name)
@@ -403,6 +413,7 @@ class Conversation:
             "targets": spec.targets,
             "context_keys": spec.context_keys,
             "of_kind": base_kind,
+            "replaces": turn.id,  # undo after a regenerate goes back to this result
         }
         await self._submit(
             ctx,
@@ -418,23 +429,23 @@ class Conversation:
         ]
 
     async def _cmd_undo(self, ctx: _Ctx) -> list[Action]:
-        thread = await self._owned_thread(ctx)
-        current = await self._current_turn(thread)
-        if current is None or current.parent_id is None:
+        """Back to the state before the acted-on result (the current one by default): its parent,
+        or for a regenerate the result it replaced. The next edit branches from there."""
+        thread, turn = await self._acted_turn(ctx)
+        back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
+        if back_to is None:
             raise InputError("nothing to undo: this is the post's first result")
-        parent = await self.store.get_turn(current.parent_id)
-        await self.store.set_current_turn(thread.id, parent.id)
+        previous = await self.store.get_turn(int(back_to))
+        await self.store.set_current_turn(thread.id, previous.id)
         where = ctx.where_thread(thread)
-        text = f"↩️ Back to turn #{parent.id} ({parent.instruction}). Your next edit starts from here."
+        text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
         images = tuple(
             self._image(
-                key,
-                f"post{thread.id}-turn{parent.id}-{i + 1}.png",
-                format_score(_at(parent.identity_scores, i)),
+                key, f"post{thread.id}-turn{previous.id}-{i + 1}.png", format_score(_at(previous.identity_scores, i))
             )
-            for i, key in enumerate(parent.image_keys)
+            for i, key in enumerate(previous.image_keys)
         )
-        return [Images(where=where, turn_id=parent.id, text=text, images=images, buttons=RESULT_BUTTONS)]
+        return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
     async def _cmd_cancel(self, ctx: _Ctx) -> list[Action]:
         thread = await self._owned_thread(ctx)

@@ -154,3 +154,41 @@ async def test_status_help_and_thread_switching(app: App, console: ConsoleFrontE
     await run(console, "wave at the camera")
     assert (await app.store.get_thread(first)).current_turn_id != (await app.store.get_thread(second)).current_turn_id
     assert errors(await console.send("/frobnicate"))
+
+
+async def test_undo_of_a_regenerated_result_returns_to_what_it_replaced(app: App, console: ConsoleFrontEnd) -> None:
+    thread_id = await _post(app, console, count=1)
+    first = (await app.store.get_thread(thread_id)).current_turn_id
+    await run(console, "/regen")  # regenerate the first images: a second root turn
+    regen = (await app.store.get_thread(thread_id)).current_turn_id
+    assert (await app.store.get_turn(regen)).parent_id is None
+    undone = await console.send("/undo")
+    assert isinstance(undone[0], Images) and undone[0].turn_id == first
+    assert (await app.store.get_thread(thread_id)).current_turn_id == first
+    assert errors(await console.send("/undo"))  # nothing before the first result
+
+
+async def test_abandoning_a_post_whose_thread_could_not_open(app: App) -> None:
+    from commands.events import Event, EventKind
+
+    # a Discord /post whose thread the front end failed to create: its job waits for bind_thread
+    discord_user = await app.store.user("discord", "ann")
+    persona = await app.store.create_persona(discord_user.id, "Mia", "sweet", [("sweet/a", 1.0)], seed=1)
+    await app.store.persona_ready(persona.id, None, None)
+    actions = await app.conversation.handle(
+        Event(
+            platform="discord",
+            user_id="ann",
+            kind=EventKind.COMMAND,
+            command="post",
+            options={"persona": "Mia", "prompt": "a latte"},
+            channel_id=42,
+        )
+    )
+    opened = next(a for a in actions if isinstance(a, OpenThread))
+    assert len(await app.store.user_jobs(discord_user.id)) == 1
+    await app.conversation.abandon_thread(opened.where.thread_db_id)
+    assert await app.store.user_jobs(discord_user.id) == []  # no longer counts against the limit
+    thread = await app.store.get_thread(opened.where.thread_db_id)
+    assert thread.status == "cancelled"
+    assert await app.store.undelivered_jobs("discord") == []

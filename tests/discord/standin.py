@@ -33,6 +33,7 @@ class StandInConversation:
         self.archetype_list = list(archetypes)
         self.pending_deliveries = 0
         self.deliver_pending_calls = 0
+        self.abandoned: list[int] = []
         self.gate: asyncio.Event | None = None  # when set up, handle() waits for it (a busy backend)
         self._changed = asyncio.Condition()
 
@@ -69,6 +70,9 @@ class StandInConversation:
 
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         return self.owners.get(thread_id)
+
+    async def abandon_thread(self, thread_db_id: int) -> None:
+        self.abandoned.append(thread_db_id)
 
     async def wait_events(self, count: int, timeout_s: float = 10.0) -> list[Event]:
         """Wait until at least ``count`` events were handed over."""

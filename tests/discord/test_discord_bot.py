@@ -514,3 +514,4 @@ async def test_a_missing_permission_is_explained(fake: FakeDiscord, start_bot: S
     assert answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL and "Create Public Threads" in answer.json["content"]
     assert interaction.original_message_id not in fake.messages  # the orphan post message was removed
     assert conversation.binds == [] and fake.threads() == []
+    assert conversation.abandoned == [9]  # its jobs are cancelled, not left waiting for a thread
