@@ -54,6 +54,7 @@ class ConsoleFrontEnd:
         self.actions: list[Action] = []
         self._finished: dict[str, asyncio.Event] = {}
         self._bar_open = False
+        self._last_progress: dict[str, tuple[str, int | None]] = {}
         conversation.add_deliverer(PLATFORM, self.deliver)
 
     # -- input -------------------------------------------------------------------------------
@@ -110,6 +111,10 @@ class ConsoleFrontEnd:
                 self._line(action.text)
 
     def _progress(self, action: Progress) -> None:
+        shown = (action.state, action.position)
+        if action.state != "running" and self._last_progress.get(action.job_id) == shown:
+            return  # the same news twice (the immediate reply and the queue's event)
+        self._last_progress[action.job_id] = shown
         if action.state == "queued":
             ahead = f", {action.position} ahead" if action.position else ""
             self._line(f"⏳ queued{ahead}")
@@ -137,6 +142,9 @@ class ConsoleFrontEnd:
         shutil.copyfile(blob_path, target)
         self.saved.append(target)
         return target
+
+    def finished(self, job_id: str) -> bool:
+        return self._event(job_id).is_set()
 
     def _event(self, job_id: str) -> asyncio.Event:
         return self._finished.setdefault(job_id, asyncio.Event())
@@ -167,8 +175,9 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
     app = await build_app(settings)  # type: ignore[arg-type]
     front = ConsoleFrontEnd(app.conversation, out_dir, user=user)
     await app.conversation.deliver_pending(PLATFORM)
-    print("Persona Studio console. /help lists the commands; Ctrl-D quits.")
+    print("Persona Studio console. /help lists the commands; /quit or Ctrl-D quits.")
     read: Callable[[str], str] = input
+    pending: list[str] = []
     try:
         while True:
             try:
@@ -178,7 +187,13 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
             if line.strip() in ("/quit", "/exit"):
                 break
             if line.strip():
-                await front.send(line)
+                actions = await front.send(line)
+                pending += [a.job_id for a in actions if isinstance(a, Progress) and a.state == "queued"]
+        unfinished = [job_id for job_id in pending if not front.finished(job_id)]
+        if unfinished:  # input ended (a script piped in): let its jobs finish first
+            print(f"waiting for {len(unfinished)} job(s) to finish…")
+            for job_id in unfinished:
+                await front.wait_job(job_id)
     finally:
         await app.close()
     return 0

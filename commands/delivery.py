@@ -173,7 +173,7 @@ class Delivery:
             key = result.get("reference_key")
             images = (self._image(key, f"persona-{persona.name}.png", ""),) if key else ()
             mix = ", ".join(f"{name} {weight:.2f}" for name, weight in persona.lora_mix)
-            text = f"Persona **{persona.name}** is ready ({persona.archetype}; mix {mix}; seed {persona.seed})."
+            text = f"Persona {persona.name} is ready ({persona.archetype}; mix {mix}; seed {persona.seed})."
             return [done, Images(where=where, job_id=job.id, text=text, images=images)]
         turn = await self.store.turn_for_job(job.id)
         if turn is None:

@@ -201,7 +201,7 @@ async def create_persona(fake: FakeDiscord, studio: Studio, name: str = "mia") -
     )
     # A job without a post thread reports to the channel the command came from.
     assert ready.vars["channel_id"] == str(fake.channel_id)
-    assert content(ready).startswith(f"Persona **{name}** is ready (sweet; mix sweet/")
+    assert content(ready).startswith(f"Persona {name} is ready (sweet; mix sweet/")
     assert [f.filename for f in ready.files] == [f"persona-{name}.png"]
     assert not custom_ids(ready) and not fake.reactions.get(int(ready.response["id"]))
     persona = await studio.store.find_persona((await studio.owner(fake)).id, name)
@@ -256,7 +256,7 @@ async def assert_each_result_delivered_once(fake: FakeDiscord, studio: Studio) -
         assert job.status == "done" and job.delivered, (job.id, job.kind, job.status, job.error)
         if job.kind == "create_persona":
             persona = await studio.store.get_persona(int(job.spec["persona"]["persona_id"]))
-            sent = result_messages_for(fake, f"Persona **{persona.name}** is ready")
+            sent = result_messages_for(fake, f"Persona {persona.name} is ready")
         else:
             turn = await studio.store.turn_for_job(job.id)
             assert turn is not None
