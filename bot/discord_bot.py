@@ -118,6 +118,7 @@ class ConversationLike(Protocol):
     async def archetypes(self) -> list[str]: ...
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
     async def thread_owner(self, platform: str, thread_id: int) -> str | None: ...
+    async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool: ...
     async def abandon_thread(self, thread_db_id: int) -> None: ...
 
 
@@ -645,8 +646,9 @@ class PersonaBot(discord.Client):
         thread = interaction.channel
         channel_id, thread_id = channel_ids(thread)
         try:
-            owner = await self.conversation.thread_owner(PLATFORM, thread_id or channel_id or 0)
-            if owner is not None and owner != str(interaction.user.id):
+            where = thread_id or channel_id or 0
+            owner = await self.conversation.thread_owner(PLATFORM, where)
+            if owner is not None and not await self.conversation.can_act(PLATFORM, str(interaction.user.id), where):
                 await output.reply(f"Only <@{owner}> can use the buttons of this post.", private=True)
                 return
             if interaction.message is not None:
@@ -679,7 +681,9 @@ class PersonaBot(discord.Client):
                 return
             channel = await self._channel(payload.channel_id)
             owner = await self.conversation.thread_owner(PLATFORM, payload.channel_id)
-            if owner is not None and owner != str(payload.user_id):
+            if owner is not None and not await self.conversation.can_act(
+                PLATFORM, str(payload.user_id), payload.channel_id
+            ):
                 await self._refuse_reaction(channel, payload, owner)
                 return
             channel_id, thread_id = channel_ids(channel)
@@ -750,9 +754,8 @@ class PersonaBot(discord.Client):
         if not text and not message.attachments:
             return
         try:
-            owner = await self.conversation.thread_owner(PLATFORM, message.channel.id)
-            if owner is None or owner != str(message.author.id):
-                return  # not a post thread, or someone else talking in it
+            if not await self.conversation.can_act(PLATFORM, str(message.author.id), message.channel.id):
+                return  # not a post thread, or someone else (not an admin) talking in it
             output = _MessageOutput(message.channel, message.author.id, reply_to=message)
             try:
                 files = await download_attachments(message.attachments)
@@ -1028,11 +1031,9 @@ def build_commands(
         interaction: discord.Interaction[Any],
         archetype: str,
         name: app_commands.Range[str, 1, 40] | None = None,
-        reference: discord.Attachment | None = None,
     ) -> None:
-        await bot.run_command(
-            interaction, "persona", {"action": "create", "archetype": archetype, "name": name}, [reference]
-        )
+        # no image option: a persona's face is the LoRA blend itself (its portrait is rendered)
+        await bot.run_command(interaction, "persona", {"action": "create", "archetype": archetype, "name": name})
 
     choices = list(dict.fromkeys(archetypes))
     if 1 <= len(choices) <= 25:
@@ -1043,7 +1044,6 @@ def build_commands(
         app_commands.describe(
             archetype="the look to start from",
             name="a name for the persona (default: one is made up)",
-            reference="optional reference photo of the face",
         )(pick(persona_create))
     )
 

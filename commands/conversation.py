@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from commands.delivery import RESULT_BUTTONS, DeliverFn, Delivery
+from commands.delivery import RESULT_BUTTONS, DeliverFn, Delivery, image_out, turn_images
 from commands.events import (
     Action,
     Attachment,
@@ -38,8 +38,9 @@ from commands.events import (
     Where,
 )
 from commands.parser import PERSONA_ACTION_ALIASES, split_options
-from commands.texts import HELP, describe_turn, format_score, render_tree
+from commands.texts import HELP, describe_turn, render_tree
 from commands.validation import InputError, check_image, check_text
+from engine.progress import make_event
 from engine.queue import JobQueue
 from engine.specs import (
     TINY_ARCHETYPES,
@@ -117,23 +118,31 @@ class Conversation:
             return None
         return (await self.store.get_user(thread.owner_id)).platform_user_id
 
+    async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool:
+        """May this user change the post in this platform thread (its owner, or an admin)?
+        False for threads that are not posts. Front ends ask before forwarding a reaction."""
+        thread = await self.store.find_thread(platform, thread_id)
+        if thread is None:
+            return False
+        if self._is_admin_id(platform, user_id):
+            return True
+        return (await self.store.get_user(thread.owner_id)).platform_user_id == user_id
+
     async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None:
         """The front end created the platform thread of a post: record it and start its jobs."""
         await self.store.bind_thread(thread_db_id, channel_id, thread_id)
-        for job in await self.store.unfinished_jobs():
-            if job.thread_id == thread_db_id:
-                self.delivery.forget_route(job.id)
-                if job.status == JobStatus.QUEUED and await self.queue.position(job.id) is None:
-                    await self.queue.enqueue(JobSpec.model_validate(job.spec))
+        for job in await self.store.thread_jobs(thread_db_id):
+            self.delivery.forget_route(job.id)
+        for job in await self.store.release_held(thread_db_id):
+            await self.queue.enqueue(JobSpec.model_validate(job.spec))
 
     async def abandon_thread(self, thread_db_id: int) -> None:
         """The front end could not open the platform thread of a post: cancel its waiting jobs
         (nothing to deliver, nothing counted against the user's limit) and close the post."""
-        for job in await self.store.unfinished_jobs():
-            if job.thread_id == thread_db_id:
-                await self.queue.cancel(job.id)
-                await self.store.finish_job(job.id, JobStatus.CANCELLED, error="the post's thread could not be opened")
-                await self.store.confirm_delivery(job.id)
+        for job in await self.store.thread_jobs(thread_db_id):
+            await self.queue.cancel(job.id)
+            await self.store.finish_job(job.id, JobStatus.CANCELLED, error="the post's thread could not be opened")
+            await self.store.confirm_delivery(job.id)
         await self.store.set_thread_status(thread_db_id, ThreadStatus.CANCELLED)
 
     # -- the entry point ---------------------------------------------------------------------
@@ -245,7 +254,8 @@ class Conversation:
         await self._check_limits(ctx.user)
         params = self._params(ctx.user, None)
         seed = self._seed(ctx.user, None)
-        threaded = ctx.event.platform in self.config.threaded_platforms and ctx.event.thread_id is None
+        # on platforms with threads the job waits (held) until the front end has opened the thread
+        threaded = ctx.event.platform in self.config.threaded_platforms
         thread = await self.store.create_thread(
             platform=ctx.event.platform,
             owner_id=ctx.user.id,
@@ -303,6 +313,7 @@ class Conversation:
         if thread is None:
             return [ctx.error("This is not a post thread. Start one with /post <persona> <prompt>, or /help.")]
         self._check_owner(ctx, thread)
+        self._check_open(thread)
         text = check_text(ctx.event.text, "instruction")
         targets: list[int] | None = None
         if text.lower().startswith(("all:", "all：")):
@@ -387,6 +398,7 @@ class Conversation:
         thread, turn = await self._acted_turn(ctx)
         if turn.status == TurnStatus.PENDING:
             raise InputError("that turn is still rendering; wait for it or ❌ cancel it")
+        self._check_open(thread)
         await self._check_idle(thread)
         await self._check_limits(ctx.user)
         persona = await self.store.get_persona(thread.persona_id)
@@ -432,6 +444,7 @@ class Conversation:
         """Back to the state before the acted-on result (the current one by default): its parent,
         or for a regenerate the result it replaced. The next edit branches from there."""
         thread, turn = await self._acted_turn(ctx)
+        await self._check_idle(thread)
         back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
         if back_to is None:
             raise InputError("nothing to undo: this is the post's first result")
@@ -439,33 +452,31 @@ class Conversation:
         await self.store.set_current_turn(thread.id, previous.id)
         where = ctx.where_thread(thread)
         text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
-        images = tuple(
-            self._image(
-                key, f"post{thread.id}-turn{previous.id}-{i + 1}.png", format_score(_at(previous.identity_scores, i))
-            )
-            for i, key in enumerate(previous.image_keys)
-        )
+        images = turn_images(self.blobs, previous)
         return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
     async def _cmd_cancel(self, ctx: _Ctx) -> list[Action]:
         thread = await self._owned_thread(ctx)
-        jobs = [j for j in await self.store.unfinished_jobs() if j.thread_id == thread.id]
+        jobs = await self.store.thread_jobs(thread.id)
         where = ctx.where_thread(thread)
         if jobs:
             for job in jobs:
-                await self.queue.cancel(job.id)
+                if not await self.queue.cancel(job.id):
+                    # not in the queue (lost by a redis restart, or held): cancel it in storage
+                    if await self.store.finish_job(job.id, JobStatus.CANCELLED, error="cancelled"):
+                        await self.queue.bus.publish(make_event(job.id, "cancelled", error="cancelled"))
             return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
         await self.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
         return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
 
     async def _cmd_history(self, ctx: _Ctx) -> list[Action]:
-        thread = await self._require_thread(ctx)
+        thread = await self._owned_thread(ctx)  # the manifest-like detail (seeds) is the owner's
         turns = await self.store.turns(thread.id)
         text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
         return [ctx.reply(text, where=ctx.where_thread(thread))]
 
     async def _cmd_export(self, ctx: _Ctx) -> list[Action]:
-        thread = await self._require_thread(ctx)
+        thread = await self._owned_thread(ctx)
         approved = await self.store.approved_turns(thread.id)
         if not approved:
             raise InputError("nothing approved yet: ✅ approve a result first, then /export")
@@ -598,7 +609,8 @@ class Conversation:
         turn: dict[str, Any] | None = None,
         start: bool = True,
     ) -> None:
-        """Store the job (and its turn) first, then queue it: a crash loses nothing."""
+        """Store the job and its turn (one transaction) first, then queue it: a crash loses nothing.
+        With ``start=False`` the job is held until its platform thread exists (bind_thread)."""
         await self.store.create_job(
             spec.job_id,
             str(spec.kind),
@@ -607,9 +619,9 @@ class Conversation:
             thread_id=thread.id if thread else None,
             platform=ctx.event.platform,
             channel_id=ctx.event.channel_id,
+            status=JobStatus.QUEUED if start else JobStatus.HELD,
+            turn={"thread_id": thread.id, "seed": spec.seed, **turn} if turn is not None and thread else None,
         )
-        if turn is not None and thread is not None:
-            await self.store.add_turn(thread_id=thread.id, seed=spec.seed, job_id=spec.job_id, **turn)
         if start:
             await self.queue.enqueue(spec)
 
@@ -623,8 +635,13 @@ class Conversation:
             )
 
     async def _check_idle(self, thread: Thread) -> None:
-        if any(j.thread_id == thread.id for j in await self.store.unfinished_jobs()):
+        if await self.store.thread_jobs(thread.id):
             raise InputError("this post is still rendering; wait for the result (or ❌ cancel) before the next edit")
+
+    @staticmethod
+    def _check_open(thread: Thread) -> None:
+        if thread.status == ThreadStatus.CANCELLED:
+            raise InputError("this post is closed; start a new one with /post")
 
     def _check_owner(self, ctx: _Ctx, thread: Thread) -> None:
         if thread.owner_id == ctx.user.id or self._is_admin(ctx.event):
@@ -632,8 +649,11 @@ class Conversation:
         raise InputError("only the owner of this post can change it. Start your own with /post.")
 
     def _is_admin(self, event: Event) -> bool:
+        return self._is_admin_id(event.platform, event.user_id)
+
+    def _is_admin_id(self, platform: str, user_id: str) -> bool:
         admins = self.config.admin_ids
-        return event.user_id in admins or f"{event.platform}:{event.user_id}" in admins
+        return user_id in admins or f"{platform}:{user_id}" in admins
 
     async def _thread_of(self, ctx: _Ctx) -> Thread | None:
         """The post the event is about: the result it acts on, its platform thread, or the
@@ -749,25 +769,19 @@ class Conversation:
                     out["width"], out["height"] = width // 16 * 16, height // 16 * 16
                 elif key == "seed":
                     out["seed"] = None if text in ("random", "none", "") else int(text)
+                    if out["seed"] is not None and not 0 <= out["seed"] < 2**32:
+                        raise ValueError
                 else:
                     raise InputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
             except InputError:
                 raise
             except ValueError:
-                hints = {"steps": "1-100", "guidance": "0-20", "size": "WxH", "seed": "a number or random"}
+                hints = {"steps": "1-100", "guidance": "0-20", "size": "WxH", "seed": "0 to 4294967295, or random"}
                 raise InputError(f"{key}={value} is not valid (expected {hints[key]})") from None
         return out
 
     def _image(self, key: str, filename: str, caption: str = "") -> ImageOut:
-        info = self.blobs.info(key)
-        return ImageOut(
-            blob_key=key,
-            path=str(self.blobs.path(key)),
-            filename=filename,
-            caption=caption,
-            width=info.width,
-            height=info.height,
-        )
+        return image_out(self.blobs, key, filename, caption)
 
 
 @dataclass

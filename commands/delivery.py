@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
@@ -33,6 +34,9 @@ DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
 SWEEP_INTERVAL_S = 2.0
 #: a delivery claim older than this is taken to be hung and is tried again
 HUNG_CLAIM_S = 600.0
+#: a failing send is retried after 2, 4, 8 ... seconds, and given up (logged) after this many tries
+MAX_DELIVERY_ATTEMPTS = 6
+RETRY_BASE_S = 2.0
 RESULT_BUTTONS = (Button.APPROVE, Button.REGEN, Button.UNDO, Button.CANCEL)
 
 
@@ -50,7 +54,9 @@ class Delivery:
         self._deliverers: dict[str, DeliverFn] = {}
         self._routes: OrderedDict[str, _Route | None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.sweep_interval_s = SWEEP_INTERVAL_S
+        self.retry_base_s = RETRY_BASE_S
         self._started_at = utcnow()
         self._recovered: set[str] = set()
 
@@ -82,7 +88,7 @@ class Delivery:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+            await asyncio.sleep(self.sweep_interval_s)
             for platform in list(self._deliverers):
                 try:
                     await self.deliver_pending(platform)
@@ -137,15 +143,23 @@ class Delivery:
         deliver = self._deliverers.get(job.platform)
         if deliver is None or job.delivered:
             return False
-        async with self._lock:  # one delivery at a time keeps a thread's results in order
+        # one delivery at a time per post (or user) keeps its results in order without making
+        # everyone else wait for a slow send
+        key = f"thread:{job.thread_id}" if job.thread_id is not None else f"user:{job.user_id}"
+        async with self._locks.setdefault(key, asyncio.Lock()):
             if not await self.store.claim_delivery(job_id, reclaim_before=reclaim_before):
                 return False
             try:
                 actions = await self.result_actions(job)
                 await deliver(actions)
-            except Exception:
-                log.exception("delivery of job %s failed; will retry", job_id)
-                await self.store.release_delivery(job_id)
+            except Exception as exc:
+                give_up = job.delivery_attempts + 1 >= MAX_DELIVERY_ATTEMPTS
+                retry_s = self.retry_base_s * 2**job.delivery_attempts
+                await self.store.release_delivery(job_id, retry_after_s=retry_s, give_up=give_up)
+                if give_up:
+                    log.error("giving up delivering job %s after %d tries: %s", job_id, MAX_DELIVERY_ATTEMPTS, exc)
+                else:
+                    log.warning("delivery of job %s failed (%s); retrying in %.0f s", job_id, exc, retry_s)
                 return False
             await self.store.confirm_delivery(job_id)
         self._routes.pop(job_id, None)
@@ -178,16 +192,7 @@ class Delivery:
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
-        scores = list(turn.identity_scores or [])
-        notes = list(result.get("identity_notes") or [])
-        images = tuple(
-            self._image(
-                key,
-                f"post{turn.thread_id}-turn{turn.id}-{index + 1}.png",
-                _caption(scores, notes, index),
-            )
-            for index, key in enumerate(turn.image_keys or [])
-        )
+        images = turn_images(self.blobs, turn, _notes_by_image(turn, result))
         what = turn.instruction if turn.kind != "generate" else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
         return [
@@ -196,15 +201,7 @@ class Delivery:
         ]
 
     def _image(self, key: str, filename: str, caption: str) -> ImageOut:
-        info = self.blobs.info(key)
-        return ImageOut(
-            blob_key=key,
-            path=str(self.blobs.path(key)),
-            filename=filename,
-            caption=caption,
-            width=info.width,
-            height=info.height,
-        )
+        return image_out(self.blobs, key, filename, caption)
 
     async def _route(self, job_id: str) -> _Route | None:
         if job_id in self._routes:
@@ -241,3 +238,41 @@ def _caption(scores: list, notes: list, index: int) -> str:
     note = notes[index] if index < len(notes) else ""
     text = f"image {index + 1} · {format_score(score)}"
     return f"{text} ({note})" if note and note != "ok" else text
+
+
+def image_out(blobs: BlobStore, key: str, filename: str, caption: str = "") -> ImageOut:
+    """An image of the blob store as front ends get it: path, name, caption, size."""
+    info = blobs.info(key)
+    return ImageOut(
+        blob_key=key,
+        path=str(blobs.path(key)),
+        filename=filename,
+        caption=caption,
+        width=info.width,
+        height=info.height,
+    )
+
+
+def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = None) -> tuple[ImageOut, ...]:
+    """The images of a turn, captioned with their number and identity score."""
+    scores = list(turn.identity_scores or [])
+    return tuple(
+        image_out(
+            blobs, key, f"post{turn.thread_id}-turn{turn.id}-{index + 1}.png", _caption(scores, notes or [], index)
+        )
+        for index, key in enumerate(turn.image_keys or [])
+    )
+
+
+def _notes_by_image(turn: Any, result: dict[str, Any]) -> list[str]:
+    """The engine reports identity notes per rendered image (the edit's targets, in order);
+    spread them over the post's image list."""
+    notes = list(result.get("identity_notes") or [])
+    targets = (turn.params or {}).get("targets")
+    if not targets or len(targets) != len(notes):
+        return notes
+    spread = [""] * len(turn.image_keys or [])
+    for target, note in zip(targets, notes, strict=True):
+        if 0 <= target < len(spread):
+            spread[target] = note
+    return spread

@@ -52,7 +52,7 @@ class JobSpec(BaseModel):
     targets: list[int] = Field(default_factory=lambda: [0])
     #: for REGENERATE: the kind of the turn being regenerated (generate or edit)
     of_kind: JobKind | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)
     params: RenderParams = Field(default_factory=RenderParams)
 
 

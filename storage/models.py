@@ -51,6 +51,7 @@ class TurnStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
+    HELD = "held"  # stored, waiting for its platform thread to exist before it is queued
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -181,6 +182,9 @@ class Job(Base):
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     #: set while a front end sends the result; a claim left by a crashed front end is taken over
     delivery_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: failed sends so far, and when the next may be tried (backoff)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

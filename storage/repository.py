@@ -7,7 +7,7 @@ methods here, never by mutating a returned object.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, update
@@ -27,6 +27,9 @@ from storage.models import (
 )
 
 T = TypeVar("T")
+
+#: statuses of jobs that still count against their user's limit
+UNFINISHED = (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class DuplicateName(ValueError):
@@ -52,11 +55,19 @@ class Store:
                 if display_name and found.display_name != display_name:
                     found.display_name = display_name
                 return found
-            user = User(platform=platform, platform_user_id=platform_user_id, display_name=display_name)
-            user.settings = {}
-            s.add(user)
-            await s.flush()
-            return user
+        try:
+            async with self.db.session() as s:
+                user = User(platform=platform, platform_user_id=platform_user_id, display_name=display_name)
+                user.settings = {}
+                s.add(user)
+                await s.flush()
+                return user
+        except IntegrityError:  # created by a concurrent first event of the same user
+            async with self.db.session() as s:
+                found = await s.scalar(
+                    select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
+                )
+                return _found(found, "user", platform_user_id)
 
     async def get_user(self, user_id: int) -> User:
         async with self.db.session() as s:
@@ -226,18 +237,16 @@ class Store:
         image_keys: Sequence[str] = (),
         status: TurnStatus = TurnStatus.PENDING,
     ) -> Turn:
-        turn = Turn(
+        turn = _new_turn(
             thread_id=thread_id,
             parent_id=parent_id,
             kind=kind,
             instruction=instruction,
             seed=seed,
-            params=params or {},
+            params=params,
             job_id=job_id,
-            image_keys=list(image_keys),
-            identity_scores=[],
+            image_keys=image_keys,
             status=status,
-            approved=False,
         )
         async with self.db.session() as s:
             s.add(turn)
@@ -291,7 +300,10 @@ class Store:
         thread_id: int | None,
         platform: str,
         channel_id: int | None = None,
+        status: JobStatus = JobStatus.QUEUED,
+        turn: dict[str, Any] | None = None,
     ) -> Job:
+        """Store a job, and the turn that will receive its result, in one transaction."""
         job = Job(
             id=job_id,
             kind=kind,
@@ -300,14 +312,17 @@ class Store:
             thread_id=thread_id,
             platform=platform,
             channel_id=channel_id,
-            status=JobStatus.QUEUED,
+            status=status,
             progress=0.0,
             attempts=0,
             delivered=False,
+            delivery_attempts=0,
         )
         async with self.db.session() as s:
             s.add(job)
             await s.flush()
+            if turn is not None:
+                s.add(_new_turn(job_id=job_id, **turn))
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -318,8 +333,8 @@ class Store:
         """Mark a job running (one more attempt). ``None`` if it is finished or unknown."""
         async with self.db.session() as s:
             job = await s.get(Job, job_id)
-            if job is None or JobStatus(job.status).finished:
-                return None
+            if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return None  # finished, or held until its thread exists
             job.status = JobStatus.RUNNING
             job.attempts += 1
             job.started_at = utcnow()
@@ -338,6 +353,7 @@ class Store:
         error: str | None = None,
         turn_update: dict[str, Any] | None = None,
         make_current: bool = False,
+        persona_update: tuple[int, dict[str, Any]] | None = None,
     ) -> bool:
         """Record a job's outcome, and its turn's images, in one transaction.
 
@@ -354,6 +370,9 @@ class Store:
             job.finished_at = utcnow()
             if status == JobStatus.DONE:
                 job.progress = 1.0
+            if persona_update is not None:
+                persona_id, values = persona_update
+                await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
             turn = await s.scalar(select(Turn).where(Turn.job_id == job_id))
             if turn is not None:
                 turn.status = {
@@ -374,14 +393,16 @@ class Store:
         taken over. Call :meth:`confirm_delivery` once the result is out, or
         :meth:`release_delivery` when sending failed.
         """
+        now = utcnow()
         unclaimed = Job.delivery_started_at.is_(None)
         if reclaim_before is not None:
             unclaimed = or_(unclaimed, Job.delivery_started_at < reclaim_before)
+        due = or_(Job.delivery_retry_at.is_(None), Job.delivery_retry_at <= now)
         async with self.db.session() as s:
             result = await s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.delivered.is_(False), unclaimed)
-                .values(delivery_started_at=utcnow())
+                .where(Job.id == job_id, Job.delivered.is_(False), unclaimed, due)
+                .values(delivery_started_at=now)
             )
             return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
@@ -389,10 +410,16 @@ class Store:
         async with self.db.session() as s:
             await s.execute(update(Job).where(Job.id == job_id).values(delivered=True))
 
-    async def release_delivery(self, job_id: str) -> None:
-        """Give a claim back after a failed send, so the next sweep tries again."""
+    async def release_delivery(self, job_id: str, *, retry_after_s: float = 0.0, give_up: bool = False) -> int:
+        """Give a claim back after a failed send: tried again after ``retry_after_s``, or never
+        again with ``give_up`` (marked delivered). Returns the failed attempts so far."""
         async with self.db.session() as s:
-            await s.execute(update(Job).where(Job.id == job_id).values(delivered=False, delivery_started_at=None))
+            job = _found(await s.get(Job, job_id), "job", job_id)
+            job.delivery_attempts = (job.delivery_attempts or 0) + 1
+            job.delivery_started_at = None
+            job.delivery_retry_at = utcnow() + timedelta(seconds=retry_after_s)
+            job.delivered = give_up
+            return job.delivery_attempts
 
     async def undelivered_jobs(self, platform: str) -> list[Job]:
         async with self.db.session() as s:
@@ -414,11 +441,26 @@ class Store:
             )
             return list(rows)
 
+    async def thread_jobs(self, thread_db_id: int, *, unfinished_only: bool = True) -> list[Job]:
+        async with self.db.session() as s:
+            query = select(Job).where(Job.thread_id == thread_db_id)
+            if unfinished_only:
+                query = query.where(Job.status.in_(UNFINISHED))
+            return list(await s.scalars(query.order_by(Job.created_at)))
+
+    async def release_held(self, thread_db_id: int) -> list[Job]:
+        """The post's platform thread exists now: its held jobs become queued."""
+        async with self.db.session() as s:
+            held = list(await s.scalars(select(Job).where(Job.thread_id == thread_db_id, Job.status == JobStatus.HELD)))
+            for job in held:
+                job.status = JobStatus.QUEUED
+            return held
+
     async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
         async with self.db.session() as s:
             query = select(Job).where(Job.user_id == user_id)
             if unfinished_only:
-                query = query.where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                query = query.where(Job.status.in_(UNFINISHED))
             rows = await s.scalars(query.order_by(Job.created_at))
             return list(rows)
 
@@ -438,3 +480,30 @@ def _found(obj: T | None, what: str, ident: object) -> T:
     if obj is None:
         raise NotFound(f"no {what} {ident}")
     return obj
+
+
+def _new_turn(
+    *,
+    thread_id: int,
+    parent_id: int | None,
+    kind: str,
+    instruction: str = "",
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    image_keys: Sequence[str] = (),
+    status: TurnStatus = TurnStatus.PENDING,
+) -> Turn:
+    return Turn(
+        thread_id=thread_id,
+        parent_id=parent_id,
+        kind=kind,
+        instruction=instruction,
+        seed=seed,
+        params=params or {},
+        job_id=job_id,
+        image_keys=list(image_keys),
+        identity_scores=[],
+        status=status,
+        approved=False,
+    )

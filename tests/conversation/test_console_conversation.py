@@ -122,6 +122,7 @@ async def test_edit_one_image_by_number_and_settings(app: App, console: ConsoleF
     assert (await app.store.get_thread(thread_id)).settings == {"steps": 3, "width": 48, "height": 32}
     assert "steps=4" in (await console.send("/settings"))[0].text  # the user's defaults are untouched
     assert errors(await console.send("/settings steps=500"))
+    assert "0 to 4294967295" in errors(await console.send("/settings seed=99999999999999999999"))[0]
     assert errors(await console.send("/settings colour=blue"))
 
 

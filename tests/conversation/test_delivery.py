@@ -79,3 +79,39 @@ async def test_a_front_end_that_died_mid_delivery_is_taken_over_on_start(
         assert await second.conversation.deliver_pending("console") == 0
     finally:
         await second.close()
+
+
+async def test_a_send_that_keeps_failing_is_given_up_after_a_few_tries(
+    tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any
+) -> None:
+    from commands.delivery import MAX_DELIVERY_ATTEMPTS
+
+    app = await build_app(app_settings(tmp_path, shared_dirs), engine=tiny_engine)
+    try:
+        delivery = app.conversation.delivery
+        delivery.retry_base_s = 0.0  # no backoff wait in the test
+        events = app.conversation.queue.bus.subscribe()
+        job_id = queued(await app.conversation.handle(_create("ann", "Mia")))[0]
+        async with asyncio.timeout(60):  # finished while no console front end listens
+            async for event in events:
+                if event["job_id"] == job_id and event["state"] == "done":
+                    break
+        await events.aclose()
+        sends: list[int] = []
+
+        async def thread_deleted(actions: Sequence[Action]) -> None:
+            sends.append(1)
+            raise LookupError("Unknown Channel")
+
+        app.conversation.add_deliverer("console", thread_deleted)
+        for _ in range(2 * MAX_DELIVERY_ATTEMPTS):
+            await delivery.deliver_job(job_id)
+            if (await app.store.get_job(job_id)).delivered:
+                break
+        job = await app.store.get_job(job_id)
+        assert job.delivered and job.delivery_attempts == MAX_DELIVERY_ATTEMPTS  # given up, logged
+        assert len(sends) == MAX_DELIVERY_ATTEMPTS
+        assert await app.conversation.deliver_pending("console") == 0
+        assert len(sends) == MAX_DELIVERY_ATTEMPTS  # never sent again
+    finally:
+        await app.close()

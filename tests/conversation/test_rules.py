@@ -58,9 +58,18 @@ async def test_strangers_change_nothing_and_admins_may(
             refusals += await conv.handle(_event("mallory", EventKind.REACTION, command=button, turn_id=turn_id))
         refusals += await conv.handle(_event("mallory", EventKind.COMMAND, command="thread", args=str(thread_id)))
         refusals += await conv.handle(_event("mallory", EventKind.COMMAND, command="persona", args="show Kiki"))
-        assert len(refusals) == 6
+        # even "inside" the post (as in a Discord thread), history and export are the owner's:
+        # they carry the persona's seed and LoRA mix
+        mallory = await app.store.user("console", "mallory")
+        await app.store.set_current_thread(mallory.id, thread_id)
+        for command in ("history", "export", "settings"):
+            args = "post steps=9" if command == "settings" else ""
+            refusals += await conv.handle(_event("mallory", EventKind.COMMAND, command=command, args=args))
+        refusals += await conv.handle(_event("mallory", EventKind.MESSAGE, text="make it blue"))
+        await app.store.set_current_thread(mallory.id, None)
+        assert len(refusals) == 10
         assert all(r.private and r.text.startswith("⚠️") for r in refusals)  # type: ignore[attr-defined]
-        assert sum("only the owner" in r.text.lower() for r in refusals) == 5  # type: ignore[attr-defined]
+        assert sum("only the owner" in r.text.lower() for r in refusals) == 9  # type: ignore[attr-defined]
         after_thread = await app.store.get_thread(thread_id)
         assert after_thread.current_turn_id == before_thread.current_turn_id
         assert after_thread.status == before_thread.status

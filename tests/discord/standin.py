@@ -71,6 +71,9 @@ class StandInConversation:
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         return self.owners.get(thread_id)
 
+    async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool:
+        return self.owners.get(thread_id) == user_id
+
     async def abandon_thread(self, thread_db_id: int) -> None:
         self.abandoned.append(thread_db_id)
 

@@ -325,9 +325,7 @@ async def test_bad_attachments_get_a_clear_private_answer(fake: FakeDiscord, sta
     fake.cdn_available = True
     huge = {**fake.add_cdn_file("huge.png", b"x", "image/png"), "size": 30 * 1024 * 1024}
     mark = fake.mark()
-    await fake.send_interaction(
-        fake.slash_command("persona", {"archetype": "sweet", "reference": huge}, subcommand="create")
-    )
+    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "image": huge}))
     answer = await fake.wait_request(route="followup", since=mark)
     assert "31.5 MB" in answer.json["content"] and answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL
     assert conversation.events == []

@@ -1,4 +1,4 @@
-"""jobs.delivery_started_at: delivery claims that survive a front-end crash
+"""jobs.delivery_*: delivery claims that survive a front-end crash, retries with backoff
 
 Revision ID: 0002
 Revises: 0001
@@ -19,8 +19,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("delivery_started_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("delivery_attempts", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("delivery_retry_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("delivery_retry_at")
+        batch.drop_column("delivery_attempts")
         batch.drop_column("delivery_started_at")
