@@ -250,6 +250,8 @@ def result_messages_for(fake: FakeDiscord, job_text: str) -> list[RecordedReques
 
 async def assert_each_result_delivered_once(fake: FakeDiscord, studio: Studio) -> None:
     """Every finished job of the owner was delivered, by exactly one message."""
+    # waits for sends still in flight (each holds its post's delivery lock) and sends nothing new
+    assert await studio.app.conversation.deliver_pending("discord") == 0
     jobs = await studio.jobs(fake)
     assert jobs
     for job in jobs:
@@ -390,12 +392,20 @@ async def test_a_whole_post_conversation(studio: Studio, fake: FakeDiscord, star
     assert turn.seed != (await studio.store.get_turn(edit)).seed
     assert (await reload_thread(studio, thread)).current_turn_id == regen
 
-    # ↩️ (a button on the newest result) goes back to the first images and shows them again.
+    # ↩️ (a button on the newest result) undoes the regenerate: back to the result it replaced.
     mark = fake.mark()
     click = await fake.send_interaction(fake.component_click(int(regenerated.response["id"]), f"persona:undo:{regen}"))
     assert (await fake.wait_callback(click)).json == {"type": CALLBACK_DEFERRED_UPDATE_MESSAGE}
     back = await wait_result(fake, thread_id, since=mark, text="↩️ Back to turn")
-    assert turn_of(back) == generate and content(back).startswith(f"↩️ Back to turn #{generate} ")
+    assert turn_of(back) == edit and content(back).startswith(f"↩️ Back to turn #{edit} ")
+    edited = await studio.store.get_turn(edit)
+    assert [f.data for f in back.files] == [studio.app.blobs.get(key) for key in edited.image_keys]
+    assert (await reload_thread(studio, thread)).current_turn_id == edit
+    # ↩️ again goes back to the first images
+    mark = fake.mark()
+    click = await fake.send_interaction(fake.component_click(int(back.response["id"]), f"persona:undo:{edit}"))
+    back = await wait_result(fake, thread_id, since=mark, text="↩️ Back to turn")
+    assert turn_of(back) == generate
     assert [f.data for f in back.files] == [studio.app.blobs.get(key) for key in generated.image_keys]
     assert (await reload_thread(studio, thread)).current_turn_id == generate
 
