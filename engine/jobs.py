@@ -10,6 +10,7 @@ earlier attempt) is not recorded twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -83,23 +84,23 @@ class JobRunner:
 
         try:
             if spec.kind == JobKind.CREATE_PERSONA and not spec.persona.lora_mix:
-                mix = await asyncio.to_thread(self._draw_mix, spec)
+                mix = await _in_thread(cancel, self._draw_mix, spec)
                 spec = spec.model_copy(update={"persona": spec.persona.model_copy(update={"lora_mix": mix})})
-            result = await asyncio.to_thread(self._run, spec, on_progress, cancel)
+            result = await _in_thread(cancel, self._run, spec, on_progress, cancel)
         except asyncio.CancelledError:
-            # arq abort (or shutdown): stop the engine at its next step, record the cancel
-            cancel.set()
-            await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
+            # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
+            # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
+            # it on its next start, a timeout is recorded by the worker)
             raise
         except Exception as exc:
             if isinstance(exc, JobCancelled) or cancel.is_set():
-                await self._finish(spec, JobStatus.CANCELLED, error="cancelled")
+                await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled")
                 return None
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
                 raise
             log.exception("job %s failed", spec.job_id)
-            await self._finish(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             return None
         result.seconds = time.monotonic() - started
         await self._record(spec, result)
@@ -136,11 +137,26 @@ class JobRunner:
         if recorded:
             await self.bus.publish(make_event(spec.job_id, "done", seconds=result.seconds))
 
-    async def _finish(self, spec: JobSpec, status: JobStatus, error: str) -> None:
+    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
+        """Record a failed or cancelled outcome (first outcome only) and publish it."""
         if await self.store.finish_job(spec.job_id, status, error=error):
             if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
                 await self.store.persona_failed(spec.persona.persona_id)
             await self.bus.publish(make_event(spec.job_id, str(status), error=error))
+
+
+async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread. If this task is cancelled, set ``cancel`` and wait for the thread
+    to stop (at the engine's next step) before passing the cancel on: the engine never runs two
+    jobs at once, and a job task that returns has really stopped computing."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(BaseException):
+            await work
+        raise
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

@@ -78,11 +78,12 @@ class LocalBus:
 class RedisBus:
     """Redis pub/sub for live events and a last-state key per job for late readers."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, *, extra: dict[str, Any] | None = None) -> None:
         self.redis = redis  # redis.asyncio.Redis (arq's pool is one)
+        self.extra = dict(extra or {})  # added to every event published here (a worker names itself)
 
     async def publish(self, event: Event) -> None:
-        payload = json.dumps(event)
+        payload = json.dumps({**self.extra, **event})
         key = LAST_STATE_KEY.format(job_id=event["job_id"])
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(key, payload, ex=LAST_STATE_TTL_S)

@@ -9,8 +9,19 @@ key to :data:`LEASE_S` every :data:`HEARTBEAT_S` while the job runs, so when a w
 its job becomes runnable for another worker within about :data:`LEASE_S` seconds. The engine runs
 in a thread, so the heartbeat keeps beating while a step computes.
 
-Redis restarts: the redis client reconnects with retries; if arq's loop still gives up, the
-worker loop starts arq again without reloading the pipeline.
+Waking: arq polls redis every ``poll_delay``; its default 0.5 s adds up to half a second to every
+turn, and polling every few ms keeps an idle worker busy. :class:`StudioWorker` waits between
+polls on a pub/sub message that the client publishes on enqueue and cancel (and polls at least
+every :data:`IDLE_POLL_S`), so a job starts a few milliseconds after it is queued.
+
+Cancel: arq's own abort cancels the job's asyncio task, which cannot tell an abort from a
+shutdown. :class:`StudioWorker` reads arq's abort set itself and sets the running job's cancel
+flag instead: the engine stops at its next step and the cancel is recorded. A task cancelled by
+a shutdown is not recorded as cancelled: arq runs the job again.
+
+Redis restarts: a poll that fails on a lost connection is logged and tried again (the redis
+client reconnects); if arq's loop still gives up, :func:`serve` starts it again without
+reloading the pipeline.
 """
 
 from __future__ import annotations
@@ -18,24 +29,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import socket
+import threading
+import time
 from typing import Any
 
 from engine.jobs import JobRunner
 from engine.progress import RedisBus
-from engine.queue import ARQ_FUNCTION, redis_settings
+from engine.queue import ARQ_ABORT_KEY, ARQ_FUNCTION, ARQ_QUEUE_NAME, IN_PROGRESS_PREFIX, WAKE_CHANNEL, redis_settings
+from engine.specs import JobSpec
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.models import JobStatus
 from storage.repository import Store
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JOB_TIMEOUT_S = 3600
+JOB_TIMEOUT_S = 3600  # a job running longer is stopped and marked failed
+ARQ_TIMEOUT_S = JOB_TIMEOUT_S + 60  # arq's own timeout: a backstop behind ours
 MAX_TRIES = 3
 LEASE_S = 10.0
 HEARTBEAT_S = 3.0
-POLL_DELAY_S = 0.02  # arq's default 0.5 s poll adds up to half a second to every turn
+IDLE_POLL_S = 0.5  # poll at least this often without a wake message (deferred retries, lost wakes)
+OUTAGE_RETRY_S = 1.0  # wait between polls while redis is unreachable
 RETRY_BACKOFF_S = (2.0, 10.0, 30.0)
+HEALTH_CHECK_INTERVAL_S = 10
+HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + ":health-check"  # arq's default for our queue
+ABORT_MAX_AGE_MS = 3600_000  # abort requests for jobs no worker runs are dropped after this
+#: names this worker in its progress events ("running" tells which worker has the job)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class WorkerState:
@@ -47,6 +72,8 @@ class WorkerState:
         self.store = Store(self.db)
         self.blobs = BlobStore(settings.blob_dir)
         self._engine = engine
+        #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
+        self.cancel_flags: dict[str, threading.Event] = {}
 
     async def prepare(self) -> None:
         await self.db.upgrade()
@@ -68,32 +95,134 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     from arq import Retry
 
     state: WorkerState = ctx["state"]
-    runner = JobRunner(state.engine, state.store, RedisBus(ctx["redis"]))
+    redis = ctx["redis"]
     job_id = ctx["job_id"]
-    heartbeat = asyncio.create_task(_heartbeat(ctx["redis"], job_id))
+    runner = JobRunner(state.engine, state.store, RedisBus(redis, extra={"worker": WORKER_ID}))
+    cancel = threading.Event()
+    state.cancel_flags[job_id] = cancel
+    heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
+    deadline: asyncio.Timeout | None = None
     try:
-        result = await runner.execute(spec_json, final_attempt=final)
+        if await redis.zscore(ARQ_ABORT_KEY, job_id) is not None:
+            cancel.set()  # cancelled while it was being picked up: stop at the first step
+            await redis.zrem(ARQ_ABORT_KEY, job_id)
+        async with asyncio.timeout(JOB_TIMEOUT_S) as deadline:
+            result = await runner.execute(spec_json, cancel, final_attempt=final)
+    except TimeoutError:
+        if deadline is None or not deadline.expired():
+            raise Retry(defer=_backoff(ctx["job_try"])) from None
+        log.error("job %s ran longer than %d s; giving up", job_id, JOB_TIMEOUT_S)
+        await runner.record_outcome(
+            JobSpec.model_validate(spec_json), JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s"
+        )
+        return None
     except asyncio.CancelledError:
-        raise
+        raise  # worker shutting down: arq runs the job again
     except Exception as exc:
-        delay = RETRY_BACKOFF_S[min(ctx["job_try"], len(RETRY_BACKOFF_S)) - 1]
-        raise Retry(defer=delay) from exc
+        raise Retry(defer=_backoff(ctx["job_try"])) from exc
     finally:
+        state.cancel_flags.pop(job_id, None)
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
     return result.model_dump(mode="json") if result is not None else None
 
 
+def _backoff(job_try: int) -> float:
+    return RETRY_BACKOFF_S[min(job_try, len(RETRY_BACKOFF_S)) - 1]
+
+
 async def _heartbeat(redis: Any, job_id: str) -> None:
-    key = f"arq:in-progress:{job_id}"
+    key = IN_PROGRESS_PREFIX + job_id
     while True:
         try:
             await redis.pexpire(key, int(LEASE_S * 1000))
         except Exception as exc:  # a redis blip must not kill the job
             log.warning("lease heartbeat for %s failed: %s", job_id, exc)
         await asyncio.sleep(HEARTBEAT_S)
+
+
+def _worker_class() -> type:
+    from arq.worker import Worker
+
+    class StudioWorker(Worker):  # type: ignore[misc]
+        """arq's worker, woken by pub/sub, surviving redis outages, cancelling through flags."""
+
+        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.cancel_flags = cancel_flags
+            self.wake = asyncio.Event()
+            self._wake_task: asyncio.Task[None] | None = None
+            self._redis_lost_at: float | None = None
+
+        async def _poll_iteration(self) -> None:
+            if self._wake_task is None:
+                self._wake_task = asyncio.create_task(self._listen_wake(), name="arq-wake")
+            self.wake.clear()  # a wake that arrives during this poll makes the next one start at once
+            try:
+                await super()._poll_iteration()
+                await self._abort_flagged()
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    raise
+                if self._redis_lost_at is None:
+                    self._redis_lost_at = time.monotonic()
+                    log.warning("lost redis (%s); retrying every %.0f s", exc, OUTAGE_RETRY_S)
+                await asyncio.sleep(OUTAGE_RETRY_S)
+                return
+            if self._redis_lost_at is not None:
+                log.info("redis is back after %.1f s", time.monotonic() - self._redis_lost_at)
+                self._redis_lost_at = None
+                self._last_health_check = 0  # a restarted redis lost the health-check key
+                self.wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), IDLE_POLL_S)
+
+        def _release_sem_dec_counter_on_complete(self) -> None:
+            super()._release_sem_dec_counter_on_complete()
+            self.wake.set()  # a job finished: pick the next one now
+
+        async def _abort_flagged(self) -> None:
+            """Set the cancel flag of each running job named in arq's abort set."""
+            if not self.cancel_flags:
+                return
+            raw = await self.pool.zrange(ARQ_ABORT_KEY, 0, -1)
+            hits = [job_id for job_id in (r.decode() for r in raw) if job_id in self.cancel_flags]
+            for job_id in hits:
+                log.info("cancelling job %s", job_id)
+                self.cancel_flags[job_id].set()
+            if hits:
+                await self.pool.zrem(ARQ_ABORT_KEY, *hits)
+            await self.pool.zremrangebyscore(ARQ_ABORT_KEY, "-inf", _now_ms() - ABORT_MAX_AGE_MS)
+
+        async def _listen_wake(self) -> None:
+            while True:
+                pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe(WAKE_CHANNEL)
+                    self.wake.set()  # a wake may have been missed while we were not subscribed
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.wake.set()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("wake subscription lost (%s); subscribing again", exc)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                await asyncio.sleep(OUTAGE_RETRY_S)
+
+        async def close(self) -> None:
+            if self._wake_task is not None:
+                self._wake_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._wake_task
+                self._wake_task = None
+            await super().close()
+
+    return StudioWorker
 
 
 def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]:
@@ -103,28 +232,31 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         ctx["state"] = state
 
     return {
-        "functions": [func(run_job, name=ARQ_FUNCTION, max_tries=MAX_TRIES, timeout=JOB_TIMEOUT_S)],
+        "functions": [func(run_job, name=ARQ_FUNCTION, max_tries=MAX_TRIES, timeout=ARQ_TIMEOUT_S)],
         "redis_settings": redis_settings(state.settings.redis_url or ""),
         "on_startup": on_startup,
         "max_jobs": 1,
-        "job_timeout": JOB_TIMEOUT_S,
-        "poll_delay": POLL_DELAY_S,
-        "allow_abort_jobs": True,
+        "job_timeout": ARQ_TIMEOUT_S,
+        "poll_delay": 0,  # StudioWorker waits for a wake message (or IDLE_POLL_S) between polls
+        "allow_abort_jobs": False,  # StudioWorker cancels through the engine's flag instead
         "retry_jobs": True,
-        "health_check_interval": 30,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "keep_result": 3600,
         "burst": burst,
         "handle_signals": False,
+        "cancel_flags": state.cancel_flags,
     }
 
 
-async def serve(state: WorkerState, *, burst: bool = False) -> None:
-    """Run arq until stopped; start it again after a redis outage."""
-    from arq.worker import Worker
+def make_worker(state: WorkerState, *, burst: bool = False) -> Any:
+    return _worker_class()(**worker_options(state, burst=burst))
 
+
+async def serve(state: WorkerState, *, burst: bool = False) -> None:
+    """Run arq until stopped; start it again if it gives up on redis."""
     await state.prepare()
     while True:
-        worker = Worker(**worker_options(state, burst=burst))
+        worker = make_worker(state, burst=burst)
         try:
             await worker.main()
             return  # burst mode finished
@@ -134,10 +266,29 @@ async def serve(state: WorkerState, *, burst: bool = False) -> None:
             if not _is_connection_error(exc):
                 raise
             log.warning("lost redis (%s); starting the worker loop again", exc)
-            await asyncio.sleep(1.0)  # back off while redis comes back
+            await asyncio.sleep(OUTAGE_RETRY_S)  # back off while redis comes back
         finally:
             with contextlib.suppress(Exception):
                 await worker.close()
+
+
+async def health(redis_url: str) -> str | None:
+    """The health line a live worker wrote in the last ``HEALTH_CHECK_INTERVAL_S``, else None."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        raw = await client.get(HEALTH_CHECK_KEY)
+    finally:
+        await client.aclose()
+    return raw.decode() if raw else None
+
+
+def check_health(settings: Settings) -> int:
+    """Exit status for a container health check: 0 when a worker reported recently."""
+    line = asyncio.run(health(settings.redis_url or "")) if settings.redis_url else None
+    print(line or f"no worker has reported in the last {HEALTH_CHECK_INTERVAL_S + 1} s")
+    return 0 if line else 1
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -147,12 +298,26 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError | OSError)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
     if not settings.redis_url:
         print("persona-studio worker: set REDIS_URL (without it the front ends run an embedded worker)")
         return 2
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError):  # SIGTERM: stop; arq hands a running job back
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await serve(WorkerState(settings), burst=burst)
+
     try:
-        asyncio.run(serve(WorkerState(settings), burst=burst))
+        asyncio.run(main())
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        return 0
     return 0
