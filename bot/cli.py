@@ -72,6 +72,10 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.check:
+        from engine.worker import check_health
+
+        return check_health(settings)
     from engine.worker import run_worker
 
     return run_worker(settings, burst=args.burst)
@@ -136,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker = add("worker", _worker, "start an arq GPU worker (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--check", action="store_true", help="health check: exit 0 if a worker reported recently")
     return parser
 
 

@@ -117,11 +117,14 @@ class JobRunner:
     async def _record(self, spec: JobSpec, result: JobResult) -> None:
         result_json = result.model_dump(mode="json")
         if spec.kind == JobKind.CREATE_PERSONA:
-            recorded = await self.store.finish_job(spec.job_id, JobStatus.DONE, result=result_json)
-            if recorded:
-                await self.store.persona_ready(
-                    spec.persona.persona_id, result.reference_key, result.embedding, spec.persona.lora_mix
-                )
+            mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
+            persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}
+            recorded = await self.store.finish_job(  # the job and its persona in one transaction
+                spec.job_id,
+                JobStatus.DONE,
+                result=result_json,
+                persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
+            )
         else:
             recorded = await self.store.finish_job(
                 spec.job_id,
@@ -139,9 +142,10 @@ class JobRunner:
 
     async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
         """Record a failed or cancelled outcome (first outcome only) and publish it."""
-        if await self.store.finish_job(spec.job_id, status, error=error):
-            if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
-                await self.store.persona_failed(spec.persona.persona_id)
+        failed_persona = None
+        if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
+            failed_persona = (spec.persona.persona_id, {"status": "failed"})
+        if await self.store.finish_job(spec.job_id, status, error=error, persona_update=failed_persona):
             await self.bus.publish(make_event(spec.job_id, str(status), error=error))
 
 

@@ -79,7 +79,7 @@ def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float =
     k = min(k, len(names))
     chosen = rng.choice(len(names), size=k, replace=False)
     weights = rng.dirichlet([concentration] * k)
-    return [(names[int(i)], round(float(w), 6)) for i, w in zip(chosen, weights, strict=True)]
+    return [(names[int(i)], float(w)) for i, w in zip(chosen, weights, strict=True)]
 
 
 def adapter_name(lora_name: str) -> str:

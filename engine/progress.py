@@ -62,9 +62,13 @@ class LocalBus:
     async def last(self, job_id: str) -> Event | None:
         return self._last.get(job_id)
 
-    async def subscribe(self) -> AsyncIterator[Event]:  # type: ignore[override]
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Every event published from this call on (registered now, not at the first read)."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._subscribers.add(queue)
+        return self._read(queue)
+
+    async def _read(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         try:
             while True:
                 yield await queue.get()

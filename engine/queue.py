@@ -158,6 +158,19 @@ class ArqQueue:
         if self.pool is None:
             self.pool = await create_pool(redis_settings(self.redis_url))
             self.bus = RedisBus(self.pool)
+            await self._requeue_unfinished()
+
+    async def _requeue_unfinished(self) -> None:
+        """Storage is the record: queued or running jobs that redis no longer holds (a redis
+        restart without persistence) are queued again. arq ignores ids it still knows."""
+        requeued = 0
+        for job in await self.store.unfinished_jobs():
+            if await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
+                requeued += 1
+        if requeued:
+            log.info("queued %d unfinished job(s) again that redis had lost", requeued)
+            if self.wake_workers:
+                await self.pool.publish(WAKE_CHANNEL, "requeue")
 
     async def close(self) -> None:
         if self.pool is not None:

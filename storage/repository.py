@@ -120,10 +120,6 @@ class Store:
         async with self.db.session() as s:
             await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
 
-    async def persona_failed(self, persona_id: int) -> None:
-        async with self.db.session() as s:
-            await s.execute(update(Persona).where(Persona.id == persona_id).values(status="failed"))
-
     async def get_persona(self, persona_id: int) -> Persona:
         async with self.db.session() as s:
             return _found(await s.get(Persona, persona_id), "persona", persona_id)

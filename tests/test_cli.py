@@ -126,3 +126,9 @@ def test_run_serves_the_wecom_callback(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_worker_health_check_fails_without_a_worker(redis_url: str, tmp_path: Path) -> None:
+    result = cli("worker", "--check", env={"REDIS_URL": redis_url}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no worker has reported" in result.stdout

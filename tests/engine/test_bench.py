@@ -27,7 +27,7 @@ def test_tiny_benchmark_reports_seconds_and_memory_as_json(tmp_path: Path) -> No
     for part in ("text_to_image", "edit"):
         figures = report[part]
         assert figures["output_size"] == [64, 64] and figures["images"] == 2
-        assert 0 < figures["seconds_per_step"] < figures["seconds_per_image"] < 5
+        assert 0 < figures["seconds_per_step"] < figures["seconds_per_image"]  # (speed: bench/, not tests)
     assert report["memory"]["peak_rss_mib"] > 0
 
 
