@@ -28,12 +28,15 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_BENCH = Path(__file__).resolve().parent
+# Run as a script, bench/ comes first on sys.path, where queue.py would shadow the stdlib's queue.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+sys.path.insert(0, str(_BENCH.parent))
 
-import torch
-from PIL import Image
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from engine.pipeline import LoadedPipeline, load_pipeline, render, resolve_device, resolve_dtype
+from engine.pipeline import LoadedPipeline, load_pipeline, render, resolve_device, resolve_dtype  # noqa: E402
 
 #: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
 FULL_TRANSFORMER = {
