@@ -64,9 +64,6 @@ class NoopEngine:
     def load(self) -> None:
         return None
 
-    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
-        return []
-
     def run(
         self,
         spec: JobSpec,

@@ -11,13 +11,10 @@ per-user job limits; input validation before anything is stored.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import random
 import re
 import uuid
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +34,10 @@ from commands.events import (
     Reply,
     Where,
 )
+from commands.export import build_export
+from commands.params import SETTING_KEYS, effective_params, parse_settings, pick_seed
 from commands.parser import PERSONA_ACTION_ALIASES, split_options
-from commands.texts import HELP, describe_turn, render_tree
+from commands.texts import HELP, render_tree
 from commands.validation import InputError, check_image, check_text
 from engine.progress import make_event
 from engine.queue import JobQueue
@@ -49,7 +48,6 @@ from engine.specs import (
     PersonaSpec,
     RenderParams,
     default_params,
-    size_limits,
 )
 from storage.blobs import BlobStore
 from storage.models import JobStatus, Persona, Thread, ThreadStatus, Turn, TurnStatus, User
@@ -58,7 +56,6 @@ from storage.repository import DuplicateName, Store
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
-SETTING_KEYS = ("steps", "guidance", "size", "seed")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
 
 
@@ -492,46 +489,7 @@ class Conversation:
 
     async def export_zip(self, thread: Thread) -> bytes:
         """Approved images plus manifest.json describing every turn of the thread."""
-        turns = await self.store.turns(thread.id)
-        persona = await self.store.get_persona(thread.persona_id)
-        manifest: dict[str, Any] = {
-            "post": thread.id,
-            "prompt": thread.prompt,
-            "persona": {
-                "name": persona.name,
-                "archetype": persona.archetype,
-                "seed": persona.seed,
-                "lora_mix": persona.lora_mix,
-            },
-            "current_turn": thread.current_turn_id,
-            "turns": [],
-        }
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-            for turn in turns:
-                files = []
-                if turn.approved:
-                    for index, key in enumerate(turn.image_keys):
-                        name = f"images/turn{turn.id}-{index + 1}.png"
-                        archive.writestr(name, self.blobs.get(key))
-                        files.append(name)
-                manifest["turns"].append(
-                    {
-                        "id": turn.id,
-                        "parent": turn.parent_id,
-                        "kind": turn.kind,
-                        "instruction": turn.instruction,
-                        "seed": turn.seed,
-                        "parameters": turn.params,
-                        "identity_scores": turn.identity_scores,
-                        "status": turn.status,
-                        "approved": turn.approved,
-                        "images": turn.image_keys,
-                        "files": files,
-                    }
-                )
-            archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
-        return buf.getvalue()
+        return await build_export(self.store, self.blobs, thread)
 
     async def _cmd_status(self, ctx: _Ctx) -> list[Action]:
         jobs = await self.store.user_jobs(ctx.user.id)
@@ -733,52 +691,14 @@ class Conversation:
         return self.blobs.put(attachment.data)
 
     def _params(self, user: User, thread: Thread | None) -> RenderParams:
-        """Engine defaults, then the user's settings, then the thread's."""
-        merged = default_params(self.config.engine_model).model_dump()
-        for layer in (user.settings or {}, thread.settings if thread else {}):
-            merged.update({k: layer[k] for k in ("steps", "guidance", "width", "height") if layer.get(k) is not None})
-        return RenderParams.model_validate(merged)
+        return effective_params(self.config.engine_model, user.settings, thread.settings if thread else None)
 
     @staticmethod
     def _seed(user: User, thread: Thread | None) -> int:
-        """The seed setting (thread's over user's) or a fresh random seed."""
-        fixed = None
-        for layer in (user.settings or {}, thread.settings if thread else {}):
-            if "seed" in layer:
-                fixed = layer["seed"]
-        return int(fixed) if fixed is not None else random.randrange(2**31)
+        return pick_seed(user.settings, thread.settings if thread else None)
 
     def _parse_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in raw.items():
-            text = str(value).strip().lower()
-            try:
-                if key == "steps":
-                    out["steps"] = int(text)
-                    if not 1 <= out["steps"] <= 100:
-                        raise ValueError
-                elif key == "guidance":
-                    out["guidance"] = float(text)
-                    if not 0 <= out["guidance"] <= 20:
-                        raise ValueError
-                elif key == "size":
-                    width, height = (int(part) for part in text.replace("×", "x").split("x"))
-                    low, high = size_limits(self.config.engine_model)
-                    if not (low <= width <= high and low <= height <= high):
-                        raise InputError(f"size: each side must be from {low} to {high} pixels")
-                    out["width"], out["height"] = width // 16 * 16, height // 16 * 16
-                elif key == "seed":
-                    out["seed"] = None if text in ("random", "none", "") else int(text)
-                    if out["seed"] is not None and not 0 <= out["seed"] < 2**32:
-                        raise ValueError
-                else:
-                    raise InputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
-            except InputError:
-                raise
-            except ValueError:
-                hints = {"steps": "1-100", "guidance": "0-20", "size": "WxH", "seed": "0 to 4294967295, or random"}
-                raise InputError(f"{key}={value} is not valid (expected {hints[key]})") from None
-        return out
+        return parse_settings(raw, self.config.engine_model)
 
     def _image(self, key: str, filename: str, caption: str = "") -> ImageOut:
         return image_out(self.blobs, key, filename, caption)
@@ -834,4 +754,4 @@ def _at(values: Sequence[Any], index: int) -> Any:
     return values[index] if index < len(values) else None
 
 
-__all__ = ["Conversation", "ConversationConfig", "describe_turn"]
+__all__ = ["Conversation", "ConversationConfig"]

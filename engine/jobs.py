@@ -10,6 +10,7 @@ earlier attempt) is not recorded twice.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -36,8 +37,6 @@ class EngineLike(Protocol):
     """What the runner needs of an engine: engine.runner.Engine, or a no-op one in benchmarks."""
 
     def load(self) -> None: ...
-
-    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]: ...
 
     def run(
         self,
@@ -77,15 +76,13 @@ class JobRunner:
             elapsed = time.monotonic() - started
             eta = elapsed / step * (total - step) if step else None
             event = make_event(spec.job_id, "running", step=step, total=total, eta_s=eta)
-            asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop)
+            _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
             if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
                 last_db_write = time.monotonic()
-                asyncio.run_coroutine_threadsafe(self.store.set_progress(spec.job_id, step / total), loop)
+                write = self.store.set_progress(spec.job_id, step / total)
+                _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
 
-        try:
-            if spec.kind == JobKind.CREATE_PERSONA and not spec.persona.lora_mix:
-                mix = await _in_thread(cancel, self._draw_mix, spec)
-                spec = spec.model_copy(update={"persona": spec.persona.model_copy(update={"lora_mix": mix})})
+        try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
             result = await _in_thread(cancel, self._run, spec, on_progress, cancel)
         except asyncio.CancelledError:
             # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
@@ -102,13 +99,8 @@ class JobRunner:
             log.exception("job %s failed", spec.job_id)
             await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             return None
-        result.seconds = time.monotonic() - started
         await self._record(spec, result)
         return result
-
-    def _draw_mix(self, spec: JobSpec) -> list[tuple[str, float]]:
-        self.engine.load()
-        return self.engine.draw_mix(spec.persona.archetype, spec.persona.seed)
 
     def _run(self, spec: JobSpec, on_progress: Callable[[int, int], None], cancel: threading.Event) -> JobResult:
         self.engine.load()
@@ -172,3 +164,13 @@ def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[
         return JobRunner(Engine.from_settings(settings, blobs), store, bus)
 
     return make
+
+
+def _log_failure(future: concurrent.futures.Future[Any], what: str) -> None:
+    """Progress is best effort, but its failures are logged, not lost in a dropped future."""
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            log.warning("%s failed: %s", what, f.exception())
+
+    future.add_done_callback(done)

@@ -199,7 +199,7 @@ class ArqQueue:
         if not in_queue and not running:
             return False
         # flag it first: if a worker picks it up in the meantime, it sees the flag before it runs
-        await self.pool.zadd(ARQ_ABORT_KEY, {job_id: _now_ms()})
+        await self.pool.zadd(ARQ_ABORT_KEY, {job_id: now_ms()})
         if self.wake_workers:
             await self.pool.publish(WAKE_CHANNEL, job_id)
         if not running and await self.pool.zrem(ARQ_QUEUE_NAME, job_id):
@@ -230,7 +230,7 @@ def redis_settings(url: str) -> Any:
     return settings
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     import time
 
     return int(time.time() * 1000)

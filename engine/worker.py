@@ -38,7 +38,15 @@ from typing import Any
 
 from engine.jobs import JobRunner
 from engine.progress import RedisBus
-from engine.queue import ARQ_ABORT_KEY, ARQ_FUNCTION, ARQ_QUEUE_NAME, IN_PROGRESS_PREFIX, WAKE_CHANNEL, redis_settings
+from engine.queue import (
+    ARQ_ABORT_KEY,
+    ARQ_FUNCTION,
+    ARQ_QUEUE_NAME,
+    IN_PROGRESS_PREFIX,
+    WAKE_CHANNEL,
+    now_ms,
+    redis_settings,
+)
 from engine.specs import JobSpec
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -194,7 +202,7 @@ def _worker_class() -> type:
                 self.cancel_flags[job_id].set()
             if hits:
                 await self.pool.zrem(ARQ_ABORT_KEY, *hits)
-            await self.pool.zremrangebyscore(ARQ_ABORT_KEY, "-inf", _now_ms() - ABORT_MAX_AGE_MS)
+            await self.pool.zremrangebyscore(ARQ_ABORT_KEY, "-inf", now_ms() - ABORT_MAX_AGE_MS)
 
         async def _listen_wake(self) -> None:
             while True:
@@ -296,10 +304,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     return isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError | OSError)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:

@@ -95,9 +95,6 @@ class HeldEngine:
     def load(self) -> None:
         self.inner.load()
 
-    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
-        return self.inner.draw_mix(archetype, seed, k)
-
     def run(
         self, spec: JobSpec, on_progress: Callable[[int, int], None] | None = None, cancel: Any = None
     ) -> JobResult:

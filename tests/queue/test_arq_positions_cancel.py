@@ -32,9 +32,6 @@ class GatedEngine:
     def load(self) -> None:
         self.inner.load()
 
-    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
-        return self.inner.draw_mix(archetype, seed, k)
-
     def run(
         self,
         spec: JobSpec,

@@ -1,0 +1,57 @@
+"""The export of a post: its approved images and a manifest of every turn, as a zip."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+from storage.blobs import BlobStore
+from storage.models import Thread
+from storage.repository import Store
+
+
+async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
+    """``images/turn<id>-<n>.png`` for every approved turn, and ``manifest.json`` with every
+    turn's instruction, seed, parameters and identity scores (approved or not)."""
+    turns = await store.turns(thread.id)
+    persona = await store.get_persona(thread.persona_id)
+    manifest: dict[str, Any] = {
+        "post": thread.id,
+        "prompt": thread.prompt,
+        "persona": {
+            "name": persona.name,
+            "archetype": persona.archetype,
+            "seed": persona.seed,
+            "lora_mix": persona.lora_mix,
+        },
+        "current_turn": thread.current_turn_id,
+        "turns": [],
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for turn in turns:
+            files = []
+            if turn.approved:
+                for index, key in enumerate(turn.image_keys):
+                    name = f"images/turn{turn.id}-{index + 1}.png"
+                    archive.writestr(name, blobs.get(key))
+                    files.append(name)
+            manifest["turns"].append(
+                {
+                    "id": turn.id,
+                    "parent": turn.parent_id,
+                    "kind": turn.kind,
+                    "instruction": turn.instruction,
+                    "seed": turn.seed,
+                    "parameters": turn.params,
+                    "identity_scores": turn.identity_scores,
+                    "status": turn.status,
+                    "approved": turn.approved,
+                    "images": turn.image_keys,
+                    "files": files,
+                }
+            )
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    return buf.getvalue()

@@ -1,0 +1,66 @@
+"""Render parameters of a job: engine defaults, then the user's settings, then the post's;
+and the parsing of ``/settings key=value`` words."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from commands.validation import InputError
+from engine.specs import RenderParams, default_params, size_limits
+
+SETTING_KEYS = ("steps", "guidance", "size", "seed")
+SEED_LIMIT = 2**32
+_HINTS = {"steps": "1-100", "guidance": "0-20", "size": "WxH", "seed": f"0 to {SEED_LIMIT - 1}, or random"}
+
+
+def effective_params(
+    model: str, user_settings: dict[str, Any] | None, thread_settings: dict[str, Any] | None
+) -> RenderParams:
+    merged = default_params(model).model_dump()
+    for layer in (user_settings or {}, thread_settings or {}):
+        merged.update({k: layer[k] for k in ("steps", "guidance", "width", "height") if layer.get(k) is not None})
+    return RenderParams.model_validate(merged)
+
+
+def pick_seed(user_settings: dict[str, Any] | None, thread_settings: dict[str, Any] | None) -> int:
+    """The seed setting (the post's over the user's), or a fresh random seed."""
+    fixed = None
+    for layer in (user_settings or {}, thread_settings or {}):
+        if "seed" in layer:
+            fixed = layer["seed"]
+    return int(fixed) if fixed is not None else random.randrange(2**31)
+
+
+def parse_settings(raw: dict[str, Any], model: str) -> dict[str, Any]:
+    """``{"steps": "8", "size": "768x1024"}`` -> ``{"steps": 8, "width": 768, "height": 1024}``;
+    InputError naming the setting and its range on a bad value."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        text = str(value).strip().lower()
+        try:
+            if key == "steps":
+                out["steps"] = int(text)
+                if not 1 <= out["steps"] <= 100:
+                    raise ValueError
+            elif key == "guidance":
+                out["guidance"] = float(text)
+                if not 0 <= out["guidance"] <= 20:
+                    raise ValueError
+            elif key == "size":
+                width, height = (int(part) for part in text.replace("×", "x").split("x"))
+                low, high = size_limits(model)
+                if not (low <= width <= high and low <= height <= high):
+                    raise InputError(f"size: each side must be from {low} to {high} pixels")
+                out["width"], out["height"] = width // 16 * 16, height // 16 * 16
+            elif key == "seed":
+                out["seed"] = None if text in ("random", "none", "") else int(text)
+                if out["seed"] is not None and not 0 <= out["seed"] < SEED_LIMIT:
+                    raise ValueError
+            else:
+                raise InputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
+        except InputError:
+            raise
+        except ValueError:
+            raise InputError(f"{key}={value} is not valid (expected {_HINTS[key]})") from None
+    return out
