@@ -162,7 +162,10 @@ class Turn(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_user_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_jobs_user_status", "user_id", "status"),
+        Index("ix_jobs_platform_delivered", "platform", "delivered"),  # the delivery sweep's query
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

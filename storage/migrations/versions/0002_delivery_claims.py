@@ -21,9 +21,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("delivery_started_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("delivery_attempts", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("delivery_retry_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_jobs_platform_delivered", "jobs", ["platform", "delivered"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_platform_delivered", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("delivery_retry_at")
         batch.drop_column("delivery_attempts")
