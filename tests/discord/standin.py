@@ -12,10 +12,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from commands.delivery import DeliverFn
 from commands.events import Action, Event
 
 Script = Callable[[Event], "list[Action] | Awaitable[list[Action]]"]
-DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
 
 
 class StandInConversation:

@@ -10,17 +10,11 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.discord_bot import (
-    REQUIRED_PERMISSIONS,
-    ProgressBoard,
-    custom_id,
-    fit_image,
-    invite_url,
-    parse_custom_id,
-    render_progress,
-    split_text,
-    strip_mentions,
-)
+from bot.discord_bot import REQUIRED_PERMISSIONS, invite_url
+from bot.discord_progress import ProgressBoard, render_progress
+from bot.discord_render import split_text
+from bot.discord_translate import UserFacingError, custom_id, download_attachments, parse_custom_id, strip_mentions
+from bot.discord_uploads import fit_image
 from commands.events import Button, Progress, Where
 from tests.discord.helpers import png_bytes
 
@@ -143,3 +137,27 @@ async def test_progress_board_does_not_post_for_a_job_that_finished_unseen() -> 
     board = ProgressBoard(send, edit)
     await board.update(Progress(where=WHERE, job_id="k", state="done"))
     assert sent == []
+
+
+@dataclass
+class _Upload:
+    """A stand-in discord.Attachment that counts downloads."""
+
+    filename: str
+    size: int = 10
+    content_type: str | None = "image/png"
+    reads: int = 0
+
+    async def read(self) -> bytes:
+        self.reads += 1
+        return b"x" * self.size
+
+
+async def test_download_attachments_refuses_more_than_one_without_downloading() -> None:
+    uploads = [_Upload("a.png"), _Upload("b.png")]
+    with pytest.raises(UserFacingError, match="one scene image at most; this message has 2"):
+        await download_attachments(uploads)  # type: ignore[arg-type]
+    assert [u.reads for u in uploads] == [0, 0]
+    one = _Upload("a.png")
+    (attachment,) = await download_attachments([one])  # type: ignore[list-item]
+    assert (attachment.filename, attachment.data, one.reads) == ("a.png", b"x" * 10, 1)

@@ -341,6 +341,22 @@ async def test_bad_attachments_get_a_clear_private_answer(fake: FakeDiscord, sta
     assert conversation.events[0].attachments[0].data == b"hello"
 
 
+async def test_more_than_one_attachment_is_refused_before_any_download(fake: FakeDiscord, start_bot: StartBot) -> None:
+    conversation = StandInConversation()
+    await start_bot(conversation)
+    thread_id, _ = await open_post(fake, conversation)
+    conversation.owners[thread_id] = fake.owner["id"]
+    count = len(conversation.events)
+    fake.cdn_available = False  # a download would fail with "upload it again"
+    two = [fake.add_cdn_file(f"scene{i}.png", png_bytes(), "image/png") for i in (1, 2)]
+    mark = fake.mark()
+    await fake.user_message(thread_id, "", attachments=two)
+    answer = await fake.wait_request(route="create_message", since=mark)
+    assert "one scene image at most" in answer.json["content"] and "has 2" in answer.json["content"]
+    assert int(fake.owner["id"]) in answer.json["allowed_mentions"]["users"]  # a private answer: it pings
+    assert len(conversation.events) == count
+
+
 async def test_large_results_are_sent_as_jpeg_or_webp_under_the_limit(
     fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
 ) -> None:

@@ -1,0 +1,308 @@
+"""Actions rendered as Discord messages: replies, post threads, job status messages and results.
+
+:class:`ActionRenderer` sends what the commands layer returns: replies go to the event's
+:class:`Output` (the interaction, or the channel of a message or reaction); a post thread is
+started from the post message; progress is one status message per job (``bot.discord_progress``);
+results and files go to the post thread, under the upload limit (``bot.discord_uploads``). Text is
+split into messages of at most :data:`MESSAGE_LIMIT` characters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+import discord
+
+from bot.discord_progress import PROGRESS_INTERVAL_S, ProgressBoard
+from bot.discord_translate import UserFacingError, channel_ids
+from bot.discord_uploads import UploadLimits, add_reactions, card_files, send_file, send_images
+from commands.events import Action, FileOut, Images, OpenThread, Progress, Reply, Where
+from storage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+REMEMBERED_MAX = 10_000
+
+_A = TypeVar("_A", bound=Action)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def remember(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
+    """Keep ``key -> value`` among the :data:`REMEMBERED_MAX` most recently remembered."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > REMEMBERED_MAX:
+        cache.popitem(last=False)
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Split ``text`` into Discord-sized messages, preferring line breaks."""
+    text = text.strip() or "…"
+    chunks: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        if cut <= 0:
+            cut = limit
+        chunks.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    chunks.append(text)
+    return chunks
+
+
+def images_text(action: Images) -> str | None:
+    lines = [action.text] if action.text else []
+    lines += [f"{i + 1}. {image.caption}" for i, image in enumerate(action.images) if image.caption]
+    return "\n".join(lines)[:MESSAGE_LIMIT] or None
+
+
+# -- where the replies to one event go ---------------------------------------------------------
+
+
+class Output:
+    """Where Reply actions of one event go; results, Progress and files go to the post thread.
+
+    An Images action that is not a result (no turn id, e.g. ``/persona show``) answering a slash
+    command is a card for the asker: an ephemeral followup with the images.
+    """
+
+    async def reply(self, text: str, private: bool) -> None:
+        raise NotImplementedError
+
+    async def finish(self) -> None:
+        return None
+
+
+class InteractionOutput(Output):
+    """Replies to a slash command (after a thinking defer) or a button (after a deferred update)."""
+
+    def __init__(self, interaction: discord.Interaction[Any], *, thinking: bool) -> None:
+        self.interaction = interaction
+        # After a thinking defer, the first followup would replace the thinking message (and take
+        # its visibility): the original is edited for a public reply, deleted before a private one.
+        self.original_pending = thinking
+
+    async def _edit_original(self, private: bool) -> bool:
+        """Whether this answer should edit the thinking message (deleted first for a private one)."""
+        if not self.original_pending:
+            return False
+        self.original_pending = False
+        if not private:
+            return True
+        with contextlib.suppress(discord.NotFound):
+            await self.interaction.delete_original_response()
+        return False
+
+    async def reply(self, text: str, private: bool) -> None:
+        for chunk in split_text(text):
+            if await self._edit_original(private):
+                await self.interaction.edit_original_response(content=chunk)
+                continue
+            await self.interaction.followup.send(chunk, ephemeral=private, wait=True)
+
+    async def send_files(self, content: str | None, files: list[discord.File], private: bool) -> None:
+        """Images answering the command itself (a persona card): ephemeral when ``private``."""
+        if await self._edit_original(private):
+            await self.interaction.edit_original_response(content=content, attachments=files)
+            return
+        await self.interaction.followup.send(content or "", files=files, ephemeral=private, wait=True)
+
+    async def post_message(self, text: str) -> discord.Message:
+        """The post message: the command's own (public) response."""
+        if await self._edit_original(private=False):
+            return await self.interaction.edit_original_response(content=text)
+        return await self.interaction.followup.send(text, wait=True)
+
+    async def finish(self) -> None:
+        if self.original_pending:
+            self.original_pending = False
+            with contextlib.suppress(discord.HTTPException):
+                await self.interaction.delete_original_response()
+
+
+class MessageOutput(Output):
+    """Replies to a plain message or a reaction: messages in that channel."""
+
+    def __init__(self, channel: discord.abc.Messageable, user_id: int, reply_to: discord.Message | None = None) -> None:
+        self.channel = channel
+        self.user_id = user_id
+        self.reply_to = reply_to
+
+    async def reply(self, text: str, private: bool) -> None:
+        mention = discord.AllowedMentions(users=[discord.Object(self.user_id)] if private else False)
+        for chunk in split_text((f"<@{self.user_id}> " if private and self.reply_to is None else "") + text):
+            if self.reply_to is not None:
+                await self.reply_to.reply(chunk, mention_author=private, allowed_mentions=mention)
+            else:
+                await self.channel.send(chunk, allowed_mentions=mention)
+
+
+# -- actions to messages -----------------------------------------------------------------------
+
+
+class ThreadBinder(Protocol):
+    """What the renderer needs of the conversation: post threads bound to Discord threads."""
+
+    async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None: ...
+    async def abandon_thread(self, thread_db_id: int) -> None: ...
+
+
+class ActionRenderer:
+    """Sends actions to Discord for ``client``; ``on_result(message id, turn id)`` hears of each result."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        conversation: ThreadBinder,
+        settings: Settings,
+        *,
+        on_result: Callable[[int, int], None],
+        progress_interval: float = PROGRESS_INTERVAL_S,
+    ) -> None:
+        self.client = client
+        self.conversation = conversation
+        self.settings = settings
+        self.on_result = on_result
+        self.progress = ProgressBoard(self._send_status, self._edit_status, progress_interval)
+        self.upload_limits = UploadLimits()
+        self._threads: OrderedDict[int, tuple[int, int]] = OrderedDict()  # thread_db_id -> (channel, thread)
+
+    async def close(self) -> None:
+        await self.progress.close()
+
+    async def render(
+        self,
+        actions: Sequence[Action],
+        output: Output,
+        *,
+        interaction: discord.Interaction[Any] | None = None,
+    ) -> None:
+        """The answer to one event: replies to ``output``, the rest to the post thread."""
+        fallback = interaction.channel if interaction is not None else getattr(output, "channel", None)
+        for action in actions:
+            if isinstance(action, Reply):
+                await output.reply(action.text, action.private)
+            elif isinstance(action, OpenThread):
+                await self._open_thread(action, output if isinstance(output, InteractionOutput) else None)
+            elif isinstance(action, Progress):
+                await self.progress.update(self._resolve(action, fallback))
+            elif isinstance(action, Images) and not action.turn_id and isinstance(output, InteractionOutput):
+                # Not a result but a card for the asker (/persona show): only they see it.
+                files = await card_files(action, self.upload_limits.for_interaction(output.interaction))
+                await output.send_files(images_text(action), files, private=True)
+            elif isinstance(action, Images):
+                await self._send_images(await self._target(self._resolve(action).where, fallback), action)
+            elif isinstance(action, FileOut):
+                channel = await self._target(self._resolve(action).where, fallback)
+                await send_file(channel, action, self.upload_limits)
+            else:
+                log.warning("no Discord rendering for %r", action)
+
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        """Job progress and results, in the post thread; raises when a result could not be posted."""
+        for action in actions:
+            if isinstance(action, Progress):
+                try:
+                    await self.progress.update(self._resolve(action))
+                except discord.HTTPException:
+                    log.warning("progress update for job %s failed", action.job_id, exc_info=True)
+                continue
+            action = self._resolve(action)
+            channel = await self._target(action.where, None)
+            if isinstance(action, Images):
+                await self._send_images(channel, action)
+            elif isinstance(action, Reply):
+                text = f"<@{action.where.user_id}> {action.text}" if action.private else action.text
+                users = [discord.Object(int(action.where.user_id))] if action.where.user_id.isdigit() else []
+                for chunk in split_text(text):
+                    await channel.send(chunk, allowed_mentions=discord.AllowedMentions(users=users))
+            elif isinstance(action, FileOut):
+                await send_file(channel, action, self.upload_limits)
+            elif isinstance(action, OpenThread):
+                await self._open_thread(action, None)
+
+    async def channel(self, channel_id: int) -> Any:
+        channel = self.client.get_channel(channel_id)
+        if channel is None:
+            channel = await self.client.fetch_channel(channel_id)
+        return channel
+
+    def _resolve(self, action: _A, fallback: Any = None) -> _A:
+        """Fill in the Discord thread of an action made before its thread existed (or was bound)."""
+        where = action.where
+        if where.thread_id is None and where.thread_db_id is not None and where.thread_db_id in self._threads:
+            channel_id, thread_id = self._threads[where.thread_db_id]
+            return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
+        if where.thread_id is None and where.channel_id is None and fallback is not None:
+            channel_id, thread_id = channel_ids(fallback)
+            return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
+        return action
+
+    async def _target(self, where: Where, fallback: Any) -> Any:
+        """The channel an action goes to: its post thread, else its channel, else a DM."""
+        for channel_id in (where.thread_id, where.channel_id):
+            if channel_id:
+                return await self.channel(channel_id)
+        if fallback is not None:
+            return fallback
+        if where.user_id.isdigit():
+            user = self.client.get_user(int(where.user_id)) or await self.client.fetch_user(int(where.user_id))
+            return await user.create_dm()
+        raise RuntimeError(f"no Discord channel for {where}")
+
+    async def _send_status(self, where: Where, text: str) -> discord.Message:
+        channel = await self._target(where, None)
+        return await channel.send(text)
+
+    async def _edit_status(self, channel_id: int, message_id: int, text: str) -> None:
+        await self.client.get_partial_messageable(channel_id).get_partial_message(message_id).edit(content=text)
+
+    async def _send_images(self, channel: Any, action: Images) -> None:
+        message = await send_images(channel, action, images_text(action), self.upload_limits)
+        if action.turn_id:
+            self.on_result(message.id, action.turn_id)
+        # The result is posted now: a failing reaction must not make it be delivered twice.
+        await add_reactions(message, action.buttons)
+
+    async def _open_thread(self, action: OpenThread, output: InteractionOutput | None) -> None:
+        try:
+            await self._create_post_thread(action, output)
+        except (UserFacingError, discord.HTTPException):
+            if action.where.thread_db_id is not None:  # its jobs would wait for a thread forever
+                await self.conversation.abandon_thread(action.where.thread_db_id)
+            raise
+
+    async def _create_post_thread(self, action: OpenThread, output: InteractionOutput | None) -> None:
+        archive = self.settings.discord_auto_archive_minutes
+        title = (action.title or "Post").strip()[:100] or "Post"
+        text = action.text or title
+        here = output.interaction.channel if output is not None else None
+        if isinstance(here, discord.TextChannel) and output is not None:
+            parent: Any = here
+            post = await output.post_message(text)
+        else:
+            if isinstance(here, discord.Thread):
+                parent = here.parent or await self.channel(here.parent_id)
+            else:
+                parent = await self.channel(action.where.channel_id) if action.where.channel_id else None
+            if not isinstance(parent, discord.TextChannel):
+                raise UserFacingError("Posts live in threads of a server text channel: use /post there.")
+            post = await parent.send(text)
+        # A followup/interaction message has no guild attached: start the thread from the channel.
+        try:
+            thread = await parent.create_thread(name=title, message=post, auto_archive_duration=archive)
+        except discord.HTTPException:
+            with contextlib.suppress(discord.HTTPException):
+                await post.delete()  # no post message without its thread
+            raise
+        if action.where.thread_db_id is not None:
+            remember(self._threads, action.where.thread_db_id, (parent.id, thread.id))
+            await self.conversation.bind_thread(action.where.thread_db_id, channel_id=parent.id, thread_id=thread.id)
+        if output is not None and here is not parent:
+            await output.reply(f"Your post is open: {thread.mention}", private=False)

@@ -1,0 +1,76 @@
+"""Pure translation between Discord objects and the commands layer's terms.
+
+Channel and thread ids, result buttons' custom ids, mentions stripped from an instruction, and
+uploads read into :class:`commands.events.Attachment` at once (Discord CDN links expire).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import discord
+
+from commands.events import Attachment, Button
+from commands.validation import MAX_IMAGE_BYTES
+
+PLATFORM = "discord"
+#: The commands layer takes one scene image per event; more are refused before any download.
+MAX_ATTACHMENTS = 1
+CUSTOM_ID_TEMPLATE = r"persona:(?P<action>approve|regen|undo|cancel):(?P<turn>[0-9]{1,19})"
+_CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
+
+
+class UserFacingError(Exception):
+    """Something the user can fix (an attachment that cannot be read); the text says what to do."""
+
+
+def channel_ids(channel: object) -> tuple[int | None, int | None]:
+    """(channel_id, thread_id) of a Discord channel: a thread reports its parent and itself."""
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id, channel.id
+    channel_id = getattr(channel, "id", None)
+    return (int(channel_id) if channel_id is not None else None), None
+
+
+def custom_id(button: Button, turn_id: int) -> str:
+    return f"persona:{button.value}:{turn_id}"
+
+
+def parse_custom_id(value: str) -> tuple[Button, int] | None:
+    match = _CUSTOM_ID.fullmatch(value)
+    if match is None:
+        return None
+    return Button(match["action"]), int(match["turn"])
+
+
+def strip_mentions(content: str, user_id: int) -> str:
+    return re.sub(rf"<@!?{user_id}>", "", content).strip()
+
+
+async def download_attachments(attachments: Sequence[discord.Attachment]) -> tuple[Attachment, ...]:
+    """Read uploads now: Discord CDN links expire, so the bytes travel in the event.
+
+    Everything is checked before anything is downloaded: the number of files, then each size.
+    """
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise UserFacingError(
+            f"Attach one scene image at most; this message has {len(attachments)}. Nothing was changed."
+        )
+    for attachment in attachments:
+        if attachment.size > MAX_IMAGE_BYTES:
+            raise UserFacingError(
+                f"{attachment.filename} is {attachment.size / 1e6:.1f} MB; images may be at most "
+                f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB. Nothing was changed."
+            )
+    out = []
+    for attachment in attachments:
+        try:
+            data = await attachment.read()
+        except (discord.HTTPException, OSError) as exc:
+            raise UserFacingError(
+                f"Could not download {attachment.filename} from Discord ({exc.__class__.__name__}); "
+                "please upload it again. Nothing was changed."
+            ) from exc
+        out.append(Attachment(filename=attachment.filename, data=data, content_type=attachment.content_type))
+    return tuple(out)
