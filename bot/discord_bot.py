@@ -181,18 +181,31 @@ class PersonaBot(discord.Client):
         if self.message_content_enabled and not (
             flags.gateway_message_content or flags.gateway_message_content_limited
         ):
-            log.warning(
-                "The Message Content intent is off for this application (Developer Portal > Bot): "
-                "edit instructions must mention the bot, e.g. '@%s hold the cup higher'.",
-                self.user,
-            )
-            self._connection._intents.message_content = False
+            # Ask anyway: application flags are not always filled in (a test server's may be 0);
+            # if Discord refuses the intent (close 4014), connect() falls back without it.
+            log.warning("The application's flags do not show the Message Content intent (Developer Portal > Bot)")
         archetypes = await self.conversation.archetypes()
         for command in build_commands(self, archetypes):
             self.tree.add_command(command)
         await self.sync_commands()
         self.add_dynamic_items(ResultButton)
         self.conversation.add_deliverer(PLATFORM, self.deliver)
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """Connect; if Discord refuses the Message Content intent (close 4014), connect again
+        without it: edit instructions must then mention the bot."""
+        try:
+            await super().connect(reconnect=reconnect)
+        except discord.PrivilegedIntentsRequired:
+            if not self.message_content_enabled:
+                raise
+            log.warning(
+                "Discord refused the Message Content intent; running without it: "
+                "edit instructions must mention the bot, e.g. '@%s hold the cup higher'.",
+                self.user,
+            )
+            self._connection._intents.message_content = False
+            await super().connect(reconnect=reconnect)
 
     async def sync_commands(self) -> None:
         if self.settings.discord_guild_ids:
@@ -441,15 +454,8 @@ async def run_discord(settings: Settings, conversation: ConversationLike) -> Non
     if settings.discord_token is None:
         raise SettingsError("setting DISCORD_TOKEN: the bot token from the Developer Portal (Bot > Token) is needed")
     token = settings.discord_token.get_secret_value()
-    bot = PersonaBot(conversation, settings)
+    bot = PersonaBot(conversation, settings)  # falls back by itself if the intent is refused
     try:
-        async with bot:
-            await bot.start(token)
-    except discord.PrivilegedIntentsRequired:
-        log.warning(
-            "Discord refused the Message Content intent; running without it: edit instructions must mention the bot"
-        )
-        bot = PersonaBot(conversation, settings, message_content=False)
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:

@@ -420,7 +420,7 @@ async def test_without_message_content_intent_instructions_must_mention_the_bot(
     fake.message_content_allowed = False  # the intent is off in the Developer Portal
     conversation = StandInConversation()
     bot = await start_bot(conversation)
-    assert not bot.message_content_enabled and fake.gateway_closes == []  # no 4014: it asked without
+    assert not bot.message_content_enabled and fake.gateway_closes == [4014]  # refused once, then without
     thread_id, _ = await open_post(fake, conversation)
     conversation.owners[thread_id] = fake.owner["id"]
     count = len(conversation.events)
@@ -494,6 +494,7 @@ async def test_run_discord_starts_the_bot_and_needs_a_token(fake: FakeDiscord) -
 
 
 async def test_run_discord_falls_back_when_discord_refuses_the_intent(fake: FakeDiscord) -> None:
+    """Also when the application's flags claim the intent (and when they are 0, as above)."""
     from bot.discord_bot import run_discord
     from storage.settings import load_settings
     from tests.fakes.discord_server import APP_FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED, INTENT_MESSAGE_CONTENT
@@ -529,3 +530,17 @@ async def test_a_missing_permission_is_explained(fake: FakeDiscord, start_bot: S
     assert interaction.original_message_id not in fake.messages  # the orphan post message was removed
     assert conversation.binds == [] and fake.threads() == []
     assert conversation.abandoned == [9]  # its jobs are cancelled, not left waiting for a thread
+
+
+async def test_application_flags_of_zero_do_not_switch_the_intent_off(fake: FakeDiscord, start_bot: StartBot) -> None:
+    """Flags are advisory: with the intent allowed by the gateway, plain messages are instructions."""
+    fake._application_flags = lambda: 0  # type: ignore[method-assign]
+    conversation = StandInConversation()
+    bot = await start_bot(conversation)
+    assert bot.message_content_enabled and fake.gateway_closes == []
+    thread_id, _ = await open_post(fake, conversation)
+    conversation.owners[thread_id] = fake.owner["id"]
+    count = len(conversation.events)
+    await fake.user_message(thread_id, "make it sunset")
+    events = await conversation.wait_events(count + 1)
+    assert (events[-1].kind, events[-1].text) == (EventKind.MESSAGE, "make it sunset")
