@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from storage.settings import Settings, SettingsError, load_settings
+from storage.settings import Settings, SettingsError, hide_password, load_settings
 
 log = logging.getLogger("persona_studio")
 
@@ -40,7 +40,7 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
             await db.dispose()
 
     revision = asyncio.run(upgrade())
-    print(f"database at revision {revision}: {_safe_url(settings.database_url)}")
+    print(f"database at revision {revision}: {hide_password(settings.database_url)}")
     return 0
 
 
@@ -79,12 +79,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from engine.worker import run_worker
 
     return run_worker(settings, burst=args.burst)
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def configure_logging(*, verbose: bool = False) -> None:

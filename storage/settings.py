@@ -141,6 +141,8 @@ class Settings(BaseSettings):
                 text = "****" + secret[-2:] if len(secret) > 8 else "****"
             elif value is None:
                 text = "(unset)"
+            elif name.endswith("_url") and isinstance(value, str):
+                text = hide_password(value)
             elif isinstance(value, list):
                 text = ",".join(str(v) for v in value) or "(none)"
             else:
@@ -159,11 +161,23 @@ def load_settings(**overrides: object) -> Settings:
         name = str(first["loc"][0]).upper() if first.get("loc") else "settings"
         message = first.get("msg", "invalid value").removeprefix("Value error, ")
         raw = first.get("input")
+        if isinstance(raw, str) and name.endswith("_URL"):
+            raw = hide_password(raw)
         shown = "" if name in _SECRET_NAMES or isinstance(raw, dict) else f" (got {raw!r})"
         raise SettingsError(f"setting {name}: {message}{shown}") from None
 
 
 _SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY"}
+
+
+def hide_password(url: str) -> str:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (other URLs unchanged)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 @lru_cache(maxsize=1)

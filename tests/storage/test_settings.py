@@ -74,3 +74,15 @@ def test_env_example_lists_every_setting_and_loads_as_is(tmp_path: Path) -> None
     settings = load_settings()  # empty values mean "unset", not "empty string"
     assert settings.redis_url is None and settings.discord_token is None and settings.face_model_dir is None
     assert settings.identity_threshold is None and not settings.discord_enabled and not settings.wecom_enabled
+
+
+def test_passwords_in_urls_are_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app:s3cr3t-pw@db.internal:5432/studio")
+    monkeypatch.setenv("REDIS_URL", "redis://:r3dis-pw@cache:6379/0")
+    shown = load_settings().masked()
+    assert shown["DATABASE_URL"] == "postgresql+asyncpg://app:***@db.internal:5432/studio"
+    assert shown["REDIS_URL"] == "redis://:***@cache:6379/0"
+    monkeypatch.setenv("REDIS_URL", "http://user:leak-pw@cache")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "leak-pw" not in str(info.value) and "user:***@cache" in str(info.value)
