@@ -17,6 +17,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,13 @@ from engine.specs import (
     default_params,
 )
 from storage.blobs import BlobStore
-from storage.models import JobStatus, Persona, Thread, ThreadStatus, Turn, TurnStatus, User
+from storage.models import JobStatus, Persona, Thread, ThreadStatus, Turn, TurnStatus, User, utcnow
 from storage.repository import DuplicateName, Store
 
 log = logging.getLogger(__name__)
 
+#: a post whose platform thread was not opened within this time is closed on the next start
+STALE_HELD_S = 600
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
 
@@ -82,6 +85,10 @@ class Conversation:
     async def start(self) -> None:
         await self.queue.start()
         self.delivery.start(self.queue.bus)
+        # posts whose front end stopped between the post and opening its thread
+        for thread_db_id in await self.store.held_threads(utcnow() - timedelta(seconds=STALE_HELD_S)):
+            log.warning("post %s never got its platform thread; closing it", thread_db_id)
+            await self.abandon_thread(thread_db_id)
 
     async def close(self) -> None:
         await self.delivery.close()

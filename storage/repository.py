@@ -444,6 +444,16 @@ class Store:
                 query = query.where(Job.status.in_(UNFINISHED))
             return list(await s.scalars(query.order_by(Job.created_at)))
 
+    async def held_threads(self, created_before: datetime) -> list[int]:
+        """Posts whose jobs still wait for a platform thread that was never opened."""
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job.thread_id)
+                .where(Job.status == JobStatus.HELD, Job.created_at < created_before, Job.thread_id.is_not(None))
+                .distinct()
+            )
+            return [int(r) for r in rows]
+
     async def release_held(self, thread_db_id: int) -> list[Job]:
         """The post's platform thread exists now: its held jobs become queued."""
         async with self.db.session() as s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from typing import Any
 
 from bot.app import App
 from bot.console import ConsoleFrontEnd
@@ -193,3 +194,42 @@ async def test_abandoning_a_post_whose_thread_could_not_open(app: App) -> None:
     thread = await app.store.get_thread(opened.where.thread_db_id)
     assert thread.status == "cancelled"
     assert await app.store.undelivered_jobs("discord") == []
+
+
+async def test_a_post_left_without_its_thread_is_closed_on_the_next_start(
+    app: App, tmp_path: Any, shared_dirs: Any, tiny_engine: Any
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.app import build_app
+    from commands.events import Event, EventKind
+    from storage.models import Job, utcnow
+    from tests.conversation.conftest import app_settings
+
+    discord_user = await app.store.user("discord", "ann")
+    persona = await app.store.create_persona(discord_user.id, "Mia", "sweet", [("sweet/a", 1.0)], seed=1)
+    await app.store.persona_ready(persona.id, None, None)
+    actions = await app.conversation.handle(
+        Event(
+            platform="discord",
+            user_id="ann",
+            kind=EventKind.COMMAND,
+            command="post",
+            options={"persona": "Mia", "prompt": "a latte"},
+            channel_id=42,
+        )
+    )
+    opened = next(a for a in actions if isinstance(a, OpenThread))
+    (job,) = await app.store.user_jobs(discord_user.id)
+    assert job.status == "held"
+    async with app.db.session() as s:  # the front end died 20 minutes ago, before opening the thread
+        await s.execute(update(Job).where(Job.id == job.id).values(created_at=utcnow() - timedelta(minutes=20)))
+    restarted = await build_app(app_settings(tmp_path, shared_dirs), engine=tiny_engine)
+    try:
+        assert (await restarted.store.get_job(job.id)).status == "cancelled"
+        assert (await restarted.store.get_thread(opened.where.thread_db_id)).status == "cancelled"
+        assert await restarted.store.user_jobs(discord_user.id) == []
+    finally:
+        await restarted.close()
