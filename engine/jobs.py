@@ -124,13 +124,28 @@ class JobRunner:
                 result=result_json,
                 turn_update={
                     "image_keys": result.image_keys,
-                    "identity_scores": result.identity_scores,
+                    "identity_scores": await self._scores_by_image(spec, result),
                     "seed": spec.seed,
                 },
                 make_current=True,
             )
         if recorded:
             await self.bus.publish(make_event(spec.job_id, "done", seconds=result.seconds))
+
+    async def _scores_by_image(self, spec: JobSpec, result: JobResult) -> list[float | None]:
+        """Identity scores aligned with the post's image list: an edit scores only the images it
+        changed (its targets); the others keep the scores they had in the parent turn."""
+        scores = list(result.identity_scores)
+        if len(scores) == len(result.image_keys):
+            return scores
+        turn = await self.store.turn_for_job(spec.job_id)
+        parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
+        full: list[float | None] = list(parent.identity_scores) if parent else []
+        full = (full + [None] * len(result.image_keys))[: len(result.image_keys)]
+        for target, score in zip(spec.targets, scores, strict=False):
+            if 0 <= target < len(full):
+                full[target] = score
+        return full
 
     async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
         """Record a failed or cancelled outcome (first outcome only) and publish it."""

@@ -233,3 +233,12 @@ async def test_a_post_left_without_its_thread_is_closed_on_the_next_start(
         assert await restarted.store.user_jobs(discord_user.id) == []
     finally:
         await restarted.close()
+
+
+async def test_identity_scores_line_up_with_the_posts_images(app: App, console: ConsoleFrontEnd) -> None:
+    thread_id = await _post(app, console, count=2)
+    first = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
+    await run(console, "#2 add a hat")
+    edit = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
+    assert len(edit.identity_scores) == len(edit.image_keys) == 2
+    assert edit.identity_scores[0] == first.identity_scores[0]  # image 1 unchanged, its score kept
