@@ -6,7 +6,9 @@ and the worker rebuilds it with ``JobSpec.model_validate``. Nothing pickled ever
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -74,17 +76,34 @@ class JobResult(BaseModel):
     seconds: float = 0.0
 
 
+#: transformers narrower than this (heads × head dim; FLUX.1 has 3072) are test-sized
+TOY_TRANSFORMER_WIDTH = 512
+
 #: archetypes of the random LoRA library written for the tiny model
 TINY_ARCHETYPES = ("sweet", "elegant", "boss", "puppy")
 
 
-def default_params(model: str) -> RenderParams:
-    """Render defaults: small and fast for the tiny model, Kontext-dev's usual ones otherwise."""
+def is_toy_model(model: str) -> bool:
+    """The tiny model, or a local pipeline folder whose transformer is test-sized (read from its
+    config.json, without loading anything): such models get small, fast defaults."""
     if model == "tiny":
+        return True
+    config = Path(model).expanduser() / "transformer" / "config.json"
+    try:
+        data = json.loads(config.read_text())
+        width = int(data["num_attention_heads"]) * int(data["attention_head_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # a hub id, or a folder this process cannot read: production defaults
+    return width < TOY_TRANSFORMER_WIDTH
+
+
+def default_params(model: str) -> RenderParams:
+    """Render defaults: small and fast for test-sized models, Kontext-dev's usual ones otherwise."""
+    if is_toy_model(model):
         return RenderParams(steps=4, guidance=2.5, width=64, height=64, max_tries=2)
     return RenderParams(steps=28, guidance=2.5, width=1024, height=1024, max_tries=3)
 
 
 def size_limits(model: str) -> tuple[int, int]:
     """Smallest and largest side (pixels) a user may ask for; sides are multiples of 16."""
-    return (32, 256) if model == "tiny" else (256, 2048)
+    return (32, 256) if is_toy_model(model) else (256, 2048)
