@@ -8,6 +8,7 @@ asyncpg with the same code.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,8 +39,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # Let SQLAlchemy's "begin" event issue BEGIN instead of the sqlite3 module.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        # Switching to WAL (and even reading the mode while another process opens or
+        # checkpoints the WAL) can report "locked" without waiting on the busy handler.
+        if str(_retry_locked(cursor, "PRAGMA journal_mode")[0]).lower() != "wal":
+            _retry_locked(cursor, "PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -49,6 +53,21 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _retry_locked(cursor: Any, sql: str) -> Any:
+    """Run a PRAGMA, waiting out SQLITE_BUSY that bypasses the busy handler (bounded)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute(sql)
+            return cursor.fetchone()
+        except Exception as exc:  # the driver's OperationalError (sqlite3's, adapted by aiosqlite)
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # in the connection's own thread, while opening it
+            delay = min(delay * 2, 0.5)
 
 
 class Database:
