@@ -84,8 +84,9 @@ class ConsoleFrontEnd:
                 self._event(action.job_id).set()
 
     async def wait_job(self, job_id: str, limit_s: float = 300.0) -> None:
-        """Wait until a job's result (or failure) has been delivered here."""
+        """Wait until a job's result (or failure) has been delivered here and recorded as such."""
         await asyncio.wait_for(self._event(job_id).wait(), limit_s)
+        await self.conversation.delivery.settled(job_id)
 
     async def render(self, actions: Sequence[Action]) -> None:
         for action in actions:

@@ -145,8 +145,7 @@ class Delivery:
             return False
         # one delivery at a time per post (or user) keeps its results in order without making
         # everyone else wait for a slow send
-        key = f"thread:{job.thread_id}" if job.thread_id is not None else f"user:{job.user_id}"
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with self._locks.setdefault(self._lock_key(job), asyncio.Lock()):
             if not await self.store.claim_delivery(job_id, reclaim_before=reclaim_before):
                 return False
             try:
@@ -164,6 +163,17 @@ class Delivery:
             await self.store.confirm_delivery(job_id)
         self._routes.pop(job_id, None)
         return True
+
+    async def settled(self, job_id: str) -> None:
+        """Wait until a delivery of this job that is under way has been confirmed (or released)."""
+        job = await self.store.get_job(job_id)
+        if job is not None:
+            async with self._locks.setdefault(self._lock_key(job), asyncio.Lock()):
+                pass
+
+    @staticmethod
+    def _lock_key(job: Job) -> str:
+        return f"thread:{job.thread_id}" if job.thread_id is not None else f"user:{job.user_id}"
 
     async def result_actions(self, job: Job) -> list[Action]:
         route = await self._route(job.id)
