@@ -220,30 +220,9 @@ class Store:
             await s.execute(update(Thread).where(Thread.id == thread_db_id).values(status=status))
 
     # -- turns -------------------------------------------------------------------------------
-    async def add_turn(
-        self,
-        *,
-        thread_id: int,
-        parent_id: int | None,
-        kind: str,
-        instruction: str = "",
-        seed: int = 0,
-        params: dict[str, Any] | None = None,
-        job_id: str | None = None,
-        image_keys: Sequence[str] = (),
-        status: TurnStatus = TurnStatus.PENDING,
-    ) -> Turn:
-        turn = _new_turn(
-            thread_id=thread_id,
-            parent_id=parent_id,
-            kind=kind,
-            instruction=instruction,
-            seed=seed,
-            params=params,
-            job_id=job_id,
-            image_keys=image_keys,
-            status=status,
-        )
+    async def add_turn(self, **fields: Any) -> Turn:
+        """Store a turn; the fields are those of :func:`_new_turn`."""
+        turn = _new_turn(**fields)
         async with self.db.session() as s:
             s.add(turn)
             await s.flush()

@@ -170,10 +170,10 @@ async def test_undo_of_a_regenerated_result_returns_to_what_it_replaced(app: App
     assert errors(await console.send("/undo"))  # nothing before the first result
 
 
-async def test_abandoning_a_post_whose_thread_could_not_open(app: App) -> None:
+async def _discord_post_without_thread(app: App) -> tuple[Any, OpenThread]:
+    """A Discord /post whose thread the front end has not opened: its job is held."""
     from commands.events import Event, EventKind
 
-    # a Discord /post whose thread the front end failed to create: its job waits for bind_thread
     discord_user = await app.store.user("discord", "ann")
     persona = await app.store.create_persona(discord_user.id, "Mia", "sweet", [("sweet/a", 1.0)], seed=1)
     await app.store.persona_ready(persona.id, None, None)
@@ -187,7 +187,12 @@ async def test_abandoning_a_post_whose_thread_could_not_open(app: App) -> None:
             channel_id=42,
         )
     )
-    opened = next(a for a in actions if isinstance(a, OpenThread))
+    return discord_user, next(a for a in actions if isinstance(a, OpenThread))
+
+
+async def test_abandoning_a_post_whose_thread_could_not_open(app: App) -> None:
+    # a Discord /post whose thread the front end failed to create: its job waits for bind_thread
+    discord_user, opened = await _discord_post_without_thread(app)
     assert len(await app.store.user_jobs(discord_user.id)) == 1
     await app.conversation.abandon_thread(opened.where.thread_db_id)
     assert await app.store.user_jobs(discord_user.id) == []  # no longer counts against the limit
@@ -204,24 +209,10 @@ async def test_a_post_left_without_its_thread_is_closed_on_the_next_start(
     from sqlalchemy import update
 
     from bot.app import build_app
-    from commands.events import Event, EventKind
     from storage.models import Job, utcnow
     from tests.conversation.conftest import app_settings
 
-    discord_user = await app.store.user("discord", "ann")
-    persona = await app.store.create_persona(discord_user.id, "Mia", "sweet", [("sweet/a", 1.0)], seed=1)
-    await app.store.persona_ready(persona.id, None, None)
-    actions = await app.conversation.handle(
-        Event(
-            platform="discord",
-            user_id="ann",
-            kind=EventKind.COMMAND,
-            command="post",
-            options={"persona": "Mia", "prompt": "a latte"},
-            channel_id=42,
-        )
-    )
-    opened = next(a for a in actions if isinstance(a, OpenThread))
+    discord_user, opened = await _discord_post_without_thread(app)
     (job,) = await app.store.user_jobs(discord_user.id)
     assert job.status == "held"
     async with app.db.session() as s:  # the front end died 20 minutes ago, before opening the thread
