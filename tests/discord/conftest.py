@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.discord_bot import PersonaBot
+from bot.discord import PersonaBot
 from storage.settings import load_settings
 from tests.fakes.discord_server import FakeDiscord
 

@@ -10,11 +10,11 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.discord_bot import REQUIRED_PERMISSIONS, invite_url
-from bot.discord_progress import ProgressBoard, render_progress
-from bot.discord_render import split_text
-from bot.discord_translate import UserFacingError, custom_id, download_attachments, parse_custom_id, strip_mentions
-from bot.discord_uploads import fit_image
+from bot.discord.permissions import REQUIRED_PERMISSIONS, invite_url
+from bot.discord.progress import ProgressBoard, render_progress
+from bot.discord.render import message_chunks
+from bot.discord.translate import UserFacingError, custom_id, download_attachments, parse_custom_id, strip_mentions
+from bot.discord.uploads import fit_image
 from commands.events import Button, Progress, Where
 from tests.discord.helpers import png_bytes
 
@@ -41,10 +41,10 @@ def test_invite_url_carries_the_documented_permissions() -> None:
 
 def test_split_text_respects_the_2000_limit() -> None:
     text = "\n".join(f"line {i} " + "x" * 90 for i in range(60))
-    chunks = split_text(text)
+    chunks = message_chunks(text)
     assert len(chunks) > 1 and all(len(c) <= 2000 for c in chunks)
     assert "".join(c.replace("\n", "") for c in chunks) == text.replace("\n", "")
-    assert split_text("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
+    assert message_chunks("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
 
 
 def test_strip_mentions_of_the_bot_only() -> None:

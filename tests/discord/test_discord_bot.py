@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.discord_bot import PersonaBot
+from bot.discord import PersonaBot
 from commands.events import Button, Event, EventKind, Images, OpenThread, Progress, Reply, Where
 from tests.discord.conftest import StartBot
 from tests.discord.helpers import image_out, png_bytes
@@ -475,7 +475,7 @@ async def test_post_from_inside_a_thread_opens_a_new_thread_in_the_parent(
 
 
 async def test_run_discord_starts_the_bot_and_needs_a_token(fake: FakeDiscord) -> None:
-    from bot.discord_bot import run_discord
+    from bot.discord import run_discord
     from storage.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="DISCORD_TOKEN"):
@@ -495,7 +495,7 @@ async def test_run_discord_starts_the_bot_and_needs_a_token(fake: FakeDiscord) -
 
 async def test_run_discord_falls_back_when_discord_refuses_the_intent(fake: FakeDiscord) -> None:
     """Also when the application's flags claim the intent (and when they are 0, as above)."""
-    from bot.discord_bot import run_discord
+    from bot.discord import run_discord
     from storage.settings import load_settings
     from tests.fakes.discord_server import APP_FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED, INTENT_MESSAGE_CONTENT
 

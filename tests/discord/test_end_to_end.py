@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from bot.app import App, build_app
-from bot.discord_bot import PersonaBot
+from bot.discord import PersonaBot
 from engine.progress import FINISHED_STATES, ProgressBus
 from storage.models import Job, Persona, Thread, User
 from storage.settings import load_settings

@@ -16,7 +16,7 @@ from typing import Any
 
 import discord
 
-from bot.discord_commands import result_view
+from bot.discord.slash import result_view
 from commands.events import BUTTON_EMOJI, Button, FileOut, Images
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Each slash command only hands its options to :meth:`InteractionHost.run_command`; each result
 button (``persona:<action>:<turn id>``, a dynamic item that survives restarts) hands its click to
-:meth:`InteractionHost.on_result_button`. The client (``bot.discord_bot.PersonaBot``) is the host.
+:meth:`InteractionHost.on_result_button`. The client (``bot.discord.client.PersonaBot``) is the host.
 """
 
 from __future__ import annotations
@@ -16,13 +16,30 @@ from typing import Any, Protocol, runtime_checkable
 import discord
 from discord import app_commands
 
-from bot.discord_translate import CUSTOM_ID_TEMPLATE, PLATFORM, custom_id
+from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, custom_id
 from commands.events import BUTTON_EMOJI, Button
 from commands.validation import MAX_TEXT_CHARS
+from engine.specs import RenderParams
 
 log = logging.getLogger(__name__)
 
 AUTOCOMPLETE_TIMEOUT_S = 2.5
+
+
+def render_bounds(field: str) -> tuple[float, float]:
+    """``(low, high)`` of a render parameter, read from ``RenderParams``' field constraints, so
+    Discord's options allow exactly what ``/settings`` accepts everywhere."""
+    low = high = None
+    for rule in RenderParams.model_fields[field].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    assert low is not None and high is not None, f"RenderParams.{field} needs ge= and le="
+    return float(low), float(high)
+
+
+# Module constants: discord.py reads option ranges from the callbacks' annotations.
+STEPS_MIN, STEPS_MAX = (int(bound) for bound in render_bounds("steps"))
+GUIDANCE_MIN, GUIDANCE_MAX = render_bounds("guidance")
 
 
 class PersonaCatalog(Protocol):
@@ -205,8 +222,8 @@ def build_commands(
     )
     async def settings(
         interaction: discord.Interaction[Any],
-        steps: app_commands.Range[int, 1, 100] | None = None,
-        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
+        steps: app_commands.Range[int, STEPS_MIN, STEPS_MAX] | None = None,
+        guidance: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
         size: app_commands.Range[str, 3, 11] | None = None,
         seed: app_commands.Range[str, 1, 20] | None = None,
     ) -> None:

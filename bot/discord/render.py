@@ -2,58 +2,46 @@
 
 :class:`ActionRenderer` sends what the commands layer returns: replies go to the event's
 :class:`Output` (the interaction, or the channel of a message or reaction); a post thread is
-started from the post message; progress is one status message per job (``bot.discord_progress``);
-results and files go to the post thread, under the upload limit (``bot.discord_uploads``). Text is
+started from the post message; progress is one status message per job (``bot.discord.progress``);
+results and files go to the post thread, under the upload limit (``bot.discord.uploads``). Text is
 split into messages of at most :data:`MESSAGE_LIMIT` characters.
+
+Every action's :class:`~commands.events.Where` names its post thread (the commands layer fills it
+in from storage). The one exception is the answer to ``/post`` itself: the thread is created
+while that answer is rendered, so the actions after the OpenThread in the same answer are sent
+to the thread just created.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 import discord
 
-from bot.discord_progress import PROGRESS_INTERVAL_S, ProgressBoard
-from bot.discord_translate import UserFacingError, channel_ids
-from bot.discord_uploads import UploadLimits, add_reactions, card_files, send_file, send_images
+from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
+from bot.discord.translate import UserFacingError, channel_ids
+from bot.discord.uploads import UploadLimits, add_reactions, card_files, send_file, send_images
+from bot.frontend import split_text
 from commands.events import Action, FileOut, Images, OpenThread, Progress, Reply, Where
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
-REMEMBERED_MAX = 10_000
 
 _A = TypeVar("_A", bound=Action)
-_K = TypeVar("_K")
-_V = TypeVar("_V")
+_Opened = dict[int, tuple[int, int]]  # post threads opened while rendering one answer: db id -> (channel, thread)
 
 
-def remember(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
-    """Keep ``key -> value`` among the :data:`REMEMBERED_MAX` most recently remembered."""
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > REMEMBERED_MAX:
-        cache.popitem(last=False)
-
-
-def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split ``text`` into Discord-sized messages, preferring line breaks."""
-    text = text.strip() or "…"
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        if cut <= 0:
-            cut = limit
-        chunks.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    chunks.append(text)
-    return chunks
+def message_chunks(text: str) -> list[str]:
+    """``text`` as Discord messages of at most :data:`MESSAGE_LIMIT` characters, split at line
+    breaks where that keeps them at least half full; an empty text is one "…"."""
+    chunks = [chunk.strip("\n") for chunk in split_text(text.strip() or "…", MESSAGE_LIMIT)]
+    return [chunk for chunk in chunks if chunk]
 
 
 def images_text(action: Images) -> str | None:
@@ -100,7 +88,7 @@ class InteractionOutput(Output):
         return False
 
     async def reply(self, text: str, private: bool) -> None:
-        for chunk in split_text(text):
+        for chunk in message_chunks(text):
             if await self._edit_original(private):
                 await self.interaction.edit_original_response(content=chunk)
                 continue
@@ -136,7 +124,7 @@ class MessageOutput(Output):
 
     async def reply(self, text: str, private: bool) -> None:
         mention = discord.AllowedMentions(users=[discord.Object(self.user_id)] if private else False)
-        for chunk in split_text((f"<@{self.user_id}> " if private and self.reply_to is None else "") + text):
+        for chunk in message_chunks((f"<@{self.user_id}> " if private and self.reply_to is None else "") + text):
             if self.reply_to is not None:
                 await self.reply_to.reply(chunk, mention_author=private, allowed_mentions=mention)
             else:
@@ -171,7 +159,6 @@ class ActionRenderer:
         self.on_result = on_result
         self.progress = ProgressBoard(self._send_status, self._edit_status, progress_interval)
         self.upload_limits = UploadLimits()
-        self._threads: OrderedDict[int, tuple[int, int]] = OrderedDict()  # thread_db_id -> (channel, thread)
 
     async def close(self) -> None:
         await self.progress.close()
@@ -185,64 +172,55 @@ class ActionRenderer:
     ) -> None:
         """The answer to one event: replies to ``output``, the rest to the post thread."""
         fallback = interaction.channel if interaction is not None else getattr(output, "channel", None)
+        opened: _Opened = {}
         for action in actions:
             if isinstance(action, Reply):
                 await output.reply(action.text, action.private)
             elif isinstance(action, OpenThread):
-                await self._open_thread(action, output if isinstance(output, InteractionOutput) else None)
+                await self._open_thread(action, output if isinstance(output, InteractionOutput) else None, opened)
             elif isinstance(action, Progress):
-                await self.progress.update(self._resolve(action, fallback))
+                await self.progress.update(_resolve(action, opened, fallback))
             elif isinstance(action, Images) and not action.turn_id and isinstance(output, InteractionOutput):
                 # Not a result but a card for the asker (/persona show): only they see it.
                 files = await card_files(action, self.upload_limits.for_interaction(output.interaction))
                 await output.send_files(images_text(action), files, private=True)
             elif isinstance(action, Images):
-                await self._send_images(await self._target(self._resolve(action).where, fallback), action)
+                await self._send_images(await self._target(_resolve(action, opened).where, fallback), action)
             elif isinstance(action, FileOut):
-                channel = await self._target(self._resolve(action).where, fallback)
+                channel = await self._target(_resolve(action, opened).where, fallback)
                 await send_file(channel, action, self.upload_limits)
             else:
                 log.warning("no Discord rendering for %r", action)
 
     async def deliver(self, actions: Sequence[Action]) -> None:
         """Job progress and results, in the post thread; raises when a result could not be posted."""
+        opened: _Opened = {}
         for action in actions:
             if isinstance(action, Progress):
                 try:
-                    await self.progress.update(self._resolve(action))
+                    await self.progress.update(_resolve(action, opened))
                 except discord.HTTPException:
                     log.warning("progress update for job %s failed", action.job_id, exc_info=True)
                 continue
-            action = self._resolve(action)
+            action = _resolve(action, opened)
             channel = await self._target(action.where, None)
             if isinstance(action, Images):
                 await self._send_images(channel, action)
             elif isinstance(action, Reply):
                 text = f"<@{action.where.user_id}> {action.text}" if action.private else action.text
                 users = [discord.Object(int(action.where.user_id))] if action.where.user_id.isdigit() else []
-                for chunk in split_text(text):
+                for chunk in message_chunks(text):
                     await channel.send(chunk, allowed_mentions=discord.AllowedMentions(users=users))
             elif isinstance(action, FileOut):
                 await send_file(channel, action, self.upload_limits)
             elif isinstance(action, OpenThread):
-                await self._open_thread(action, None)
+                await self._open_thread(action, None, opened)
 
     async def channel(self, channel_id: int) -> Any:
         channel = self.client.get_channel(channel_id)
         if channel is None:
             channel = await self.client.fetch_channel(channel_id)
         return channel
-
-    def _resolve(self, action: _A, fallback: Any = None) -> _A:
-        """Fill in the Discord thread of an action made before its thread existed (or was bound)."""
-        where = action.where
-        if where.thread_id is None and where.thread_db_id is not None and where.thread_db_id in self._threads:
-            channel_id, thread_id = self._threads[where.thread_db_id]
-            return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
-        if where.thread_id is None and where.channel_id is None and fallback is not None:
-            channel_id, thread_id = channel_ids(fallback)
-            return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
-        return action
 
     async def _target(self, where: Where, fallback: Any) -> Any:
         """The channel an action goes to: its post thread, else its channel, else a DM."""
@@ -270,15 +248,18 @@ class ActionRenderer:
         # The result is posted now: a failing reaction must not make it be delivered twice.
         await add_reactions(message, action.buttons)
 
-    async def _open_thread(self, action: OpenThread, output: InteractionOutput | None) -> None:
+    async def _open_thread(self, action: OpenThread, output: InteractionOutput | None, opened: _Opened) -> None:
         try:
-            await self._create_post_thread(action, output)
+            ids = await self._create_post_thread(action, output)
         except (UserFacingError, discord.HTTPException):
             if action.where.thread_db_id is not None:  # its jobs would wait for a thread forever
                 await self.conversation.abandon_thread(action.where.thread_db_id)
             raise
+        if action.where.thread_db_id is not None:
+            opened[action.where.thread_db_id] = ids
 
-    async def _create_post_thread(self, action: OpenThread, output: InteractionOutput | None) -> None:
+    async def _create_post_thread(self, action: OpenThread, output: InteractionOutput | None) -> tuple[int, int]:
+        """Post the post message, start the thread from it, bind it; (channel id, thread id)."""
         archive = self.settings.discord_auto_archive_minutes
         title = (action.title or "Post").strip()[:100] or "Post"
         text = action.text or title
@@ -302,7 +283,20 @@ class ActionRenderer:
                 await post.delete()  # no post message without its thread
             raise
         if action.where.thread_db_id is not None:
-            remember(self._threads, action.where.thread_db_id, (parent.id, thread.id))
             await self.conversation.bind_thread(action.where.thread_db_id, channel_id=parent.id, thread_id=thread.id)
         if output is not None and here is not parent:
             await output.reply(f"Your post is open: {thread.mention}", private=False)
+        return parent.id, thread.id
+
+
+def _resolve(action: _A, opened: _Opened, fallback: Any = None) -> _A:
+    """Fill in the Discord thread of an action answering the ``/post`` that opened it (``opened``
+    in the same answer), or the channel the event came from (``fallback``)."""
+    where = action.where
+    if where.thread_id is None and where.thread_db_id is not None and where.thread_db_id in opened:
+        channel_id, thread_id = opened[where.thread_db_id]
+        return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
+    if where.thread_id is None and where.channel_id is None and fallback is not None:
+        channel_id, thread_id = channel_ids(fallback)
+        return replace(action, where=replace(where, channel_id=channel_id, thread_id=thread_id))
+    return action

@@ -1,0 +1,77 @@
+"""Discord as a :class:`bot.frontend.FrontEnd`: log in, hold the gateway connection, stop.
+
+:class:`PersonaBot` is a :class:`discord.Client`, whose own ``start(token)`` runs until the
+connection ends; this wraps it in the start/stop every front end has, so ``persona-studio run``
+starts Discord like any other platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import discord
+
+from bot.discord.client import ConversationLike, PersonaBot
+from bot.discord.translate import PLATFORM
+from bot.frontend import FrontEndTasks, serve
+from commands.events import Action
+from storage.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+class DiscordFrontEnd:
+    """The Discord bot of one application token."""
+
+    platform = PLATFORM
+
+    def __init__(self, settings: Settings, conversation: ConversationLike, **client_options: Any) -> None:
+        self.settings = settings
+        self.client = PersonaBot(conversation, settings, **client_options)  # falls back if the intent is refused
+        self._connection: asyncio.Task[None] | None = None
+
+    @property
+    def tasks(self) -> FrontEndTasks:
+        return self.client.tasks
+
+    async def start(self) -> None:
+        """Log in (commands are synced and buttons registered then) and connect in the background."""
+        if self.settings.discord_token is None:
+            raise SettingsError(
+                "setting DISCORD_TOKEN: the bot token from the Developer Portal (Bot > Token) is needed"
+            )
+        try:
+            await self.client.login(self.settings.discord_token.get_secret_value())
+        except discord.LoginFailure:
+            await self.client.close()
+            raise SettingsError(
+                "setting DISCORD_TOKEN: Discord refused the token (reset it in the Developer Portal)"
+            ) from None
+        self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
+
+    async def wait_closed(self) -> None:
+        """Returns when the gateway connection ended (re-raises what ended it)."""
+        if self._connection is not None:
+            await asyncio.shield(self._connection)
+
+    async def stop(self) -> None:
+        if not self.client.is_closed():
+            await self.client.close()
+        if self._connection is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._connection, 10)
+
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        await self.client.deliver(actions)
+
+    async def deliver_pending(self) -> int:
+        return await self.client.deliver_pending()
+
+
+async def run_discord(settings: Settings, conversation: ConversationLike) -> None:
+    """Run the Discord front end until cancelled."""
+    await serve(DiscordFrontEnd(settings, conversation))

@@ -1,0 +1,174 @@
+"""The one interface every front end implements, its background task group, and text splitting.
+
+A front end (Discord, WeCom, the console) translates platform events into commands
+:class:`~commands.events.Event` objects and renders the actions that come back. What the rest of
+the program needs of it is small:
+
+* ``start()`` connects or starts serving and registers ``deliver`` with the conversation; it
+  returns once the front end is up (``SettingsError`` when its settings cannot work);
+* ``stop()`` ends everything it started, its background tasks included;
+* ``deliver(actions)`` renders job progress and results that arrive later (raises when a result
+  could not be sent, so the commands layer delivers it again);
+* ``deliver_pending()`` delivers results that finished while the front end was away;
+* ``wait_closed()`` returns (or raises) when the front end stopped serving by itself;
+* ``tasks``: its own :class:`FrontEndTasks`, an :class:`asyncio.TaskGroup` for background work.
+
+:func:`serve` starts any number of front ends the same way (``persona-studio run``). A new
+platform is one package in ``bot/`` whose front end implements :class:`FrontEnd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
+
+from commands.events import Action
+
+log = logging.getLogger(__name__)
+
+
+class FrontEndTasks:
+    """A front end's background work on its own :class:`asyncio.TaskGroup`.
+
+    The group lives in a task of its own (so a failing job never cancels the caller that opened
+    it); every spawned coroutine's exception is logged, not propagated, so one failure cannot
+    cancel its siblings. :meth:`drain` waits until nothing is running; :meth:`close` waits up to
+    a timeout, then cancels what is left.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._entered = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._group is not None and not self._closing.is_set()
+
+    async def open(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._hold_group(), name=f"{self.name}-tasks")
+        await self._entered.wait()
+
+    async def _hold_group(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._entered.set()
+            await self._closing.wait()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[None]:
+        """Run ``coro`` in the background; its exception (if any) is logged."""
+        if self._group is None or self._closing.is_set():
+            coro.close()
+            raise RuntimeError(f"{self.name}: background tasks are not open")
+        self._running += 1
+        self._idle.clear()
+        return self._group.create_task(self._guard(coro), name=name)
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: a background task failed", self.name)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until no background task is running (tasks spawned meanwhile included)."""
+        while self._running:
+            await self._idle.wait()
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Let running tasks finish for up to ``timeout_s`` seconds, then cancel the rest."""
+        self._closing.set()
+        if self._runner is None:
+            return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self._runner, timeout_s)
+
+
+class FrontEnd(Protocol):
+    """What ``persona-studio run`` (and the tests) need of a front end; see the module doc."""
+
+    platform: str
+    tasks: FrontEndTasks
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def deliver(self, actions: Sequence[Action]) -> None: ...
+    async def deliver_pending(self) -> int: ...
+    async def wait_closed(self) -> None: ...
+
+
+async def serve(*front_ends: FrontEnd) -> None:
+    """Start every front end, run until cancelled or until one stops by itself, then stop them all.
+
+    A front end that stopped with an error re-raises it here (``SettingsError`` included).
+    """
+    started: list[FrontEnd] = []
+    try:
+        for front_end in front_ends:
+            await front_end.start()
+            started.append(front_end)
+        waiters = [asyncio.create_task(f.wait_closed(), name=f"{f.platform}-closed") for f in started]
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        for waiter in done:
+            waiter.result()  # re-raise a front end's failure
+    finally:
+        for front_end in reversed(started):
+            try:
+                await front_end.stop()
+            except Exception:
+                log.exception("stopping the %s front end failed", front_end.platform)
+
+
+# -- text splitting ---------------------------------------------------------------------------
+
+
+def split_text(text: str, limit: int, size: Callable[[str], int] = len) -> list[str]:
+    """Split ``text`` into pieces of at most ``limit`` (as measured by ``size``), never inside a
+    character; joining the pieces gives back ``text``.
+
+    A piece ends after its last newline when that keeps it at least half full. Discord counts
+    characters (``size=len``, 2000); WeCom counts UTF-8 bytes (``size=utf8_size``, 2048).
+    """
+    pieces: list[str] = []
+    rest = text
+    while size(rest) > limit:
+        low, high = 1, len(rest)  # the longest prefix that fits: size is monotonic in the length
+        while low < high:
+            middle = (low + high + 1) // 2
+            if size(rest[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        end = low  # at least one character, even if that alone is over the limit
+        newline = rest.rfind("\n", 0, end)
+        if newline >= 0 and size(rest[:newline]) >= limit // 2:
+            end = newline + 1
+        pieces.append(rest[:end])
+        rest = rest[end:]
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode("utf-8"))
