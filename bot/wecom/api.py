@@ -6,8 +6,10 @@
 - ``send_text`` splits at 2048 bytes on UTF-8 boundaries; ``upload_media`` + ``send_image`` /
   ``send_file``; ``send_card`` sends a button_interaction template_card whose button keys are
   ``<button>:<turn_id>``; ``download_media`` fetches a user's image by MediaId.
-- Every message to a user passes a per-user :class:`RateLimiter` (30 a minute). Optional messages
-  (progress) are skipped rather than delayed when the user's budget runs low.
+- Every message to a user passes a per-user :class:`~bot.wecom.rate_limit.RateLimiter` (30 a
+  minute). Optional messages (progress) are skipped rather than delayed when the user's budget
+  runs low.
+- The token caches live in :mod:`bot.wecom.tokens`, the send limit in :mod:`bot.wecom.rate_limit`.
 
 Secrets (corpsecret, access_token) travel in query strings; errors raised here never carry URLs,
 and nothing here logs them.
@@ -19,22 +21,22 @@ import asyncio
 import json
 import logging
 import re
-import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
+
+from bot.frontend import split_text, utf8_size
+from bot.wecom.rate_limit import RateLimiter
+from bot.wecom.tokens import MemoryTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 TEXT_LIMIT_BYTES = 2048
-TOKEN_MARGIN_S = 300.0  # refresh this long before the token expires
 TOKEN_ERRCODES = frozenset({40014, 42001})  # invalid / expired access_token
-USER_LIMIT_PER_MINUTE = 30
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 #: Card buttons: command -> (label, style). WeCom styles: 1 blue, 2 grey, 3 red, 4 ...
@@ -51,8 +53,10 @@ CLICKED_LABELS: dict[str, str] = {
     "cancel": "已取消",
 }
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` in pieces of at most 2048 UTF-8 bytes (a text message's limit)."""
+    return split_text(text, TEXT_LIMIT_BYTES, utf8_size)
 
 
 class WeComAPIError(Exception):
@@ -63,156 +67,6 @@ class WeComAPIError(Exception):
         self.errmsg = errmsg
         self.api = api
         super().__init__(f"WeCom {api or 'API'} error {errcode}: {errmsg}")
-
-
-# ---------------------------------------------------------------- token stores
-
-
-@dataclass(frozen=True)
-class CachedToken:
-    token: str
-    expires_at: float  # on the store's clock; the token is used until expires_at - margin
-
-
-class TokenStore(Protocol):
-    async def get(self) -> str | None: ...
-    async def set(self, token: str, expires_in: float) -> None: ...
-
-
-class MemoryTokenStore:
-    """One process's token cache."""
-
-    def __init__(self, *, margin_s: float = TOKEN_MARGIN_S, clock: Clock = time.monotonic) -> None:
-        self._cached: CachedToken | None = None
-        self._margin = margin_s
-        self._clock = clock
-
-    async def get(self) -> str | None:
-        cached = self._cached
-        if cached is None or self._clock() >= cached.expires_at - self._margin:
-            return None
-        return cached.token
-
-    async def set(self, token: str, expires_in: float) -> None:
-        self._cached = CachedToken(token, self._clock() + expires_in)
-
-
-class RedisTokenStore:
-    """A token cache shared by all processes through one redis key, expiring ``margin_s`` early."""
-
-    def __init__(self, redis: Any, key: str, *, margin_s: float = TOKEN_MARGIN_S) -> None:
-        self._redis = redis
-        self.key = key
-        self._margin = margin_s
-
-    async def get(self) -> str | None:
-        value = await self._redis.get(self.key)
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    async def set(self, token: str, expires_in: float) -> None:
-        ttl = max(1, int(expires_in - self._margin))
-        await self._redis.set(self.key, token, ex=ttl)
-
-
-def token_key(corp_id: str, agent_id: int | str) -> str:
-    return f"persona-studio:wecom:access_token:{corp_id}:{agent_id}"
-
-
-# ---------------------------------------------------------------- rate limiting
-
-
-class RateLimiter:
-    """At most ``limit`` messages per user in any ``period`` seconds (a sliding window).
-
-    ``acquire`` waits for a slot; ``try_acquire`` takes one only if ``reserve`` more would still
-    be left, so optional messages never eat the budget of results. Clock and sleep are
-    injectable for tests.
-    """
-
-    def __init__(
-        self,
-        limit: int = USER_LIMIT_PER_MINUTE,
-        period: float = 60.0,
-        *,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.limit = limit
-        self.period = period
-        self._clock = clock
-        self._sleep = sleep
-        self._sent: dict[str, deque[float]] = {}
-
-    def _window(self, user: str, now: float) -> deque[float]:
-        window = self._sent.get(user)
-        if window is None:
-            window = self._sent[user] = deque()
-        while window and window[0] <= now - self.period:
-            window.popleft()
-        return window
-
-    def remaining(self, user: str) -> int:
-        return self.limit - len(self._window(user, self._clock()))
-
-    def delay(self, user: str) -> float:
-        """Seconds until ``user`` may be sent one more message (0 = now)."""
-        now = self._clock()
-        window = self._window(user, now)
-        if len(window) < self.limit:
-            return 0.0
-        return max(0.0, window[0] + self.period - now)
-
-    def try_acquire(self, user: str, *, reserve: int = 0) -> bool:
-        now = self._clock()
-        window = self._window(user, now)
-        if len(window) + 1 + reserve > self.limit:
-            return False
-        window.append(now)
-        return True
-
-    async def acquire(self, user: str) -> float:
-        """Take a slot, waiting as long as needed; returns the seconds waited."""
-        waited = 0.0
-        while not self.try_acquire(user):
-            wait = self.delay(user)
-            waited += wait
-            await self._sleep(wait if wait > 0 else 0.001)
-        self._forget_idle()
-        return waited
-
-    def _forget_idle(self) -> None:
-        if len(self._sent) > 1000:  # keep memory bounded: drop users with an empty window
-            now = self._clock()
-            for user in [u for u, w in self._sent.items() if not w or w[-1] <= now - self.period]:
-                del self._sent[user]
-
-
-# ---------------------------------------------------------------- text splitting
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT_BYTES) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` UTF-8 bytes, never inside a character.
-
-    A piece ends after its last newline when that keeps it at least half full; joining the
-    pieces gives back ``text``.
-    """
-    data = text.encode("utf-8")
-    pieces: list[str] = []
-    start = 0
-    while len(data) - start > limit:
-        end = start + limit
-        while end > start and (data[end] & 0xC0) == 0x80:  # back off out of a multi-byte char
-            end -= 1
-        newline = data.rfind(b"\n", start, end)
-        if newline >= start + limit // 2:
-            end = newline + 1
-        pieces.append(data[start:end].decode("utf-8"))
-        start = end
-    if start < len(data) or not pieces:
-        pieces.append(data[start:].decode("utf-8"))
-    return pieces
 
 
 # ---------------------------------------------------------------- the client
@@ -352,7 +206,7 @@ class WeComAPI:
     async def send_text(self, user: str, text: str, *, optional: bool = False) -> int:
         """Send ``text`` in pieces of at most 2048 bytes; returns the number of messages sent."""
         sent = 0
-        for piece in split_text(text):
+        for piece in text_pieces(text):
             if not piece.strip():
                 continue
             if await self._send(user, {"msgtype": "text", "text": {"content": piece}}, optional=optional):

@@ -2,7 +2,7 @@
 
 - :class:`WeComSender` encrypts and signs callbacks exactly as WeCom does, using wechatpy's
   WeCom crypto (``wechatpy.enterprise.crypto.WeChatCrypto``) as an implementation independent
-  of ``bot.wecom_crypto``, and wraps them in WeCom's POST body
+  of ``bot.wecom.crypto``, and wraps them in WeCom's POST body
   (``<xml><ToUserName/><Encrypt/><AgentID/></xml>`` + msg_signature/timestamp/nonce).
 - ``text_xml`` / ``image_xml`` / ``card_click_xml`` build the decrypted message XML.
 - :class:`StandInConversation` is a STAND-IN for ``commands.conversation.Conversation``: it
@@ -105,7 +105,7 @@ def card_click_xml(
 
 
 class WeComSender:
-    """Encrypts and signs like WeCom's servers, with wechatpy (independent of bot.wecom_crypto)."""
+    """Encrypts and signs like WeCom's servers, with wechatpy (independent of bot.wecom.crypto)."""
 
     def __init__(
         self, token: str = TOKEN, aes_key: str = AES_KEY, corp_id: str = CORP_ID, agent_id: int = AGENT_ID

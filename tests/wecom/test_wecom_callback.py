@@ -1,7 +1,7 @@
 """The callback server and the adapter, with a STAND-IN conversation and the fake WeCom API.
 
 Callbacks are encrypted and signed with wechatpy (tests.wecom.harness.WeComSender), not with
-bot.wecom_crypto, so a shared mistake cannot hide.
+bot.wecom.crypto, so a shared mistake cannot hide.
 """
 
 from __future__ import annotations
@@ -236,6 +236,28 @@ async def test_malformed_outer_xml_is_refused(body: bytes) -> None:
         params, _ = h.sender.envelope(text_xml(ALICE, "/help"))
         assert (await h.post_raw(params, body))[0] == 400
         assert conversation.events == []
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY lol "lol">'
+    + "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i > 1 else "&lol;" * 10}">' for i in range(1, 10))
+    + "]>"
+)
+
+
+async def test_a_billion_laughs_is_refused_unexpanded_outside_and_inside_the_envelope() -> None:
+    conversation = StandInConversation()
+    async with WeComHarness(conversation) as h:
+        params, _ = h.sender.envelope(text_xml(ALICE, "/help"))
+        outer = f"{BILLION_LAUGHS}<xml><ToUserName>{CORP_ID}</ToUserName><Encrypt>&lol9;</Encrypt></xml>"
+        assert (await h.post_raw(params, outer.encode()))[0] == 400
+        # correctly signed and encrypted: the entities are in the decrypted message itself
+        inner = f"{BILLION_LAUGHS}<xml><FromUserName>{ALICE}</FromUserName><MsgType>text</MsgType>"
+        inner += "<Content>&lol9;</Content><MsgId>1</MsgId></xml>"
+        assert (await h.post(inner))[0] == 400
+        await h.settle()
+        assert conversation.events == [] and h.bot.processed == 0
+        assert h.fake.texts_to(ALICE) == []
 
 
 async def test_malformed_inner_xml_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""bot.wecom_crypto against WeCom's published sample vectors and wechatpy's implementation."""
+"""bot.wecom.crypto against WeCom's published sample vectors and wechatpy's implementation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wechatpy.crypto import _get_signature
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
-from bot.wecom_crypto import (
+from bot.wecom.crypto import (
     DecryptError,
     InvalidSignatureError,
     ReceiverMismatchError,

@@ -1,0 +1,120 @@
+"""Actions as WeCom messages: text, images, files, and a result card with 通过 / 重来 / 撤销.
+
+Everything goes out through the API (:mod:`bot.wecom.api`). Progress is sent once per state
+(queued, started, done/failed/cancelled), never per step, to stay within about 30 messages a
+minute per user; progress messages are optional: they are skipped near the send limit and their
+failures are logged, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cachetools import LRUCache
+
+from bot.wecom.api import CARD_BUTTONS, WeComAPI, WeComAPIError
+from commands.events import Action, Button, FileOut, Images, OpenThread, Progress, Reply
+
+log = logging.getLogger(__name__)
+
+PROGRESS_STATES = ("queued", "running", "done", "failed", "cancelled")
+REMEMBERED_JOBS = 1000
+
+
+def plain_text(text: str) -> str:
+    """WeCom text messages show markdown literally: drop the ``**bold**`` markers."""
+    return text.replace("**", "")
+
+
+class ActionRenderer:
+    """Sends actions to their users through ``api()`` (the client exists once the bot started)."""
+
+    def __init__(self, api: Callable[[], WeComAPI]) -> None:
+        self._api = api
+        self._progress_sent: LRUCache[str, set[str]] = LRUCache(REMEMBERED_JOBS)  # job -> states sent
+
+    async def render(
+        self, actions: Sequence[Action], *, default_user: str | None = None, raise_errors: bool = False
+    ) -> None:
+        for action in actions:
+            user = action.where.user_id or default_user
+            if not user:
+                log.warning("wecom: an action without a user was dropped")
+                continue
+            try:
+                await self._render_one(user, action)
+            except (WeComAPIError, OSError) as exc:
+                if isinstance(action, Progress):
+                    log.info("wecom: progress message not sent (%s)", exc)
+                    continue
+                if raise_errors:
+                    raise
+                log.warning("wecom: sending a %s failed (%s)", type(action).__name__, exc)
+
+    async def _render_one(self, user: str, action: Action) -> None:
+        api = self._api()
+        if isinstance(action, Images):
+            await self._render_images(user, action)
+        elif isinstance(action, Reply):
+            await api.send_text(user, plain_text(action.text))
+        elif isinstance(action, OpenThread):
+            await api.send_text(user, plain_text(action.text or action.title))
+        elif isinstance(action, Progress):
+            text = self._progress_text(action)
+            if text:
+                await api.send_text(user, text, optional=True)
+        elif isinstance(action, FileOut):
+            if action.text:
+                await api.send_text(user, plain_text(action.text))
+            media_id = await api.upload_media(action.data, action.filename or "export.zip", "file")
+            await api.send_file(user, media_id)
+        else:
+            log.warning("wecom: no renderer for %s", type(action).__name__)
+
+    async def _render_images(self, user: str, action: Images) -> None:
+        api = self._api()
+        buttons = [b.value if isinstance(b, Button) else str(b) for b in action.buttons]
+        card_buttons = [name for name in buttons if name in CARD_BUTTONS]
+        lines = [plain_text(action.text).strip()] + [plain_text(i.caption).strip() for i in action.images]
+        summary = "\n".join(line for line in lines if line)
+        short = len(summary) <= 44 and "\n" not in summary
+        if summary and (not card_buttons or not short):
+            await api.send_text(user, summary)
+        for image in action.images:
+            data = await asyncio.to_thread(Path(image.path).read_bytes)
+            media_id = await api.upload_image(data, image.filename or Path(image.path).name)
+            await api.send_image(user, media_id)
+        if card_buttons:
+            desc = summary if short and summary else "点击按钮：通过 / 重来 / 撤销"
+            await api.send_card(
+                user, turn_id=action.turn_id, title=f"结果 #{action.turn_id} · Result", desc=desc, buttons=card_buttons
+            )
+
+    def _progress_text(self, action: Progress) -> str | None:
+        """Text for the first Progress of each state of a job; None for repeats (per-step running)."""
+        state = action.state
+        if state not in PROGRESS_STATES:
+            return None
+        job = action.job_id or f"{action.where.user_id}:{action.where.thread_db_id}"
+        sent = self._progress_sent.get(job)
+        if sent is None:
+            sent = self._progress_sent[job] = set()
+        if state in sent:
+            return None
+        sent.add(state)
+        if action.text:
+            return action.text
+        if state == "queued":
+            ahead = f"，前面还有 {action.position} 个" if action.position else ""
+            return f"⏳ 已排队{ahead}。Queued."
+        if state == "running":
+            eta = f"，预计 {round(action.eta_s)} 秒" if action.eta_s else ""
+            return f"🎨 开始生成{eta}。Started."
+        if state == "done":
+            return "✅ 生成完成。Done."
+        if state == "failed":
+            return "⚠️ 生成失败。Failed."
+        return "❌ 已取消。Cancelled."

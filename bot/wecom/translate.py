@@ -1,0 +1,110 @@
+"""WeCom messages in the commands layer's terms: a decrypted callback becomes one :class:`Event`.
+
+Text is parsed with the shared text grammar (``/post ...``, ``通过``); an image is downloaded at
+once (MediaId, else PicUrl) and travels as the event's attachment; a click on a result card
+(template_card_event, key ``<button>:<turn id>``) becomes a REACTION. WeCom has no threads:
+events carry ``thread_id=None`` and the commands layer keeps each user's current post.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.wecom.api import WeComAPI, WeComAPIError
+from commands.events import Attachment, Button, Event, EventKind
+from commands.parser import parse_text
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "wecom"
+TEXT_IMAGE_FAILED = "图片下载失败，请重新发送。\nCould not fetch the image; please send it again."
+TEXT_UNSUPPORTED = "目前只支持文字和图片消息。\nOnly text and image messages are supported."
+REACTION_COMMANDS = frozenset(button.value for button in Button)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value.strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
+def reaction_from_key(event_key: str) -> tuple[str, int | None] | None:
+    """``approve:12`` -> ("approve", 12); None for keys that are not ours."""
+    name, _, turn = event_key.strip().partition(":")
+    if name not in REACTION_COMMANDS:
+        return None
+    return name, _int_or_none(turn) if turn else None
+
+
+async def to_event(api: WeComAPI, message: dict[str, str]) -> Event | None:
+    """Translate one decrypted message into a commands Event (None: nothing to hand over)."""
+    user = message["FromUserName"]
+    msg_type = message["MsgType"]
+    agent = _int_or_none(message.get("AgentID"))
+    if msg_type == "text":
+        content = message.get("Content", "")
+        parsed = parse_text(content)
+        if parsed.kind is EventKind.MESSAGE:
+            if not parsed.args:
+                return None
+            return Event(platform=PLATFORM, user_id=user, kind=EventKind.MESSAGE, text=parsed.args, channel_id=agent)
+        return Event(
+            platform=PLATFORM,
+            user_id=user,
+            kind=parsed.kind,
+            command=parsed.command,
+            args=parsed.args,
+            channel_id=agent,
+        )
+    if msg_type == "image":
+        attachment = await _download_image(api, message)
+        if attachment is None:
+            await api.send_text(user, TEXT_IMAGE_FAILED)
+            return None
+        return Event(
+            platform=PLATFORM,
+            user_id=user,
+            kind=EventKind.MESSAGE,
+            text="",
+            attachments=(attachment,),
+            channel_id=agent,
+        )
+    if msg_type == "event":
+        if message.get("Event", "").strip() != "template_card_event":
+            log.debug("wecom: ignored event %s", message.get("Event"))
+            return None
+        reaction = reaction_from_key(message.get("EventKey", ""))
+        if reaction is None:
+            log.info("wecom: ignored a card click with an unknown key")
+            return None
+        command, turn_id = reaction
+        return Event(
+            platform=PLATFORM,
+            user_id=user,
+            kind=EventKind.REACTION,
+            command=command,
+            turn_id=turn_id,
+            channel_id=agent,
+        )
+    await api.send_text(user, TEXT_UNSUPPORTED)
+    return None
+
+
+async def _download_image(api: WeComAPI, message: dict[str, str]) -> Attachment | None:
+    media_id = message.get("MediaId", "").strip()
+    pic_url = message.get("PicUrl", "").strip()
+    media = None
+    if media_id:
+        try:
+            media = await api.download_media(media_id)
+        except WeComAPIError as exc:
+            log.warning("wecom: media/get failed (%s); trying PicUrl", exc.errcode)
+    if media is None and pic_url:
+        try:
+            media = await api.download_url(pic_url)
+        except WeComAPIError as exc:
+            log.warning("wecom: fetching PicUrl failed (%s)", exc.errmsg)
+    if media is None or not media.data:
+        return None
+    return Attachment(filename=media.filename, data=media.data, content_type=media.content_type)
