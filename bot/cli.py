@@ -66,7 +66,7 @@ def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.runner import run_front_ends
+    from bot.serve import run_front_ends
 
     return asyncio.run(run_front_ends(settings))
 

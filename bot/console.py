@@ -3,7 +3,7 @@
 Lines are parsed with the shared text grammar; reactions are typed as commands (/approve) or as
 their emoji. Images are copied out of the blob store into ``out_dir`` and their paths printed.
 The console has no platform threads: like WeCom, each user has a current post (/threads,
-/thread <id> switch between them).
+/thread <id> switch between them). :class:`ConsoleFrontEnd` is a :class:`bot.frontend.FrontEnd`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from bot.frontend import FrontEndTasks
 from commands.conversation import Conversation
 from commands.events import (
     BUTTON_EMOJI,
@@ -36,6 +37,10 @@ PLATFORM = "console"
 
 
 class ConsoleFrontEnd:
+    """One console user's conversation: typed lines in, actions printed (images saved to files)."""
+
+    platform = PLATFORM
+
     def __init__(
         self,
         conversation: Conversation,
@@ -54,8 +59,25 @@ class ConsoleFrontEnd:
         self.actions: list[Action] = []
         self._finished: dict[str, asyncio.Event] = {}
         self._bar_open = False
-        self._last_progress: dict[str, tuple[str, int | None]] = {}
-        conversation.add_deliverer(PLATFORM, self.deliver)
+        self.tasks = FrontEndTasks(PLATFORM)
+        self._stopped = asyncio.Event()
+        conversation.add_deliverer(PLATFORM, self.deliver)  # at once: tests send without start()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.tasks.open()
+        await self.deliver_pending()
+
+    async def stop(self) -> None:
+        await self.tasks.close()
+        self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()
+
+    async def deliver_pending(self) -> int:
+        """Deliver the results that finished while the console was closed."""
+        return await self.conversation.deliver_pending(PLATFORM)
 
     # -- input -------------------------------------------------------------------------------
     async def send(self, line: str) -> list[Action]:
@@ -112,10 +134,6 @@ class ConsoleFrontEnd:
                 self._line(action.text)
 
     def _progress(self, action: Progress) -> None:
-        shown = (action.state, action.position)
-        if action.state != "running" and self._last_progress.get(action.job_id) == shown:
-            return  # the same news twice (the immediate reply and the queue's event)
-        self._last_progress[action.job_id] = shown
         if action.state == "queued":
             ahead = f", {action.position} ahead" if action.position else ""
             self._line(f"⏳ queued{ahead}")
@@ -175,7 +193,7 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
 
     app = await build_app(settings)  # type: ignore[arg-type]
     front = ConsoleFrontEnd(app.conversation, out_dir, user=user)
-    await app.conversation.deliver_pending(PLATFORM)
+    await front.start()
     print("Persona Studio console. /help lists the commands; /quit or Ctrl-D quits.")
     read: Callable[[str], str] = input
     pending: list[str] = []
@@ -196,5 +214,6 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
             for job_id in unfinished:
                 await front.wait_job(job_id)
     finally:
+        await front.stop()
         await app.close()
     return 0

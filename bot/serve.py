@@ -7,11 +7,9 @@ With REDIS_URL unset the jobs run in this process (embedded worker); with it set
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
+from bot.frontend import FrontEnd, serve
 from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -50,32 +48,22 @@ async def run_front_ends(settings: Settings) -> int:
     from bot.app import build_app
 
     app = await build_app(settings)
-    starters: dict[str, Callable[[], Awaitable[None]]] = {}
-    if "discord" in names:
-        from bot.discord_bot import run_discord
-
-        starters["discord"] = lambda: run_discord(settings, app.conversation)
-    if "wecom" in names:
-        from bot.wecom import run_wecom
-
-        starters["wecom"] = lambda: run_wecom(settings, app.conversation)
-    queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
-    log.info("starting %s; jobs: %s", " + ".join(names), queue)
-    tasks = [asyncio.create_task(start(), name=name) for name, start in starters.items()]
+    front_ends: list[FrontEnd] = []
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                exc = task.exception()
-                if isinstance(exc, SettingsError):
-                    print(f"persona-studio run: {exc}")
-                    return 2
-                raise exc  # type: ignore[misc]
+        if "discord" in names:
+            from bot.discord import DiscordFrontEnd
+
+            front_ends.append(DiscordFrontEnd(settings, app.conversation))
+        if "wecom" in names:
+            from bot.wecom import WeComFrontEnd
+
+            front_ends.append(WeComFrontEnd(settings, app.conversation))
+        queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
+        log.info("starting %s; jobs: %s", " + ".join(names), queue)
+        await serve(*front_ends)
         return 0
+    except SettingsError as exc:
+        print(f"persona-studio run: {exc}")
+        return 2
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         await app.close()

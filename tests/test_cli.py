@@ -76,7 +76,7 @@ def test_run_without_front_ends_and_worker_without_redis_explain_themselves(tmp_
 
 def test_front_ends_import_no_model_libraries() -> None:
     code = (
-        "import sys, bot.cli, bot.app, bot.console, bot.wecom, bot.discord_bot, bot.runner, commands.conversation\n"
+        "import sys, bot.cli, bot.app, bot.console, bot.wecom, bot.discord, bot.serve, commands.conversation\n"
         "heavy = ('torch', 'diffusers', 'transformers', 'peft', 'insightface', 'dlib')\n"
         "print([m for m in heavy if m in sys.modules])"
     )
