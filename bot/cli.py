@@ -157,4 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script (``python bot/cli.py``), Python puts bot/ first on sys.path, where the
+    # package bot/discord would shadow discord.py: take it off (``python -m bot.cli`` is fine).
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.exit(main())

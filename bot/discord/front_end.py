@@ -51,6 +51,9 @@ class DiscordFrontEnd:
             raise SettingsError(
                 "setting DISCORD_TOKEN: Discord refused the token (reset it in the Developer Portal)"
             ) from None
+        except BaseException:
+            await self.client.close()
+            raise
         self._connection = asyncio.create_task(self.client.connect(), name="discord-gateway")
 
     async def wait_closed(self) -> None:
