@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import discord
+from cachetools import LRUCache
 
 from commands.events import Progress, Where
 from commands.texts import progress_bar
@@ -22,6 +22,7 @@ from engine.progress import FINISHED_STATES
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.5
+REMEMBERED_FINISHED = 2000
 _STATE_RANK = {"queued": 0, "running": 1, **dict.fromkeys(FINISHED_STATES, 2)}
 
 
@@ -94,7 +95,7 @@ class ProgressBoard:
         self.interval = interval
         self._clock = clock
         self._jobs: dict[str, _JobStatus] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: LRUCache[str, None] = LRUCache(REMEMBERED_FINISHED)  # late updates of these are dropped
 
     async def update(self, progress: Progress) -> None:
         if progress.job_id in self._finished:
@@ -149,8 +150,6 @@ class ProgressBoard:
             job.timer.cancel()
         self._jobs.pop(job_id, None)
         self._finished[job_id] = None
-        while len(self._finished) > 2000:
-            self._finished.popitem(last=False)
 
     async def close(self) -> None:
         for job in self._jobs.values():
