@@ -132,3 +132,91 @@ def test_worker_health_check_fails_without_a_worker(redis_url: str, tmp_path: Pa
     result = cli("worker", "--check", env={"REDIS_URL": redis_url}, cwd=tmp_path)
     assert result.returncode == 1
     assert "no worker has reported" in result.stdout
+
+
+# -- how `run` starts front ends: bot.frontend.serve and each front end's task group ----------
+
+
+class _FakeFrontEnd:
+    def __init__(self, platform: str, fail_after: float | None = None) -> None:
+        from bot.frontend import FrontEndTasks
+
+        self.platform = platform
+        self.tasks = FrontEndTasks(platform)
+        self.fail_after = fail_after
+        self.log: list[str] = []
+
+    async def start(self) -> None:
+        await self.tasks.open()
+        self.log.append("start")
+
+    async def wait_closed(self) -> None:
+        import asyncio
+
+        if self.fail_after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.fail_after)
+        raise RuntimeError(f"{self.platform} lost its connection")
+
+    async def stop(self) -> None:
+        await self.tasks.close(0.5)
+        self.log.append("stop")
+
+    async def deliver(self, actions: object) -> None:
+        return None
+
+    async def deliver_pending(self) -> int:
+        return 0
+
+
+async def test_serve_stops_every_front_end_when_one_fails_and_reraises() -> None:
+    from bot.frontend import serve
+
+    steady, failing = _FakeFrontEnd("steady"), _FakeFrontEnd("failing", fail_after=0.05)
+    with pytest.raises(RuntimeError, match="failing lost its connection"):
+        await serve(steady, failing)
+    assert steady.log == ["start", "stop"] and failing.log == ["start", "stop"]
+
+
+async def test_front_end_tasks_log_failures_drain_and_cancel_on_close() -> None:
+    import asyncio
+
+    from bot.frontend import FrontEndTasks
+
+    tasks = FrontEndTasks("test")
+    await tasks.open()
+    done: list[str] = []
+
+    async def quick() -> None:
+        await asyncio.sleep(0.01)
+        tasks.spawn(later())  # spawned by a task: drain waits for it too
+        raise ValueError("logged, not propagated")
+
+    async def later() -> None:
+        await asyncio.sleep(0.02)
+        done.append("later")
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            done.append("cancelled")
+
+    tasks.spawn(quick())
+    await tasks.drain()
+    assert done == ["later"]
+    tasks.spawn(forever())
+    await tasks.close(timeout_s=0.05)
+    assert done == ["later", "cancelled"] and not tasks.is_open
+    with pytest.raises(RuntimeError):
+        tasks.spawn(later())
+
+
+def test_split_text_measures_with_size_and_never_splits_a_character() -> None:
+    from bot.frontend import split_text, utf8_size
+
+    text = "第一行\n" + "é" * 10
+    pieces = split_text(text, 12, utf8_size)
+    assert "".join(pieces) == text and all(utf8_size(p) <= 12 for p in pieces)
+    assert pieces == ["第一行\n", "é" * 6, "é" * 4]  # cut after the newline: still at least half full
+    assert split_text("abcdef", 4) == ["abcd", "ef"] and split_text("", 4) == [""]
