@@ -44,9 +44,3 @@ class ThreadCaches:
         if cache is None:
             cache = self._threads[thread_id] = ThreadCache()
         return cache
-
-    def __len__(self) -> int:
-        return len(self._threads)
-
-    def __contains__(self, thread_id: object) -> bool:
-        return thread_id in self._threads

@@ -235,13 +235,6 @@ class JobRecords:
             rows = await s.scalars(query.order_by(Job.created_at))
             return list(rows)
 
-    async def job_for_turn(self, turn_id: int) -> Job | None:
-        async with self.db.session() as s:
-            turn = await s.get(Turn, turn_id)
-            if turn is None or turn.job_id is None:
-                return None
-            return await s.get(Job, turn.job_id)
-
     async def turn_for_job(self, job_id: str) -> Turn | None:
         async with self.db.session() as s:
             return await s.scalar(select(Turn).where(Turn.job_id == job_id))

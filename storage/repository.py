@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.job_records import UNFINISHED, JobRecords
-from storage.models import Persona, Thread, ThreadStatus, Turn, TurnStatus, User, utcnow
+from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
 from storage.rows import DuplicateName, NotFound, found, new_turn
 
 __all__ = ["UNFINISHED", "DuplicateName", "NotFound", "Store"]
@@ -231,10 +231,6 @@ class Store(JobRecords):
                 path.append(turn)
                 current = turn.parent_id
         return path[::-1]
-
-    async def finish_turn(self, turn_id: int, status: TurnStatus) -> None:
-        async with self.db.session() as s:
-            await s.execute(update(Turn).where(Turn.id == turn_id).values(status=status))
 
     async def set_approved(self, turn_id: int, approved: bool = True) -> None:
         async with self.db.session() as s:

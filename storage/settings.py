@@ -16,8 +16,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-DEFAULT_PRODUCTION_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
-
 #: Default identity threshold per face backend, on the 0-1 similarity scale of engine.identity.
 DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
 
