@@ -28,6 +28,8 @@ LAST_STATE_TTL_S = 7 * 24 * 3600
 #: waits between attempts to subscribe again after redis went away (0.05 s doubling up to 2 s)
 RESUBSCRIBE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 
+# TODO(merge): FINISHED_STATES and make_event are here only for commands/ and bot/, which import them
+# from engine.progress today; import FINISHED_STATES from engine.events and drop both names here.
 __all__ = ["CHANNEL", "FINISHED_STATES", "LocalBus", "ProgressBus", "RedisBus", "make_event"]
 
 
