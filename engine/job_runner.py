@@ -1,0 +1,188 @@
+"""Running one job: storage bookkeeping around the engine call, progress on the bus (the JobRunner).
+
+Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine runs in a thread
+(``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
+result is written to storage (turn images, job done, thread's current turn) in one transaction
+before the "done" event goes out (engine.outcomes.finish_job); a job that had already finished
+(cancelled, or completed by an earlier attempt) is not recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from engine.errors import JobCancelled
+from engine.events import Running
+from engine.outcomes import finish_job
+from engine.progress import ProgressBus
+from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
+from storage.models import JobStatus
+from storage.repository import Store
+
+log = logging.getLogger(__name__)
+
+#: at most this often a running job writes its progress to the database (events go out every step)
+DB_PROGRESS_INTERVAL_S = 2.0
+
+
+class EngineLike(Protocol):
+    """What the runner needs of an engine: engine.render_engine.Engine, or engine.noop_engine.NoopEngine."""
+
+    def load(self) -> None: ...
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> JobResult: ...
+
+
+class JobRunner:
+    def __init__(self, engine: EngineLike, store: Store, bus: ProgressBus) -> None:
+        self.engine = engine
+        self.store = store
+        self.bus = bus
+
+    async def execute(
+        self, spec_json: dict[str, Any], cancel: threading.Event | None = None, *, final_attempt: bool = True
+    ) -> JobResult | None:
+        """Run one job. Returns None when it was already finished or got cancelled.
+
+        Exceptions propagate unless ``final_attempt``: the queue retries those; on the final
+        attempt the job is marked failed with the error and the user is told.
+        """
+        spec = JobSpec.model_validate(spec_json)
+        cancel = cancel or threading.Event()
+        job = await self.store.start_job(spec.job_id)
+        if job is None:
+            log.info("job %s already finished; skipping", spec.job_id)
+            return None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
+        last_db_write = 0.0
+
+        def on_progress(step: int, total: int) -> None:  # called in the engine's thread
+            nonlocal last_db_write
+            elapsed = time.monotonic() - started
+            eta = elapsed / step * (total - step) if step else None
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta)
+            _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
+            if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
+                last_db_write = time.monotonic()
+                write = self.store.set_progress(spec.job_id, step / total)
+                _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
+
+        try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
+            result = await _in_thread(cancel, self._run, spec, on_progress, cancel)
+        except asyncio.CancelledError:
+            # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
+            # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
+            # it on its next start, a timeout is recorded by the worker)
+            raise
+        except Exception as exc:
+            if isinstance(exc, JobCancelled) or cancel.is_set():
+                await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled")
+                return None
+            if not final_attempt:
+                log.warning("job %s failed (will retry): %s", spec.job_id, exc)
+                raise
+            log.exception("job %s failed", spec.job_id)
+            await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            return None
+        await self._record(spec, result)
+        return result
+
+    def _run(self, spec: JobSpec, on_progress: Callable[[int, int], None], cancel: threading.Event) -> JobResult:
+        self.engine.load()
+        return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
+
+    async def _record(self, spec: JobSpec, result: JobResult) -> None:
+        result_json = result.model_dump(mode="json")
+        if spec.kind == JobKind.CREATE_PERSONA:
+            mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
+            persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}
+            await finish_job(  # the job and its persona in one transaction
+                self.store,
+                self.bus,
+                spec.job_id,
+                JobStatus.DONE,
+                result=result_json,
+                seconds=result.seconds,
+                persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
+            )
+            return
+        scores, notes = await self._by_image(spec, result)
+        await finish_job(
+            self.store,
+            self.bus,
+            spec.job_id,
+            JobStatus.DONE,
+            result={**result_json, "identity_notes": notes},
+            seconds=result.seconds,
+            turn_update={"image_keys": result.image_keys, "identity_scores": scores, "seed": spec.seed},
+            make_current=True,
+        )
+
+    async def _by_image(self, spec: JobSpec, result: JobResult) -> tuple[list[float | None], list[str]]:
+        """Identity scores and notes aligned with the post's image list: an edit renders only its
+        targets; the other images keep their scores from the parent turn, and note ""."""
+        size = len(result.image_keys)
+        edit = spec.kind == JobKind.EDIT or (spec.kind == JobKind.REGENERATE and spec.of_kind == JobKind.EDIT)
+        if not edit or len(result.identity_scores) != len(spec.targets):  # not in targets order: as is
+            return list(result.identity_scores), list(result.identity_notes)
+        base: list[float | None] = []
+        if not set(range(size)) <= set(spec.targets):  # some images keep their parent's scores
+            turn = await self.store.turn_for_job(spec.job_id)
+            parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
+            base = list(parent.identity_scores) if parent else []
+        scores = spread_by_targets(result.identity_scores, spec.targets, base, size, None)
+        notes = spread_by_targets(result.identity_notes, spec.targets, [], size, "")
+        return scores, notes
+
+    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
+        """Record a failed or cancelled outcome (first outcome only) and publish it."""
+        await finish_job(self.store, self.bus, spec.job_id, status, error=error)
+
+
+async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread. If this task is cancelled, set ``cancel`` and wait for the thread
+    to stop (at the engine's next step) before passing the cancel on: the engine never runs two
+    jobs at once, and a job task that returns has really stopped computing."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(BaseException):
+            await work
+        raise
+
+
+def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:
+    """For the embedded queue: a runner whose engine (torch, the pipeline) loads on first use."""
+
+    def make(bus: ProgressBus) -> JobRunner:
+        from engine.render_engine import Engine  # heavy: imported only where a model runs
+
+        return JobRunner(Engine.from_settings(settings, blobs), store, bus)
+
+    return make
+
+
+def _log_failure(future: concurrent.futures.Future[Any], what: str) -> None:
+    """Progress is best effort, but its failures are logged, not lost in a dropped future."""
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            log.warning("%s failed: %s", what, f.exception())
+
+    future.add_done_callback(done)
