@@ -34,18 +34,6 @@ class JobEvent(BaseModel):
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
 
-    # TODO(merge): remove: dict-style reads for callers written against the old dict events
-    # (commands/delivery.py, tests/conversation/test_delivery.py)
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    # TODO(merge): remove (see __getitem__)
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
 
 class Queued(JobEvent):
     name: ClassVar[str] = "job_queued"

@@ -35,14 +35,14 @@ async def finish_job(
 
     Writes the outcome, the turn's images (``turn_update``, ``make_current``) and the persona's
     changes (``persona_update``: ``(persona id, column values)``) in one transaction. A failed
-    create_persona job marks its persona failed. Returns whether this outcome was recorded.
+    create_persona job (failed or cancelled) marks its persona failed. Returns whether this outcome was recorded.
     """
     status = JobStatus(status)
     if not status.finished:
         raise ValueError(f"finish_job needs done, failed or cancelled, not {status}")
     if status == JobStatus.CANCELLED and error is None:
         error = "cancelled"
-    if status == JobStatus.FAILED and persona_update is None:
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED) and persona_update is None:
         persona_update = await _failed_persona(store, job_id)
     recorded = await store.finish_job(
         job_id,
@@ -68,7 +68,7 @@ def outcome_event(job_id: str, status: JobStatus, *, error: str | None = None, s
 
 
 async def _failed_persona(store: Store, job_id: str) -> tuple[int, dict[str, Any]] | None:
-    """A failed create_persona job's persona is marked failed with it."""
+    """A create_persona job that failed or was cancelled leaves its persona without a face: failed."""
     job = await store.get_job(job_id)
     if job is None or job.kind != JobKind.CREATE_PERSONA:
         return None

@@ -235,6 +235,12 @@ class JobRecords:
             rows = await s.scalars(query.order_by(Job.created_at))
             return list(rows)
 
+    async def job_for_turn(self, turn_id: int) -> Job | None:
+        """The job that rendered a turn (its spec holds the context images and targets)."""
+        async with self.db.session() as s:
+            turn = await s.get(Turn, turn_id)
+            return await s.get(Job, turn.job_id) if turn is not None and turn.job_id else None
+
     async def turn_for_job(self, job_id: str) -> Turn | None:
         async with self.db.session() as s:
             return await s.scalar(select(Turn).where(Turn.job_id == job_id))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,10 +15,10 @@ from PIL import Image
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
 from commands.events import Attachment, Event, EventKind, Images, OpenThread, Reply
-from engine.specs import JobResult, JobSpec
 from storage.models import JobStatus
 from tests.conversation.conftest import app_settings, png_bytes
 from tests.conversation.helpers import errors, job_spec, queued, run
+from tests.fakes.engine import FakeEngine
 
 
 def _event(user: str, kind: EventKind, **fields: Any) -> Event:
@@ -85,30 +84,9 @@ async def test_strangers_change_nothing_and_admins_may(
         await app.close()
 
 
-class HeldEngine:
-    """Wraps the real engine; every run waits until the test releases it (a busy GPU)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def run(
-        self, spec: JobSpec, on_progress: Callable[[int, int], None] | None = None, cancel: Any = None
-    ) -> JobResult:
-        while not self.release.wait(0.05):
-            if cancel is not None and cancel.is_set():
-                from engine.jobs import JobCancelled
-
-                raise JobCancelled(spec.job_id)
-        return self.inner.run(spec, on_progress=on_progress, cancel=cancel)
-
-
 @pytest.fixture
 async def held_app(tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any) -> AsyncIterator[tuple[App, Any]]:
-    engine = HeldEngine(tiny_engine)
+    engine = FakeEngine(tiny_engine, gated=True)  # every run waits for engine.release (a busy GPU)
     settings = app_settings(tmp_path, shared_dirs, max_running_jobs=1, max_waiting_jobs=2)
     app = await build_app(settings, engine=engine)
     yield app, engine
@@ -259,7 +237,7 @@ async def test_a_post_sent_while_its_persona_is_created_waits_for_it(held_app: t
     assert await app.conversation.queue.position(post_job) is None
 
     engine.release.set()
-    for job_id in queued(created) + [post_job]:
+    for job_id in [*queued(created), post_job]:
         await ann.wait_job(job_id, limit_s=120)
     job = await app.store.get_job(post_job)
     persona = await app.store.find_persona((await app.store.user("console", "ann")).id, "Mia")
@@ -288,3 +266,7 @@ async def test_a_post_waiting_for_a_persona_that_failed_is_told_so(held_app: tup
     job = await app.store.get_job(post_job)
     assert job is not None and job.status == JobStatus.FAILED and "could not be created" in (job.error or "")
     assert "could not be created" in "\n".join(a.text for a in ann.actions if isinstance(a, Reply))
+    persona = await app.store.find_persona((await app.store.user("console", "ann")).id, "Mia")
+    assert persona is not None and persona.status == "failed"  # a later /post says so instead of waiting
+    refused = errors(await ann.send("/post Mia count=1 again"))
+    assert refused and "could not be created" in refused[0]
