@@ -68,63 +68,38 @@ FULL_VAE = {
 }
 
 
+#: one-layer stand-ins for the text encoders with the real output widths (CLIP 768, T5 4096)
+FULL_CLIP_STANDIN = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 1,
+    "projection_dim": 768,
+}
+FULL_T5_STANDIN = {
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 1,
+    "num_heads": 64,
+    "feed_forward_proj": "gated-gelu",
+}
+
+
 def build_full_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
     """Full-size transformer and VAE with random weights, initialised on ``device`` in ``dtype``."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from engine.tiny import build_random_pipeline
 
-    from engine.tiny import build_clip_tokenizer, build_t5_tokenizer
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            transformer = FluxTransformer2DModel(**FULL_TRANSFORMER)  # type: ignore[arg-type]
-            vae = AutoencoderKL(**FULL_VAE)  # type: ignore[arg-type]
-            tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
-            tokenizer_2.model_max_length = 512
-            text_encoder = CLIPTextModel(
-                CLIPTextConfig(
-                    vocab_size=len(tokenizer),
-                    hidden_size=768,
-                    intermediate_size=3072,
-                    num_attention_heads=12,
-                    num_hidden_layers=1,
-                    max_position_embeddings=77,
-                    projection_dim=768,
-                    bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            )
-            text_encoder_2 = T5EncoderModel(
-                T5Config(
-                    vocab_size=len(tokenizer_2),
-                    d_model=4096,
-                    d_kv=64,
-                    d_ff=10240,
-                    num_layers=1,
-                    num_heads=64,
-                    feed_forward_proj="gated-gelu",
-                    pad_token_id=tokenizer_2.pad_token_id,
-                    eos_token_id=tokenizer_2.eos_token_id,
-                    decoder_start_token_id=tokenizer_2.pad_token_id,
-                )
-            )
-    finally:
-        torch.set_default_dtype(previous)
-    pipe = FluxKontextPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-        transformer=transformer,
-    ).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    for module in (transformer, vae, text_encoder, text_encoder_2):
-        module.eval()
+    pipe = build_random_pipeline(
+        seed=None,
+        transformer=FULL_TRANSFORMER,
+        vae=FULL_VAE,
+        clip=FULL_CLIP_STANDIN,
+        t5=FULL_T5_STANDIN,
+        max_sequence_length=512,
+        device=device,
+        dtype=dtype,
+    )
     return LoadedPipeline(pipe, "full", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False)
 
 

@@ -42,38 +42,17 @@ import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from engine.jobs import JobRunner  # noqa: E402
-from engine.progress import Event, ProgressBus  # noqa: E402
-from engine.specs import JobKind, JobResult, JobSpec, PersonaSpec, RenderParams  # noqa: E402
+from engine.events import AnyJobEvent, Done  # noqa: E402
+from engine.job_runner import JobRunner  # noqa: E402
+from engine.noop_engine import NoopEngine  # noqa: E402
+from engine.progress import ProgressBus  # noqa: E402
+from engine.specs import JobKind, JobSpec, PersonaSpec, RenderParams  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.repository import Store  # noqa: E402
-
-
-class NoopEngine:
-    """engine.jobs.EngineLike that does nothing: an empty result at once."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def load(self) -> None:
-        return None
-
-    def run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> JobResult:
-        started = time.perf_counter()
-        result = JobResult()
-        self.seconds[spec.job_id] = time.perf_counter() - started
-        return result
 
 
 def _spec() -> JobSpec:
@@ -99,11 +78,11 @@ class Collector:
         async for event in self.bus.subscribe():
             self._on(event)
 
-    def _on(self, event: Event) -> None:
-        job_id = event["job_id"]
-        if event["state"] == "running" and job_id not in self.running:
-            self.running[job_id] = event["ts"]
-        elif event["state"] in ("done", "failed", "cancelled"):
+    def _on(self, event: AnyJobEvent) -> None:
+        job_id = event.job_id
+        if event.state == "running" and job_id not in self.running:
+            self.running[job_id] = event.ts
+        elif event.state in ("done", "failed", "cancelled"):
             self.done_at[job_id] = time.time()
             self.finished.setdefault(job_id, asyncio.Event()).set()
 
@@ -112,11 +91,9 @@ class Collector:
 
     async def live(self) -> None:
         """Return once the subscription receives events (redis subscribes asynchronously)."""
-        from engine.progress import make_event
-
         probe = f"probe-{uuid.uuid4().hex}"
         for _ in range(100):
-            await self.bus.publish(make_event(probe, "done"))
+            await self.bus.publish(Done.build(probe))
             with contextlib.suppress(TimeoutError):
                 await self.wait(probe, 0.1)
                 return

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.conversation import Conversation, ConversationConfig
-from engine.jobs import EngineLike, JobRunner, engine_runner_factory
+from engine.job_runner import EngineLike, JobRunner, engine_runner_factory
 from engine.progress import ProgressBus
 from engine.queue import make_queue
 from storage.blobs import BlobStore

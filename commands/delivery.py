@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cachetools import LRUCache
+from engine.events import FINISHED_STATES, JobEvent, Running
+
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
-from engine.progress import FINISHED_STATES, ProgressBus
+from engine.progress import ProgressBus
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, utcnow
 from storage.repository import Store
@@ -31,6 +33,7 @@ from storage.repository import Store
 log = logging.getLogger(__name__)
 
 DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
+FinishedHook = Callable[[Job], Awaitable[None]]
 SWEEP_INTERVAL_S = 2.0
 #: a delivery claim older than this is taken to be hung and is tried again
 HUNG_CLAIM_S = 600.0
@@ -52,8 +55,11 @@ class Delivery:
         self.store = store
         self.blobs = blobs
         self._deliverers: dict[str, DeliverFn] = {}
-        self._routes: OrderedDict[str, _Route | None] = OrderedDict()
-        self._tasks: list[asyncio.Task[None]] = []
+        #: the one cache of where a job's messages go (storage is the record)
+        self._routes: LRUCache[str, _Route | None] = LRUCache(maxsize=1000)
+        self._task: asyncio.Task[None] | None = None
+        #: called once a job is seen finished (before its delivery), e.g. to start posts that waited
+        self.finished_hooks: list[FinishedHook] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self.sweep_interval_s = SWEEP_INTERVAL_S
         self.retry_base_s = RETRY_BASE_S
@@ -64,19 +70,20 @@ class Delivery:
         self._deliverers[platform] = deliver
 
     def start(self, bus: ProgressBus) -> None:
-        if not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._listen(bus), name="delivery-listen"),
-                asyncio.create_task(self._sweep(), name="delivery-sweep"),
-            ]
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(bus), name="delivery")
+
+    async def _run(self, bus: ProgressBus) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._listen(bus), name="delivery-listen")
+            tasks.create_task(self._sweep(), name="delivery-sweep")
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+                await self._task
+            self._task = None
 
     # -- events ------------------------------------------------------------------------------
     async def _listen(self, bus: ProgressBus) -> None:
@@ -95,26 +102,26 @@ class Delivery:
                 except Exception:
                     log.exception("delivery sweep for %s failed", platform)
 
-    async def on_event(self, event: dict) -> None:
-        job_id = str(event.get("job_id"))
-        state = str(event.get("state"))
-        if state in FINISHED_STATES:
-            await self.deliver_job(job_id)
+    async def on_event(self, event: JobEvent) -> None:
+        if event.state in FINISHED_STATES:
+            await self.deliver_job(event.job_id)
             return
+        if isinstance(event, Running):  # "queued" reaches front ends once, from the commands layer
+            await self._send_progress(event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s)
+
+    async def announce_queued(self, job_id: str, position: int | None) -> None:
+        """The "queued" progress of a job that the commands layer queued outside a command
+        (a held job released when its thread opened or its persona became ready)."""
+        await self._send_progress(job_id, "queued", position=position)
+
+    async def _send_progress(self, job_id: str, state: str, **fields: Any) -> None:
         route = await self._route(job_id)
         if route is None or route.where.platform not in self._deliverers:
             return
-        progress = Progress(
-            where=route.where,
-            job_id=job_id,
-            state=state,
-            position=event.get("position"),
-            step=int(event.get("step") or 0),
-            total=int(event.get("total") or 0),
-            eta_s=event.get("eta_s"),
-        )
         try:
-            await self._deliverers[route.where.platform]([progress])
+            await self._deliverers[route.where.platform](
+                [Progress(where=route.where, job_id=job_id, state=state, **fields)]
+            )
         except Exception:
             log.warning("progress update for %s failed", job_id, exc_info=True)
 
@@ -140,6 +147,11 @@ class Delivery:
         job = await self.store.get_job(job_id)
         if job is None or not JobStatus(job.status).finished:
             return False
+        for hook in self.finished_hooks:
+            try:
+                await hook(job)
+            except Exception:
+                log.exception("after job %s finished: %s failed", job_id, getattr(hook, "__name__", hook))
         deliver = self._deliverers.get(job.platform)
         if deliver is None or job.delivered:
             return False
@@ -202,7 +214,7 @@ class Delivery:
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
-        images = turn_images(self.blobs, turn, _notes_by_image(turn, result))
+        images = turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
         what = turn.instruction if turn.kind != "generate" else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
         return [
@@ -235,8 +247,6 @@ class Delivery:
             if job.thread_id is not None and where.thread_id is None and job.platform in self.threaded:
                 return route  # its platform thread is not bound yet: do not cache
         self._routes[job_id] = route
-        while len(self._routes) > 1000:
-            self._routes.popitem(last=False)
         return route
 
     def forget_route(self, job_id: str) -> None:
@@ -272,17 +282,3 @@ def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = None) -> 
         )
         for index, key in enumerate(turn.image_keys or [])
     )
-
-
-def _notes_by_image(turn: Any, result: dict[str, Any]) -> list[str]:
-    """The engine reports identity notes per rendered image (the edit's targets, in order);
-    spread them over the post's image list."""
-    notes = list(result.get("identity_notes") or [])
-    targets = (turn.params or {}).get("targets")
-    if not targets or len(targets) != len(notes):
-        return notes
-    spread = [""] * len(turn.image_keys or [])
-    for target, note in zip(targets, notes, strict=True):
-        if 0 <= target < len(spread):
-            spread[target] = note
-    return spread

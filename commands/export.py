@@ -16,6 +16,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
     """``images/turn<id>-<n>.png`` for every approved turn, and ``manifest.json`` with every
     turn's instruction, seed, parameters and identity scores (approved or not)."""
     turns = await store.turns(thread.id)
+    specs = {job.id: job.spec for job in await store.thread_jobs(thread.id, unfinished_only=False)}
     persona = await store.get_persona(thread.persona_id)
     manifest: dict[str, Any] = {
         "post": thread.id,
@@ -46,6 +47,9 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
                     "instruction": turn.instruction,
                     "seed": turn.seed,
                     "parameters": turn.params,
+                    # what the turn's job edited: its context images and which of them it changed
+                    "context": specs.get(turn.job_id or "", {}).get("context_keys", []),
+                    "targets": specs.get(turn.job_id or "", {}).get("targets", []),
                     "identity_scores": turn.identity_scores,
                     "status": turn.status,
                     "approved": turn.approved,

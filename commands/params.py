@@ -1,17 +1,41 @@
 """Render parameters of a job: engine defaults, then the user's settings, then the post's;
-and the parsing of ``/settings key=value`` words."""
+the parsing of ``/settings key=value`` words; and the bounds every front end shows."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
+from annotated_types import Ge, Le
+
 from commands.validation import InputError
 from engine.specs import RenderParams, default_params, size_limits
 
 SETTING_KEYS = ("steps", "guidance", "size", "seed")
 SEED_LIMIT = 2**32
-_HINTS = {"steps": "1-100", "guidance": "0-20", "size": "WxH", "seed": f"0 to {SEED_LIMIT - 1}, or random"}
+
+
+def _bounds(field: str) -> tuple[float, float]:
+    """``(low, high)`` of a RenderParams field, read from its pydantic constraints."""
+    low = high = None
+    for rule in RenderParams.model_fields[field].metadata:
+        if isinstance(rule, Ge):
+            low = rule.ge
+        elif isinstance(rule, Le):
+            high = rule.le
+    assert low is not None and high is not None, f"RenderParams.{field} needs ge= and le="
+    return float(low), float(high)
+
+
+#: the one source of the steps and guidance ranges (``/settings``, Discord's options, the hints)
+BOUNDS: dict[str, tuple[float, float]] = {"steps": _bounds("steps"), "guidance": _bounds("guidance")}
+
+
+def _hint(key: str) -> str:
+    if key in BOUNDS:
+        low, high = BOUNDS[key]
+        return f"{low:g}-{high:g}"
+    return {"size": "WxH", "seed": f"0 to {SEED_LIMIT - 1}, or random"}[key]
 
 
 def effective_params(
@@ -32,6 +56,13 @@ def pick_seed(user_settings: dict[str, Any] | None, thread_settings: dict[str, A
     return int(fixed) if fixed is not None else random.randrange(2**31)
 
 
+def _in_bounds(key: str, value: float) -> float:
+    low, high = BOUNDS[key]
+    if not low <= value <= high:
+        raise ValueError
+    return value
+
+
 def parse_settings(raw: dict[str, Any], model: str) -> dict[str, Any]:
     """``{"steps": "8", "size": "768x1024"}`` -> ``{"steps": 8, "width": 768, "height": 1024}``;
     InputError naming the setting and its range on a bad value."""
@@ -40,13 +71,9 @@ def parse_settings(raw: dict[str, Any], model: str) -> dict[str, Any]:
         text = str(value).strip().lower()
         try:
             if key == "steps":
-                out["steps"] = int(text)
-                if not 1 <= out["steps"] <= 100:
-                    raise ValueError
+                out["steps"] = int(_in_bounds("steps", int(text)))
             elif key == "guidance":
-                out["guidance"] = float(text)
-                if not 0 <= out["guidance"] <= 20:
-                    raise ValueError
+                out["guidance"] = _in_bounds("guidance", float(text))
             elif key == "size":
                 width, height = (int(part) for part in text.replace("×", "x").split("x"))
                 low, high = size_limits(model)
@@ -61,6 +88,6 @@ def parse_settings(raw: dict[str, Any], model: str) -> dict[str, Any]:
                 raise InputError(f"unknown setting {key!r}; known: {', '.join(SETTING_KEYS)}")
         except InputError:
             raise
-        except ValueError:
-            raise InputError(f"{key}={value} is not valid (expected {_HINTS[key]})") from None
+        except (ValueError, OverflowError):
+            raise InputError(f"{key}={value} is not valid (expected {_hint(key)})") from None
     return out

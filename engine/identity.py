@@ -12,11 +12,12 @@ boundary sits near the middle of the range:
 
 * dlib: ``1 - d / 1.2`` (clipped), ``d`` the Euclidean distance of the descriptors. dlib's
   documented same-person rule ``d < 0.6`` is similarity ``> 0.5``. Default threshold
-  :data:`DEFAULT_THRESHOLDS` ``["dlib"] = 0.55`` (``d < 0.54``), a little stricter than dlib's.
+  :data:`storage.settings.DEFAULT_IDENTITY_THRESHOLDS` ``["dlib"] = 0.55`` (``d < 0.54``),
+  a little stricter than dlib's.
 * insightface: the cosine of the embeddings, clipped to 0-1. ArcFace models put different
   people near 0 and the same person above about 0.3; default threshold 0.35.
 
-The same numbers are the defaults of ``IDENTITY_THRESHOLD`` in ``storage.settings``.
+Those numbers, kept once in ``storage.settings``, are the defaults of ``IDENTITY_THRESHOLD``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-#: Default identity threshold per backend on the similarity scale above.
-DEFAULT_THRESHOLDS: dict[str, float] = {"dlib": 0.55, "insightface": 0.35}
 BACKENDS = ("dlib", "insightface")
 
 NOTE_OK = "ok"

@@ -19,13 +19,11 @@ import torch
 from diffusers import FluxKontextPipeline
 from PIL import Image
 
+from engine.specs import is_toy_model
+
 log = logging.getLogger(__name__)
 
-#: ENGINE_MODEL for production when none is configured.
-PRODUCTION_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
 _REAL_MAX_SEQUENCE_LENGTH = 512
-#: Transformers with fewer parameters than this are test-sized (tiny, or a saved tiny folder).
-_TOY_PARAMETERS = 50_000_000
 
 
 class RenderCancelled(Exception):
@@ -97,7 +95,6 @@ def load_pipeline(
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         getattr(pipe, name).eval()
     max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
-    n_params = sum(p.numel() for p in pipe.transformer.parameters())
     return LoadedPipeline(
         pipe=pipe,
         model=model,
@@ -105,7 +102,7 @@ def load_pipeline(
         dtype=torch_dtype,
         max_sequence_length=max_len,
         multiple_of=pipe.vae_scale_factor * 2,
-        toy=n_params < _TOY_PARAMETERS,
+        toy=is_toy_model(pipe.transformer.config),
     )
 
 
@@ -137,17 +134,6 @@ def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: i
     return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
 
 
-def latent_preview(latents: torch.Tensor, width: int, height: int, multiple: int) -> Image.Image:
-    """A rough, cheap preview of packed latents: one pixel per 2x2 latent patch, channel
-    groups averaged into R, G and B and stretched to 0-255. Good enough to show composition."""
-    rows, cols = height // multiple, width // multiple
-    grid = latents[0].float().reshape(rows, cols, -1)
-    rgb = torch.stack([part.mean(-1) for part in grid.chunk(3, dim=-1)], dim=-1)
-    low, high = rgb.amin(dim=(0, 1)), rgb.amax(dim=(0, 1))
-    rgb = (rgb - low) / (high - low).clamp_min(1e-6)
-    return Image.fromarray((rgb * 255).round().byte().cpu().numpy(), mode="RGB")
-
-
 def render(
     lp: LoadedPipeline,
     *,
@@ -159,15 +145,14 @@ def render(
     seed: int,
     context: Image.Image | torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
-    on_preview: Callable[[int, Image.Image], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Image.Image:
     """One image: text-to-image without ``context``, a Kontext edit with it.
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
-    runs after every denoising step, ``on_preview(i, image)`` too when given, and ``cancel()`` is
-    checked before the first and after every step: true raises :class:`RenderCancelled`.
+    runs after every denoising step, and ``cancel()`` is checked before the first and after every
+    step: true raises :class:`RenderCancelled`.
     """
     width, height = snap(width, lp.multiple_of), snap(height, lp.multiple_of)
     if cancel is not None and cancel():
@@ -180,8 +165,6 @@ def render(
     def step_end(pipe: FluxKontextPipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
         if on_step is not None:
             on_step(i + 1, steps)
-        if on_preview is not None:
-            on_preview(i + 1, latent_preview(kwargs["latents"], width, height, lp.multiple_of))
         if cancel is not None and cancel():
             raise RenderCancelled
         return {}
@@ -199,7 +182,6 @@ def render(
         generator=generator,
         max_sequence_length=lp.max_sequence_length,
         callback_on_step_end=step_end,
-        callback_on_step_end_tensor_inputs=["latents"],
         _auto_resize=False,
     )
     return result.images[0]

@@ -1,44 +1,52 @@
-"""Job progress events: published by workers, read by front ends.
+"""Progress buses: where workers publish job events (engine.events) and front ends read them.
 
-An event is a small JSON dict: ``{"job_id", "state", "step", "total", "eta_s", "position",
-"error"}`` with state one of queued, running, done, failed, cancelled. Every publish also
-stores the job's "last state", so a reader that subscribes late still sees where a job is.
-
-Two buses with one interface: :class:`LocalBus` (in-process, the embedded queue) and
-:class:`RedisBus` (redis pub/sub plus a last-state key per job, for arq workers).
+Every publish also stores the job's last event, so a reader that subscribes late still sees where
+a job is. Two buses with one interface: :class:`LocalBus` (in-process, the embedded queue) and
+:class:`RedisBus` (redis pub/sub of the events' JSON plus a last-state key per job, for arq
+workers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
+
+from cachetools import LRUCache
+from pydantic import ValidationError
+from redis.backoff import ExponentialBackoff
+
+from engine.events import FINISHED_STATES, AnyJobEvent, JobEvent, parse_event
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "persona-studio:events"
 LAST_STATE_KEY = "persona-studio:job:{job_id}"
 LAST_STATE_TTL_S = 7 * 24 * 3600
-FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
+#: waits between attempts to subscribe again after redis went away (0.05 s doubling up to 2 s)
+RESUBSCRIBE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 
-Event = dict[str, Any]
+# TODO(merge): FINISHED_STATES and make_event are here only for commands/ and bot/, which import them
+# from engine.progress today; import FINISHED_STATES from engine.events and drop both names here.
+__all__ = ["CHANNEL", "FINISHED_STATES", "LocalBus", "ProgressBus", "RedisBus", "make_event"]
 
 
-def make_event(job_id: str, state: str, **fields: Any) -> Event:
-    return {"job_id": job_id, "state": state, "ts": time.time(), **fields}
+# TODO(merge): remove once commands/ publishes through engine.outcomes.finish_job / engine.events
+def make_event(job_id: str, state: str, **fields: Any) -> AnyJobEvent:
+    """The typed event of ``state`` (compatibility with the old dict-building helper)."""
+    import time
+
+    return parse_event({"job_id": job_id, "state": state, "ts": time.time(), **fields})
 
 
 class ProgressBus(Protocol):
-    async def publish(self, event: Event) -> None: ...
+    async def publish(self, event: JobEvent) -> None: ...
 
-    async def last(self, job_id: str) -> Event | None: ...
+    async def last(self, job_id: str) -> AnyJobEvent | None: ...
 
-    def subscribe(self) -> AsyncIterator[Event]: ...
+    def subscribe(self) -> AsyncIterator[AnyJobEvent]: ...
 
     async def close(self) -> None: ...
 
@@ -47,28 +55,25 @@ class LocalBus:
     """In-process fan-out: every subscriber gets every event, in order."""
 
     def __init__(self, keep_last: int = 10_000) -> None:
-        self._subscribers: set[asyncio.Queue[Event]] = set()
-        self._last: OrderedDict[str, Event] = OrderedDict()
-        self._keep_last = keep_last
+        self._subscribers: set[asyncio.Queue[Any]] = set()
+        #: last event per job, the least recently published forgotten first
+        self._last: LRUCache[str, Any] = LRUCache(maxsize=keep_last)
 
-    async def publish(self, event: Event) -> None:
-        self._last[event["job_id"]] = event
-        self._last.move_to_end(event["job_id"])
-        while len(self._last) > self._keep_last:
-            self._last.popitem(last=False)
+    async def publish(self, event: JobEvent) -> None:
+        self._last[event.job_id] = event
         for queue in list(self._subscribers):
             queue.put_nowait(event)
 
-    async def last(self, job_id: str) -> Event | None:
+    async def last(self, job_id: str) -> AnyJobEvent | None:
         return self._last.get(job_id)
 
-    def subscribe(self) -> AsyncIterator[Event]:
+    def subscribe(self) -> AsyncIterator[AnyJobEvent]:
         """Every event published from this call on (registered now, not at the first read)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
         self._subscribers.add(queue)
         return self._read(queue)
 
-    async def _read(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    async def _read(self, queue: asyncio.Queue[Any]) -> AsyncIterator[AnyJobEvent]:
         try:
             while True:
                 yield await queue.get()
@@ -82,31 +87,38 @@ class LocalBus:
 class RedisBus:
     """Redis pub/sub for live events and a last-state key per job for late readers."""
 
-    def __init__(self, redis: Any, *, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, redis: Any, *, worker: str | None = None) -> None:
         self.redis = redis  # redis.asyncio.Redis (arq's pool is one)
-        self.extra = dict(extra or {})  # added to every event published here (a worker names itself)
+        self.worker = worker  # names the publishing worker in every event published here
 
-    async def publish(self, event: Event) -> None:
-        payload = json.dumps({**self.extra, **event})
-        key = LAST_STATE_KEY.format(job_id=event["job_id"])
+    async def publish(self, event: JobEvent) -> None:
+        if self.worker is not None:
+            event = event.model_copy(update={"worker": self.worker})
+        payload = event.model_dump_json()
+        key = LAST_STATE_KEY.format(job_id=event.job_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(key, payload, ex=LAST_STATE_TTL_S)
             pipe.publish(CHANNEL, payload)
             await pipe.execute()
 
-    async def last(self, job_id: str) -> Event | None:
+    async def last(self, job_id: str) -> AnyJobEvent | None:
         raw = await self.redis.get(LAST_STATE_KEY.format(job_id=job_id))
-        return json.loads(raw) if raw else None
+        return parse_event(raw) if raw else None
 
-    async def subscribe(self) -> AsyncIterator[Event]:  # type: ignore[override]
-        """Events as they come; survives a redis restart by subscribing again."""
+    async def subscribe(self) -> AsyncIterator[AnyJobEvent]:  # type: ignore[override]
+        """Events as they come; survives a redis restart by subscribing again (with backoff)."""
+        failures = 0
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
+                failures = 0
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        yield json.loads(message["data"])
+                        try:
+                            yield parse_event(message["data"])
+                        except ValidationError as exc:
+                            log.warning("ignoring a malformed progress event: %s", exc)
             except (ConnectionError, OSError) as exc:
                 log.warning("progress subscription lost (%s); subscribing again", exc)
             except Exception as exc:
@@ -117,7 +129,8 @@ class RedisBus:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            await asyncio.sleep(0.5)  # back off before reconnecting to a restarting redis
+            failures += 1
+            await asyncio.sleep(RESUBSCRIBE_BACKOFF.compute(failures))
 
     async def close(self) -> None:
         return None

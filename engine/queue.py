@@ -21,18 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.progress import LocalBus, ProgressBus, RedisBus, make_event
+from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix, job_key_prefix
+
+from engine.events import Queued
+from engine.outcomes import finish_job
+from engine.progress import LocalBus, ProgressBus, RedisBus
 from engine.specs import JobSpec
 from storage.models import JobStatus
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
-ARQ_QUEUE_NAME = "arq:queue"
+ARQ_QUEUE_NAME = default_queue_name
 ARQ_FUNCTION = "run_job"
-ARQ_ABORT_KEY = "arq:abort"  # arq's abort set (job id -> time of the request, ms)
-ARQ_JOB_PREFIX = "arq:job:"
-IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request, ms)
+ARQ_JOB_PREFIX = job_key_prefix
+IN_PROGRESS_PREFIX = in_progress_key_prefix
 #: published on enqueue and cancel; idle workers wait on it (engine/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
@@ -70,41 +74,45 @@ class EmbeddedQueue:
         self._waiting: list[dict[str, Any]] = []
         self._running: dict[str, _Running] = {}
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        #: runs the workers' task group; cancelling it stops every worker
+        self._workers: asyncio.Task[None] | None = None
         self._concurrency = concurrency
 
     async def start(self) -> None:
         """Start the workers, re-queueing jobs a previous run left unfinished."""
-        if self._tasks:
+        if self._workers is not None:
             return
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
             self._waiting.append(job.spec)
-        self._tasks = [asyncio.create_task(self._work(), name=f"embedded-worker-{i}") for i in range(self._concurrency)]
+        self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
         self._wake.set()
+
+    async def _run_workers(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for i in range(self._concurrency):
+                group.create_task(self._work(), name=f"embedded-worker-{i}")
 
     async def close(self) -> None:
         for running in self._running.values():
             running.cancel.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._workers is not None:
+            self._workers.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+                await self._workers
+            self._workers = None
 
     async def enqueue(self, spec: JobSpec) -> None:
         self._waiting.append(spec.model_dump(mode="json"))
-        await self.bus.publish(make_event(spec.job_id, "queued", position=len(self._waiting) - 1 + len(self._running)))
+        await self.bus.publish(Queued.build(spec.job_id, position=len(self._waiting) - 1 + len(self._running)))
         self._wake.set()
 
     async def cancel(self, job_id: str) -> bool:
         for index, spec in enumerate(self._waiting):
             if spec["job_id"] == job_id:
                 del self._waiting[index]
-                if await self.store.finish_job(job_id, JobStatus.CANCELLED, error="cancelled"):
-                    await self.bus.publish(make_event(job_id, "cancelled", error="cancelled"))
+                await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
                 return True
         running = self._running.get(job_id)
         if running is not None:
@@ -185,7 +193,7 @@ class ArqQueue:
         if self.wake_workers:
             await self.pool.publish(WAKE_CHANNEL, spec.job_id)
         position = await self.position(spec.job_id)
-        await self.bus.publish(make_event(spec.job_id, "queued", position=position))
+        await self.bus.publish(Queued.build(spec.job_id, position=position))
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (removed from the queue: it never runs) or a running one.
@@ -204,8 +212,7 @@ class ArqQueue:
             await self.pool.publish(WAKE_CHANNEL, job_id)
         if not running and await self.pool.zrem(ARQ_QUEUE_NAME, job_id):
             await self.pool.delete(ARQ_JOB_PREFIX + job_id)
-            if await self.store.finish_job(job_id, JobStatus.CANCELLED, error="cancelled"):
-                await self.bus.publish(make_event(job_id, "cancelled", error="cancelled"))
+            await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
         return True
 
     async def position(self, job_id: str) -> int | None:
@@ -221,12 +228,17 @@ class ArqQueue:
 
 
 def redis_settings(url: str) -> Any:
+    """arq's settings for ``url``: connecting retries for 30 s, and a command that meets a dropped
+    connection is tried again on a new one (redis-py's Retry with exponential backoff)."""
     from arq.connections import RedisSettings
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
 
     settings = RedisSettings.from_dsn(url)
     settings.conn_retries = 30
     settings.conn_retry_delay = 1
     settings.retry_on_timeout = True
+    settings.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
     return settings
 
 

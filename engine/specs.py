@@ -7,10 +7,14 @@ and the worker rebuilds it with ``JobSpec.model_validate``. Nothing pickled ever
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
+
+T = TypeVar("T")
 
 
 class JobKind(StrEnum):
@@ -83,17 +87,26 @@ TOY_TRANSFORMER_WIDTH = 512
 TINY_ARCHETYPES = ("sweet", "elegant", "boss", "puppy")
 
 
-def is_toy_model(model: str) -> bool:
-    """The tiny model, or a local pipeline folder whose transformer is test-sized (read from its
-    config.json, without loading anything): such models get small, fast defaults."""
-    if model == "tiny":
+def is_toy_model(model: str | Mapping[str, Any]) -> bool:
+    """The one "test-sized model" rule: a transformer narrower than :data:`TOY_TRANSFORMER_WIDTH`.
+
+    ``model`` is a transformer config (a loaded pipeline's ``transformer.config``) or a model
+    name: ``tiny``, or a local pipeline folder whose ``transformer/config.json`` is read without
+    loading anything. Such models get small, fast defaults; hub ids and unreadable folders do not.
+    """
+    if isinstance(model, Mapping):
+        config: Any = model
+    elif model == "tiny":
         return True
-    config = Path(model).expanduser() / "transformer" / "config.json"
+    else:
+        try:
+            config = json.loads((Path(model).expanduser() / "transformer" / "config.json").read_text())
+        except (OSError, ValueError):
+            return False  # a hub id, or a folder this process cannot read: production defaults
     try:
-        data = json.loads(config.read_text())
-        width = int(data["num_attention_heads"]) * int(data["attention_head_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # a hub id, or a folder this process cannot read: production defaults
+        width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    except (KeyError, TypeError, ValueError):
+        return False
     return width < TOY_TRANSFORMER_WIDTH
 
 
@@ -107,3 +120,17 @@ def default_params(model: str) -> RenderParams:
 def size_limits(model: str) -> tuple[int, int]:
     """Smallest and largest side (pixels) a user may ask for; sides are multiples of 16."""
     return (32, 256) if is_toy_model(model) else (256, 2048)
+
+
+def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequence[T], size: int, fill: T) -> list[T]:
+    """Per-image values of a job spread over a post's ``size`` images.
+
+    ``values`` follow ``targets`` order (an edit renders only its targets); every other image
+    keeps its value from ``base`` (the parent turn's list), padded with ``fill``. Targets out of
+    range are ignored.
+    """
+    spread = (list(base) + [fill] * size)[:size]
+    for target, value in zip(targets, values, strict=False):
+        if 0 <= target < size:
+            spread[target] = value
+    return spread

@@ -36,7 +36,11 @@ import threading
 import time
 from typing import Any
 
-from engine.jobs import JobRunner
+from arq.constants import health_check_key_suffix
+from redis.backoff import ExponentialBackoff
+
+from engine.job_runner import JobRunner
+from engine.outcomes import finish_job
 from engine.progress import RedisBus
 from engine.queue import (
     ARQ_ABORT_KEY,
@@ -47,7 +51,6 @@ from engine.queue import (
     now_ms,
     redis_settings,
 )
-from engine.specs import JobSpec
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.models import JobStatus
@@ -65,7 +68,9 @@ IDLE_POLL_S = 0.5  # poll at least this often without a wake message (deferred r
 OUTAGE_RETRY_S = 1.0  # wait between polls while redis is unreachable
 RETRY_BACKOFF_S = (2.0, 10.0, 30.0)
 HEALTH_CHECK_INTERVAL_S = 10
-HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + ":health-check"  # arq's default for our queue
+HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our queue
+#: waits between attempts to subscribe to WAKE_CHANNEL again (0.05 s doubling up to OUTAGE_RETRY_S)
+WAKE_BACKOFF = ExponentialBackoff(cap=OUTAGE_RETRY_S, base=0.05)
 ABORT_MAX_AGE_MS = 3600_000  # abort requests for jobs no worker runs are dropped after this
 #: names this worker in its progress events ("running" tells which worker has the job)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -86,7 +91,7 @@ class WorkerState:
     async def prepare(self) -> None:
         await self.db.upgrade()
         if self._engine is None:
-            from engine.runner import Engine
+            from engine.render_engine import Engine
 
             self._engine = Engine.from_settings(self.settings, self.blobs)
             log.info("loading the pipeline (%s)", self.settings.engine_model)
@@ -105,7 +110,8 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     state: WorkerState = ctx["state"]
     redis = ctx["redis"]
     job_id = ctx["job_id"]
-    runner = JobRunner(state.engine, state.store, RedisBus(redis, extra={"worker": WORKER_ID}))
+    bus = RedisBus(redis, worker=WORKER_ID)
+    runner = JobRunner(state.engine, state.store, bus)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
@@ -121,9 +127,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         if deadline is None or not deadline.expired():
             raise Retry(defer=_backoff(ctx["job_try"])) from None
         log.error("job %s ran longer than %d s; giving up", job_id, JOB_TIMEOUT_S)
-        await runner.record_outcome(
-            JobSpec.model_validate(spec_json), JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s"
-        )
+        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s")
         return None
     except asyncio.CancelledError:
         raise  # worker shutting down: arq runs the job again
@@ -205,10 +209,12 @@ def _worker_class() -> type:
             await self.pool.zremrangebyscore(ARQ_ABORT_KEY, "-inf", now_ms() - ABORT_MAX_AGE_MS)
 
         async def _listen_wake(self) -> None:
+            failures = 0
             while True:
                 pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
                 try:
                     await pubsub.subscribe(WAKE_CHANNEL)
+                    failures = 0
                     self.wake.set()  # a wake may have been missed while we were not subscribed
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -220,7 +226,8 @@ def _worker_class() -> type:
                 finally:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
-                await asyncio.sleep(OUTAGE_RETRY_S)
+                failures += 1
+                await asyncio.sleep(WAKE_BACKOFF.compute(failures))
 
         async def close(self) -> None:
             if self._wake_task is not None:

@@ -8,7 +8,6 @@ asyncpg with the same code.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -55,19 +55,21 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+def _is_locked(exc: BaseException) -> bool:
+    """The driver's OperationalError (sqlite3's, adapted by aiosqlite) for a locked database."""
+    return "locked" in str(exc)
+
+
+@retry(
+    retry=retry_if_exception(_is_locked),
+    wait=wait_exponential(multiplier=0.01, max=0.5),  # in the connection's own thread, while opening it
+    stop=stop_after_delay(SQLITE_BUSY_TIMEOUT_S),
+    reraise=True,
+)
 def _retry_locked(cursor: Any, sql: str) -> Any:
     """Run a PRAGMA, waiting out SQLITE_BUSY that bypasses the busy handler (bounded)."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    delay = 0.01
-    while True:
-        try:
-            cursor.execute(sql)
-            return cursor.fetchone()
-        except Exception as exc:  # the driver's OperationalError (sqlite3's, adapted by aiosqlite)
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)  # in the connection's own thread, while opening it
-            delay = min(delay * 2, 0.5)
+    cursor.execute(sql)
+    return cursor.fetchone()
 
 
 class Database:

@@ -1,46 +1,29 @@
 """The repository: every read and write the app does, each in one short transaction.
 
 Objects returned are detached snapshots (``expire_on_commit=False``); change state through the
-methods here, never by mutating a returned object.
+methods here, never by mutating a returned object. Users, personas, threads and turns are here;
+jobs are in storage.job_records (the Store includes them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
-from storage.models import (
-    Job,
-    JobStatus,
-    Persona,
-    Thread,
-    ThreadStatus,
-    Turn,
-    TurnStatus,
-    User,
-    utcnow,
-)
+from storage.job_records import UNFINISHED, JobRecords
+from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
+from storage.rows import DuplicateName, NotFound, found, new_turn
 
-T = TypeVar("T")
-
-#: statuses of jobs that still count against their user's limit
-UNFINISHED = (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING)
+__all__ = ["UNFINISHED", "DuplicateName", "NotFound", "Store"]
 
 
-class DuplicateName(ValueError):
-    pass
+class Store(JobRecords):
+    """The app's storage: users, personas, threads, turns and (from JobRecords) jobs."""
 
-
-class NotFound(LookupError):
-    pass
-
-
-class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -67,15 +50,15 @@ class Store:
                 found = await s.scalar(
                     select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
                 )
-                return _found(found, "user", platform_user_id)
+                return found(found, "user", platform_user_id)
 
     async def get_user(self, user_id: int) -> User:
         async with self.db.session() as s:
-            return _found(await s.get(User, user_id), "user", user_id)
+            return found(await s.get(User, user_id), "user", user_id)
 
     async def update_user_settings(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         async with self.db.session() as s:
-            user = _found(await s.get(User, user_id), "user", user_id)
+            user = found(await s.get(User, user_id), "user", user_id)
             user.settings = {**(user.settings or {}), **changes}
             return user.settings
 
@@ -122,7 +105,7 @@ class Store:
 
     async def get_persona(self, persona_id: int) -> Persona:
         async with self.db.session() as s:
-            return _found(await s.get(Persona, persona_id), "persona", persona_id)
+            return found(await s.get(Persona, persona_id), "persona", persona_id)
 
     async def find_persona(self, owner_id: int, name: str) -> Persona | None:
         async with self.db.session() as s:
@@ -187,7 +170,7 @@ class Store:
 
     async def get_thread(self, thread_db_id: int) -> Thread:
         async with self.db.session() as s:
-            return _found(await s.get(Thread, thread_db_id), "thread", thread_db_id)
+            return found(await s.get(Thread, thread_db_id), "thread", thread_db_id)
 
     async def find_thread(self, platform: str, thread_id: int) -> Thread | None:
         async with self.db.session() as s:
@@ -211,7 +194,7 @@ class Store:
 
     async def update_thread_settings(self, thread_db_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         async with self.db.session() as s:
-            thread = _found(await s.get(Thread, thread_db_id), "thread", thread_db_id)
+            thread = found(await s.get(Thread, thread_db_id), "thread", thread_db_id)
             thread.settings = {**(thread.settings or {}), **changes}
             return thread.settings
 
@@ -222,7 +205,7 @@ class Store:
     # -- turns -------------------------------------------------------------------------------
     async def add_turn(self, **fields: Any) -> Turn:
         """Store a turn; the fields are those of :func:`_new_turn`."""
-        turn = _new_turn(**fields)
+        turn = new_turn(**fields)
         async with self.db.session() as s:
             s.add(turn)
             await s.flush()
@@ -230,7 +213,7 @@ class Store:
 
     async def get_turn(self, turn_id: int) -> Turn:
         async with self.db.session() as s:
-            return _found(await s.get(Turn, turn_id), "turn", turn_id)
+            return found(await s.get(Turn, turn_id), "turn", turn_id)
 
     async def turns(self, thread_db_id: int) -> list[Turn]:
         """All turns of a thread in creation order (parents before children)."""
@@ -244,14 +227,10 @@ class Store:
         async with self.db.session() as s:
             current: int | None = turn_id
             while current is not None:
-                turn = _found(await s.get(Turn, current), "turn", current)
+                turn = found(await s.get(Turn, current), "turn", current)
                 path.append(turn)
                 current = turn.parent_id
         return path[::-1]
-
-    async def finish_turn(self, turn_id: int, status: TurnStatus) -> None:
-        async with self.db.session() as s:
-            await s.execute(update(Turn).where(Turn.id == turn_id).values(status=status))
 
     async def set_approved(self, turn_id: int, approved: bool = True) -> None:
         async with self.db.session() as s:
@@ -263,232 +242,3 @@ class Store:
                 select(Turn).where(Turn.thread_id == thread_db_id, Turn.approved.is_(True)).order_by(Turn.id)
             )
             return list(rows)
-
-    # -- jobs --------------------------------------------------------------------------------
-    async def create_job(
-        self,
-        job_id: str,
-        kind: str,
-        spec: dict[str, Any],
-        *,
-        user_id: int | None,
-        thread_id: int | None,
-        platform: str,
-        channel_id: int | None = None,
-        status: JobStatus = JobStatus.QUEUED,
-        turn: dict[str, Any] | None = None,
-    ) -> Job:
-        """Store a job, and the turn that will receive its result, in one transaction."""
-        job = Job(
-            id=job_id,
-            kind=kind,
-            spec=spec,
-            user_id=user_id,
-            thread_id=thread_id,
-            platform=platform,
-            channel_id=channel_id,
-            status=status,
-            progress=0.0,
-            attempts=0,
-            delivered=False,
-            delivery_attempts=0,
-        )
-        async with self.db.session() as s:
-            s.add(job)
-            await s.flush()
-            if turn is not None:
-                s.add(_new_turn(job_id=job_id, **turn))
-        return job
-
-    async def get_job(self, job_id: str) -> Job | None:
-        async with self.db.session() as s:
-            return await s.get(Job, job_id)
-
-    async def start_job(self, job_id: str) -> Job | None:
-        """Mark a job running (one more attempt). ``None`` if it is finished or unknown."""
-        async with self.db.session() as s:
-            job = await s.get(Job, job_id)
-            if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
-                return None  # finished, or held until its thread exists
-            job.status = JobStatus.RUNNING
-            job.attempts += 1
-            job.started_at = utcnow()
-            return job
-
-    async def set_progress(self, job_id: str, progress: float) -> None:
-        async with self.db.session() as s:
-            await s.execute(update(Job).where(Job.id == job_id).values(progress=progress))
-
-    async def finish_job(
-        self,
-        job_id: str,
-        status: JobStatus,
-        *,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-        turn_update: dict[str, Any] | None = None,
-        make_current: bool = False,
-        persona_update: tuple[int, dict[str, Any]] | None = None,
-    ) -> bool:
-        """Record a job's outcome, and its turn's images, in one transaction.
-
-        Only the first outcome counts: returns False (and changes nothing) when the job had
-        already finished, e.g. cancelled while its last step ran or completed by a retry.
-        """
-        async with self.db.session() as s:
-            job = await s.get(Job, job_id, with_for_update=True)
-            if job is None or JobStatus(job.status).finished:
-                return False
-            job.status = status
-            job.result = result
-            job.error = error
-            job.finished_at = utcnow()
-            if status == JobStatus.DONE:
-                job.progress = 1.0
-            if persona_update is not None:
-                persona_id, values = persona_update
-                await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
-            turn = await s.scalar(select(Turn).where(Turn.job_id == job_id))
-            if turn is not None:
-                turn.status = {
-                    JobStatus.DONE: TurnStatus.DONE,
-                    JobStatus.FAILED: TurnStatus.FAILED,
-                    JobStatus.CANCELLED: TurnStatus.CANCELLED,
-                }.get(status, TurnStatus.PENDING)
-                for key, value in (turn_update or {}).items():
-                    setattr(turn, key, value)
-                if make_current and status == JobStatus.DONE:
-                    await s.execute(update(Thread).where(Thread.id == turn.thread_id).values(current_turn_id=turn.id))
-            return True
-
-    async def claim_delivery(self, job_id: str, *, reclaim_before: datetime | None = None) -> bool:
-        """Atomically claim a finished job's delivery; True for exactly one caller.
-
-        A claim older than ``reclaim_before`` (left by a front end that died mid-delivery) may be
-        taken over. Call :meth:`confirm_delivery` once the result is out, or
-        :meth:`release_delivery` when sending failed.
-        """
-        now = utcnow()
-        unclaimed = Job.delivery_started_at.is_(None)
-        if reclaim_before is not None:
-            unclaimed = or_(unclaimed, Job.delivery_started_at < reclaim_before)
-        due = or_(Job.delivery_retry_at.is_(None), Job.delivery_retry_at <= now)
-        async with self.db.session() as s:
-            result = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.delivered.is_(False), unclaimed, due)
-                .values(delivery_started_at=now)
-            )
-            return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
-
-    async def confirm_delivery(self, job_id: str) -> None:
-        async with self.db.session() as s:
-            await s.execute(update(Job).where(Job.id == job_id).values(delivered=True))
-
-    async def release_delivery(self, job_id: str, *, retry_after_s: float = 0.0, give_up: bool = False) -> int:
-        """Give a claim back after a failed send: tried again after ``retry_after_s``, or never
-        again with ``give_up`` (marked delivered). Returns the failed attempts so far."""
-        async with self.db.session() as s:
-            job = _found(await s.get(Job, job_id), "job", job_id)
-            job.delivery_attempts = (job.delivery_attempts or 0) + 1
-            job.delivery_started_at = None
-            job.delivery_retry_at = utcnow() + timedelta(seconds=retry_after_s)
-            job.delivered = give_up
-            return job.delivery_attempts
-
-    async def undelivered_jobs(self, platform: str) -> list[Job]:
-        async with self.db.session() as s:
-            rows = await s.scalars(
-                select(Job)
-                .where(
-                    Job.platform == platform,
-                    Job.delivered.is_(False),
-                    Job.status.in_([JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED]),
-                )
-                .order_by(Job.finished_at, Job.created_at)
-            )
-            return list(rows)
-
-    async def unfinished_jobs(self) -> list[Job]:
-        async with self.db.session() as s:
-            rows = await s.scalars(
-                select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).order_by(Job.created_at)
-            )
-            return list(rows)
-
-    async def thread_jobs(self, thread_db_id: int, *, unfinished_only: bool = True) -> list[Job]:
-        async with self.db.session() as s:
-            query = select(Job).where(Job.thread_id == thread_db_id)
-            if unfinished_only:
-                query = query.where(Job.status.in_(UNFINISHED))
-            return list(await s.scalars(query.order_by(Job.created_at)))
-
-    async def held_threads(self, created_before: datetime) -> list[int]:
-        """Posts whose jobs still wait for a platform thread that was never opened."""
-        async with self.db.session() as s:
-            rows = await s.scalars(
-                select(Job.thread_id)
-                .where(Job.status == JobStatus.HELD, Job.created_at < created_before, Job.thread_id.is_not(None))
-                .distinct()
-            )
-            return [int(r) for r in rows]
-
-    async def release_held(self, thread_db_id: int) -> list[Job]:
-        """The post's platform thread exists now: its held jobs become queued."""
-        async with self.db.session() as s:
-            held = list(await s.scalars(select(Job).where(Job.thread_id == thread_db_id, Job.status == JobStatus.HELD)))
-            for job in held:
-                job.status = JobStatus.QUEUED
-            return held
-
-    async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
-        async with self.db.session() as s:
-            query = select(Job).where(Job.user_id == user_id)
-            if unfinished_only:
-                query = query.where(Job.status.in_(UNFINISHED))
-            rows = await s.scalars(query.order_by(Job.created_at))
-            return list(rows)
-
-    async def job_for_turn(self, turn_id: int) -> Job | None:
-        async with self.db.session() as s:
-            turn = await s.get(Turn, turn_id)
-            if turn is None or turn.job_id is None:
-                return None
-            return await s.get(Job, turn.job_id)
-
-    async def turn_for_job(self, job_id: str) -> Turn | None:
-        async with self.db.session() as s:
-            return await s.scalar(select(Turn).where(Turn.job_id == job_id))
-
-
-def _found(obj: T | None, what: str, ident: object) -> T:
-    if obj is None:
-        raise NotFound(f"no {what} {ident}")
-    return obj
-
-
-def _new_turn(
-    *,
-    thread_id: int,
-    parent_id: int | None,
-    kind: str,
-    instruction: str = "",
-    seed: int = 0,
-    params: dict[str, Any] | None = None,
-    job_id: str | None = None,
-    image_keys: Sequence[str] = (),
-    status: TurnStatus = TurnStatus.PENDING,
-) -> Turn:
-    return Turn(
-        thread_id=thread_id,
-        parent_id=parent_id,
-        kind=kind,
-        instruction=instruction,
-        seed=seed,
-        params=params or {},
-        job_id=job_id,
-        image_keys=list(image_keys),
-        identity_scores=[],
-        status=status,
-        approved=False,
-    )

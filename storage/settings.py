@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-DEFAULT_PRODUCTION_MODEL = "black-forest-labs/FLUX.1-Kontext-dev"
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 #: Default identity threshold per face backend, on the 0-1 similarity scale of engine.identity.
 DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
@@ -172,12 +172,10 @@ _SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY"
 
 def hide_password(url: str) -> str:
     """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (other URLs unchanged)."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL at all: nothing to hide in it
         return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 @lru_cache(maxsize=1)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from bot.console import ConsoleFrontEnd
 from commands.events import Action, Progress, Reply
+from storage.models import Turn
+from storage.repository import Store
+
+
+async def job_spec(store: Store, turn: Turn) -> dict[str, Any]:
+    """The JSON spec of the job that rendered ``turn`` (context and targets live there)."""
+    job = await store.job_for_turn(turn.id)
+    assert job is not None
+    return job.spec
 
 
 def queued(actions: Sequence[Action]) -> list[str]:

@@ -11,7 +11,7 @@ from bot.app import App
 from bot.console import ConsoleFrontEnd
 from commands.events import FileOut, Images, OpenThread
 from storage.models import JobStatus, TurnStatus
-from tests.conversation.helpers import errors, queued, run, texts
+from tests.conversation.helpers import errors, job_spec, queued, run, texts
 
 
 async def _post(app: App, console: ConsoleFrontEnd, count: int = 2) -> int:
@@ -54,13 +54,13 @@ async def test_post_edit_undo_regen_approve_export(app: App, console: ConsoleFro
     await run(console, "hold the cup higher")
     edit1 = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
     assert (edit1.kind, edit1.parent_id, edit1.instruction) == ("edit", first.id, "hold the cup higher")
-    assert edit1.params["context_keys"] == first.image_keys
+    assert (await job_spec(app.store, edit1))["context_keys"] == first.image_keys
     assert edit1.image_keys[1] == first.image_keys[1]  # only image 1 was edited
     assert edit1.image_keys[0] != first.image_keys[0]
 
     await run(console, "now on the terrace")
     edit2 = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
-    assert edit2.parent_id == edit1.id and edit2.params["context_keys"] == edit1.image_keys
+    assert edit2.parent_id == edit1.id and (await job_spec(app.store, edit2))["context_keys"] == edit1.image_keys
 
     # undo goes back to the parent; the next edit branches from there
     undo = await console.send("/undo")
@@ -68,7 +68,7 @@ async def test_post_edit_undo_regen_approve_export(app: App, console: ConsoleFro
     assert isinstance(undo[0], Images) and undo[0].turn_id == edit1.id
     await run(console, "all: make it golden hour")
     branch = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
-    assert branch.parent_id == edit1.id and branch.params["targets"] == [0, 1]
+    assert branch.parent_id == edit1.id and (await job_spec(app.store, branch))["targets"] == [0, 1]
     assert all(new != old for new, old in zip(branch.image_keys, edit1.image_keys, strict=True))
     siblings = [t.id for t in await app.store.turns(thread_id) if t.parent_id == edit1.id]
     assert siblings == [edit2.id, branch.id]  # nothing overwritten
@@ -114,7 +114,7 @@ async def test_edit_one_image_by_number_and_settings(app: App, console: ConsoleF
     assert "steps=3" in reply[0].text and "size=48x32" in reply[0].text
     await run(console, "#2 add sunglasses")
     turn = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
-    assert turn.params["targets"] == [1] and turn.params["steps"] == 3
+    assert (await job_spec(app.store, turn))["targets"] == [1] and turn.params["steps"] == 3
     first = await app.store.get_turn(turn.parent_id)
     assert turn.image_keys[0] == first.image_keys[0] and turn.image_keys[1] != first.image_keys[1]
     edited = app.blobs.info(turn.image_keys[1])

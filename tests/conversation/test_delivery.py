@@ -94,7 +94,7 @@ async def test_a_send_that_keeps_failing_is_given_up_after_a_few_tries(
         job_id = queued(await app.conversation.handle(_create("ann", "Mia")))[0]
         async with asyncio.timeout(60):  # finished while no console front end listens
             async for event in events:
-                if event["job_id"] == job_id and event["state"] == "done":
+                if event.job_id == job_id and event.state == "done":
                     break
         await events.aclose()
         sends: list[int] = []

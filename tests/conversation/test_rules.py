@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,11 +14,11 @@ from PIL import Image
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from commands.events import Attachment, Event, EventKind
-from engine.specs import JobResult, JobSpec
+from commands.events import Attachment, Event, EventKind, Images, OpenThread, Reply
 from storage.models import JobStatus
 from tests.conversation.conftest import app_settings, png_bytes
-from tests.conversation.helpers import errors, queued, run
+from tests.conversation.helpers import errors, job_spec, queued, run
+from tests.fakes.engine import FakeEngine
 
 
 def _event(user: str, kind: EventKind, **fields: Any) -> Event:
@@ -85,30 +84,9 @@ async def test_strangers_change_nothing_and_admins_may(
         await app.close()
 
 
-class HeldEngine:
-    """Wraps the real engine; every run waits until the test releases it (a busy GPU)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def run(
-        self, spec: JobSpec, on_progress: Callable[[int, int], None] | None = None, cancel: Any = None
-    ) -> JobResult:
-        while not self.release.wait(0.05):
-            if cancel is not None and cancel.is_set():
-                from engine.jobs import JobCancelled
-
-                raise JobCancelled(spec.job_id)
-        return self.inner.run(spec, on_progress=on_progress, cancel=cancel)
-
-
 @pytest.fixture
 async def held_app(tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any) -> AsyncIterator[tuple[App, Any]]:
-    engine = HeldEngine(tiny_engine)
+    engine = FakeEngine(tiny_engine, gated=True)  # every run waits for engine.release (a busy GPU)
     settings = app_settings(tmp_path, shared_dirs, max_running_jobs=1, max_waiting_jobs=2)
     app = await build_app(settings, engine=engine)
     yield app, engine
@@ -240,4 +218,55 @@ async def test_a_scene_image_sent_alone_is_used_by_the_next_post(app: App, conso
     thread = await app.store.get_thread((await app.store.user("console", "ann")).current_thread_id)
     assert thread.scene_key is not None and app.blobs.get(thread.scene_key) == scene
     first = await app.store.get_turn(thread.current_turn_id)
-    assert first.params["context_keys"] == [thread.scene_key]
+    assert (await job_spec(app.store, first))["context_keys"] == [thread.scene_key]
+    assert "context_keys" not in first.params and "targets" not in first.params
+
+
+async def test_a_post_sent_while_its_persona_is_created_waits_for_it(held_app: tuple[App, Any], tmp_path: Path) -> None:
+    """`/persona create` then `/post` at once: no retry needed, the post starts once the portrait exists."""
+    app, engine = held_app
+    ann = ConsoleFrontEnd(app.conversation, tmp_path / "ann", user="ann", stream=io.StringIO(), live=False)
+    created = await ann.send("/persona create sweet Mia")
+    posted = await ann.send("/post Mia count=1 iced latte in a sunny café")
+    assert not errors(posted)
+    opened = [a for a in posted if isinstance(a, OpenThread)]
+    assert opened and "still being created" in opened[0].text
+    (post_job,) = queued(posted)
+    job = await app.store.get_job(post_job)
+    assert job is not None and job.status == JobStatus.HELD  # not started while the persona is pending
+    assert await app.conversation.queue.position(post_job) is None
+
+    engine.release.set()
+    for job_id in [*queued(created), post_job]:
+        await ann.wait_job(job_id, limit_s=120)
+    job = await app.store.get_job(post_job)
+    persona = await app.store.find_persona((await app.store.user("console", "ann")).id, "Mia")
+    assert job is not None and job.status == JobStatus.DONE
+    # the job ran with the persona as it became: its portrait and mix, not the empty pending one
+    assert job.spec["persona"]["reference_key"] == persona.reference_key is not None
+    assert [list(pair) for pair in job.spec["persona"]["lora_mix"]] == [list(pair) for pair in persona.lora_mix]
+    thread = await app.store.get_thread(job.thread_id)
+    turn = await app.store.get_turn(thread.current_turn_id)
+    assert len(turn.image_keys) == 1
+    results = [a for a in ann.actions if isinstance(a, Images) and a.job_id == post_job]
+    assert len(results) == 1 and results[0].images
+
+
+async def test_a_post_waiting_for_a_persona_that_failed_is_told_so(held_app: tuple[App, Any], tmp_path: Path) -> None:
+    app, engine = held_app
+    ann = ConsoleFrontEnd(app.conversation, tmp_path / "ann", user="ann", stream=io.StringIO(), live=False)
+    created = await ann.send("/persona create sweet Mia")
+    posted = await ann.send("/post Mia count=1 on the beach")
+    (post_job,) = queued(posted)
+    (persona_job,) = queued(created)
+    assert await app.conversation.queue.cancel(persona_job)  # the persona never gets made
+    engine.release.set()
+    await ann.wait_job(persona_job, limit_s=60)
+    await ann.wait_job(post_job, limit_s=60)
+    job = await app.store.get_job(post_job)
+    assert job is not None and job.status == JobStatus.FAILED and "could not be created" in (job.error or "")
+    assert "could not be created" in "\n".join(a.text for a in ann.actions if isinstance(a, Reply))
+    persona = await app.store.find_persona((await app.store.user("console", "ann")).id, "Mia")
+    assert persona is not None and persona.status == "failed"  # a later /post says so instead of waiting
+    refused = errors(await ann.send("/post Mia count=1 again"))
+    assert refused and "could not be created" in refused[0]

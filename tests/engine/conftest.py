@@ -16,9 +16,9 @@ INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").origin).parent
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.runner.Engine
+def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render_engine.Engine
     """The session's tiny engine, loaded; its LoRA library is written on first load."""
-    from engine.runner import Engine
+    from engine.render_engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("engine")

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from engine.identity import (
-    DEFAULT_THRESHOLDS,
     NOTE_BELOW,
     NOTE_NO_FACE,
     NOTE_NO_REFERENCE,
@@ -23,7 +22,7 @@ from engine.identity import (
 from storage.settings import DEFAULT_IDENTITY_THRESHOLDS
 from tests.engine.conftest import INSIGHTFACE_IMAGES
 
-THRESHOLD = DEFAULT_THRESHOLDS["dlib"]
+THRESHOLD = DEFAULT_IDENTITY_THRESHOLDS["dlib"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,11 @@ def _around(photo: Image.Image, face: Face) -> Image.Image:
     return photo.crop((max(0, left - w), max(0, top - h), right + w, bottom + h))
 
 
-def test_thresholds_agree_with_the_settings_defaults() -> None:
-    assert DEFAULT_THRESHOLDS == DEFAULT_IDENTITY_THRESHOLDS
+def test_one_threshold_table_for_the_engine_and_the_settings() -> None:
+    import engine.identity
+
+    assert not hasattr(engine.identity, "DEFAULT_THRESHOLDS")  # no second copy
+    assert DEFAULT_IDENTITY_THRESHOLDS == {"dlib": 0.55, "insightface": 0.35}
 
 
 def test_dlib_finds_the_six_people_of_the_group_photo(group_faces) -> None:

@@ -86,12 +86,6 @@ def test_progress_is_reported_after_every_step(lp) -> None:
     assert seen == [(i, 5) for i in range(1, 6)]
 
 
-def test_preview_is_a_small_image_per_step(lp) -> None:
-    previews: list[tuple[int, tuple[int, int]]] = []
-    _render(lp, steps=2, width=96, height=64, on_preview=lambda i, im: previews.append((i, im.size)))
-    assert previews == [(1, (6, 4)), (2, (6, 4))]
-
-
 def test_cancel_stops_within_one_step(lp) -> None:
     steps_run: list[int] = []
     cancelled = False

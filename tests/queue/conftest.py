@@ -22,7 +22,8 @@ import pytest
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from engine.progress import Event, ProgressBus, make_event
+from engine.events import AnyJobEvent, Running
+from engine.progress import ProgressBus
 from storage.settings import Settings
 from tests.conversation.conftest import app_settings, shared_dirs, tiny_engine
 
@@ -34,7 +35,7 @@ class Recorder:
     """Every event a bus delivers, from the moment of subscription; wait for one that matches."""
 
     bus: ProgressBus
-    events: list[Event] = field(default_factory=list)
+    events: list[AnyJobEvent] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _task: asyncio.Task[None] | None = None
 
@@ -43,9 +44,9 @@ class Recorder:
         self._task = asyncio.create_task(self._run())
         probe = f"probe-{uuid.uuid4().hex}"
         for _ in range(200):
-            await self.bus.publish(make_event(probe, "probe"))
+            await self.bus.publish(Running.build(probe))  # a job no front end knows
             with contextlib.suppress(TimeoutError):
-                await self.wait_for(lambda e: e["job_id"] == probe, limit_s=0.1)
+                await self.wait_for(lambda e: e.job_id == probe, limit_s=0.1)
                 return self
         raise TimeoutError("the bus subscription never became live")
 
@@ -55,11 +56,11 @@ class Recorder:
                 self.events.append(event)
                 self._changed.notify_all()
 
-    def of(self, job_id: str) -> list[Event]:
-        return [e for e in self.events if e["job_id"] == job_id]
+    def of(self, job_id: str) -> list[AnyJobEvent]:
+        return [e for e in self.events if e.job_id == job_id]
 
-    async def wait_for(self, match: Callable[[Event], bool], limit_s: float = 60.0) -> Event:
-        async def find() -> Event:
+    async def wait_for(self, match: Callable[[AnyJobEvent], bool], limit_s: float = 60.0) -> AnyJobEvent:
+        async def find() -> AnyJobEvent:
             async with self._changed:
                 while True:
                     for event in self.events:

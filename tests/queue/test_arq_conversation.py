@@ -36,11 +36,11 @@ async def test_conversation_over_arq(arq_app: App, tmp_path: Path, redis_url: st
 
         # progress went worker -> redis pub/sub -> front end: queued, running steps, done
         job_id = queued(created)[0]
-        states = [e["state"] for e in recorder.of(job_id)]
+        states = [e.state for e in recorder.of(job_id)]
         assert states[0] == "queued" and states[-1] == "done", states
-        steps = [e for e in recorder.of(job_id) if e["state"] == "running" and e.get("step")]
+        steps = [e for e in recorder.of(job_id) if e.state == "running" and e.step]
         assert steps and steps[-1]["step"] == steps[-1]["total"]
-        assert all(e.get("worker") == WORKER_ID for e in recorder.of(job_id) if e["state"] == "running")
+        assert all(e.worker == WORKER_ID for e in recorder.of(job_id) if e.state == "running")
 
         await run(console, "/post Mia count=2 sipping a latte in a café")
         thread_id = (await app.store.user("console", "ann")).current_thread_id
@@ -91,7 +91,7 @@ async def test_conversation_over_arq(arq_app: App, tmp_path: Path, redis_url: st
             late = RedisBus(client)
             for job in jobs:
                 last = await late.last(job.id)
-                assert last is not None and last["state"] == "done" and last["job_id"] == job.id
+                assert last is not None and last.state == "done" and last.job_id == job.id
             assert await late.last("no-such-job") is None
         finally:
             await client.aclose()

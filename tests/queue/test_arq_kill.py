@@ -43,23 +43,21 @@ async def test_killed_worker_job_reruns_once_on_another(
         print(f"worker A ready after {time.monotonic() - t0:.1f} s")
         await ann.send("/settings steps=60")
         job_id = queued(await ann.send("/post Mia a red dress on the terrace"))[0]
-        running = await recorder.wait_for(
-            lambda e: e["job_id"] == job_id and e["state"] == "running" and (e.get("step") or 0) >= 1, 60
-        )
-        assert running["worker"] == worker_a.worker_id
+        running = await recorder.wait_for(lambda e: e.job_id == job_id and e.state == "running" and e.step >= 1, 60)
+        assert running.worker == worker_a.worker_id
         os.kill(worker_a.process.pid, signal.SIGKILL)
         killed_at = time.time()
         worker_a.process.wait(timeout=10)
-        assert not [e for e in recorder.of(job_id) if e["state"] == "done"], "the job finished before the kill"
+        assert not [e for e in recorder.of(job_id) if e.state == "done"], "the job finished before the kill"
         assert (await app.store.get_job(job_id)).status == JobStatus.RUNNING
 
         async with worker_task(settings, tiny_engine):  # worker B
             rerun = await recorder.wait_for(
-                lambda e: e["job_id"] == job_id and e["state"] == "running" and e.get("attempt") == 2, LEASE_S + 20
+                lambda e: e.job_id == job_id and e.state == "running" and e.attempt == 2, LEASE_S + 20
             )
-            delay = rerun["ts"] - killed_at
+            delay = rerun.ts - killed_at
             print(f"re-run delay after kill -9: {delay:.2f} s (lease {LEASE_S:.0f} s)")
-            assert rerun["worker"] == WORKER_ID  # worker B, in this process
+            assert rerun.worker == WORKER_ID  # worker B, in this process
             # not before A's last lease ran out (it ran twice at once otherwise), and soon after
             assert LEASE_S - HEARTBEAT_S - 2.0 <= delay < LEASE_S + 3.0, delay
             await ann.wait_job(job_id, limit_s=120)

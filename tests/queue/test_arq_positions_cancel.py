@@ -3,50 +3,18 @@ a step; each cancelled job is reported to its user exactly once."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bot.app import build_app
 from commands.events import Images, Progress, Reply
-from engine.jobs import JobCancelled
-from engine.specs import JobResult, JobSpec
 from storage.models import JobStatus
 from tests.conversation.helpers import queued
+from tests.fakes.engine import FakeEngine
 from tests.queue.conftest import Recorder, arq_settings, console_for, worker_task
 
 STEP_S = 0.02
-
-
-class GatedEngine:
-    """The real tiny engine behind a gate: until ``release`` is set a run "steps" every STEP_S
-    (progress out, cancel flag checked), like a long render on a busy GPU."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-        self.runs: list[str] = []
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> JobResult:
-        self.runs.append(spec.job_id)
-        step = 0
-        while not self.release.wait(STEP_S):
-            if cancel is not None and cancel.is_set():
-                raise JobCancelled(spec.job_id)
-            step += 1
-            if on_progress is not None:
-                on_progress(step, 10_000)
-        return self.inner.run(spec, on_progress=on_progress, cancel=cancel)
 
 
 async def test_positions_and_cancel_waiting_and_running(
@@ -57,7 +25,7 @@ async def test_positions_and_cancel_waiting_and_running(
     queue = app.conversation.queue
     recorder = await Recorder(queue.bus).start()
     ann = console_for(app, tmp_path)
-    engine = GatedEngine(tiny_engine)
+    engine = FakeEngine(tiny_engine, gated=True, step_s=STEP_S)
     try:
         # no worker yet: three jobs wait in order
         sent = [await ann.send(f"/persona create sweet P{i}") for i in range(3)]
@@ -65,7 +33,7 @@ async def test_positions_and_cancel_waiting_and_running(
         shown = [next(a.position for a in actions if isinstance(a, Progress)) for actions in sent]
         assert shown == [0, 1, 2]
         assert [await queue.position(job_id) for job_id in ids] == [0, 1, 2]
-        assert [e["position"] for e in recorder.events if e["state"] == "queued"] == [0, 1, 2]
+        assert [e.position for e in recorder.events if e.state == "queued"] == [0, 1, 2]
 
         # cancel the middle one while it waits: it leaves the queue, the user hears once
         assert await queue.cancel(ids[1])
@@ -75,22 +43,22 @@ async def test_positions_and_cancel_waiting_and_running(
 
         async with worker_task(settings, engine):
             # the first job runs (gated); the third waits behind it
-            await recorder.wait_for(lambda e: e["job_id"] == ids[0] and (e.get("step") or 0) >= 3)
+            await recorder.wait_for(lambda e: e.job_id == ids[0] and getattr(e, "step", 0) >= 3)
             assert await queue.position(ids[0]) is None
             assert await queue.position(ids[2]) == 1  # the running job is ahead of it, as in the embedded queue
 
             # cancel the running job: it stops within a step or two and is recorded cancelled
             asked = time.time()
             assert await queue.cancel(ids[0])
-            done = await recorder.wait_for(lambda e: e["job_id"] == ids[0] and e["state"] == "cancelled", 10)
-            latency = done["ts"] - asked
+            done = await recorder.wait_for(lambda e: e.job_id == ids[0] and e.state == "cancelled", 10)
+            latency = done.ts - asked
             assert latency < 1.0, latency
             await ann.wait_job(ids[0], limit_s=30)
-            after = [e for e in recorder.of(ids[0]) if e["state"] == "running" and e["ts"] > done["ts"]]
+            after = [e for e in recorder.of(ids[0]) if e.state == "running" and e.ts > done.ts]
             assert not after  # no step after the cancel
 
             # the third job starts next; released, it completes
-            await recorder.wait_for(lambda e: e["job_id"] == ids[2] and e["state"] == "running")
+            await recorder.wait_for(lambda e: e.job_id == ids[2] and e.state == "running")
             engine.release.set()
             await ann.wait_job(ids[2], limit_s=60)
 
@@ -98,7 +66,7 @@ async def test_positions_and_cancel_waiting_and_running(
         assert jobs[ids[0]].status == JobStatus.CANCELLED and jobs[ids[0]].attempts == 1
         assert jobs[ids[1]].status == JobStatus.CANCELLED and jobs[ids[1]].attempts == 0  # never started
         assert jobs[ids[2]].status == JobStatus.DONE
-        assert ids[1] not in engine.runs and not [e for e in recorder.of(ids[1]) if e["state"] == "running"]
+        assert ids[1] not in engine.runs and not [e for e in recorder.of(ids[1]) if e.state == "running"]
         for job_id in ids[:2]:
             assert (
                 len(
@@ -127,20 +95,20 @@ async def test_worker_shutdown_hands_a_running_job_back(
     app = await build_app(settings, engine=tiny_engine)
     recorder = await Recorder(app.conversation.queue.bus).start()
     ann = console_for(app, tmp_path)
-    engine = GatedEngine(tiny_engine)
+    engine = FakeEngine(tiny_engine, gated=True, step_s=STEP_S)
     try:
         job_id = queued(await ann.send("/persona create sweet Mia"))[0]
         async with worker_task(settings, engine):
-            await recorder.wait_for(lambda e: e["job_id"] == job_id and (e.get("step") or 0) >= 1)
+            await recorder.wait_for(lambda e: e.job_id == job_id and getattr(e, "step", 0) >= 1)
         job = await app.store.get_job(job_id)
         assert job.status == JobStatus.RUNNING and job.attempts == 1
-        assert not [e for e in recorder.of(job_id) if e["state"] == "cancelled"]
+        assert not [e for e in recorder.of(job_id) if e.state == "cancelled"]
 
         engine.release.set()
         stopped_at = time.time()
         async with worker_task(settings, engine):
-            rerun = await recorder.wait_for(lambda e: e["job_id"] == job_id and e.get("attempt") == 2, 30)
-            assert rerun["ts"] - stopped_at < 5.0
+            rerun = await recorder.wait_for(lambda e: e.job_id == job_id and getattr(e, "attempt", None) == 2, 30)
+            assert rerun.ts - stopped_at < 5.0
             await ann.wait_job(job_id, limit_s=60)
         job = await app.store.get_job(job_id)
         assert job.status == JobStatus.DONE and job.attempts == 2 and job.delivered
@@ -163,7 +131,7 @@ async def test_a_job_past_its_timeout_fails_once(
     settings = arq_settings(tmp_path, shared_dirs, redis_url)
     app = await build_app(settings, engine=tiny_engine)
     ann = console_for(app, tmp_path)
-    gated = GatedEngine(tiny_engine)  # never released: the job would run forever
+    gated = FakeEngine(tiny_engine, gated=True, step_s=STEP_S)  # never released: the job would run forever
     try:
         async with worker_task(settings, gated):
             job_id = queued(await ann.send("/persona create sweet Mia"))[0]

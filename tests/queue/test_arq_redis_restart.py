@@ -76,7 +76,7 @@ async def test_worker_and_front_end_survive_a_redis_restart(
             created = await run(ann, "/persona create elegant Zoe")
             job_id = queued(created)[0]
             # its events came over the subscription the front end had before the restart
-            await recorder.wait_for(lambda e: e["job_id"] == job_id and e["state"] == "done", 30)
+            await recorder.wait_for(lambda e: e.job_id == job_id and e.state == "done", 30)
             assert [a for a in ann.actions if isinstance(a, Progress) and a.job_id == job_id and a.state == "running"]
             assert not worker.done()
         job = await app.store.get_job(job_id)

@@ -1,10 +1,10 @@
-"""Running one job: storage bookkeeping around the engine call, progress on the bus.
+"""Running one job: storage bookkeeping around the engine call, progress on the bus (the JobRunner).
 
 Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine runs in a thread
 (``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
 result is written to storage (turn images, job done, thread's current turn) in one transaction
-before the "done" event goes out; a job that had already finished (cancelled, or completed by an
-earlier attempt) is not recorded twice.
+before the "done" event goes out (engine.outcomes.finish_job); a job that had already finished
+(cancelled, or completed by an earlier attempt) is not recorded twice.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from engine.progress import ProgressBus, make_event
-from engine.specs import JobKind, JobResult, JobSpec
+from engine.errors import JobCancelled
+from engine.events import Running
+from engine.outcomes import finish_job
+from engine.progress import ProgressBus
+from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
 from storage.repository import Store
 
@@ -29,12 +32,8 @@ log = logging.getLogger(__name__)
 DB_PROGRESS_INTERVAL_S = 2.0
 
 
-class JobCancelled(Exception):
-    """The job's cancel flag was set; the engine raises it at its next step."""
-
-
 class EngineLike(Protocol):
-    """What the runner needs of an engine: engine.runner.Engine, or a no-op one in benchmarks."""
+    """What the runner needs of an engine: engine.render_engine.Engine, or engine.noop_engine.NoopEngine."""
 
     def load(self) -> None: ...
 
@@ -68,14 +67,14 @@ class JobRunner:
             return None
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        await self.bus.publish(make_event(spec.job_id, "running", step=0, total=0, attempt=job.attempts))
+        await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
         last_db_write = 0.0
 
         def on_progress(step: int, total: int) -> None:  # called in the engine's thread
             nonlocal last_db_write
             elapsed = time.monotonic() - started
             eta = elapsed / step * (total - step) if step else None
-            event = make_event(spec.job_id, "running", step=step, total=total, eta_s=eta)
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta)
             _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
             if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
                 last_db_write = time.monotonic()
@@ -111,49 +110,47 @@ class JobRunner:
         if spec.kind == JobKind.CREATE_PERSONA:
             mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
             persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}
-            recorded = await self.store.finish_job(  # the job and its persona in one transaction
+            await finish_job(  # the job and its persona in one transaction
+                self.store,
+                self.bus,
                 spec.job_id,
                 JobStatus.DONE,
                 result=result_json,
+                seconds=result.seconds,
                 persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
             )
-        else:
-            recorded = await self.store.finish_job(
-                spec.job_id,
-                JobStatus.DONE,
-                result=result_json,
-                turn_update={
-                    "image_keys": result.image_keys,
-                    "identity_scores": await self._scores_by_image(spec, result),
-                    "seed": spec.seed,
-                },
-                make_current=True,
-            )
-        if recorded:
-            await self.bus.publish(make_event(spec.job_id, "done", seconds=result.seconds))
+            return
+        scores, notes = await self._by_image(spec, result)
+        await finish_job(
+            self.store,
+            self.bus,
+            spec.job_id,
+            JobStatus.DONE,
+            result={**result_json, "identity_notes": notes},
+            seconds=result.seconds,
+            turn_update={"image_keys": result.image_keys, "identity_scores": scores, "seed": spec.seed},
+            make_current=True,
+        )
 
-    async def _scores_by_image(self, spec: JobSpec, result: JobResult) -> list[float | None]:
-        """Identity scores aligned with the post's image list: an edit scores only the images it
-        changed (its targets); the others keep the scores they had in the parent turn."""
-        scores = list(result.identity_scores)
-        if len(scores) == len(result.image_keys):
-            return scores
-        turn = await self.store.turn_for_job(spec.job_id)
-        parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
-        full: list[float | None] = list(parent.identity_scores) if parent else []
-        full = (full + [None] * len(result.image_keys))[: len(result.image_keys)]
-        for target, score in zip(spec.targets, scores, strict=False):
-            if 0 <= target < len(full):
-                full[target] = score
-        return full
+    async def _by_image(self, spec: JobSpec, result: JobResult) -> tuple[list[float | None], list[str]]:
+        """Identity scores and notes aligned with the post's image list: an edit renders only its
+        targets; the other images keep their scores from the parent turn, and note ""."""
+        size = len(result.image_keys)
+        edit = spec.kind == JobKind.EDIT or (spec.kind == JobKind.REGENERATE and spec.of_kind == JobKind.EDIT)
+        if not edit or len(result.identity_scores) != len(spec.targets):  # not in targets order: as is
+            return list(result.identity_scores), list(result.identity_notes)
+        base: list[float | None] = []
+        if not set(range(size)) <= set(spec.targets):  # some images keep their parent's scores
+            turn = await self.store.turn_for_job(spec.job_id)
+            parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
+            base = list(parent.identity_scores) if parent else []
+        scores = spread_by_targets(result.identity_scores, spec.targets, base, size, None)
+        notes = spread_by_targets(result.identity_notes, spec.targets, [], size, "")
+        return scores, notes
 
     async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
         """Record a failed or cancelled outcome (first outcome only) and publish it."""
-        failed_persona = None
-        if spec.kind == JobKind.CREATE_PERSONA and status == JobStatus.FAILED:
-            failed_persona = (spec.persona.persona_id, {"status": "failed"})
-        if await self.store.finish_job(spec.job_id, status, error=error, persona_update=failed_persona):
-            await self.bus.publish(make_event(spec.job_id, str(status), error=error))
+        await finish_job(self.store, self.bus, spec.job_id, status, error=error)
 
 
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
@@ -174,7 +171,7 @@ def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[
     """For the embedded queue: a runner whose engine (torch, the pipeline) loads on first use."""
 
     def make(bus: ProgressBus) -> JobRunner:
-        from engine.runner import Engine  # heavy: imported only where a model runs
+        from engine.render_engine import Engine  # heavy: imported only where a model runs
 
         return JobRunner(Engine.from_settings(settings, blobs), store, bus)
 

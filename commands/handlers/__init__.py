@@ -1,0 +1,1 @@
+"""Command handlers by subject: personas, posts and turns, information."""

@@ -1,0 +1,107 @@
+"""Information and settings: ``/help /history /export /status /settings /threads /thread``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from commands import rules
+from commands.context import Ctx
+from commands.events import Action, FileOut
+from commands.params import SETTING_KEYS, parse_settings
+from commands.texts import render_tree
+from commands.validation import InputError
+from commands.words import split_options
+from storage.models import JobStatus
+
+if TYPE_CHECKING:
+    from commands.conversation import Conversation
+
+
+async def help(conv: Conversation, ctx: Ctx) -> list[Action]:
+    return [ctx.reply(conv.help_text())]
+
+
+async def history(conv: Conversation, ctx: Ctx) -> list[Action]:
+    thread = await rules.owned_thread(conv, ctx)  # the manifest-like detail (seeds) is the owner's
+    turns = await conv.store.turns(thread.id)
+    text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
+    return [ctx.reply(text, where=ctx.where_thread(thread))]
+
+
+async def export(conv: Conversation, ctx: Ctx) -> list[Action]:
+    thread = await rules.owned_thread(conv, ctx)
+    approved = await conv.store.approved_turns(thread.id)
+    if not approved:
+        raise InputError("nothing approved yet: ✅ approve a result first, then /export")
+    data = await conv.export_zip(thread)
+    text = f"📦 Post #{thread.id}: {len(approved)} approved turn(s) and manifest.json"
+    return [FileOut(where=ctx.where_thread(thread), filename=f"post-{thread.id}.zip", data=data, text=text)]
+
+
+async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
+    jobs = await conv.store.user_jobs(ctx.user.id)
+    if not jobs:
+        return [ctx.reply("No jobs running or waiting.", private=True)]
+    lines = []
+    for job in jobs:
+        position = await conv.queue.position(job.id)
+        where = f"post #{job.thread_id}" if job.thread_id else "persona"
+        state = f"waiting, {position} ahead" if position is not None else str(job.status)
+        if job.status == JobStatus.RUNNING:
+            state = f"running {job.progress:.0%}"
+        lines.append(f"• {job.kind} ({where}): {state}")
+    return [ctx.reply("Your jobs:\n" + "\n".join(lines), private=True)]
+
+
+async def settings(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """Per-post settings inside a platform thread (Discord) or with ``post`` first on platforms
+    without threads (``/settings post steps=8``); the user's defaults otherwise."""
+    args = ctx.event.args.strip()
+    post_scope = args.split(" ", 1)[0].lower() in ("post", "thread", "本帖")
+    if post_scope:
+        args = args.partition(" ")[2]
+    thread = None
+    if ctx.event.thread_id is not None or post_scope:
+        thread = await rules.owned_thread(conv, ctx)
+    changes = {k: v for k, v in ctx.event.options.items() if k in SETTING_KEYS and v is not None}
+    found, rest = split_options(args)
+    if rest:
+        raise InputError("usage: /settings [post] steps=N guidance=G size=WxH seed=S|random")
+    changes.update(found)
+    parsed = parse_settings(changes, conv.config.engine_model)
+    if parsed:
+        if thread is not None:
+            await conv.store.update_thread_settings(thread.id, parsed)
+            thread = await conv.store.get_thread(thread.id)
+        else:
+            ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, parsed)
+    params = conv.params(ctx.user, thread)
+    scope = f"post #{thread.id}" if thread is not None else "your defaults"
+    seed = (thread.settings if thread else ctx.user.settings or {}).get("seed")
+    text = (
+        f"Settings for {scope}: steps={params.steps} guidance={params.guidance:g} "
+        f"size={params.width}x{params.height} seed={seed if seed is not None else 'random'}"
+    )
+    return [ctx.reply(text, private=True)]
+
+
+async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
+    found = await conv.store.list_threads(ctx.user.id)
+    if not found:
+        return [ctx.reply("No posts yet. /post <persona> <prompt> starts one.")]
+    current = ctx.user.current_thread_id
+    lines = [f"{'▶' if t.id == current else ' '} #{t.id} {t.title} [{t.status}]" for t in found]
+    return [ctx.reply("Your posts (/thread <id> switches):\n" + "\n".join(lines))]
+
+
+async def thread(conv: Conversation, ctx: Ctx) -> list[Action]:
+    raw = str(ctx.event.options.get("id") or ctx.event.args).strip().lstrip("#")
+    if not raw.isdigit():
+        raise InputError("usage: /thread <post number>")
+    try:
+        found = await conv.store.get_thread(int(raw))
+    except LookupError:
+        raise InputError(f"there is no post #{raw}") from None
+    rules.check_owner(conv, ctx, found)
+    await conv.store.set_current_thread(ctx.user.id, found.id)
+    return [ctx.reply(f"Now in post #{found.id}: {found.title}", where=ctx.where_thread(found))]

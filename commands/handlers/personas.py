@@ -1,0 +1,97 @@
+"""``/persona create | list | show | delete``."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from typing import TYPE_CHECKING
+
+from commands import rules
+from commands.context import Ctx
+from commands.events import Action, Images
+from commands.validation import InputError
+from engine.specs import JobKind, JobSpec, PersonaSpec, default_params
+from storage.repository import DuplicateName
+
+if TYPE_CHECKING:
+    from commands.conversation import Conversation
+
+NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
+PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
+USAGE = "usage: /persona create <archetype> [name] | list | show <name> | delete <name>"
+
+
+async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
+    opts = dict(ctx.event.options)
+    words = ctx.event.args.split()
+    action = str(opts.get("action") or (words[0] if words else "list"))
+    sub = ctx.command.subcommand(action) if ctx.command is not None else None
+    rest = words[1:]
+    if sub is None:
+        raise InputError(USAGE)
+    if sub.name == "create":
+        archetype = str(opts.get("archetype") or (rest[0] if rest else "")).lower()
+        name = str(opts.get("name") or " ".join(rest[1:])).strip()
+        return await create(conv, ctx, archetype, name)
+    if sub.name == "list":
+        return await list_personas(conv, ctx)
+    name = str(opts.get("name") or " ".join(rest)).strip()
+    if sub.name == "delete":
+        found = await rules.own_persona(conv, ctx, name)
+        await conv.store.delete_persona(found.id)
+        return [ctx.reply(f"Persona {found.name} deleted. Its posts stay in their threads.")]
+    return await show(conv, ctx, name)
+
+
+async def create(conv: Conversation, ctx: Ctx, archetype: str, name: str) -> list[Action]:
+    archetypes = await conv.archetypes()
+    if archetype not in archetypes:
+        raise InputError(f"unknown archetype {archetype!r}; choose one of: {', '.join(archetypes)}")
+    if not name:
+        name = await _free_name(conv, ctx.user.id)
+    if not NAME_RE.match(name):
+        raise InputError("a persona name has 1-40 letters, digits, spaces, '-', '_' or '.'")
+    await rules.check_limits(conv, ctx.user)
+    seed = random.randrange(2**31)
+    try:
+        created = await conv.store.create_persona(ctx.user.id, name, archetype, [], seed)
+    except DuplicateName as exc:
+        raise InputError(str(exc)) from None
+    spec = JobSpec(
+        job_id=uuid.uuid4().hex,
+        kind=JobKind.CREATE_PERSONA,
+        user_id=ctx.user.id,
+        persona=PersonaSpec(persona_id=created.id, archetype=archetype, seed=seed),
+        seed=seed,
+        params=default_params(conv.config.engine_model),
+    )
+    queued = await conv.submit(ctx, spec, thread=None, where=ctx.where_user())
+    return [
+        ctx.reply(f"Creating persona {name} ({archetype})… I'll post the reference portrait when it's ready."),
+        queued,
+    ]
+
+
+async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
+    found = await conv.store.list_personas(ctx.user.id)
+    if not found:
+        return [ctx.reply("You have no personas yet. Create one: /persona create <archetype> [name]")]
+    lines = [f"• {p.name} — {p.archetype} ({p.status})" for p in found]
+    return [ctx.reply("Your personas:\n" + "\n".join(lines))]
+
+
+async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
+    found = await rules.own_persona(conv, ctx, name)
+    mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or "  (being drawn)"
+    text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
+    images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
+    return [Images(where=ctx.where_user(), text=text, images=images)]
+
+
+async def _free_name(conv: Conversation, owner_id: int) -> str:
+    taken = {p.name.lower() for p in await conv.store.list_personas(owner_id)}
+    for name in PET_NAMES:
+        if name.lower() not in taken:
+            return name
+    return f"Persona-{len(taken) + 1}"

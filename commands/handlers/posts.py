@@ -1,0 +1,242 @@
+"""Posts and their turns: ``/post``, edit instructions, ✅ approve, 🔁 regen, ↩️ undo, ❌ cancel."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from commands import rules
+from commands.context import Ctx
+from commands.delivery import RESULT_BUTTONS, turn_images
+from commands.events import Action, Images, OpenThread, Where
+from commands.validation import InputError, check_text
+from commands.words import split_options
+from engine.specs import JobKind, JobSpec
+from storage.models import JobStatus, ThreadStatus, Turn, TurnStatus
+
+if TYPE_CHECKING:
+    from commands.conversation import Conversation
+
+
+async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
+    opts = dict(ctx.event.options)
+    if "persona" in opts:
+        persona_name = str(opts["persona"])
+        count: Any = opts.get("count", 1)
+        prompt = str(opts.get("prompt") or "")
+    else:
+        persona_name, _, rest = ctx.event.args.strip().partition(" ")
+        found, words = split_options(rest)
+        count = found.get("count", found.get("n", 1))
+        prompt = " ".join(words)
+    if not persona_name:
+        raise InputError("usage: /post <persona> [count=N] <prompt>")
+    try:
+        count = int(count)
+    except (TypeError, ValueError):
+        raise InputError("count must be a number from 1 to 4") from None
+    if not 1 <= count <= 4:
+        raise InputError("count must be from 1 to 4")
+    prompt = check_text(prompt, "prompt")
+    persona = await rules.own_persona(conv, ctx, persona_name)
+    if persona.status == "failed":
+        raise InputError(f"persona {persona.name} could not be created; create it again with /persona create")
+    scene_key = conv.store_attachment(ctx.event.attachments)
+    if scene_key is None:
+        scene_key = (ctx.user.settings or {}).get("pending_scene")
+    await rules.check_limits(conv, ctx.user)
+    params = conv.params(ctx.user, None)
+    thread = await conv.store.create_thread(
+        platform=ctx.event.platform,
+        owner_id=ctx.user.id,
+        persona_id=persona.id,
+        title=_title(persona.name, prompt),
+        prompt=prompt,
+        channel_id=ctx.event.channel_id,
+        scene_key=scene_key,
+    )
+    if (ctx.user.settings or {}).get("pending_scene"):
+        await conv.store.update_user_settings(ctx.user.id, {"pending_scene": None})
+    spec = JobSpec(
+        job_id=uuid.uuid4().hex,
+        kind=JobKind.GENERATE,
+        user_id=ctx.user.id,
+        thread_id=thread.id,
+        persona=conv.persona_spec(persona),
+        prompt=prompt,
+        count=count,
+        context_keys=[scene_key] if scene_key else [],
+        seed=conv.seed(ctx.user, None),
+        params=params,
+    )
+    # on platforms with threads the job waits (held) until the front end has opened the thread;
+    # a persona still being created holds it too, until its portrait is stored
+    threaded = ctx.event.platform in conv.config.threaded_platforms
+    where = Where(
+        platform=ctx.event.platform, user_id=ctx.event.user_id, thread_db_id=thread.id, channel_id=ctx.event.channel_id
+    )
+    queued = await conv.submit(
+        ctx,
+        spec,
+        thread=thread,
+        turn=dict(parent_id=None, kind="generate", instruction=prompt, params={**params.model_dump(), "count": count}),
+        where=where,
+        hold=threaded or persona.status != "ready",
+    )
+    if not threaded:
+        await conv.store.set_current_thread(ctx.user.id, thread.id)
+        if persona.status != "ready":
+            await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
+    scene = " with your scene image" if scene_key else ""
+    waiting = (
+        f"\nPersona {persona.name} is still being created: the post starts when it's ready."
+        if (persona.status != "ready")
+        else ""
+    )
+    text = f"📸 Post #{thread.id} · {persona.name}: {prompt}\nRendering {count} image(s){scene}…{waiting}"
+    actions: list[Action] = [OpenThread(where=where, title=thread.title, text=text)]
+    if not threaded:
+        actions.append(queued)
+    return actions
+
+
+async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """Plain text: inside a post it is an edit instruction; an image alone is the next post's scene."""
+    thread = await rules.thread_of(conv, ctx)
+    if ctx.event.attachments and not ctx.event.text.strip():
+        key = conv.store_attachment(ctx.event.attachments)
+        await conv.store.update_user_settings(ctx.user.id, {"pending_scene": key})
+        return [ctx.reply("Got the image: it will be the scene of your next /post.")]
+    if thread is None:
+        return [ctx.error("This is not a post thread. Start one with /post <persona> <prompt>, or /help.")]
+    rules.check_owner(conv, ctx, thread)
+    rules.check_open(thread)
+    text = check_text(ctx.event.text, "instruction")
+    targets: list[int] | None = None
+    if text.lower().startswith(("all:", "all：")):
+        text = check_text(text[4:], "instruction")
+        targets = []  # filled below: every image
+    elif match := re.match(r"^#(\d)\s*[:：]?\s*(.+)$", text, re.S):
+        targets = [int(match.group(1)) - 1]
+        text = check_text(match.group(2), "instruction")
+    current = await rules.current_turn(conv, thread)
+    if current is None or current.status != TurnStatus.DONE or not current.image_keys:
+        raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
+    await rules.check_idle(conv, thread)
+    count = len(current.image_keys)
+    if targets == []:
+        targets = list(range(count))
+    targets = targets or [int((thread.settings or {}).get("target", 0))]
+    if any(not 0 <= t < count for t in targets):
+        raise InputError(f"this post has {count} image(s); use #1 to #{count}")
+    await rules.check_limits(conv, ctx.user)
+    persona = await conv.store.get_persona(thread.persona_id)
+    params = conv.params(ctx.user, thread)
+    spec = JobSpec(
+        job_id=uuid.uuid4().hex,
+        kind=JobKind.EDIT,
+        user_id=ctx.user.id,
+        thread_id=thread.id,
+        persona=conv.persona_spec(persona),
+        prompt=text,
+        context_keys=list(current.image_keys),
+        targets=targets,
+        seed=conv.seed(ctx.user, thread),
+        params=params,
+    )
+    where = ctx.where_thread(thread)
+    turn = dict(parent_id=current.id, kind="edit", instruction=text, params=params.model_dump())
+    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
+    which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
+    return [ctx.reply(f"✏️ {text} ({which})", where=where), queued]
+
+
+async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
+    thread, turn = await rules.acted_turn(conv, ctx)
+    if turn.status != TurnStatus.DONE:
+        raise InputError("that result is not finished; approve it when its images are there")
+    await conv.store.set_approved(turn.id, True)
+    await conv.store.set_thread_status(thread.id, ThreadStatus.APPROVED)
+    text = f"✅ Approved turn #{turn.id}. /export downloads the approved images."
+    return [ctx.reply(text, where=ctx.where_thread(thread))]
+
+
+async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """The acted-on turn's job again with a new seed; undo afterwards returns to the turn it replaced."""
+    thread, turn = await rules.acted_turn(conv, ctx)
+    if turn.status == TurnStatus.PENDING:
+        raise InputError("that turn is still rendering; wait for it or ❌ cancel it")
+    rules.check_open(thread)
+    await rules.check_idle(conv, thread)
+    await rules.check_limits(conv, ctx.user)
+    persona = await conv.store.get_persona(thread.persona_id)
+    params = conv.params(ctx.user, thread)
+    base_kind = turn.kind if turn.kind != "regenerate" else str(turn.params.get("of_kind", "edit"))
+    before = await _spec_of(conv, turn)
+    spec = JobSpec(
+        job_id=uuid.uuid4().hex,
+        kind=JobKind.REGENERATE,
+        of_kind=JobKind.GENERATE if base_kind == "generate" else JobKind.EDIT,
+        user_id=ctx.user.id,
+        thread_id=thread.id,
+        persona=conv.persona_spec(persona),
+        prompt=turn.instruction,
+        count=before.count if before else int(turn.params.get("count", len(turn.image_keys) or 1)),
+        context_keys=list(before.context_keys) if before else [],
+        targets=list(before.targets) if before else [0],
+        seed=random.randrange(2**31),  # regenerate = same spec, a new seed
+        params=params,
+    )
+    turn_params = {
+        **params.model_dump(),
+        "count": spec.count,
+        "of_kind": base_kind,
+        "replaces": turn.id,  # undo after a regenerate goes back to this result
+    }
+    where = ctx.where_thread(thread)
+    new_turn = dict(parent_id=turn.parent_id, kind="regenerate", instruction=turn.instruction, params=turn_params)
+    queued = await conv.submit(ctx, spec, thread=thread, turn=new_turn, where=where)
+    return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
+
+
+async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """Back to the state before the acted-on result (the current one by default): its parent,
+    or for a regenerate the result it replaced. The next edit branches from there."""
+    thread, turn = await rules.acted_turn(conv, ctx)
+    await rules.check_idle(conv, thread)
+    back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
+    if back_to is None:
+        raise InputError("nothing to undo: this is the post's first result")
+    previous = await conv.store.get_turn(int(back_to))
+    await conv.store.set_current_turn(thread.id, previous.id)
+    where = ctx.where_thread(thread)
+    text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
+    images = turn_images(conv.blobs, previous)
+    return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
+
+
+async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
+    thread = await rules.owned_thread(conv, ctx)
+    jobs = await conv.store.thread_jobs(thread.id)
+    where = ctx.where_thread(thread)
+    if jobs:
+        for job in jobs:
+            if not await conv.queue.cancel(job.id):
+                # not in the queue (lost by a redis restart, or held): cancel it in storage
+                await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+        return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
+    await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
+    return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
+
+
+async def _spec_of(conv: Conversation, turn: Turn) -> JobSpec | None:
+    """The job spec that rendered ``turn`` (targets and context live there, not in the turn)."""
+    job = await conv.store.job_for_turn(turn.id)
+    return JobSpec.model_validate(job.spec) if job is not None else None
+
+
+def _title(persona: str, prompt: str) -> str:
+    title = f"{persona}: {prompt}"
+    return title if len(title) <= 90 else title[:89] + "…"

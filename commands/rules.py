@@ -1,0 +1,112 @@
+"""The rules every command follows, in one place: who may act on a post (its owner, admins),
+per-user job limits, open and idle posts, and the lookups that apply them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from commands.context import Ctx
+from commands.validation import InputError
+from storage.models import Persona, Thread, ThreadStatus, Turn, User
+
+if TYPE_CHECKING:
+    from commands.conversation import Conversation
+
+
+def is_admin(conv: Conversation, platform: str, user_id: str) -> bool:
+    admins = conv.config.admin_ids
+    return user_id in admins or f"{platform}:{user_id}" in admins
+
+
+def check_owner(conv: Conversation, ctx: Ctx, thread: Thread) -> None:
+    if thread.owner_id == ctx.user.id or is_admin(conv, ctx.event.platform, ctx.event.user_id):
+        return
+    raise InputError("only the owner of this post can change it. Start your own with /post.")
+
+
+async def check_limits(conv: Conversation, user: User) -> None:
+    jobs = await conv.store.user_jobs(user.id)
+    running, waiting = conv.config.max_running_jobs, conv.config.max_waiting_jobs
+    if len(jobs) >= running + waiting:
+        raise InputError(
+            f"you have {len(jobs)} jobs running or waiting (limit: {running} running "
+            f"+ {waiting} waiting). Wait for one to finish or ❌ cancel one."
+        )
+
+
+async def check_idle(conv: Conversation, thread: Thread) -> None:
+    if await conv.store.thread_jobs(thread.id):
+        raise InputError("this post is still rendering; wait for the result (or ❌ cancel) before the next edit")
+
+
+def check_open(thread: Thread) -> None:
+    if thread.status == ThreadStatus.CANCELLED:
+        raise InputError("this post is closed; start a new one with /post")
+
+
+async def thread_of(conv: Conversation, ctx: Ctx) -> Thread | None:
+    """The post the event is about: the result it acts on, its platform thread, or the user's
+    current post."""
+    if ctx.event.turn_id is not None:
+        turn = await turn_named(conv, ctx.event.turn_id)
+        return await conv.store.get_thread(turn.thread_id)
+    if ctx.event.thread_id is not None:
+        return await conv.store.find_thread(ctx.event.platform, ctx.event.thread_id)
+    if ctx.event.platform in conv.config.threaded_platforms:
+        return None
+    if ctx.user.current_thread_id is None:
+        return None
+    return await conv.store.get_thread(ctx.user.current_thread_id)
+
+
+async def turn_named(conv: Conversation, turn_id: int) -> Turn:
+    try:
+        return await conv.store.get_turn(turn_id)
+    except LookupError:
+        raise InputError("that result no longer exists") from None
+
+
+async def require_thread(conv: Conversation, ctx: Ctx) -> Thread:
+    thread = await thread_of(conv, ctx)
+    if thread is None:
+        raise InputError("use this inside a post (open one with /post <persona> <prompt>)")
+    return thread
+
+
+async def owned_thread(conv: Conversation, ctx: Ctx) -> Thread:
+    thread = await require_thread(conv, ctx)
+    check_owner(conv, ctx, thread)
+    return thread
+
+
+async def current_turn(conv: Conversation, thread: Thread) -> Turn | None:
+    if thread.current_turn_id is not None:
+        return await conv.store.get_turn(thread.current_turn_id)
+    turns = await conv.store.turns(thread.id)
+    return turns[0] if turns else None
+
+
+async def acted_turn(conv: Conversation, ctx: Ctx) -> tuple[Thread, Turn]:
+    """The turn a reaction/button/command acts on: the one it names, else the current turn."""
+    if ctx.event.turn_id is not None:
+        turn = await turn_named(conv, ctx.event.turn_id)
+        thread = await conv.store.get_thread(turn.thread_id)
+        if ctx.event.thread_id is not None and thread.thread_id not in (None, ctx.event.thread_id):
+            raise InputError("that result belongs to another post")
+        check_owner(conv, ctx, thread)
+        return thread, turn
+    thread = await owned_thread(conv, ctx)
+    turn = await current_turn(conv, thread)
+    if turn is None:
+        raise InputError("this post has no result yet")
+    return thread, turn
+
+
+async def own_persona(conv: Conversation, ctx: Ctx, name: str) -> Persona:
+    if not name:
+        raise InputError("name the persona (see /persona list)")
+    persona = await conv.store.find_persona(ctx.user.id, name)
+    if persona is None:
+        names = ", ".join(p.name for p in await conv.store.list_personas(ctx.user.id)) or "none yet"
+        raise InputError(f"you have no persona named {name!r} (yours: {names})")
+    return persona

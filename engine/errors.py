@@ -1,0 +1,7 @@
+"""Exceptions shared by the engine's modules (importable from anywhere in engine/ without a cycle)."""
+
+from __future__ import annotations
+
+
+class JobCancelled(Exception):
+    """The job's cancel flag was set; the engine raises it at its next step."""

@@ -1,0 +1,76 @@
+"""Finishing a job: the one place that records how a job ended and tells the bus.
+
+Every way a job ends goes through :func:`finish_job`: the job runner (done, failed, cancelled
+while running), both queues' cancel of a waiting job, the worker's timeout and the commands
+layer's abandoned posts. Only the first outcome counts (a job cancelled while its last step ran,
+or completed by an earlier attempt, is not recorded twice), and an event goes out only for the
+outcome that was recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.events import Cancelled, Done, Failed, JobEvent
+from engine.progress import ProgressBus
+from engine.specs import JobKind
+from storage.models import JobStatus
+from storage.repository import Store
+
+
+async def finish_job(
+    store: Store,
+    bus: ProgressBus,
+    job_id: str,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    seconds: float = 0.0,
+    persona_update: tuple[int, dict[str, Any]] | None = None,
+    turn_update: dict[str, Any] | None = None,
+    make_current: bool = False,
+) -> bool:
+    """Record ``status`` (done, failed or cancelled) for the job and publish its event.
+
+    Writes the outcome, the turn's images (``turn_update``, ``make_current``) and the persona's
+    changes (``persona_update``: ``(persona id, column values)``) in one transaction. A failed
+    create_persona job (failed or cancelled) marks its persona failed. Returns whether this outcome was recorded.
+    """
+    status = JobStatus(status)
+    if not status.finished:
+        raise ValueError(f"finish_job needs done, failed or cancelled, not {status}")
+    if status == JobStatus.CANCELLED and error is None:
+        error = "cancelled"
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED) and persona_update is None:
+        persona_update = await _failed_persona(store, job_id)
+    recorded = await store.finish_job(
+        job_id,
+        status,
+        result=result,
+        error=error,
+        turn_update=turn_update,
+        make_current=make_current,
+        persona_update=persona_update,
+    )
+    if recorded:
+        await bus.publish(outcome_event(job_id, status, error=error, seconds=seconds))
+    return recorded
+
+
+def outcome_event(job_id: str, status: JobStatus, *, error: str | None = None, seconds: float = 0.0) -> JobEvent:
+    """The event that announces a recorded outcome."""
+    if status == JobStatus.DONE:
+        return Done.build(job_id, seconds=seconds)
+    if status == JobStatus.CANCELLED:
+        return Cancelled.build(job_id, error=error or "cancelled")
+    return Failed.build(job_id, error=error or "")
+
+
+async def _failed_persona(store: Store, job_id: str) -> tuple[int, dict[str, Any]] | None:
+    """A create_persona job that failed or was cancelled leaves its persona without a face: failed."""
+    job = await store.get_job(job_id)
+    if job is None or job.kind != JobKind.CREATE_PERSONA:
+        return None
+    persona_id = ((job.spec or {}).get("persona") or {}).get("persona_id")
+    return (int(persona_id), {"status": "failed"}) if persona_id else None

@@ -1,0 +1,204 @@
+"""The Engine: runs job specs (plain JSON data) on the process's one pipeline.
+
+``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.job_kinds (create_persona, generate,
+edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``). It loads the pipeline,
+the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
+and keeps per-thread caches (engine.render_cache) between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
+
+from engine import job_kinds
+from engine.errors import JobCancelled
+from engine.loras import LoraLibrary, write_tiny_library
+from engine.render_cache import ThreadCaches
+from engine.rendering import JobRender, StepProgress
+from engine.specs import JobKind, JobResult, JobSpec, RenderParams, default_params
+from storage.blobs import BlobStore
+from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.identity import Embedder
+    from engine.loras import AdapterManager
+    from engine.pipeline import LoadedPipeline
+
+log = logging.getLogger(__name__)
+
+_KINDS: dict[JobKind, Callable[[JobRender], JobResult]] = {
+    JobKind.CREATE_PERSONA: job_kinds.create_persona,
+    JobKind.GENERATE: job_kinds.generate,
+    JobKind.EDIT: job_kinds.edit,
+}
+
+
+class Engine:
+    """One pipeline, one face embedder and the persona adapters of a worker process."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "tiny",
+        device: str | None = None,
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        lora_dir: Path,
+        face_backend: str = "dlib",
+        face_model_dir: Path | None = None,
+        identity_threshold: float,
+        blobs: BlobStore,
+        thread_cache_size: int = 16,
+        adapter_capacity: int = 8,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.cpu_offload = cpu_offload
+        self.library = LoraLibrary(Path(lora_dir))
+        self.face_backend = face_backend
+        self.face_model_dir = face_model_dir
+        self.identity_threshold = identity_threshold
+        self.blobs = blobs
+        self.adapter_capacity = adapter_capacity
+        self.threads = ThreadCaches(thread_cache_size)
+        #: counters of real work done: renders, prompt_encodes, context_encodes, image_decodes
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.RLock()  # held for a whole job: one job at a time per engine
+        self._library_lock = threading.Lock()  # short: writing the tiny library once
+        self._lp: LoadedPipeline | None = None
+        self._embedder: Embedder | None = None
+        self._adapters: AdapterManager | None = None
+        self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, blobs: BlobStore) -> Engine:
+        return cls(
+            model=settings.engine_model,
+            device=settings.engine_device,
+            dtype=settings.engine_dtype,
+            cpu_offload=settings.engine_cpu_offload,
+            lora_dir=settings.lora_dir,
+            face_backend=settings.face_backend,
+            face_model_dir=settings.face_model_dir,
+            identity_threshold=settings.effective_identity_threshold,
+            blobs=blobs,
+        )
+
+    # -- loading -----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._lp is not None
+
+    @property
+    def pipeline(self) -> LoadedPipeline:
+        if self._lp is None:
+            raise RuntimeError("Engine.load() has not run")
+        return self._lp
+
+    @property
+    def adapters(self) -> AdapterManager:
+        if self._adapters is None:
+            raise RuntimeError("Engine.load() has not run")
+        return self._adapters
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
+
+    def _ensure_library(self) -> None:
+        if self.model != "tiny":
+            return
+        with self._library_lock:
+            if self.library.is_empty():
+                log.info("writing the tiny LoRA library to %s", self.library.root)
+                write_tiny_library(self.library.root)
+
+    def load(self) -> None:
+        """Load the pipeline and the face embedder once (later calls do nothing)."""
+        with self._lock:
+            if self._lp is not None:
+                return
+            from engine.identity import load_embedder
+            from engine.loras import AdapterManager
+            from engine.pipeline import load_pipeline
+
+            self._ensure_library()
+            embedder = load_embedder(self.face_backend, self.face_model_dir)
+            lp = load_pipeline(self.model, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+            self._adapters = AdapterManager(lp.pipe, self.library, capacity=self.adapter_capacity)
+            self._embedder = embedder
+            self._lp = lp
+
+    # -- small queries -----------------------------------------------------------------------
+    def default_params(self) -> RenderParams:
+        """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
+        toy = self._lp.toy if self._lp is not None else self.model == "tiny"
+        return default_params("tiny" if toy else self.model)
+
+    def archetypes(self) -> list[str]:
+        """Archetype folders of the LoRA library (never waits for a running job)."""
+        self._ensure_library()
+        return self.library.archetypes()
+
+    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
+        """A deterministic LoRA mix for ``archetype``; ValueError naming the known ones if unknown."""
+        self._ensure_library()
+        return self.library.draw_mix(archetype, seed, k)
+
+    # -- running jobs ------------------------------------------------------------------------
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> JobResult:
+        """Run one job synchronously (one at a time per engine) and return what it stored."""
+        import torch
+
+        from engine.pipeline import RenderCancelled
+
+        started = time.perf_counter()
+        with self._lock:
+            self.load()
+            kind = spec.kind
+            if kind == JobKind.REGENERATE:
+                if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
+                    raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
+                kind = spec.of_kind
+            renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
+            job = JobRender(
+                spec=spec,
+                params=spec.params,
+                progress=StepProgress(spec.params.steps, renders[kind], on_progress),
+                cancel=cancel,
+                cache=self.threads.for_thread(spec.thread_id),
+                pipeline=self.pipeline,
+                adapters=self.adapters,
+                embedder=self._embedder,
+                blobs=self.blobs,
+                identity_threshold=self.identity_threshold,
+                stats=self.stats,
+                references=self._references,
+            )
+            if kind == JobKind.CREATE_PERSONA:
+                mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
+            else:
+                mix = list(spec.persona.lora_mix)
+            self.adapters.apply(mix)  # outside inference mode: loading creates parameters
+            try:
+                with torch.inference_mode():
+                    result = _KINDS[kind](job)
+            except RenderCancelled:
+                raise JobCancelled(spec.job_id) from None
+        result.lora_mix = [(name, weight) for name, weight in mix]
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result

@@ -1,0 +1,253 @@
+"""The repository's job records: creating, starting and finishing jobs, holding and releasing
+them, and claiming their delivery. :class:`storage.repository.Store` includes them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from storage.db import Database
+from storage.models import Job, JobStatus, Persona, Thread, Turn, TurnStatus, utcnow
+from storage.rows import found, new_turn
+
+#: statuses of jobs that still count against their user's limit
+UNFINISHED = (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobRecords:
+    """Every read and write of jobs, each in one short transaction."""
+
+    db: Database
+
+    async def create_job(
+        self,
+        job_id: str,
+        kind: str,
+        spec: dict[str, Any],
+        *,
+        user_id: int | None,
+        thread_id: int | None,
+        platform: str,
+        channel_id: int | None = None,
+        status: JobStatus = JobStatus.QUEUED,
+        turn: dict[str, Any] | None = None,
+    ) -> Job:
+        """Store a job, and the turn that will receive its result, in one transaction."""
+        job = Job(
+            id=job_id,
+            kind=kind,
+            spec=spec,
+            user_id=user_id,
+            thread_id=thread_id,
+            platform=platform,
+            channel_id=channel_id,
+            status=status,
+            progress=0.0,
+            attempts=0,
+            delivered=False,
+            delivery_attempts=0,
+        )
+        async with self.db.session() as s:
+            s.add(job)
+            await s.flush()
+            if turn is not None:
+                s.add(new_turn(job_id=job_id, **turn))
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self.db.session() as s:
+            return await s.get(Job, job_id)
+
+    async def start_job(self, job_id: str) -> Job | None:
+        """Mark a job running (one more attempt). ``None`` if it is finished or unknown."""
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id)
+            if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return None  # finished, or held until its thread exists
+            job.status = JobStatus.RUNNING
+            job.attempts += 1
+            job.started_at = utcnow()
+            return job
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        async with self.db.session() as s:
+            await s.execute(update(Job).where(Job.id == job_id).values(progress=progress))
+
+    async def finish_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        turn_update: dict[str, Any] | None = None,
+        make_current: bool = False,
+        persona_update: tuple[int, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Record a job's outcome, and its turn's images, in one transaction.
+
+        Only the first outcome counts: returns False (and changes nothing) when the job had
+        already finished, e.g. cancelled while its last step ran or completed by a retry.
+        """
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=True)
+            if job is None or JobStatus(job.status).finished:
+                return False
+            job.status = status
+            job.result = result
+            job.error = error
+            job.finished_at = utcnow()
+            if status == JobStatus.DONE:
+                job.progress = 1.0
+            if persona_update is not None:
+                persona_id, values = persona_update
+                await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
+            turn = await s.scalar(select(Turn).where(Turn.job_id == job_id))
+            if turn is not None:
+                turn.status = {
+                    JobStatus.DONE: TurnStatus.DONE,
+                    JobStatus.FAILED: TurnStatus.FAILED,
+                    JobStatus.CANCELLED: TurnStatus.CANCELLED,
+                }.get(status, TurnStatus.PENDING)
+                for key, value in (turn_update or {}).items():
+                    setattr(turn, key, value)
+                if make_current and status == JobStatus.DONE:
+                    await s.execute(update(Thread).where(Thread.id == turn.thread_id).values(current_turn_id=turn.id))
+            return True
+
+    async def claim_delivery(self, job_id: str, *, reclaim_before: datetime | None = None) -> bool:
+        """Atomically claim a finished job's delivery; True for exactly one caller.
+
+        A claim older than ``reclaim_before`` (left by a front end that died mid-delivery) may be
+        taken over. Call :meth:`confirm_delivery` once the result is out, or
+        :meth:`release_delivery` when sending failed.
+        """
+        now = utcnow()
+        unclaimed = Job.delivery_started_at.is_(None)
+        if reclaim_before is not None:
+            unclaimed = or_(unclaimed, Job.delivery_started_at < reclaim_before)
+        due = or_(Job.delivery_retry_at.is_(None), Job.delivery_retry_at <= now)
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.delivered.is_(False), unclaimed, due)
+                .values(delivery_started_at=now)
+            )
+            return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def confirm_delivery(self, job_id: str) -> None:
+        async with self.db.session() as s:
+            await s.execute(update(Job).where(Job.id == job_id).values(delivered=True))
+
+    async def release_delivery(self, job_id: str, *, retry_after_s: float = 0.0, give_up: bool = False) -> int:
+        """Give a claim back after a failed send: tried again after ``retry_after_s``, or never
+        again with ``give_up`` (marked delivered). Returns the failed attempts so far."""
+        async with self.db.session() as s:
+            job = found(await s.get(Job, job_id), "job", job_id)
+            job.delivery_attempts = (job.delivery_attempts or 0) + 1
+            job.delivery_started_at = None
+            job.delivery_retry_at = utcnow() + timedelta(seconds=retry_after_s)
+            job.delivered = give_up
+            return job.delivery_attempts
+
+    async def undelivered_jobs(self, platform: str) -> list[Job]:
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job)
+                .where(
+                    Job.platform == platform,
+                    Job.delivered.is_(False),
+                    Job.status.in_([JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED]),
+                )
+                .order_by(Job.finished_at, Job.created_at)
+            )
+            return list(rows)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).order_by(Job.created_at)
+            )
+            return list(rows)
+
+    async def thread_jobs(self, thread_db_id: int, *, unfinished_only: bool = True) -> list[Job]:
+        async with self.db.session() as s:
+            query = select(Job).where(Job.thread_id == thread_db_id)
+            if unfinished_only:
+                query = query.where(Job.status.in_(UNFINISHED))
+            return list(await s.scalars(query.order_by(Job.created_at)))
+
+    async def held_threads(self, created_before: datetime) -> list[int]:
+        """Posts whose jobs still wait for a platform thread that was never opened."""
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job.thread_id)
+                .where(Job.status == JobStatus.HELD, Job.created_at < created_before, Job.thread_id.is_not(None))
+                .distinct()
+            )
+            return [int(r) for r in rows]
+
+    async def release_held(self, thread_db_id: int) -> list[Job]:
+        """The post's platform thread exists now: its held jobs become queued, except those whose
+        persona is still being created (they stay held until :meth:`held_jobs_for_persona`'s
+        caller releases them)."""
+        async with self.db.session() as s:
+            held = list(await s.scalars(select(Job).where(Job.thread_id == thread_db_id, Job.status == JobStatus.HELD)))
+            released = []
+            for job in held:
+                persona_id = job_persona_id(job)
+                persona = await s.get(Persona, persona_id) if persona_id else None
+                if persona is not None and persona.status != "ready":
+                    continue
+                job.status = JobStatus.QUEUED
+                released.append(job)
+            return released
+
+    async def held_jobs_for_persona(self, persona_id: int) -> list[Job]:
+        """Held jobs (oldest first) whose spec names this persona: they wait for it to be ready."""
+        async with self.db.session() as s:
+            held = await s.scalars(select(Job).where(Job.status == JobStatus.HELD).order_by(Job.created_at))
+            return [job for job in held if job_persona_id(job) == persona_id]
+
+    async def release_job(self, job_id: str) -> Job | None:
+        """A held job becomes queued; ``None`` (nothing changed) if it was not held."""
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=True)
+            if job is None or job.status != JobStatus.HELD:
+                return None
+            job.status = JobStatus.QUEUED
+            return job
+
+    async def set_job_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        """Replace a job's spec (a held job's, refreshed with its persona once that is ready)."""
+        async with self.db.session() as s:
+            job = found(await s.get(Job, job_id), "job", job_id)
+            job.spec = spec
+
+    async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
+        async with self.db.session() as s:
+            query = select(Job).where(Job.user_id == user_id)
+            if unfinished_only:
+                query = query.where(Job.status.in_(UNFINISHED))
+            rows = await s.scalars(query.order_by(Job.created_at))
+            return list(rows)
+
+    async def job_for_turn(self, turn_id: int) -> Job | None:
+        """The job that rendered a turn (its spec holds the context images and targets)."""
+        async with self.db.session() as s:
+            turn = await s.get(Turn, turn_id)
+            return await s.get(Job, turn.job_id) if turn is not None and turn.job_id else None
+
+    async def turn_for_job(self, job_id: str) -> Turn | None:
+        async with self.db.session() as s:
+            return await s.scalar(select(Turn).where(Turn.job_id == job_id))
+
+
+def job_persona_id(job: Job) -> int | None:
+    """The persona a job's spec names (``spec.persona.persona_id``), or None."""
+    persona = (job.spec or {}).get("persona") or {}
+    persona_id = persona.get("persona_id") if isinstance(persona, dict) else None
+    return int(persona_id) if persona_id else None
