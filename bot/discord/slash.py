@@ -1,45 +1,32 @@
 """What a Discord user can type or click: the slash commands and the result buttons.
 
-Each slash command only hands its options to :meth:`InteractionHost.run_command`; each result
-button (``persona:<action>:<turn id>``, a dynamic item that survives restarts) hands its click to
-:meth:`InteractionHost.on_result_button`. The client (``bot.discord.client.PersonaBot``) is the host.
+The slash commands are built from the command table (:data:`commands.table.COMMANDS`): names,
+descriptions, options with their bounds, autocompletion. Each one only hands its options to
+:meth:`InteractionHost.run_command`; each result button (``persona:<action>:<turn id>``, a dynamic
+item that survives restarts) hands its click to :meth:`InteractionHost.on_result_button`. The
+client (``bot.discord.client.PersonaBot``) is the host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import discord
 from discord import app_commands
 
 from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, custom_id
+from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
-from commands.validation import MAX_TEXT_CHARS
-from engine.specs import RenderParams
+from commands.table import COMMANDS
 
 log = logging.getLogger(__name__)
 
 AUTOCOMPLETE_TIMEOUT_S = 2.5
-
-
-def render_bounds(field: str) -> tuple[float, float]:
-    """``(low, high)`` of a render parameter, read from ``RenderParams``' field constraints, so
-    Discord's options allow exactly what ``/settings`` accepts everywhere."""
-    low = high = None
-    for rule in RenderParams.model_fields[field].metadata:
-        low = getattr(rule, "ge", low)
-        high = getattr(rule, "le", high)
-    assert low is not None and high is not None, f"RenderParams.{field} needs ge= and le="
-    return float(low), float(high)
-
-
-# Module constants: discord.py reads option ranges from the callbacks' annotations.
-STEPS_MIN, STEPS_MAX = (int(bound) for bound in render_bounds("steps"))
-GUIDANCE_MIN, GUIDANCE_MAX = render_bounds("guidance")
 
 
 class PersonaCatalog(Protocol):
@@ -114,26 +101,17 @@ def result_view(turn_id: int, buttons: Sequence[Button]) -> discord.ui.View:
 
 # -- slash commands ----------------------------------------------------------------------------
 
-_SIMPLE_COMMANDS = {
-    "approve": "✅ Approve the current result of this post",
-    "regen": "🔁 Regenerate the current result with a new seed",
-    "undo": "↩️ Go back to the previous image of this post",
-    "cancel": "❌ Cancel this post's running job",
-    "history": "The turn tree of this post, with identity scores",
-    "export": "Approved images of this post and a manifest, as a zip",
-    "status": "Your jobs and their places in the queue",
-    "help": "How Persona Studio works",
-}
+SlashCommand = app_commands.Command[Any, Any, Any] | app_commands.Group
+Autocomplete = Callable[[discord.Interaction[Any], str], Awaitable[list[app_commands.Choice[str]]]]
+#: a seed typed as digits is a number (the option is text, for "random")
+_NUMBER_WHEN_DIGITS = frozenset({"seed"})
+_KINDS: dict[str, type] = {"str": str, "int": int, "float": float}
 
 
-def build_commands(
-    bot: InteractionHost, archetypes: Sequence[str]
-) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
-    """The slash commands, with archetype choices when there are 1-25 archetypes."""
+def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[SlashCommand]:
+    """The table's commands offered on Discord, with archetype choices when there are 1-25."""
 
-    async def autocomplete_personas(
-        interaction: discord.Interaction[Any], current: str
-    ) -> list[app_commands.Choice[str]]:
+    async def personas(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         try:
             names = await asyncio.wait_for(
                 bot.conversation.persona_names(PLATFORM, str(interaction.user.id), current), AUTOCOMPLETE_TIMEOUT_S
@@ -143,9 +121,7 @@ def build_commands(
             return []
         return [app_commands.Choice(name=name[:100], value=name[:100]) for name in names[:25]]
 
-    async def autocomplete_archetypes(
-        interaction: discord.Interaction[Any], current: str
-    ) -> list[app_commands.Choice[str]]:
+    async def archetype_names(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         try:
             names = await asyncio.wait_for(bot.conversation.archetypes(), AUTOCOMPLETE_TIMEOUT_S)
         except Exception:
@@ -154,92 +130,73 @@ def build_commands(
         matching = [n for n in names if n.lower().startswith(current.lower())]
         return [app_commands.Choice(name=n[:100], value=n[:100]) for n in matching[:25]]
 
-    persona = app_commands.Group(name="persona", description="Create and manage personas", guild_only=True)
+    choices = [app_commands.Choice(name=a[:100], value=a[:100]) for a in dict.fromkeys(archetypes)]
+    builder = _Builder(
+        bot, {"personas": personas, "archetypes": archetype_names}, choices if len(choices) <= 25 else []
+    )
+    return [builder.build(command) for command in COMMANDS if command.offered_on(PLATFORM)]
 
-    async def persona_create(
-        interaction: discord.Interaction[Any],
-        archetype: str,
-        name: app_commands.Range[str, 1, 40] | None = None,
+
+class _Builder:
+    def __init__(
+        self, bot: InteractionHost, autocomplete: dict[str, Autocomplete], archetypes: list[app_commands.Choice[str]]
     ) -> None:
-        # no image option: a persona's face is the LoRA blend itself (its portrait is rendered)
-        await bot.run_command(interaction, "persona", {"action": "create", "archetype": archetype, "name": name})
+        self.bot = bot
+        self.autocomplete = autocomplete
+        self.archetypes = archetypes
 
-    choices = list(dict.fromkeys(archetypes))
-    if 1 <= len(choices) <= 25:
-        pick = app_commands.choices(archetype=[app_commands.Choice(name=a[:100], value=a[:100]) for a in choices])
-    else:
-        pick = app_commands.autocomplete(archetype=autocomplete_archetypes)
-    persona.command(name="create", description="Create a persona: a new face blended from an archetype's LoRAs")(
-        app_commands.describe(
-            archetype="the look to start from",
-            name="a name for the persona (default: one is made up)",
-        )(pick(persona_create))
-    )
+    def build(self, command: Command) -> SlashCommand:
+        if not command.subcommands:
+            return app_commands.guild_only()(self._command(command, command.name, None))
+        group = app_commands.Group(name=command.name, description=command.summary, guild_only=True)
+        for sub in command.subcommands:
+            group.add_command(self._command(sub, command.name, sub.name))
+        return group
 
-    @persona.command(name="list", description="Your personas")
-    async def persona_list(interaction: discord.Interaction[Any]) -> None:
-        await bot.run_command(interaction, "persona", {"action": "list"})
+    def _command(self, row: Command, name: str, action: str | None) -> app_commands.Command[Any, Any, Any]:
+        """One slash command (or subcommand) whose callback hands its options to ``run_command``."""
+        bot = self.bot
 
-    @persona.command(name="show", description="Show a persona: its mix, seed and reference face")
-    @app_commands.describe(name="the persona")
-    @app_commands.autocomplete(name=autocomplete_personas)
-    async def persona_show(interaction: discord.Interaction[Any], name: str) -> None:
-        await bot.run_command(interaction, "persona", {"action": "show", "name": name})
+        async def callback(interaction: discord.Interaction[Any], **values: Any) -> None:
+            attachments = [values.pop(arg.name, None) for arg in row.args if arg.kind == "attachment"]
+            for key in _NUMBER_WHEN_DIGITS & values.keys():
+                value = values[key]
+                if isinstance(value, str) and value.strip().isdigit():
+                    values[key] = int(value)
+            options = ({"action": action} if action else {}) | values
+            if not options and not attachments:
+                await bot.run_command(interaction, name)
+            else:
+                await bot.run_command(interaction, name, options, attachments)
 
-    @persona.command(name="delete", description="Delete one of your personas")
-    @app_commands.describe(name="the persona")
-    @app_commands.autocomplete(name=autocomplete_personas)
-    async def persona_delete(interaction: discord.Interaction[Any], name: str) -> None:
-        await bot.run_command(interaction, "persona", {"action": "delete", "name": name})
+        parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        parameters += [self._parameter(arg) for arg in row.args]
+        callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        slash = app_commands.Command(name=row.name, description=row.summary, callback=callback)
+        slash = app_commands.describe(**{arg.name: arg.description for arg in row.args})(slash)
+        for arg in row.args:
+            if arg.autocomplete == "archetypes" and self.archetypes:
+                slash = app_commands.choices(**{arg.name: self.archetypes})(slash)
+            elif arg.autocomplete is not None:
+                slash = app_commands.autocomplete(**{arg.name: self.autocomplete[arg.autocomplete]})(slash)
+        return slash
 
-    @app_commands.command(name="post", description="Open a post thread with the first images of a persona")
-    @app_commands.guild_only()
-    @app_commands.describe(
-        persona="which persona",
-        prompt="what the picture shows",
-        count="how many images (1-4)",
-        image="optional scene image to start from",
-    )
-    @app_commands.autocomplete(persona=autocomplete_personas)
-    async def post(
-        interaction: discord.Interaction[Any],
-        persona: str,
-        prompt: app_commands.Range[str, 1, MAX_TEXT_CHARS],
-        count: app_commands.Range[int, 1, 4] = 1,
-        image: discord.Attachment | None = None,
-    ) -> None:
-        await bot.run_command(interaction, "post", {"persona": persona, "count": count, "prompt": prompt}, [image])
-
-    @app_commands.command(
-        name="settings", description="Generation settings: in a post for that post, elsewhere your defaults"
-    )
-    @app_commands.guild_only()
-    @app_commands.describe(
-        steps="denoising steps",
-        guidance="guidance scale",
-        size="image size as WxH, e.g. 1024x1024",
-        seed="a number, or 'random'",
-    )
-    async def settings(
-        interaction: discord.Interaction[Any],
-        steps: app_commands.Range[int, STEPS_MIN, STEPS_MAX] | None = None,
-        guidance: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
-        size: app_commands.Range[str, 3, 11] | None = None,
-        seed: app_commands.Range[str, 1, 20] | None = None,
-    ) -> None:
-        seed_value: int | str | None = int(seed) if seed is not None and seed.strip().isdigit() else seed
-        await bot.run_command(
-            interaction, "settings", {"steps": steps, "guidance": guidance, "size": size, "seed": seed_value}
-        )
-
-    commands: list[app_commands.Command[Any, Any, Any] | app_commands.Group] = [persona, post, settings]
-    for name, description in _SIMPLE_COMMANDS.items():
-        commands.append(_simple_command(bot, name, description))
-    return commands
-
-
-def _simple_command(bot: InteractionHost, name: str, description: str) -> app_commands.Command[Any, Any, Any]:
-    async def callback(interaction: discord.Interaction[Any]) -> None:
-        await bot.run_command(interaction, name)
-
-    return app_commands.guild_only()(app_commands.Command(name=name, description=description, callback=callback))
+    @staticmethod
+    def _parameter(arg: Arg) -> inspect.Parameter:
+        """The callback parameter of an option: its type (with bounds) tells discord.py the option."""
+        annotation: Any
+        if arg.kind == "attachment":
+            annotation = discord.Attachment
+        else:
+            kind = _KINDS[arg.kind]
+            bound = int if kind is not float else float
+            if arg.min is None and arg.max is None:
+                annotation = kind
+            else:
+                low = None if arg.min is None else bound(arg.min)
+                high = None if arg.max is None else bound(arg.max)
+                annotation = app_commands.Range[kind, low, high]
+        if not arg.required:
+            annotation = annotation | None
+        default = inspect.Parameter.empty if arg.required else arg.default
+        return inspect.Parameter(arg.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)

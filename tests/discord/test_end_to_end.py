@@ -4,7 +4,7 @@ queue, delivery) and the tiny FluxKontextPipeline engine on the CPU. No stand-in
 
 The engine loads once per module (~20 s of imports and dlib models); every test gets its own
 database, blob store and app (``build_app(settings, engine=...)``), whose embedded queue runs
-jobs on that one engine through a :class:`engine.jobs.JobRunner` of its own. Nothing here sleeps
+jobs on that one engine through a :class:`engine.job_runner.JobRunner` of its own. Nothing here sleeps
 to synchronise: tests wait for the REST requests the bot makes (``fake.wait_request``), for job
 events on the app's progress bus, or for the adapter's handlers to return.
 """
@@ -27,7 +27,8 @@ import pytest
 
 from bot.app import App, build_app
 from bot.discord import PersonaBot
-from engine.progress import FINISHED_STATES, ProgressBus
+from engine.events import FINISHED_STATES
+from engine.progress import ProgressBus
 from storage.models import Job, Persona, Thread, User
 from storage.settings import load_settings
 from tests.discord.conftest import StartBot
@@ -69,9 +70,9 @@ class SharedEngine:
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:  # -> engine.runner.Engine
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:  # -> engine.render_engine.Engine
     """One tiny engine for the module, loaded before the first test starts its clock."""
-    from engine.runner import Engine
+    from engine.render_engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("discord-e2e-engine")

@@ -2,66 +2,30 @@
 
 Callbacks are sealed with wechatpy; replies go to the fake WeCom API. The conversation is
 wired as ``bot.app.build_app`` wires it (SQLite, blob store, embedded queue, delivery); only the image
-model is replaced by :class:`PaintingEngine`, a STAND-IN that paints small PNGs without torch,
+model is replaced by the tests' fake engine (``tests.fakes.engine``), painting small PNGs without torch,
 so the test runs in seconds. Waiting is event-driven (the fake API's ``wait_for``), never sleeps.
 """
 
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 from commands.conversation import Conversation, ConversationConfig
-from engine.jobs import JobRunner
+from engine.job_runner import JobRunner
 from engine.queue import make_queue
-from engine.specs import JobKind, JobResult, JobSpec
+from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.repository import Store
+from tests.fakes.engine import FakeEngine
 from tests.fakes.wecom_api import FakeWeComAPI
 from tests.wecom.harness import AGENT_ID, CORP_ID, SECRET, WeComHarness, card_click_xml, image_xml, wecom_settings
 
 ALICE = "alice.zhang"
-
-
-class PaintingEngine:
-    """STAND-IN for engine.runner.Engine: solid-colour PNGs in the blob store, progress per step."""
-
-    def __init__(self, blobs: BlobStore) -> None:
-        self.blobs = blobs
-        self.specs: list[JobSpec] = []
-
-    def load(self) -> None:
-        return None
-
-    def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
-        return [(f"{archetype}-a", 0.6), (f"{archetype}-b", 0.4)]
-
-    def run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> JobResult:
-        self.specs.append(spec)
-        for step in range(1, 5):
-            if on_progress is not None:
-                on_progress(step, 4)
-        count = 1 if spec.kind == JobKind.CREATE_PERSONA else max(1, spec.count)
-        keys = []
-        for index in range(count):
-            buffer = io.BytesIO()
-            Image.new("RGB", (32, 32), (40 * index, 120, 200)).save(buffer, format="PNG")
-            keys.append(self.blobs.put(buffer.getvalue()))
-        if spec.kind == JobKind.CREATE_PERSONA:
-            return JobResult(reference_key=keys[0], embedding=[0.0] * 8, lora_mix=spec.persona.lora_mix)
-        return JobResult(
-            image_keys=keys, seeds=[spec.seed] * count, identity_scores=[0.9] * count, identity_notes=["ok"] * count
-        )
 
 
 def texts(fake: FakeWeComAPI) -> list[str]:
@@ -89,7 +53,7 @@ async def test_whole_conversation_ends_in_an_approved_post(tmp_path: Path) -> No
         await db.upgrade()
         store = Store(db)
         blobs = BlobStore(settings.blob_dir)
-        engine = PaintingEngine(blobs)
+        engine = FakeEngine(blobs=blobs)
         queue = make_queue(None, store, lambda bus: JobRunner(engine, store, bus))
         conversation = Conversation(store, blobs, queue, ConversationConfig(lora_dir=settings.lora_dir))
         await conversation.start()
