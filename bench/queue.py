@@ -46,7 +46,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
-from engine.events import AnyJobEvent, Done  # noqa: E402
+from engine.job_events import AnyJobEvent, Done  # noqa: E402
 from engine.job_runner import JobRunner  # noqa: E402
 from engine.noop_engine import NoopEngine  # noqa: E402
 from engine.progress import ProgressBus  # noqa: E402

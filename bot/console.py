@@ -31,7 +31,7 @@ from commands.events import (
 )
 from commands.parser import parse_text
 from commands.texts import progress_bar
-from engine.events import FINISHED_STATES
+from engine.job_events import FINISHED_STATES
 
 PLATFORM = "console"
 

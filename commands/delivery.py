@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
-from engine.events import FINISHED_STATES, JobEvent, Running
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
+from engine.job_events import FINISHED_STATES, JobEvent, Running
 from engine.progress import ProgressBus
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, utcnow

@@ -186,7 +186,8 @@ def help_text() -> str:
             where = "" if command.platforms is None else f" ({', '.join(sorted(command.platforms))})"
             emoji = f" {command.emoji}" if command.emoji else ""
             lines.append(f"  {row.usage or '/' + row.name}{emoji}")
-            lines.append(f"      {row.summary}{where} · {row.summary_zh}")
+            summary = row.summary[:1].lower() + row.summary[1:]
+            lines.append(f"      {summary}{where} · {row.summary_zh}")
         if command.name == "post":
             lines.append("  <text inside a post>  edit the current image ('hold the latte higher')")
             lines.append("      直接发文字即修改当前图片")

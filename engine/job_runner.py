@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from engine.errors import JobCancelled
-from engine.events import Running
+from engine.job_events import Running
 from engine.outcomes import finish_job
 from engine.progress import ProgressBus
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets

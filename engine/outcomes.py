@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.events import Cancelled, Done, Failed, JobEvent
+from engine.job_events import Cancelled, Done, Failed, JobEvent
 from engine.progress import ProgressBus
 from engine.specs import JobKind
 from storage.models import JobStatus

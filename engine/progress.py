@@ -1,4 +1,4 @@
-"""Progress buses: where workers publish job events (engine.events) and front ends read them.
+"""Progress buses: where workers publish job events (engine.job_events) and front ends read them.
 
 Every publish also stores the job's last event, so a reader that subscribes late still sees where
 a job is. Two buses with one interface: :class:`LocalBus` (in-process, the embedded queue) and
@@ -18,7 +18,7 @@ from cachetools import LRUCache
 from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 
-from engine.events import FINISHED_STATES, AnyJobEvent, JobEvent, parse_event
+from engine.job_events import AnyJobEvent, JobEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +27,6 @@ LAST_STATE_KEY = "persona-studio:job:{job_id}"
 LAST_STATE_TTL_S = 7 * 24 * 3600
 #: waits between attempts to subscribe again after redis went away (0.05 s doubling up to 2 s)
 RESUBSCRIBE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
-
-# TODO(merge): FINISHED_STATES and make_event are here only for commands/ and bot/, which import them
-# from engine.progress today; import FINISHED_STATES from engine.events and drop both names here.
-__all__ = ["CHANNEL", "FINISHED_STATES", "LocalBus", "ProgressBus", "RedisBus", "make_event"]
-
-
-# TODO(merge): remove once commands/ publishes through engine.outcomes.finish_job / engine.events
-def make_event(job_id: str, state: str, **fields: Any) -> AnyJobEvent:
-    """The typed event of ``state`` (compatibility with the old dict-building helper)."""
-    import time
-
-    return parse_event({"job_id": job_id, "state": state, "ts": time.time(), **fields})
 
 
 class ProgressBus(Protocol):

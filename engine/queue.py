@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix, job_key_prefix
 
-from engine.events import Queued
+from engine.job_events import Queued
 from engine.outcomes import finish_job
 from engine.progress import LocalBus, ProgressBus, RedisBus
 from engine.specs import JobSpec

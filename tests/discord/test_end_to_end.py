@@ -27,7 +27,7 @@ import pytest
 
 from bot.app import App, build_app
 from bot.discord import PersonaBot
-from engine.events import FINISHED_STATES
+from engine.job_events import FINISHED_STATES
 from engine.progress import ProgressBus
 from storage.models import Job, Persona, Thread, User
 from storage.settings import load_settings
@@ -545,6 +545,34 @@ async def test_old_buttons_work_after_a_restart(studio: Studio, fake: FakeDiscor
     turn = await studio.store.get_turn(regen)
     assert (turn.kind, turn.parent_id, turn.status) == ("regenerate", None, "done")
     assert (await reload_thread(studio, thread)).current_turn_id == regen
+    await assert_each_result_delivered_once(fake, studio)
+
+
+async def test_a_post_right_after_persona_create_waits_for_the_persona(
+    studio: Studio, fake: FakeDiscord, start_bot: StartBot
+) -> None:
+    """`/persona create` and at once `/post`: no retry, the post starts when the portrait exists."""
+    await start_bot(studio.app.conversation)
+    studio.engine.gate.clear()  # the portrait job waits in the engine
+    mark = fake.mark()
+    await fake.send_interaction(
+        fake.slash_command("persona", {"archetype": "sweet", "name": "mia"}, subcommand="create")
+    )
+    await fake.wait_request(lambda r: content(r).startswith("Creating persona mia"), route="webhook_edit", since=mark)
+    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "a latte", "count": 1}))
+    created = await fake.wait_request(route="create_thread_from_message", since=mark)
+    thread_id = int(created.response["id"])
+    assert "still being created" in fake.messages[thread_id]["content"]
+    assert not [r for r in fake.requests[mark:] if "⚠️" in content(r)]  # no error, no retry asked
+    post_jobs = [j for j in await studio.jobs(fake) if j.kind == "generate"]
+    assert [j.status for j in post_jobs] == ["held"]
+
+    studio.engine.gate.set()
+    result = await wait_result(fake, thread_id, since=mark, text="Generate #")
+    persona = await studio.store.find_persona((await studio.owner(fake)).id, "mia")
+    job = await studio.store.get_job(post_jobs[0].id)
+    assert job.spec["persona"]["reference_key"] == persona.reference_key is not None
+    assert turn_of(result) == (await studio.store.turn_for_job(job.id)).id
     await assert_each_result_delivered_once(fake, studio)
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from engine.events import AnyJobEvent, Running
+from engine.job_events import AnyJobEvent, Running
 from engine.progress import ProgressBus
 from storage.settings import Settings
 from tests.conversation.conftest import app_settings, shared_dirs, tiny_engine

@@ -16,7 +16,7 @@ from engine.progress import RedisBus
 from engine.queue import ArqQueue
 from engine.worker import WORKER_ID
 from storage.models import JobStatus
-from tests.conversation.helpers import errors, queued, run, texts
+from tests.conversation.helpers import errors, job_spec, queued, run, texts
 from tests.queue.conftest import Recorder, console_for
 
 
@@ -39,7 +39,7 @@ async def test_conversation_over_arq(arq_app: App, tmp_path: Path, redis_url: st
         states = [e.state for e in recorder.of(job_id)]
         assert states[0] == "queued" and states[-1] == "done", states
         steps = [e for e in recorder.of(job_id) if e.state == "running" and e.step]
-        assert steps and steps[-1]["step"] == steps[-1]["total"]
+        assert steps and steps[-1].step == steps[-1].total
         assert all(e.worker == WORKER_ID for e in recorder.of(job_id) if e.state == "running")
 
         await run(console, "/post Mia count=2 sipping a latte in a café")
@@ -51,7 +51,8 @@ async def test_conversation_over_arq(arq_app: App, tmp_path: Path, redis_url: st
         await run(console, "hold the cup higher")
         edit1 = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)
         assert (edit1.kind, edit1.parent_id) == ("edit", first.id)
-        assert edit1.params["context_keys"] == first.image_keys and edit1.image_keys[0] != first.image_keys[0]
+        assert (await job_spec(app.store, edit1))["context_keys"] == first.image_keys
+        assert edit1.image_keys[0] != first.image_keys[0]
 
         await run(console, "now on the terrace")
         edit2 = await app.store.get_turn((await app.store.get_thread(thread_id)).current_turn_id)

@@ -111,3 +111,38 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), colour).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+async def test_a_post_right_after_persona_create_waits_for_the_persona(tmp_path: Path) -> None:
+    """人设 创建 and at once 发帖: no "try again", the post starts once the portrait is stored."""
+    async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
+        settings = wecom_settings(
+            fake.base_url,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'ps.db'}",
+            blob_dir=str(tmp_path / "blobs"),
+            lora_dir=str(tmp_path / "loras"),
+        )
+        db = Database(settings.database_url)
+        await db.upgrade()
+        store = Store(db)
+        blobs = BlobStore(settings.blob_dir)
+        engine = FakeEngine(blobs=blobs, gated=True)  # the portrait waits in the engine
+        queue = make_queue(None, store, lambda bus: JobRunner(engine, store, bus))
+        conversation = Conversation(store, blobs, queue, ConversationConfig(lora_dir=settings.lora_dir))
+        await conversation.start()
+        try:
+            async with WeComHarness(conversation, fake=fake) as h:
+                await h.say(ALICE, "人设 创建 sweet mia")
+                await h.say(ALICE, "发帖 mia 在露台上拿着拿铁")
+                await h.settle()
+                assert any("still being created" in t for t in texts(fake))
+                assert not any("⚠️" in t for t in texts(fake))
+                engine.release.set()
+                await wait_for(fake, lambda f: len(f.messages_to(ALICE, "template_card")) == 1)
+                kinds = [spec.kind for spec in engine.specs]
+                assert kinds == [JobKind.CREATE_PERSONA, JobKind.GENERATE]
+                assert engine.specs[1].persona.reference_key  # rendered with the persona as it became
+        finally:
+            engine.release.set()
+            await conversation.close()
+            await db.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engine.events import FINISHED_STATES, Cancelled, Done, Failed, Queued, Running, parse_event
+from engine.job_events import FINISHED_STATES, Cancelled, Done, Failed, Queued, Running, parse_event
 from engine.job_runner import JobRunner
 from engine.outcomes import finish_job
 from engine.progress import LocalBus
