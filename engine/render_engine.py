@@ -20,10 +20,10 @@ from cachetools import LRUCache
 
 from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, write_tiny_library
+from engine.loras import LoraLibrary, family_root, write_tiny_library
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
-from engine.specs import JobKind, JobResult, JobSpec, RenderParams, default_params
+from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams, default_params, model_family
 from storage.blobs import BlobStore
 from storage.settings import Settings
 
@@ -63,7 +63,8 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.cpu_offload = cpu_offload
-        self.library = LoraLibrary(Path(lora_dir))
+        self.family = model_family(model)
+        self.library = LoraLibrary(family_root(Path(lora_dir), self.family, model))  # a library per family
         self.face_backend = face_backend
         self.face_model_dir = face_model_dir
         self.identity_threshold = identity_threshold
@@ -115,12 +116,12 @@ class Engine:
         return self._embedder
 
     def _ensure_library(self) -> None:
-        if self.model != "tiny":
+        if self.model not in TINY_MODELS:
             return
         with self._library_lock:
             if self.library.is_empty():
                 log.info("writing the tiny LoRA library to %s", self.library.root)
-                write_tiny_library(self.library.root)
+                write_tiny_library(self.library.root, model=self.model)
 
     def load(self) -> None:
         """Load the pipeline and the face embedder once (later calls do nothing)."""
@@ -141,8 +142,9 @@ class Engine:
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:
         """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
-        toy = self._lp.toy if self._lp is not None else self.model == "tiny"
-        return default_params("tiny" if toy else self.model)
+        toy = self._lp.toy if self._lp is not None else self.model in TINY_MODELS
+        tiny = "tiny-klein" if self.family == "klein" else "tiny"
+        return default_params(tiny if toy else self.model)
 
     def archetypes(self) -> list[str]:
         """Archetype folders of the LoRA library (never waits for a running job)."""
@@ -189,7 +191,7 @@ class Engine:
                 stats=self.stats,
                 references=self._references,
             )
-            if kind == JobKind.CREATE_PERSONA:
+            if kind == JobKind.CREATE_PERSONA and spec.persona.photo_key is None:
                 mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
             else:
                 mix = list(spec.persona.lora_mix)

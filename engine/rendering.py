@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +83,7 @@ class JobRender:
         width: int,
         height: int,
         context_key: str | None,
+        references: Sequence[str] = (),
     ) -> GateResult:
         """Image ``index``: candidates until one passes the identity gate (or ``max_tries``)."""
         from engine.identity import identity_gate
@@ -91,13 +92,23 @@ class JobRender:
             if attempt:
                 self.progress.grow()
             seed = derive_seed(self.spec.seed, index, attempt)
-            return self.render(prompt, seed, width, height, context_key), seed
+            return self.render(prompt, seed, width, height, context_key, references), seed
 
         embedder = self.embedder if reference is not None else None
         return identity_gate(candidate, embedder, reference, self.identity_threshold, self.params.max_tries)
 
-    def render(self, prompt: str, seed: int, width: int, height: int, context_key: str | None = None) -> Image.Image:
+    def render(
+        self,
+        prompt: str,
+        seed: int,
+        width: int,
+        height: int,
+        context_key: str | None = None,
+        references: Sequence[str] = (),
+    ) -> Image.Image:
+        """One render; ``references`` (blob keys) join the context as the family takes them (engine.references)."""
         from engine.pipeline import encode_context, encode_prompt, render, snap
+        from engine.references import kontext_context
 
         lp = self.pipeline
         width, height = snap(width, lp.multiple_of), snap(height, lp.multiple_of)
@@ -107,8 +118,13 @@ class JobRender:
             embeds = encode_prompt(lp, prompt)
             self.stats["prompt_encodes"] += 1
             self.cache.prompts[prompt_key] = embeds
-        context = None
-        if context_key is not None:
+        context: Any = None
+        images = [self.image(key) for key in references] if lp.family == "klein" else []
+        if lp.family == "klein":
+            context = self.image(context_key) if context_key is not None else None
+        elif references:
+            context = kontext_context(self, context_key, list(references), width, height)
+        elif context_key is not None:
             context = self.cache.latents.get((context_key, width, height))
             if context is None:
                 context = encode_context(lp, self.image(context_key), width, height)
@@ -126,6 +142,7 @@ class JobRender:
             context=context,
             on_step=self.progress.step,
             cancel=cancel,
+            references=images,
         )
         self.stats["renders"] += 1
         self.progress.render_finished()
