@@ -111,9 +111,16 @@ def load_pipeline(
 
         max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length))
         return LoadedPipeline(
-            pipe, model, target, torch_dtype, max_len, pipe.vae_scale_factor * 2,
-            toy=is_toy_model(pipe.transformer.config), family="klein", text_encoder_out_layers=out_layers(pipe),
-        )  # fmt: skip
+            pipe,
+            model,
+            target,
+            torch_dtype,
+            max_len,
+            pipe.vae_scale_factor * 2,
+            toy=is_toy_model(pipe.transformer.config),
+            family="klein",
+            text_encoder_out_layers=out_layers(pipe),
+        )
     max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
     return LoadedPipeline(
         pipe=pipe,
@@ -207,9 +214,16 @@ def render(
             raise ValueError("klein takes the current image as an image, not as latents")
         images = ([context] if context is not None else []) + list(references)
         return render_klein(
-            lp, prompt=prompt, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
-            references=images, step_end=step_end,
-        )  # fmt: skip
+            lp,
+            prompt=prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            references=images,
+            step_end=step_end,
+        )
     generator = torch.Generator(device="cpu").manual_seed(seed)
     result = lp.pipe(
         image=context,
