@@ -24,8 +24,6 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     from diffusers import Flux2KleinPipeline
 
-    from engine.pipeline import LoadedPipeline, PromptEmbeds
-
 log = logging.getLogger(__name__)
 
 #: klein's reference rules (diffusers' Flux2ImageProcessor.check_image_input)
@@ -79,22 +77,22 @@ def fit_reference(image: Image.Image, area: int, multiple: int) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def encode_klein_prompt(lp: LoadedPipeline, prompt: str) -> PromptEmbeds:
-    from engine.pipeline import PromptEmbeds
-
-    embeds, _text_ids = lp.pipe.encode_prompt(
-        prompt=prompt,
-        device=lp.execution_device,
-        max_sequence_length=lp.max_sequence_length,
-        text_encoder_out_layers=lp.text_encoder_out_layers,
+def encode_klein_prompt(
+    pipe: Flux2KleinPipeline, prompt: str, device: torch.device, max_sequence_length: int, layers: tuple[int, ...]
+) -> torch.Tensor:
+    """The stacked Qwen3 hidden states of ``prompt`` (klein's prompt embeddings)."""
+    embeds, _text_ids = pipe.encode_prompt(
+        prompt=prompt, device=device, max_sequence_length=max_sequence_length, text_encoder_out_layers=layers
     )
-    return PromptEmbeds(embeds, None)
+    return embeds
 
 
 def render_klein(
-    lp: LoadedPipeline,
+    pipe: Flux2KleinPipeline,
     *,
-    prompt: PromptEmbeds,
+    prompt_embeds: torch.Tensor,
+    max_sequence_length: int,
+    layers: tuple[int, ...],
     width: int,
     height: int,
     steps: int,
@@ -104,18 +102,19 @@ def render_klein(
     step_end: Callable[..., dict],
 ) -> Image.Image:
     """One klein image of ``width`` x ``height`` conditioned on ``references`` (in order)."""
-    images = [fit_reference(image, max(width * height, MIN_REFERENCE_SIDE**2), lp.multiple_of) for image in references]
+    multiple = pipe.vae_scale_factor * 2
+    images = [fit_reference(image, max(width * height, MIN_REFERENCE_SIDE**2), multiple) for image in references]
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    result = lp.pipe(
+    result = pipe(
         image=images or None,
-        prompt_embeds=prompt.prompt_embeds,
+        prompt_embeds=prompt_embeds,
         width=width,
         height=height,
         num_inference_steps=steps,
         guidance_scale=guidance,
         generator=generator,
-        max_sequence_length=lp.max_sequence_length,
-        text_encoder_out_layers=lp.text_encoder_out_layers,
+        max_sequence_length=max_sequence_length,
+        text_encoder_out_layers=layers,
         callback_on_step_end=step_end,
     )
     return result.images[0]

@@ -149,7 +149,10 @@ def encode_prompt(lp: LoadedPipeline, prompt: str) -> PromptEmbeds:
     if lp.family == "klein":
         from engine.klein import encode_klein_prompt
 
-        return encode_klein_prompt(lp, prompt)
+        embeds = encode_klein_prompt(
+            lp.pipe, prompt, lp.execution_device, lp.max_sequence_length, lp.text_encoder_out_layers
+        )
+        return PromptEmbeds(embeds, None)
     embeds, pooled, _ = lp.pipe.encode_prompt(
         prompt=prompt, prompt_2=None, device=lp.execution_device, max_sequence_length=lp.max_sequence_length
     )
@@ -214,8 +217,10 @@ def render(
             raise ValueError("klein takes the current image as an image, not as latents")
         images = ([context] if context is not None else []) + list(references)
         return render_klein(
-            lp,
-            prompt=prompt,
+            lp.pipe,
+            prompt_embeds=prompt.prompt_embeds,
+            max_sequence_length=lp.max_sequence_length,
+            layers=lp.text_encoder_out_layers,
             width=width,
             height=height,
             steps=steps,
