@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -24,6 +24,15 @@ class JobKind(StrEnum):
     REGENERATE = "regenerate"  # the same generate/edit spec again with a new seed
 
 
+ReferenceRole = Literal["product", "scene", "face"]
+
+
+class ReferenceSpec(BaseModel):
+    role: ReferenceRole
+    key: str  # blob key (sha256 of the stored bytes)
+    name: str | None = None  # library name (products)
+
+
 class PersonaSpec(BaseModel):
     persona_id: int = 0
     archetype: str
@@ -32,6 +41,7 @@ class PersonaSpec(BaseModel):
     seed: int = 0
     reference_key: str | None = None  # blob key of the reference portrait
     embedding: list[float] | None = None  # face embedding of the reference portrait
+    photo_key: str | None = None
 
 
 class RenderParams(BaseModel):
@@ -60,6 +70,7 @@ class JobSpec(BaseModel):
     of_kind: JobKind | None = None
     seed: int = Field(default=0, ge=0, lt=2**32)
     params: RenderParams = Field(default_factory=RenderParams)
+    references: list[ReferenceSpec] = Field(default_factory=list)
 
 
 class JobResult(BaseModel):
@@ -134,3 +145,7 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
+
+
+def reference_limit(model: str) -> int | None:  # 11a replaces
+    return 4 if model.startswith("tiny-klein") else None
