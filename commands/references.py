@@ -111,15 +111,19 @@ def pending_refs(user: User) -> list[ReferenceSpec]:
     ]
 
 
-def check_limit(model: str, refs: Sequence[ReferenceSpec], *, editing: bool, extra: int = 0) -> None:
-    """The engine family's limit on reference images: the current image (edits), the persona's
-    portrait, then the references. ``extra`` counts images whose role is not chosen yet."""
+def check_limit(
+    model: str, refs: Sequence[ReferenceSpec], *, editing: bool, attached: Sequence[Attachment] = ()
+) -> None:
+    """The engine family's limit on reference images: the current image, the persona's portrait,
+    then the references. A post is checked as its edits will be (each edit conditions on the
+    current image too), so a post that could not be edited is refused at once. ``attached``:
+    images not stored yet (their role may be unknown still)."""
     limit = reference_limit(model)
     if limit is None:
         return
-    parts = (["the current image"] if editing else []) + ["the persona's portrait"]
+    parts = ["the current image" if editing else "the image each edit changes", "the persona's portrait"]
     parts += [f"{ref.role} {ref.name}" if ref.name else f"a {ref.role} image" for ref in refs]
-    parts += ["a new image"] * extra
+    parts += [f"a {a.role} image" if a.role else "a new image" for a in attached]
     if len(parts) > limit:
         what = "edit" if editing else "post"
         raise InputError(

@@ -6,6 +6,7 @@ import random
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from commands import references as refs
@@ -55,7 +56,8 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
     roles = [r.role for r in library + waiting] + [a.role or "scene" for a in ctx.event.attachments]
     if roles.count("scene") > 1:
         raise InputError("a post takes one scene image; send the others as product or face images")
-    refs.check_limit(conv.config.engine_model, library + waiting, editing=False, extra=len(ctx.event.attachments))
+    said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
+    refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
     stored = refs.store_attachments(conv, ctx.event.attachments, "scene")
     attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
@@ -168,7 +170,8 @@ async def edit(
     refs.check_attachments(attachments)
     waiting = refs.pending_refs(ctx.user)
     known = refs.from_dicts(thread.references) + library + list(chosen) + waiting
-    refs.check_limit(conv.config.engine_model, known, editing=True, extra=len(attachments))
+    said = [replace(a, role=a.role or role) for a in attachments]
+    refs.check_limit(conv.config.engine_model, known, editing=True, attached=said)
     await rules.check_limits(conv, ctx.user)
     if attachments and role is None and any(a.role is None for a in attachments):
         return await park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
