@@ -14,13 +14,14 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from commands.events import REFERENCE_ROLES, Attachment
+from commands.context import Ctx
+from commands.events import REFERENCE_ROLES, Action, Attachment, ChooseRole
 from commands.validation import InputError, check_image
 from engine.specs import ReferenceSpec, reference_limit
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
-    from storage.models import User
+    from storage.models import Thread, User
 
 ROLE_WORDS: dict[str, str] = {
     "product": "product",
@@ -130,6 +131,30 @@ def check_limit(
             f"this model takes at most {limit} reference images and this {what} would use {len(parts)} "
             f"({', '.join(parts)}); drop a product or an image and send it again"
         )
+
+
+#: images kept waiting per user; older ones are dropped
+MAX_PENDING = 8
+ASK = "What is this image? 这张图是？ 商品 product / 场景 scene / 人脸 face"
+
+
+async def park(
+    conv: Conversation, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
+) -> list[Action]:
+    """Store images for the next post or edit (``edit``: for that edit, once their role is chosen)."""
+    stored = store_attachments(conv, attachments)
+    batch = stored[0][1]
+    rows = [row for row in pending(ctx.user) if row.get("batch") != batch]
+    rows += [{"role": role, "key": key, "batch": batch} for role, key in stored]
+    changes: dict[str, object] = {PENDING: rows[-MAX_PENDING:]}
+    if edit is not None:
+        changes[PENDING_EDIT] = {"thread": edit[0].id, "text": edit[1], "batch": batch}
+    ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, changes)
+    where = ctx.where_thread(edit[0]) if edit is not None else ctx.where_user()
+    if edit is not None or any(role is None for role, _ in stored):
+        return [ChooseRole(where=where, key=batch, text=ASK)]
+    roles = ", ".join(dict.fromkeys(ROLE_LABELS[str(role)] for role, _ in stored))
+    return [ctx.reply(f"Got the image ({roles}): it goes into your next post or edit.")]
 
 
 def one_scene(refs: Sequence[ReferenceSpec]) -> str | None:

@@ -14,7 +14,6 @@ from commands import rules
 from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
-from commands.handlers.references import park
 from commands.validation import InputError, check_text
 from commands.words import split_options
 from engine.specs import JobKind, JobSpec, ReferenceSpec
@@ -131,7 +130,7 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
     or edit (its role asked for when the platform did not say it)."""
     thread = await rules.thread_of(conv, ctx)
     if ctx.event.attachments and not ctx.event.text.strip():
-        return await park(conv, ctx, ctx.event.attachments)
+        return await refs.park(conv, ctx, ctx.event.attachments)
     if thread is None:
         return [ctx.error("This is not a post thread. Start one with /post <persona> <prompt>, or /help.")]
     return await edit(conv, ctx, thread, ctx.event.text)
@@ -174,7 +173,7 @@ async def edit(
     refs.check_limit(conv.config.engine_model, known, editing=True, attached=said)
     await rules.check_limits(conv, ctx.user)
     if attachments and role is None and any(a.role is None for a in attachments):
-        return await park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
+        return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
     attached = [ReferenceSpec(role=r or "scene", key=k) for r, k in refs.store_attachments(conv, attachments, role)]
     edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
     if waiting:

@@ -11,36 +11,13 @@ from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands.context import Ctx
-from commands.events import REFERENCE_ROLES, Action, Attachment, ChooseRole
+from commands.events import REFERENCE_ROLES, Action
+from commands.handlers import posts
 from commands.validation import InputError
 from engine.specs import ReferenceSpec
-from storage.models import Thread
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
-
-#: images kept waiting per user; older ones are dropped
-MAX_PENDING = 8
-ASK = "What is this image? 这张图是？ 商品 product / 场景 scene / 人脸 face"
-
-
-async def park(
-    conv: Conversation, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
-) -> list[Action]:
-    """Store images for the next post or edit (``edit``: for that edit, once their role is chosen)."""
-    stored = refs.store_attachments(conv, attachments)
-    batch = stored[0][1]
-    rows = [row for row in refs.pending(ctx.user) if row.get("batch") != batch]
-    rows += [{"role": role, "key": key, "batch": batch} for role, key in stored]
-    changes: dict[str, object] = {refs.PENDING: rows[-MAX_PENDING:]}
-    if edit is not None:
-        changes[refs.PENDING_EDIT] = {"thread": edit[0].id, "text": edit[1], "batch": batch}
-    ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, changes)
-    where = ctx.where_thread(edit[0]) if edit is not None else ctx.where_user()
-    if edit is not None or any(role is None for role, _ in stored):
-        return [ChooseRole(where=where, key=batch, text=ASK)]
-    roles = ", ".join(dict.fromkeys(refs.ROLE_LABELS[str(role)] for role, _ in stored))
-    return [ctx.reply(f"Got the image ({roles}): it goes into your next post or edit.")]
 
 
 async def choose(conv: Conversation, ctx: Ctx) -> list[Action]:
@@ -59,8 +36,6 @@ async def choose(conv: Conversation, ctx: Ctx) -> list[Action]:
         row["role"] = role
     waiting = (ctx.user.settings or {}).get(refs.PENDING_EDIT) or {}
     if waiting.get("batch") == key:
-        from commands.handlers import posts
-
         chosen = [ReferenceSpec(role=role, key=row["key"]) for row in hit]
         rest = [row for row in rows if row not in hit]
         ctx.user.settings = await conv.store.update_user_settings(
