@@ -346,7 +346,9 @@ async def test_bad_attachments_get_a_clear_private_answer(fake: FakeDiscord, sta
     assert conversation.events[0].attachments[0].data == b"hello"
 
 
-async def test_more_than_four_attachments_are_refused_before_any_download(fake: FakeDiscord, start_bot: StartBot) -> None:
+async def test_more_than_four_attachments_are_refused_before_any_download(
+    fake: FakeDiscord, start_bot: StartBot
+) -> None:
     conversation = StandInConversation()
     await start_bot(conversation)
     thread_id, _ = await open_post(fake, conversation)
