@@ -26,6 +26,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
             "archetype": persona.archetype,
             "seed": persona.seed,
             "lora_mix": persona.lora_mix,
+            "photo_sha256": persona.photo_key,  # a persona made from a consented photo
         },
         "current_turn": thread.current_turn_id,
         "turns": [],

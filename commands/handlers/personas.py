@@ -136,7 +136,9 @@ async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
-    mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or "  (being drawn)"
+    mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or (
+        "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
+    )
     text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
     images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
     return [Images(where=ctx.where_user(), text=text, images=images)]
