@@ -53,6 +53,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         admin_ids=tuple(settings.admin_ids),
         max_running_jobs=settings.max_running_jobs,
         max_waiting_jobs=settings.max_waiting_jobs,
+        allow_photo_personas=settings.allow_photo_personas,
     )
     conversation = Conversation(store, blobs, queue, config)
     await conversation.start()

@@ -56,7 +56,7 @@ def _loras_tiny(settings: Settings, args: argparse.Namespace) -> int:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(settings, Path(args.out)))
+    return asyncio.run(run_demo(settings, Path(args.out), args.model))
 
 
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", _demo, "run the whole loop offline: persona, post, edits, undo, regen, approve, export")
     demo.add_argument("--out", default="demo-out", help="folder for images, contact sheet, export (default demo-out)")
+    demo.add_argument(
+        "--model",
+        default="tiny",
+        help="the tiny model of an engine family: tiny (FLUX.1 Kontext, default) or tiny-klein (FLUX.2 [klein])",
+    )
     chat = add("chat", _chat, "interactive console front end")
     chat.add_argument("--user", default="console", help="your user name in the console (default console)")
     add(

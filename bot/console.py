@@ -9,6 +9,7 @@ The console has no platform threads: like WeCom, each user has a current post (/
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import shutil
 import sys
@@ -22,6 +23,7 @@ from commands.events import (
     BUTTON_EMOJI,
     Action,
     Attachment,
+    ChooseRole,
     Event,
     FileOut,
     Images,
@@ -132,6 +134,8 @@ class ConsoleFrontEnd:
                 self._line(f"{action.text}\n  📦 {target}")
             elif isinstance(action, OpenThread | Reply):
                 self._line(action.text)
+            elif isinstance(action, ChooseRole):
+                self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 
     def _progress(self, action: Progress) -> None:
         if action.state == "queued":
@@ -169,8 +173,13 @@ class ConsoleFrontEnd:
         return self._finished.setdefault(job_id, asyncio.Event())
 
 
+#: ``@<role>=path`` attaches with a role; a bare ``@path`` is a scene image
+_ROLE_TOKEN = re.compile(r"^@(product|scene|face)=(.+)$")
+
+
 def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
-    """``@path/to/scene.png`` words attach that file (the console's upload)."""
+    """``@path/to/scene.png`` words attach that file (the console's upload) as a scene image;
+    ``@product=path``, ``@scene=path`` and ``@face=path`` attach it with that role."""
     words: list[str] = []
     files: list[Attachment] = []
     try:
@@ -180,9 +189,13 @@ def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
     if tokens is None:
         return line, ()
     for token in tokens:
-        path = Path(token[1:]).expanduser() if token.startswith("@") else None
+        role, path = "scene", None
+        if match := _ROLE_TOKEN.match(token):
+            role, path = match.group(1), Path(match.group(2)).expanduser()
+        elif token.startswith("@"):
+            path = Path(token[1:]).expanduser()
         if path is not None and path.is_file():
-            files.append(Attachment(filename=path.name, data=path.read_bytes()))
+            files.append(Attachment(filename=path.name, data=path.read_bytes(), role=role))
         else:
             words.append(token)
     return " ".join(words), tuple(files)

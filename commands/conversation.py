@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from engine.outcomes import finish_job
-
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
-from commands.events import Action, Attachment, Event, EventKind, ImageOut, Progress, Where
+from commands.events import Action, Event, EventKind, ImageOut, Progress, Where
 from commands.export import build_export
 from commands.handlers import posts
 from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
-from commands.validation import InputError, check_image
+from commands.validation import InputError
+from engine.outcomes import finish_job
 from engine.queue import JobQueue
 from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore
@@ -49,6 +48,8 @@ class ConversationConfig:
     admin_ids: tuple[str, ...] = ()
     max_running_jobs: int = 2
     max_waiting_jobs: int = 8
+    #: may users create personas from a photo of a real person (ALLOW_PHOTO_PERSONAS)
+    allow_photo_personas: bool = True
     #: platforms whose posts live in platform threads: jobs start once the thread is bound
     threaded_platforms: frozenset[str] = frozenset({"discord"})
 
@@ -98,6 +99,10 @@ class Conversation:
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
         user = await self.store.user(platform, user_id)
         return [p.name for p in await self.store.list_personas(user.id) if p.name.lower().startswith(prefix.lower())]
+
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
+        user = await self.store.user(platform, user_id)
+        return [p.name for p in await self.store.list_products(user.id) if p.name.lower().startswith(prefix.lower())]
 
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         thread = await self.store.find_thread(platform, thread_id)
@@ -246,16 +251,8 @@ class Conversation:
             seed=persona.seed,
             reference_key=persona.reference_key,
             embedding=persona.face_embedding,
+            photo_key=persona.photo_key,
         )
-
-    def store_attachment(self, attachments: Sequence[Attachment]) -> str | None:
-        if not attachments:
-            return None
-        if len(attachments) > 1:
-            raise InputError("attach one scene image at most")
-        attachment = attachments[0]
-        check_image(attachment.data, attachment.filename)
-        return self.blobs.put(attachment.data)
 
     def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
         return image_out(self.blobs, key, filename, caption)

@@ -109,6 +109,8 @@ class Persona(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     reference_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     face_embedding: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: blob key of the consented photo a persona was created from (``/persona create-from-photo``)
+    photo_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -130,6 +132,8 @@ class Thread(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     prompt: Mapped[str] = mapped_column(Text, default="")
     scene_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the post's references, used by every turn: [{"role", "key", "name"}, ...]
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ThreadStatus.OPEN)
     current_turn_id: Mapped[int | None] = mapped_column(
@@ -154,10 +158,35 @@ class Turn(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     image_keys: Mapped[list[Any]] = mapped_column(JSON, default=list)
     identity_scores: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: the references the turn's job used: [{"role", "key" (sha256), "name"}, ...]
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default=TurnStatus.PENDING)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Product(Base):
+    """A product image in its owner's library, by name (``/product add <name>``)."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        Index(
+            "uq_products_owner_name_live",
+            "owner_id",
+            "name",
+            unique=True,
+            sqlite_where="deleted_at IS NULL",
+            postgresql_where="deleted_at IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    image_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Job(Base):

@@ -16,13 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from storage.db import Database
 from storage.job_records import UNFINISHED, JobRecords
 from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
+from storage.products import ProductRecords
 from storage.rows import DuplicateName, NotFound, found, new_turn
 
 __all__ = ["UNFINISHED", "DuplicateName", "NotFound", "Store"]
 
 
-class Store(JobRecords):
-    """The app's storage: users, personas, threads, turns and (from JobRecords) jobs."""
+class Store(JobRecords, ProductRecords):
+    """The app's storage: users, personas, threads, turns, (from JobRecords) jobs and (from
+    ProductRecords) the product library."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -68,7 +70,13 @@ class Store(JobRecords):
 
     # -- personas ----------------------------------------------------------------------------
     async def create_persona(
-        self, owner_id: int, name: str, archetype: str, lora_mix: Sequence[tuple[str, float]], seed: int
+        self,
+        owner_id: int,
+        name: str,
+        archetype: str,
+        lora_mix: Sequence[tuple[str, float]],
+        seed: int,
+        photo_key: str | None = None,
     ) -> Persona:
         persona = Persona(
             owner_id=owner_id,
@@ -76,6 +84,7 @@ class Store(JobRecords):
             archetype=archetype,
             lora_mix=[[n, float(w)] for n, w in lora_mix],
             seed=seed,
+            photo_key=photo_key,
             status="pending",
         )
         try:
@@ -144,6 +153,7 @@ class Store(JobRecords):
         thread_id: int | None = None,
         scene_key: str | None = None,
         settings: dict[str, Any] | None = None,
+        references: Sequence[dict[str, Any]] = (),
     ) -> Thread:
         thread = Thread(
             platform=platform,
@@ -154,6 +164,7 @@ class Store(JobRecords):
             channel_id=channel_id,
             thread_id=thread_id,
             scene_key=scene_key,
+            references=list(references),
             settings=settings or {},
             status=ThreadStatus.OPEN,
         )

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
     max_waiting_jobs: int = Field(default=8, ge=0, le=1000)
+    allow_photo_personas: bool = Field(default=True, description="may users create personas from a photo")
     # discord
     discord_token: SecretStr | None = None
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)

@@ -45,12 +45,17 @@ CARD_BUTTONS: dict[str, tuple[str, int]] = {
     "regen": ("重来", 2),
     "undo": ("撤销", 2),
 }
+#: The role buttons under an image (key ``ref:<role>:<blob key>``): label and style.
+ROLE_BUTTONS: dict[str, tuple[str, int]] = {"product": ("商品", 1), "scene": ("场景", 2), "face": ("人脸", 2)}
 #: What a clicked button turns into (update_template_card replace_name).
 CLICKED_LABELS: dict[str, str] = {
     "approve": "已通过",
     "regen": "已重来",
     "undo": "已撤销",
     "cancel": "已取消",
+    "product": "已选：商品",
+    "scene": "已选：场景",
+    "face": "已选：人脸",
 }
 
 
@@ -266,6 +271,19 @@ class WeComAPI:
             "task_id": task_id,
             "button_list": button_list,
         }
+        await self._send(user, {"msgtype": "template_card", "template_card": card})
+        return task_id
+
+    async def send_role_card(self, user: str, *, key: str, title: str, desc: str = "") -> str:
+        """商品 / 场景 / 人脸 under an image the user sent; each button's key is ``ref:<role>:<key>``."""
+        task_id = _TASK_ID_OK.sub("-", f"ref-{key[:16]}-{uuid.uuid4().hex[:16]}")[:128]
+        main_title: dict[str, str] = {"title": _clip(title, 36)}
+        if desc:
+            main_title["desc"] = _clip(desc, 44)
+        buttons = [
+            {"text": text, "style": style, "key": f"ref:{role}:{key}"} for role, (text, style) in ROLE_BUTTONS.items()
+        ]
+        card = {"card_type": "button_interaction", "main_title": main_title, "task_id": task_id, "button_list": buttons}
         await self._send(user, {"msgtype": "template_card", "template_card": card})
         return task_id
 

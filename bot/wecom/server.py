@@ -260,9 +260,10 @@ class WeComBot:
         actions = await self.conversation.handle(event)
         await self.renderer.render(actions, default_user=user)
         response_code = message.get("ResponseCode", "").strip()
-        if event.kind is EventKind.REACTION and response_code and event.command in CLICKED_LABELS:
+        clicked = event.command if event.kind is EventKind.REACTION else event.options.get("role")
+        if response_code and clicked in CLICKED_LABELS:
             try:  # grey out the clicked card; the click itself is already handled
-                await self.api.update_card_clicked(user, response_code, CLICKED_LABELS[event.command])
+                await self.api.update_card_clicked(user, response_code, CLICKED_LABELS[clicked])
             except WeComAPIError as exc:
                 log.info("wecom: could not update the clicked card (%s)", exc.errcode)
 

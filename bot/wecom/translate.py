@@ -2,13 +2,15 @@
 
 Text is parsed with the shared text grammar (``/post ...``, ``通过``); an image is downloaded at
 once (MediaId, else PicUrl) and travels as the event's attachment; a click on a result card
-(template_card_event, key ``<button>:<turn id>``) becomes a REACTION. WeCom has no threads:
+(template_card_event, key ``<button>:<turn id>``) becomes a REACTION, a click on an image's role
+card (key ``ref:<role>:<blob key>``) the ``reference`` command. WeCom has no threads:
 events carry ``thread_id=None`` and the commands layer keeps each user's current post.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from bot.wecom.api import WeComAPI, WeComAPIError
 from commands.events import Attachment, Button, Event, EventKind
@@ -27,6 +29,15 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value.strip()) if value is not None else None
     except ValueError:
         return None
+
+
+_ROLE_KEY = re.compile(r"ref:(?P<role>product|scene|face):(?P<key>[0-9a-f]{64})")
+
+
+def role_from_key(event_key: str) -> tuple[str, str] | None:
+    """``ref:product:<blob key>`` -> ("product", "<blob key>"); None for other keys."""
+    match = _ROLE_KEY.fullmatch(event_key.strip())
+    return (match["role"], match["key"]) if match else None
 
 
 def reaction_from_key(event_key: str) -> tuple[str, int | None] | None:
@@ -74,6 +85,16 @@ async def to_event(api: WeComAPI, message: dict[str, str]) -> Event | None:
         if message.get("Event", "").strip() != "template_card_event":
             log.debug("wecom: ignored event %s", message.get("Event"))
             return None
+        role = role_from_key(message.get("EventKey", ""))
+        if role is not None:  # 商品 / 场景 / 人脸 under an image: the ``reference`` command
+            return Event(
+                platform=PLATFORM,
+                user_id=user,
+                kind=EventKind.COMMAND,
+                command="reference",
+                options={"role": role[0], "key": role[1]},
+                channel_id=agent,
+            )
         reaction = reaction_from_key(message.get("EventKey", ""))
         if reaction is None:
             log.info("wecom: ignored a card click with an unknown key")

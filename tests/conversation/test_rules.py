@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -14,7 +15,7 @@ from PIL import Image
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from commands.events import Attachment, Event, EventKind, Images, OpenThread, Reply
+from commands.events import Attachment, ChooseRole, Event, EventKind, Images, OpenThread, Reply
 from storage.models import JobStatus
 from tests.conversation.conftest import app_settings, png_bytes
 from tests.conversation.helpers import errors, job_spec, queued, run
@@ -213,7 +214,8 @@ async def test_a_scene_image_sent_alone_is_used_by_the_next_post(app: App, conso
     reply = await app.conversation.handle(
         _event("ann", EventKind.MESSAGE, attachments=(Attachment("scene.png", scene),))
     )
-    assert "scene of your next /post" in reply[0].text  # type: ignore[attr-defined]
+    # no role said: the user is asked; an image whose role was never chosen is the next post's scene
+    assert isinstance(reply[0], ChooseRole) and reply[0].key == hashlib.sha256(scene).hexdigest()
     await run(console, "/post Mia count=1 on the beach")
     thread = await app.store.get_thread((await app.store.user("console", "ann")).current_thread_id)
     assert thread.scene_key is not None and app.blobs.get(thread.scene_key) == scene

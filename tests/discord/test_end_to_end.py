@@ -638,7 +638,7 @@ async def test_a_bad_scene_image_gets_a_private_error_and_stores_nothing(
     scene = fake.add_cdn_file(filename, data, "image/png")
     mark = fake.mark()
     interaction = await fake.send_interaction(
-        fake.slash_command("post", {"persona": "mia", "prompt": "on the beach", "count": 2, "image": scene})
+        fake.slash_command("post", {"persona": "mia", "prompt": "on the beach", "count": 2, "scene": scene})
     )
     answer = await fake.wait_request(route="followup", since=mark)
     assert answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL and answer.response["flags"] & MESSAGE_FLAG_EPHEMERAL
