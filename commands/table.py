@@ -83,6 +83,8 @@ COMMANDS: tuple[Command, ...] = (
             Arg("product", "str", "products from your library (comma-separated)", max=200, autocomplete="products"),
             Arg("product_image", "attachment", "a product image for this post", role="product"),
             Arg("scene", "attachment", "a scene image to start from", role="scene"),
+            # wave 1's name of the scene option: kept so existing clients and habits still work
+            Arg("image", "attachment", "optional scene image to start from", role="scene"),
         ),
     ),
     Command(

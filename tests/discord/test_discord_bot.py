@@ -88,7 +88,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
     assert [c["value"] for c in archetype["choices"]] == ["sweet", "boss"]
     post = next(c for c in sync.json if c["name"] == "post")
     types = {o["name"]: o["type"] for o in post["options"]}
-    assert types == {"persona": 3, "prompt": 3, "count": 4, "product": 3, "product_image": 11, "scene": 11}
+    assert types == {"persona": 3, "prompt": 3, "count": 4, "product": 3, "product_image": 11, "scene": 11, "image": 11}
     assert next(o for o in post["options"] if o["name"] == "persona")["autocomplete"] is True
     assert next(o for o in post["options"] if o["name"] == "product")["autocomplete"] is True
     product = next(c for c in sync.json if c["name"] == "product")
