@@ -129,9 +129,11 @@ class WeComSender:
             "nonce": fields["Nonce"],
         }
 
-    def envelope(self, message_xml: str, *, to_user: str | None = None) -> tuple[dict[str, str], bytes]:
-        """(query params, POST body) of a callback carrying ``message_xml``."""
-        sealed = self.seal(message_xml)
+    def envelope(
+        self, message_xml: str, *, to_user: str | None = None, timestamp: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """(query params, POST body) of a callback carrying ``message_xml``, signed at ``timestamp``."""
+        sealed = self.seal(message_xml, timestamp=timestamp)
         body = (
             f"<xml><ToUserName>{_cdata(to_user or self.corp_id)}</ToUserName>"
             f"<Encrypt>{_cdata(sealed['Encrypt'])}</Encrypt>"
