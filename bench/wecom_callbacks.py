@@ -73,7 +73,7 @@ async def measure_answers(args: argparse.Namespace, database_url: str, folder: P
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
         env = {
             **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "PYTHONPATH": str(_BENCH.parent),
             "DATABASE_URL": database_url,
             "BLOB_DIR": str(folder / "blobs"),
             "LORA_DIR": str(folder / "loras"),
@@ -87,7 +87,7 @@ async def measure_answers(args: argparse.Namespace, database_url: str, folder: P
             "WECOM_PORT": str(port),
             "TEST_SENDS_PER_MINUTE": "1000000",
         }
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measurement)
             [sys.executable, "-m", "tests.wecom.frontend_process"],
             env=env,
             stdout=subprocess.PIPE,

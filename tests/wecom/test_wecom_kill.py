@@ -23,6 +23,7 @@ from tests.services import free_port
 from tests.wecom.harness import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN, WeComSender, text_xml
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 ALICE = "alice.zhang"
 MESSAGES = 75  # 30 answered within the budget, the other 45 wait when the process dies
@@ -62,13 +63,12 @@ async def _counts(db: Database) -> dict[str, int]:
 
 
 async def test_kill_9_with_acknowledged_messages_queued_loses_none(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
     port = free_port()
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
         env = {
             **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-            "PYTHONPATH": str(root),
+            "PYTHONPATH": str(ROOT),
             "DATABASE_URL": database_url,
             "BLOB_DIR": str(tmp_path / "blobs"),
             "LORA_DIR": str(tmp_path / "loras"),
@@ -106,8 +106,10 @@ async def test_kill_9_with_acknowledged_messages_queued_loses_none(tmp_path: Pat
             try:
                 await second.ready()
                 await fake.wait_for(
-                    lambda f: {int(m) - 1000 for t in f.texts_to(ALICE) for m in REPLY.findall(t)}
-                    >= set(range(1, MESSAGES + 1)),
+                    lambda f: (
+                        {int(m) - 1000 for t in f.texts_to(ALICE) for m in REPLY.findall(t)}
+                        >= set(range(1, MESSAGES + 1))
+                    ),
                     within_s=120,
                 )
             finally:
