@@ -9,6 +9,7 @@ The console has no platform threads: like WeCom, each user has a current post (/
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shlex
 import shutil
@@ -30,12 +31,14 @@ from commands.events import (
     OpenThread,
     Progress,
     Reply,
+    Where,
 )
 from commands.parser import parse_text
 from commands.texts import progress_bar
 from engine.job_events import FINISHED_STATES
 
 PLATFORM = "console"
+log = logging.getLogger(__name__)
 
 
 class ConsoleFrontEnd:
@@ -84,7 +87,15 @@ class ConsoleFrontEnd:
     # -- input -------------------------------------------------------------------------------
     async def send(self, line: str) -> list[Action]:
         """Handle one typed line; render and return the immediate actions."""
-        text, attachments = _attachments(line)
+        try:
+            text, attachments = _attachments(line)
+        except OSError as exc:  # an @file that cannot be read: say so, change nothing
+            reason = exc.strerror or type(exc).__name__
+            actions: list[Action] = [
+                Reply(where=Where(platform=PLATFORM, user_id=self.user), text=f"⚠️ Could not read that file: {reason}")
+            ]
+            await self.render(actions)
+            return actions
         parsed = parse_text(text)
         event = Event(
             platform=PLATFORM,
@@ -219,7 +230,12 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
             if line.strip() in ("/quit", "/exit"):
                 break
             if line.strip():
-                actions = await front.send(line)
+                try:
+                    actions = await front.send(line)
+                except Exception:  # no input ends the session
+                    log.exception("console: handling a line failed")
+                    print("⚠️ Something went wrong on our side; the session goes on.")
+                    continue
                 pending += [a.job_id for a in actions if isinstance(a, Progress) and a.state == "queued"]
         unfinished = [job_id for job_id in pending if not front.finished(job_id)]
         if unfinished:  # input ended (a script piped in): let its jobs finish first

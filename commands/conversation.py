@@ -22,7 +22,7 @@ from pathlib import Path
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
-from commands.events import Action, Event, EventKind, ImageOut, Progress, Where
+from commands.events import Action, Event, EventKind, ImageOut, Progress, Reply, Where
 from commands.export import build_export
 from commands.handlers import posts
 from commands.params import effective_params, pick_seed
@@ -37,6 +37,7 @@ from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
+TEXT_UNEXPECTED = "⚠️ Something went wrong on our side; nothing was changed by it. Please try again."
 #: a post whose platform thread was not opened within this time is closed on the next start
 STALE_HELD_S = 600
 
@@ -143,6 +144,18 @@ class Conversation:
 
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: Event) -> list[Action]:
+        """The actions answering ``event``. Never raises: refused input gets its message, and an
+        unexpected error is logged with its traceback and answered with a short message."""
+        try:
+            return await self._handle(event)
+        except Exception:
+            log.exception("handling a %s from %s:%s failed", event.kind, event.platform, event.user_id)
+            where = Where(
+                platform=event.platform, user_id=event.user_id, channel_id=event.channel_id, thread_id=event.thread_id
+            )
+            return [Reply(where=where, text=TEXT_UNEXPECTED, private=True)]
+
+    async def _handle(self, event: Event) -> list[Action]:
         user = await self.store.user(event.platform, event.user_id, event.user_name)
         ctx = Ctx(event=event, user=user)
         try:

@@ -37,6 +37,7 @@ ARQ_FUNCTION = "run_job"
 ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request, ms)
 ARQ_JOB_PREFIX = job_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
+RECONCILE_INTERVAL_S = 5.0
 #: published on enqueue and cancel; idle workers wait on it (engine/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
@@ -154,11 +155,15 @@ class ArqQueue:
     #: publish on WAKE_CHANNEL on enqueue/cancel (bench/queue.py turns it off to show the difference)
     wake_workers = True
 
+    #: how often the reconciler compares storage with redis (a lost job waits at most this long)
+    reconcile_interval_s = RECONCILE_INTERVAL_S
+
     def __init__(self, redis_url: str, store: Store) -> None:
         self.redis_url = redis_url
         self.store = store
         self.pool: Any = None
         self.bus: ProgressBus = LocalBus()  # replaced by a RedisBus in start()
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         from arq import create_pool
@@ -166,21 +171,57 @@ class ArqQueue:
         if self.pool is None:
             self.pool = await create_pool(redis_settings(self.redis_url))
             self.bus = RedisBus(self.pool)
-            await self._requeue_unfinished()
+            await self.reconcile(running_too=True)
+            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="arq-reconciler")
 
-    async def _requeue_unfinished(self) -> None:
-        """Storage is the record: queued or running jobs that redis no longer holds (a redis
-        restart without persistence) are queued again. arq ignores ids it still knows."""
+    async def reconcile(self, *, running_too: bool = False) -> int:
+        """Storage is the record: queued jobs that redis no longer holds (a redis restart without
+        persistence) are queued again; how many. ``running_too`` (on start) includes running jobs:
+        later, a running job missing from redis may still be running on a live worker. arq ignores
+        ids it still knows, and a worker skips a job that storage says is finished."""
+        wanted = (JobStatus.QUEUED, JobStatus.RUNNING) if running_too else (JobStatus.QUEUED,)
+        jobs = [job for job in await self.store.unfinished_jobs() if job.status in wanted]
+        if not jobs:
+            return 0
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.exists(ARQ_JOB_PREFIX + job.id)
+            present = await pipe.execute()
         requeued = 0
-        for job in await self.store.unfinished_jobs():
-            if await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
+        for job, there in zip(jobs, present, strict=True):
+            if not there and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
                 requeued += 1
         if requeued:
             log.info("queued %d unfinished job(s) again that redis had lost", requeued)
             if self.wake_workers:
                 await self.pool.publish(WAKE_CHANNEL, "requeue")
+        return requeued
+
+    async def _reconcile_forever(self) -> None:
+        """:meth:`reconcile` every ``reconcile_interval_s`` while the client runs: a job lost by a
+        redis restart is queued again within that time of redis being back, with no restart."""
+        away = False
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)  # a timer, not a wait for something
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not away:
+                    log.warning("reconciler: redis unavailable (%s); re-queueing once it is back", exc)
+                away = True
+                continue
+            if away:
+                log.info("reconciler: redis is reachable again; lost jobs are queued again")
+            away = False
 
     async def close(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconciler
+            self._reconciler = None
         if self.pool is not None:
             await self.pool.aclose()
             self.pool = None

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs.
+"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs, the callback inbox.
 
 Platform ids are BigInteger (Discord snowflakes are 64-bit). Lists and parameters are JSON so
 the same schema runs on SQLite and PostgreSQL. Turns point at their parent: undo moves a
@@ -90,10 +90,11 @@ class Persona(Base):
     __tablename__ = "personas"
     __table_args__ = (
         # a name is unique among an owner's live personas; deleted ones free the name
+        # compared as name_key (NFKC + casefold, done in Python: the same on every database)
         Index(
-            "uq_personas_owner_name_live",
+            "uq_personas_owner_name_key_live",
             "owner_id",
-            "name",
+            "name_key",
             unique=True,
             sqlite_where="deleted_at IS NULL",
             postgresql_where="deleted_at IS NULL",
@@ -103,6 +104,8 @@ class Persona(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    #: storage.names.name_key(name): what lookups and the unique index compare
+    name_key: Mapped[str] = mapped_column(String(256))
     archetype: Mapped[str] = mapped_column(String(64))
     #: [[lora name, weight], ...]
     lora_mix: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -114,6 +117,30 @@ class Persona(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class InboxState(StrEnum):
+    PENDING = "pending"  # answered 200 to the platform, not handled yet
+    DONE = "done"  # handled (or answered with a failure message): kept as a dedupe key until purged
+
+
+class InboxItem(Base):
+    """A platform callback that was acknowledged: stored in the step that decides to answer 200,
+    handled from here, marked done. ``(platform, key)`` is unique: the row is the dedupe key too."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "key", name="uq_inbox_platform_key"),
+        Index("ix_inbox_platform_state", "platform", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=InboxState.PENDING)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Thread(Base):
@@ -174,7 +201,7 @@ class Product(Base):
         Index(
             "uq_products_owner_name_live",
             "owner_id",
-            "name",
+            "name_key",
             unique=True,
             sqlite_where="deleted_at IS NULL",
             postgresql_where="deleted_at IS NULL",
@@ -184,6 +211,8 @@ class Product(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    #: ``storage.names.name_key(name)``: names are unique and looked up under this key
+    name_key: Mapped[str] = mapped_column(String(64))
     image_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

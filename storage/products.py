@@ -1,17 +1,19 @@
 """The repository's product library: each user's product images by name.
 
-Names are unique among an owner's live products (case-insensitively looked up); a deleted
+Names follow the persona name rule (storage.names.name_key: unique and looked up under their
+NFKC case-folded key, on SQLite and PostgreSQL alike); a deleted
 product frees its name. The image stays in the blob store: turns that used it still name it.
 :class:`storage.repository.Store` includes these methods.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.models import Product, utcnow
+from storage.names import name_key
 from storage.rows import DuplicateName
 
 
@@ -21,7 +23,7 @@ class ProductRecords:
     async def create_product(self, owner_id: int, name: str, image_key: str) -> Product:
         if await self.find_product(owner_id, name) is not None:
             raise DuplicateName(f"you already have a product named {name!r}")
-        product = Product(owner_id=owner_id, name=name, image_key=image_key)
+        product = Product(owner_id=owner_id, name=name, name_key=name_key(name), image_key=image_key)
         try:
             async with self.db.session() as s:
                 s.add(product)
@@ -35,7 +37,7 @@ class ProductRecords:
             return await s.scalar(
                 select(Product).where(
                     Product.owner_id == owner_id,
-                    func.lower(Product.name) == name.lower(),
+                    Product.name_key == name_key(name),
                     Product.deleted_at.is_(None),
                 )
             )

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.job_records import UNFINISHED, JobRecords
 from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
+from storage.names import name_key
 from storage.products import ProductRecords
 from storage.rows import DuplicateName, NotFound, found, new_turn
 
@@ -81,6 +82,7 @@ class Store(JobRecords, ProductRecords):
         persona = Persona(
             owner_id=owner_id,
             name=name,
+            name_key=name_key(name),
             archetype=archetype,
             lora_mix=[[n, float(w)] for n, w in lora_mix],
             seed=seed,
@@ -121,7 +123,7 @@ class Store(JobRecords, ProductRecords):
             return await s.scalar(
                 select(Persona).where(
                     Persona.owner_id == owner_id,
-                    func.lower(Persona.name) == name.lower(),
+                    Persona.name_key == name_key(name),
                     Persona.deleted_at.is_(None),
                 )
             )

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     wecom_api_base: str = "https://qyapi.weixin.qq.com"
     wecom_host: str = "0.0.0.0"
     wecom_port: int = Field(default=8080, ge=1, le=65535)
+    wecom_replay_window_s: int = Field(
+        default=300, ge=10, le=86400, description="callbacks signed further from now than this are refused"
+    )
 
     @field_validator("discord_guild_ids", mode="before")
     @classmethod

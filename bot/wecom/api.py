@@ -74,6 +74,13 @@ class WeComAPIError(Exception):
         super().__init__(f"WeCom {api or 'API'} error {errcode}: {errmsg}")
 
 
+class MediaTooLarge(WeComAPIError):
+    """A download larger than MAX_DOWNLOAD_BYTES: sending it again cannot help."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__(-1, "media too large", api=api)
+
+
 # ---------------------------------------------------------------- the client
 
 _TASK_ID_OK = re.compile(r"[^0-9A-Za-z_\-@]")
@@ -343,13 +350,13 @@ async def _json_body(response: aiohttp.ClientResponse, api: str) -> dict[str, An
 
 async def _read_media(response: aiohttp.ClientResponse) -> Media:
     if (response.content_length or 0) > MAX_DOWNLOAD_BYTES:
-        raise WeComAPIError(-1, "media too large", api="media/get")
+        raise MediaTooLarge("media/get")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(65536):
         size += len(chunk)
         if size > MAX_DOWNLOAD_BYTES:
-            raise WeComAPIError(-1, "media too large", api="media/get")
+            raise MediaTooLarge("media/get")
         chunks.append(chunk)
     content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or None
     filename = "image"

@@ -155,6 +155,8 @@ async def edit(
         targets = [int(match.group(1)) - 1]
         text = check_text(match.group(2), "instruction")
     current = await rules.current_turn(conv, thread)
+    if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
+        raise InputError(await _unusable(conv, current, "edit it"))
     if current is None or current.status != TurnStatus.DONE or not current.image_keys:
         raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
     await rules.check_idle(conv, thread)
@@ -210,6 +212,9 @@ async def edit(
 
 async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
+    rules.check_open(thread)  # a cancelled post stays closed
+    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
+        raise InputError(await _unusable(conv, turn, "approve it"))
     if turn.status != TurnStatus.DONE:
         raise InputError("that result is not finished; approve it when its images are there")
     await conv.store.set_approved(turn.id, True)
@@ -267,6 +272,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     """Back to the state before the acted-on result (the current one by default): its parent,
     or for a regenerate the result it replaced. The next edit branches from there."""
     thread, turn = await rules.acted_turn(conv, ctx)
+    rules.check_open(thread)
     await rules.check_idle(conv, thread)
     back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
     if back_to is None:
@@ -291,6 +297,14 @@ async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
         return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
     await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
+
+
+async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
+    """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
+    job = await conv.store.job_for_turn(turn.id)
+    what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
+    reason = f" ({job.error})" if job is not None and job.error and turn.status == TurnStatus.FAILED else ""
+    return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"
 
 
 async def _spec_of(conv: Conversation, turn: Turn) -> JobSpec | None:

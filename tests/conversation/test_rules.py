@@ -69,7 +69,9 @@ async def test_strangers_change_nothing_and_admins_may(
         await app.store.set_current_thread(mallory.id, None)
         assert len(refusals) == 10
         assert all(r.private and r.text.startswith("⚠️") for r in refusals)  # type: ignore[attr-defined]
-        assert sum("only the owner" in r.text.lower() for r in refusals) == 9  # type: ignore[attr-defined]
+        assert sum("only the owner" in r.text.lower() for r in refusals) == 8  # type: ignore[attr-defined]
+        # /thread <theirs> answers as for a missing post: nothing tells whether #N exists
+        assert sum(f"no post #{thread_id} " in r.text for r in refusals) == 1  # type: ignore[attr-defined]
         after_thread = await app.store.get_thread(thread_id)
         assert after_thread.current_turn_id == before_thread.current_turn_id
         assert after_thread.status == before_thread.status

@@ -1,7 +1,7 @@
 """references: products library, per-post and per-turn references, persona photos
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
+        # the name under storage.names.name_key (NFKC + casefold): unique and looked up exactly
+        sa.Column("name_key", sa.String(64), nullable=False),
         sa.Column("image_key", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
@@ -30,7 +32,7 @@ def upgrade() -> None:
     op.create_index(
         "uq_products_owner_name_live",
         "products",
-        ["owner_id", "name"],
+        ["owner_id", "name_key"],
         unique=True,
         sqlite_where=sa.text("deleted_at IS NULL"),
         postgresql_where=sa.text("deleted_at IS NULL"),
