@@ -206,7 +206,7 @@ async def test_bad_reference_images_are_refused_exactly_as_scene_images(
             product_error,
         )
     assert await _counts(app) == before  # nothing stored
-    assert "anim.gif is gif" in scene_error[0].lower()
+    assert "'anim.gif' is gif" in scene_error[0].lower()  # the file name quoted as given
 
 
 async def test_a_post_takes_one_scene(app: App, console: ConsoleFrontEnd, tmp_path: Path) -> None:
