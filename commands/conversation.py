@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from engine.outcomes import finish_job
-
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
@@ -30,6 +28,8 @@ from commands.handlers import posts
 from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError, check_image
+from engine import metrics
+from engine.outcomes import finish_job
 from engine.queue import JobQueue
 from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore
@@ -51,6 +51,10 @@ class ConversationConfig:
     max_waiting_jobs: int = 8
     #: platforms whose posts live in platform threads: jobs start once the thread is bound
     threaded_platforms: frozenset[str] = frozenset({"discord"})
+    #: /gallery links: signed with web_secret, starting with web_public_url (unset: no web studio)
+    web_public_url: str = ""
+    web_secret: str = ""
+    web_link_hours: float = 24.0
 
 
 class Conversation:
@@ -138,6 +142,7 @@ class Conversation:
 
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: Event) -> list[Action]:
+        metrics.INBOUND.labels(event.platform, str(event.kind)).inc()
         user = await self.store.user(event.platform, event.user_id, event.user_name)
         ctx = Ctx(event=event, user=user)
         try:
