@@ -48,12 +48,12 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
 def make_web_app(state: WebState) -> web.Application:
     app = web.Application(middlewares=[headers])
     app[STATE] = state
-    app.router.add_get("/", lambda _r: _redirect("/studio/posts"))
+    app.router.add_get("/", _to_gallery)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics_page)
     app.router.add_get(LINK_PATH + "{token}", auth.enter)
-    app.router.add_get("/studio", lambda _r: _redirect("/studio/posts"))
+    app.router.add_get("/studio", _to_gallery)
     app.router.add_get("/studio/posts", pages.posts)
     app.router.add_get("/studio/posts/{post_id}", pages.post)
     app.router.add_get("/studio/posts/{post_id}/export.zip", pages.export)
@@ -67,8 +67,8 @@ def make_web_app(state: WebState) -> web.Application:
     return app
 
 
-async def _redirect(to: str) -> web.Response:
-    raise web.HTTPFound(to)
+async def _to_gallery(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/studio/posts")
 
 
 def make_state(settings: Settings, store: Store, blobs: BlobStore, queue: JobQueue | None) -> WebState:
