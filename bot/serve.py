@@ -62,7 +62,8 @@ async def run_front_ends(settings: Settings) -> int:
             front_ends.append(WeComFrontEnd(settings, app.conversation))
         from bot.web import WebFrontEnd, make_state
 
-        front_ends.append(WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue)))
+        web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
+        front_ends.insert(0, web)  # first: it is up (health checks answer) before the chat front ends
         queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
         log.info("starting %s; jobs: %s", " + ".join(names), queue)
         await serve(*front_ends)

@@ -78,9 +78,13 @@ def _reason(exc: BaseException) -> str:
 
 async def metrics_page(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    counts = await state.reads.job_counts()
-    for status in (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING):
-        metrics.QUEUE.labels(status=str(status)).set(counts.get(str(status), 0))
+    try:
+        counts = await asyncio.wait_for(state.reads.job_counts(), CHECK_TIMEOUT_S)
+    except Exception:  # the database is down: /readyz says so; the rest of the page still goes out
+        metrics.QUEUE.clear()
+    else:
+        for status in (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING):
+            metrics.QUEUE.labels(status=str(status)).set(counts.get(str(status), 0))
     workers: dict[str, tuple[float, str]] = {}
     if state.redis is not None:
         try:

@@ -18,7 +18,7 @@ from PIL import Image
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
 from bot.web import WebFrontEnd, make_state
-from commands.events import Reply
+from commands.events import Event, EventKind, Reply
 from engine.specs import JobKind, JobResult, JobSpec
 from storage.blobs import BlobStore
 from storage.settings import Settings, load_settings
@@ -85,7 +85,8 @@ class Studio:
 
     async def link(self, user: str) -> str:
         """/gallery in chat, as that user: the link from its (private) reply."""
-        actions = await self.console(user).send("/gallery")
+        event = Event(platform="console", user_id=user, user_name=user, kind=EventKind.COMMAND, command="gallery")
+        actions = await self.app.conversation.handle(event)  # (a new console would take over delivery)
         replies = [a for a in actions if isinstance(a, Reply)]
         assert len(replies) == 1 and replies[0].private, replies
         found = LINK.search(replies[0].text)
