@@ -42,6 +42,8 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.content_type == "text/html":
         response.headers.setdefault("Cache-Control", "private, no-store")
+        if isinstance(response, web.Response) and not response.prepared:
+            response.enable_compression()  # gzip/deflate when the browser accepts it
     return response
 
 
