@@ -13,7 +13,7 @@ from engine.queue import make_queue
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.repository import Store
-from storage.settings import Settings
+from storage.settings import Settings, web_secret
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         max_running_jobs=settings.max_running_jobs,
         max_waiting_jobs=settings.max_waiting_jobs,
         allow_photo_personas=settings.allow_photo_personas,
+        web_public_url=settings.effective_web_public_url,
+        web_secret=web_secret(settings),
+        web_link_hours=settings.web_link_hours,
     )
     conversation = Conversation(store, blobs, queue, config)
     await conversation.start()

@@ -71,6 +71,12 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     return asyncio.run(run_front_ends(settings))
 
 
+def _web(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.serve import run_web
+
+    return asyncio.run(run_web(settings))
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
         from engine.worker import check_health
@@ -135,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "run",
         _run,
-        "start the configured front ends (Discord, WeCom) with an embedded worker if REDIS_URL is unset",
+        "start the front ends (Discord, WeCom, the web studio) with an embedded worker if REDIS_URL is unset",
     )
+    add("web", _web, "start the web studio alone: /gallery pages, /healthz, /readyz, /metrics")
     worker = add("worker", _worker, "start an arq GPU worker (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--check", action="store_true", help="health check: exit 0 if a worker reported recently")

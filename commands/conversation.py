@@ -28,6 +28,7 @@ from commands.handlers import posts
 from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError
+from engine import metrics
 from engine.outcomes import finish_job
 from engine.queue import JobQueue
 from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
@@ -53,6 +54,10 @@ class ConversationConfig:
     allow_photo_personas: bool = True
     #: platforms whose posts live in platform threads: jobs start once the thread is bound
     threaded_platforms: frozenset[str] = frozenset({"discord"})
+    #: /gallery links: signed with web_secret, starting with web_public_url (unset: no web studio)
+    web_public_url: str = ""
+    web_secret: str = ""
+    web_link_hours: float = 24.0
 
 
 class Conversation:
@@ -146,6 +151,7 @@ class Conversation:
     async def handle(self, event: Event) -> list[Action]:
         """The actions answering ``event``. Never raises: refused input gets its message, and an
         unexpected error is logged with its traceback and answered with a short message."""
+        metrics.INBOUND.labels(event.platform, str(event.kind)).inc()
         try:
             return await self._handle(event)
         except Exception:

@@ -8,7 +8,7 @@ one handler function ``async def handler(conv, ctx) -> list[Action]``.
 from __future__ import annotations
 
 from commands.command import Arg, Command
-from commands.handlers import info, personas, posts, products, references
+from commands.handlers import info, personas, posts, products, references, studio
 from commands.params import BOUNDS
 from commands.validation import MAX_TEXT_CHARS
 
@@ -227,6 +227,14 @@ COMMANDS: tuple[Command, ...] = (
         handler=info.thread,
         platforms=_TEXT_ONLY,
         args=(Arg("id", "int", "the post number", required=True),),
+    ),
+    Command(
+        "gallery",
+        "Your posts and personas in the browser: a private link",
+        "在浏览器中查看我的帖子和人设（私人链接）",
+        "/gallery",
+        aliases=("画廊",),
+        handler=studio.gallery,
     ),
     Command("help", "How Persona Studio works", "帮助", "/help", aliases=("帮助",), handler=info.help),
 )

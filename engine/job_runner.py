@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from engine import metrics
 from engine.errors import JobCancelled
 from engine.job_events import Running
 from engine.outcomes import finish_job
@@ -65,6 +66,9 @@ class JobRunner:
         if job is None:
             log.info("job %s already finished; skipping", spec.job_id)
             return None
+        waited = metrics.seconds_between(job.created_at, job.started_at)
+        if job.attempts == 1 and waited is not None:
+            metrics.JOB_WAIT.labels(kind=job.kind).observe(waited)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))

@@ -81,6 +81,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
         "history",
         "export",
         "status",
+        "gallery",
         "help",
     }
     create = next(o for o in next(c for c in sync.json if c["name"] == "persona")["options"] if o["name"] == "create")
