@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import FluxKontextPipeline
@@ -134,7 +135,21 @@ def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: i
     return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
 
 
-def render(
+@dataclass
+class Rendered:
+    """A rendered image and its final latents, in the form :func:`encode_context` returns (so they
+    can be the context of the next edit at the same size without a VAE encode)."""
+
+    image: Image.Image
+    latents: torch.Tensor
+
+
+def render(lp: LoadedPipeline, **kwargs: Any) -> Image.Image:
+    """:func:`render_latents`' image alone (same arguments)."""
+    return render_latents(lp, **kwargs).image
+
+
+def render_latents(
     lp: LoadedPipeline,
     *,
     prompt: str | PromptEmbeds,
@@ -146,7 +161,7 @@ def render(
     context: Image.Image | torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> Image.Image:
+) -> Rendered:
     """One image: text-to-image without ``context``, a Kontext edit with it.
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
@@ -183,5 +198,10 @@ def render(
         max_sequence_length=lp.max_sequence_length,
         callback_on_step_end=step_end,
         _auto_resize=False,
+        output_type="latent",
     )
-    return result.images[0]
+    pipe = lp.pipe
+    latents = pipe._unpack_latents(result.images, height, width, pipe.vae_scale_factor)
+    pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
+    image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+    return Rendered(image=image, latents=latents)
