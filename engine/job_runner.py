@@ -6,7 +6,7 @@ result is written to storage (turn images, job done, thread's current turn) in o
 before the "done" event goes out (engine.outcomes.finish_job); a job that had already finished
 (cancelled, or completed by an earlier attempt) is not recorded twice.
 
-:meth:`JobRunner.warm` loads the engine in a thread at start-up (the embedded queue calls it), so
+:meth:`JobRunner.warm` loads the engine in a thread at start-up (the embedded queue starts it), so
 the first job does not wait on imports and the event loop never runs model code;
 :attr:`JobRunner.readiness` says ``loading`` until that is done.
 """
@@ -61,6 +61,11 @@ class JobRunner:
         self.bus = bus
         #: "cold" (nothing loaded yet), "loading", "ready" or "failed: <error>"
         self.readiness = "cold"
+
+    def start_warm(self) -> asyncio.Task[None]:
+        """Start :meth:`warm` as a task; readiness is ``loading`` from now until it is done."""
+        self.readiness = "loading"
+        return asyncio.create_task(self.warm(), name="engine-warm-start")
 
     async def warm(self) -> None:
         """Load the engine in a thread (start-up); a failure is logged and the first job retries."""

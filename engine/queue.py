@@ -86,15 +86,15 @@ class EmbeddedQueue:
 
     async def start(self) -> None:
         """Start the workers, re-queueing jobs a previous run left unfinished; start loading the
-        engine in a thread (a runner with ``warm()``)."""
+        engine in a thread (a runner with ``start_warm()``)."""
         if self._workers is not None:
             return
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
             self._waiting.append(job.spec)
-        if hasattr(self._runner, "warm"):
-            self._warming = asyncio.create_task(self._runner.warm(), name="embedded-warm-start")
+        if hasattr(self._runner, "start_warm"):
+            self._warming = self._runner.start_warm()
         self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
         self._wake.set()
 
