@@ -48,11 +48,11 @@ class Store(JobRecords):
                 await s.flush()
                 return user
         except IntegrityError:  # created by a concurrent first event of the same user
-            async with self.db.session() as s:
-                found = await s.scalar(
+            async with self.db.read() as s:
+                existing = await s.scalar(
                     select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
                 )
-                return found(found, "user", platform_user_id)
+                return found(existing, "user", platform_user_id)
 
     async def get_user(self, user_id: int) -> User:
         async with self.db.read() as s:

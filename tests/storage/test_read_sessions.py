@@ -65,3 +65,8 @@ async def test_read_objects_stay_loaded_after_the_session(store: Store) -> None:
     owner = await store.user("console", "carol", "Carol")
     loaded = await store.get_user(owner.id)
     assert loaded.display_name == "Carol" and loaded.settings == {}  # no refresh of a detached row
+
+
+async def test_concurrent_first_events_of_one_user_make_one_user(store: Store) -> None:
+    users = await asyncio.gather(*(store.user("discord", "new-user", "New") for _ in range(20)))
+    assert len({u.id for u in users}) == 1 and all(u.platform_user_id == "new-user" for u in users)
