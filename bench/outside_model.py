@@ -85,8 +85,9 @@ def _engine(root: Path, **kwargs: Any) -> Any:
 
 
 def _spec(kind: str, **fields: Any) -> Any:
-    from engine.specs import JobSpec, PersonaSpec
+    from engine.specs import JobSpec, PersonaSpec, default_params
 
+    fields.setdefault("params", default_params("tiny"))  # 64², 4 steps
     return JobSpec(job_id=uuid.uuid4().hex, kind=kind, persona=PersonaSpec(archetype="sweet", seed=1), **fields)
 
 
@@ -183,8 +184,8 @@ def bench_workers(root: Path, jobs: int) -> dict[str, Any]:
     }
 
 
-async def _coldstart(root: Path) -> dict[str, Any]:
-    from engine.job_runner import engine_runner_factory
+async def _coldstart(root: Path, preimport: bool) -> dict[str, Any]:
+    from engine.job_runner import engine_runner_factory, import_engine_modules
     from engine.queue import EmbeddedQueue
     from storage.blobs import BlobStore
     from storage.db import Database
@@ -201,17 +202,35 @@ async def _coldstart(root: Path) -> dict[str, Any]:
     await db.upgrade()
     store = Store(db)
     queue = EmbeddedQueue(store, engine_runner_factory(settings, store, BlobStore(settings.blob_dir)))
+    imported = time.perf_counter()
+    if preimport:  # what build_app does in embedded mode, before any front end connects
+        import_engine_modules("dlib")
+    imported = time.perf_counter() - imported
     lags: list[float] = []
+    slow: list[tuple[float, float]] = []  # (seconds into the load, lag) of ticks over 100 ms
     started = time.perf_counter()
     await queue.start()
     while queue.readiness == "loading":
         tick = time.perf_counter()
         await asyncio.sleep(0.005)
         lags.append(time.perf_counter() - tick - 0.005)
+        if lags[-1] > 0.1:
+            slow.append((round(tick - started, 2), round(lags[-1], 3)))
     load_s = time.perf_counter() - started
     await queue.close()
     await db.dispose()
-    return {"readiness": queue.readiness, "load_s": round(load_s, 2), "ticks": len(lags), "loop_lag": _ms(lags)}
+    return {
+        "readiness": queue.readiness,
+        "imports_before_loop_work_s": round(imported, 2),
+        "load_s": round(load_s, 2),
+        "ticks": len(lags),
+        "loop_lag": _ms(lags),
+        "stalls_over_100ms": slow,
+    }
+
+
+def _coldstart_process(root: str, preimport: bool) -> dict[str, Any]:
+    return asyncio.run(_coldstart(Path(root), preimport))
 
 
 async def _reads(root: Path, deferred: bool, handlers: int, queued: int) -> dict[str, Any]:
@@ -277,8 +296,12 @@ def main() -> None:
             out["edit"] = bench_edit(root, args.rounds)
         if "workers" in parts:
             out["workers"] = bench_workers(root, args.worker_jobs)
-        if "coldstart" in parts:
-            out["coldstart"] = asyncio.run(_coldstart(root / "cold"))
+        if "coldstart" in parts:  # in a fresh process: nothing imported yet
+            ctx = multiprocessing.get_context("spawn")
+            out["coldstart"] = {}
+            for label, preimport in (("imports_in_thread", False), ("imports_before_front_ends", True)):
+                with ctx.Pool(1) as pool:
+                    out["coldstart"][label] = pool.apply(_coldstart_process, (str(root / label), preimport))
         if "reads" in parts:
             out["reads"] = {
                 "deferred_reads": asyncio.run(_reads(root, True, 50, 480)),

@@ -208,6 +208,25 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         raise
 
 
+#: modules whose import holds the GIL for long stretches (torch's C init, diffusers, dlib):
+#: imported in a thread they stall the event loop by up to ~0.7 s at a time (bench/outside_model.py)
+ENGINE_MODULES = ("torch", "diffusers", "engine.pipeline", "engine.identity", "engine.loras", "engine.render_engine")
+
+
+def import_engine_modules(face_backend: str = "dlib") -> None:
+    """Import the engine's heavy modules (and dlib's face models) now, blocking: call it before any
+    front end connects (nothing waits on the event loop yet); the weights then load in a thread
+    (:meth:`JobRunner.warm`)."""
+    import importlib
+
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
+    if face_backend == "dlib":
+        from engine.identity import load_embedder
+
+        load_embedder("dlib")
+
+
 def _takes_on_model_free(engine: Any) -> bool:
     try:
         return "on_model_free" in inspect.signature(engine.run).parameters
