@@ -23,7 +23,6 @@ Those numbers, kept once in ``storage.settings``, are the defaults of ``IDENTITY
 from __future__ import annotations
 
 import functools
-
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
