@@ -167,20 +167,31 @@ def _throughput(root: Path, total: int, processes: int, threads: int | None) -> 
     return total / (max(ends) - started)
 
 
-def bench_workers(root: Path, jobs: int) -> dict[str, Any]:
+def bench_workers(root: Path, jobs: int, repeats: int = 3) -> dict[str, Any]:
+    """Median jobs/s of each set-up over ``repeats`` interleaved runs (the host is shared)."""
     from storage.settings import load_settings
 
-    cores = os.cpu_count() or 1
-    one = _throughput(root / "one", jobs, 1, load_settings(workers_per_host=1).effective_engine_threads)
-    two = _throughput(root / "two", jobs, 2, load_settings(workers_per_host=2).effective_engine_threads)
-    two_default = _throughput(root / "twod", jobs, 2, None)
+    setups = {
+        "one_worker_default": (1, load_settings(workers_per_host=1).effective_engine_threads),
+        "one_worker_1_thread": (1, 1),
+        "two_workers_default": (2, load_settings(workers_per_host=2).effective_engine_threads),
+        "two_workers_torch_all_cores": (2, None),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(repeats):
+        for name, (processes, threads) in setups.items():
+            runs[name].append(_throughput(root / f"{name}-{r}", jobs, processes, threads))
+    rate = {name: statistics.median(values) for name, values in runs.items()}
+    best_single = max(rate["one_worker_default"], rate["one_worker_1_thread"])
     return {
-        "cores": cores,
+        "cores": os.cpu_count(),
         "jobs": jobs,
-        "one_worker_jobs_per_s": round(one, 2),
-        "two_workers_jobs_per_s": round(two, 2),
-        "ratio": round(two / one, 2),
-        "two_workers_torch_default_ratio": round(two_default / one, 2),
+        "threads": {name: threads for name, (_, threads) in setups.items()},
+        "jobs_per_s_median": {name: round(v, 2) for name, v in rate.items()},
+        "jobs_per_s_runs": {name: [round(v, 2) for v in values] for name, values in runs.items()},
+        "two_vs_one_default": round(rate["two_workers_default"] / rate["one_worker_default"], 2),
+        "two_vs_best_one": round(rate["two_workers_default"] / best_single, 2),
+        "two_all_cores_vs_one_default": round(rate["two_workers_torch_all_cores"] / rate["one_worker_default"], 2),
     }
 
 
