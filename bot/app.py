@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.conversation import Conversation, ConversationConfig
-from engine.job_runner import EngineLike, JobRunner, engine_runner_factory
+from engine.job_runner import EngineLike, JobRunner, engine_runner_factory, import_engine_modules
 from engine.progress import ProgressBus
 from engine.queue import make_queue
 from storage.blobs import BlobStore
@@ -46,6 +47,8 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
     else:
         factory = engine_runner_factory(settings, store, blobs)
+        if not settings.redis_url:  # embedded: heavy imports now, before any front end connects
+            await asyncio.to_thread(import_engine_modules, settings.face_backend)
     queue = make_queue(settings.redis_url, store, factory)
     config = ConversationConfig(
         engine_model=settings.engine_model,

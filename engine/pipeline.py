@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import FluxKontextPipeline
@@ -168,7 +169,21 @@ def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: i
     return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
 
 
-def render(
+@dataclass
+class Rendered:
+    """A rendered image and its final latents, in the form :func:`encode_context` returns (so they
+    can be the context of the next edit at the same size without a VAE encode)."""
+
+    image: Image.Image
+    latents: torch.Tensor | None  # None for klein, whose context is an image
+
+
+def render(lp: LoadedPipeline, **kwargs: Any) -> Image.Image:
+    """:func:`render_latents`' image alone (same arguments)."""
+    return render_latents(lp, **kwargs).image
+
+
+def render_latents(
     lp: LoadedPipeline,
     *,
     prompt: str | PromptEmbeds,
@@ -181,7 +196,7 @@ def render(
     on_step: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     references: Sequence[Image.Image] = (),
-) -> Image.Image:
+) -> Rendered:
     """One image: text-to-image without ``context``, a Kontext edit with it.
 
     klein takes ``references`` (images, in order) after the ``context`` image (which must then be
@@ -216,7 +231,7 @@ def render(
         if isinstance(context, torch.Tensor):
             raise ValueError("klein takes the current image as an image, not as latents")
         images = ([context] if context is not None else []) + list(references)
-        return render_klein(
+        image = render_klein(
             lp.pipe,
             prompt_embeds=prompt.prompt_embeds,
             max_sequence_length=lp.max_sequence_length,
@@ -229,6 +244,7 @@ def render(
             references=images,
             step_end=step_end,
         )
+        return Rendered(image=image, latents=None)  # klein takes images, not latents, as its context
     generator = torch.Generator(device="cpu").manual_seed(seed)
     result = lp.pipe(
         image=context,
@@ -243,5 +259,10 @@ def render(
         max_sequence_length=lp.max_sequence_length,
         callback_on_step_end=step_end,
         _auto_resize=False,
+        output_type="latent",
     )
-    return result.images[0]
+    pipe = lp.pipe
+    latents = pipe._unpack_latents(result.images, height, width, pipe.vae_scale_factor)
+    pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
+    image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+    return Rendered(image=image, latents=latents)

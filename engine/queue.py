@@ -3,7 +3,10 @@
 Two implementations behind one interface:
 
 * :class:`EmbeddedQueue` (REDIS_URL unset): the same job function runs in this process, one job
-  at a time, in a background task; events go through a :class:`LocalBus`.
+  on the model at a time, in a background task; events go through a :class:`LocalBus`. The
+  engine loads in a thread when the queue starts (``readiness`` says ``loading`` until then), and
+  the next job starts as soon as the previous one's renders are done, while its images are
+  still being encoded and stored.
 * :class:`ArqQueue` (REDIS_URL set): jobs go to arq workers (engine/worker.py) through redis;
   events come back over redis pub/sub.
 
@@ -77,18 +80,29 @@ class EmbeddedQueue:
         self._wake = asyncio.Event()
         #: runs the workers' task group; cancelling it stops every worker
         self._workers: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
+        #: jobs whose renders are done and whose images are being stored
+        self._finishing: set[asyncio.Task[None]] = set()
         self._concurrency = concurrency
 
     async def start(self) -> None:
-        """Start the workers, re-queueing jobs a previous run left unfinished."""
+        """Start the workers, re-queueing jobs a previous run left unfinished; start loading the
+        engine in a thread (a runner with ``start_warm()``)."""
         if self._workers is not None:
             return
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
             self._waiting.append(job.spec)
+        if hasattr(self._runner, "start_warm"):
+            self._warming = self._runner.start_warm()
         self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
         self._wake.set()
+
+    @property
+    def readiness(self) -> str:
+        """``ready``, ``loading`` (the model is still loading), ``cold`` or ``failed: ...``."""
+        return str(getattr(self._runner, "readiness", "ready")) if self._runner is not None else "cold"
 
     async def _run_workers(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -98,11 +112,13 @@ class EmbeddedQueue:
     async def close(self) -> None:
         for running in self._running.values():
             running.cancel.set()
-        if self._workers is not None:
-            self._workers.cancel()
+        tasks = [t for t in (self._workers, self._warming, *self._finishing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._workers
-            self._workers = None
+                await task
+        self._workers = self._warming = None
 
     async def enqueue(self, spec: JobSpec) -> None:
         self._waiting.append(spec.model_dump(mode="json"))
@@ -128,6 +144,8 @@ class EmbeddedQueue:
         return None
 
     async def _work(self) -> None:
+        """One model slot: run a job, and take the next once the job's renders are done."""
+        loop = asyncio.get_running_loop()
         while True:
             while not self._waiting:
                 self._wake.clear()
@@ -135,14 +153,25 @@ class EmbeddedQueue:
             spec = self._waiting.pop(0)
             running = _Running(spec["job_id"])
             self._running[running.job_id] = running
-            try:
-                await self._runner.execute(spec, running.cancel, final_attempt=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("embedded job %s crashed", running.job_id)
-            finally:
-                self._running.pop(running.job_id, None)
+            model_free = asyncio.Event()
+            task = asyncio.create_task(
+                self._execute(spec, running, lambda e=model_free: loop.call_soon_threadsafe(e.set)),
+                name=f"embedded-job-{running.job_id}",
+            )
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            task.add_done_callback(lambda _t, e=model_free: e.set())
+            await model_free.wait()
+
+    async def _execute(self, spec: dict[str, Any], running: _Running, on_model_free: Callable[[], None]) -> None:
+        try:
+            await self._runner.execute(spec, running.cancel, final_attempt=True, on_model_free=on_model_free)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("embedded job %s crashed", running.job_id)
+        finally:
+            self._running.pop(running.job_id, None)
 
 
 class ArqQueue:

@@ -177,11 +177,13 @@ def kontext_context(job: JobRender, main: str | None, extra: list[str], width: i
 
     lp = job.pipeline
     key = "+".join([main or "-", *extra])
-    latents = job.cache.latents.get((key, width, height))
+    with job.cache.lock:  # the storer threads re-key this cache beside the render
+        latents = job.cache.latents.get((key, width, height))
     if latents is None:
         main_image = job.image(main) if main is not None else None
         composite = compose_context(main_image, [job.image(k) for k in extra], width, height, lp.multiple_of)
         latents = encode_context(lp, composite, *composite.size)
         job.stats["context_encodes"] += 1
-        job.cache.latents[(key, width, height)] = latents
+        with job.cache.lock:
+            job.cache.latents[(key, width, height)] = latents
     return latents

@@ -4,6 +4,11 @@
 edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``). It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
 and keeps per-thread caches (engine.render_cache) between jobs.
+
+The engine lock covers the model's work only: once a job's pixels exist the lock is released
+(``on_model_free`` is called) and its PNGs are encoded, hashed and written by the storer threads
+while the next job may already be rendering. The torch thread count is set at load
+(``threads``; from settings: ENGINE_THREADS, default cores / WORKERS_PER_HOST).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +30,7 @@ from engine.loras import LoraLibrary, family_root, write_tiny_library
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
 from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams, default_params, model_family
-from storage.blobs import BlobStore
+from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,6 +64,8 @@ class Engine:
         blobs: BlobStore,
         thread_cache_size: int = 16,
         adapter_capacity: int = 8,
+        threads: int | None = None,
+        png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
     ) -> None:
         self.model = model
         self.device = device
@@ -73,6 +81,12 @@ class Engine:
         self.threads = ThreadCaches(thread_cache_size)
         #: counters of real work done: renders, prompt_encodes, context_encodes, image_decodes
         self.stats: Counter[str] = Counter()
+        #: seconds spent: ``model`` (renders), ``locked`` (engine lock held by jobs), ``store``
+        #: (PNG encode + write, off the lock), ``settle`` (after the lock, waiting for blob keys)
+        self.seconds: Counter[str] = Counter()
+        self.threads_setting = threads
+        self.png_compress_level = png_compress_level
+        self._storer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-store")
         self._lock = threading.RLock()  # held for a whole job: one job at a time per engine
         self._library_lock = threading.Lock()  # short: writing the tiny library once
         self._lp: LoadedPipeline | None = None
@@ -92,6 +106,8 @@ class Engine:
             face_model_dir=settings.face_model_dir,
             identity_threshold=settings.effective_identity_threshold,
             blobs=blobs,
+            threads=settings.effective_engine_threads,
+            png_compress_level=settings.png_compress_level,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -128,9 +144,14 @@ class Engine:
         with self._lock:
             if self._lp is not None:
                 return
+            import torch
+
             from engine.identity import load_embedder
             from engine.loras import AdapterManager
             from engine.pipeline import load_pipeline
+
+            if self.threads_setting is not None:
+                torch.set_num_threads(self.threads_setting)
 
             self._ensure_library()
             embedder = load_embedder(self.face_backend, self.face_model_dir)
@@ -162,8 +183,12 @@ class Engine:
         spec: JobSpec,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
+        on_model_free: Callable[[], None] | None = None,
     ) -> JobResult:
-        """Run one job synchronously (one at a time per engine) and return what it stored."""
+        """Run one job synchronously and return what it stored.
+
+        Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
+        one's renders are done and the next job may start, before its images are stored."""
         import torch
 
         from engine.pipeline import RenderCancelled
@@ -171,6 +196,7 @@ class Engine:
         started = time.perf_counter()
         with self._lock:
             self.load()
+            locked = time.perf_counter()
             kind = spec.kind
             if kind == JobKind.REGENERATE:
                 if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
@@ -190,6 +216,9 @@ class Engine:
                 identity_threshold=self.identity_threshold,
                 stats=self.stats,
                 references=self._references,
+                storer=self._storer,
+                png_compress_level=self.png_compress_level,
+                seconds=self.seconds,
             )
             if kind == JobKind.CREATE_PERSONA and spec.persona.photo_key is None:
                 mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
@@ -201,6 +230,13 @@ class Engine:
                     result = _KINDS[kind](job)
             except RenderCancelled:
                 raise JobCancelled(spec.job_id) from None
+            finally:
+                self.seconds["locked"] += time.perf_counter() - locked
+        if on_model_free is not None:
+            on_model_free()
+        settling = time.perf_counter()
+        result = job.settle(result)
+        self.seconds["settle"] += time.perf_counter() - settling
         result.lora_mix = [(name, weight) for name, weight in mix]
         result.seconds = round(time.perf_counter() - started, 3)
         return result

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     face_backend: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")
     identity_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    engine_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="torch threads of one worker; unset = cores / WORKERS_PER_HOST"
+    )
+    workers_per_host: int = Field(default=1, ge=1, le=1024, description="worker processes sharing this host")
+    png_compress_level: int = Field(
+        default=1, ge=0, le=9, description="zlib level of stored result PNGs (lossless at every level)"
+    )
     # conversation rules
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
@@ -150,6 +157,13 @@ class Settings(BaseSettings):
         return DEFAULT_IDENTITY_THRESHOLDS[self.face_backend]
 
     @property
+    def effective_engine_threads(self) -> int:
+        """ENGINE_THREADS, or this host's cores shared out among WORKERS_PER_HOST workers (>= 1)."""
+        if self.engine_threads is not None:
+            return self.engine_threads
+        return max(1, (os.cpu_count() or 1) // self.workers_per_host)
+
+    @property
     def wecom_enabled(self) -> bool:
         return bool(self.wecom_corp_id)
 
@@ -187,6 +201,7 @@ class Settings(BaseSettings):
                 text = str(value)
             out[name.upper()] = text
         out["IDENTITY_THRESHOLD (effective)"] = f"{self.effective_identity_threshold:.2f}"
+        out["ENGINE_THREADS (effective)"] = str(self.effective_engine_threads)
         return out
 
 
