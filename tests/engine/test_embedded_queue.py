@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.events import Done
+from engine.job_events import Done
 
 from engine.job_runner import JobRunner
 from engine.noop_engine import NoopEngine
