@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.job_events import Done
-
 from engine.job_runner import JobRunner
 from engine.noop_engine import NoopEngine
 from engine.queue import EmbeddedQueue
