@@ -29,9 +29,10 @@ from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError
 from engine import metrics
+from engine.loras import family_root
 from engine.outcomes import finish_job
 from engine.queue import JobQueue
-from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
+from engine.specs import TINY_ARCHETYPES, TINY_MODELS, JobKind, JobSpec, PersonaSpec, RenderParams, model_family
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
 from storage.repository import Store
@@ -92,13 +93,15 @@ class Conversation:
 
     # -- queries for front ends --------------------------------------------------------------
     async def archetypes(self) -> list[str]:
-        root = self.config.lora_dir
+        """Archetype folders of the engine family's LoRA library (engine.loras.family_root)."""
+        model = self.config.engine_model
+        root = family_root(self.config.lora_dir, model_family(model), model)
         found = (
             sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.safetensors")))
             if root.is_dir()
             else []
         )
-        if not found and self.config.engine_model == "tiny":
+        if not found and model in TINY_MODELS:
             return list(TINY_ARCHETYPES)  # written by the engine on first use
         return found
 
