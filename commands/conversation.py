@@ -29,10 +29,18 @@ from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError
 from engine import metrics
-from engine.loras import family_root
 from engine.outcomes import finish_job
 from engine.queue import JobQueue
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS, JobKind, JobSpec, PersonaSpec, RenderParams, model_family
+from engine.specs import (
+    TINY_ARCHETYPES,
+    TINY_MODELS,
+    JobKind,
+    JobSpec,
+    PersonaSpec,
+    RenderParams,
+    family_root,
+    model_family,
+)
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
 from storage.repository import Store
@@ -93,7 +101,7 @@ class Conversation:
 
     # -- queries for front ends --------------------------------------------------------------
     async def archetypes(self) -> list[str]:
-        """Archetype folders of the engine family's LoRA library (engine.loras.family_root)."""
+        """Archetype folders of the engine family's LoRA library (engine.specs.family_root)."""
         model = self.config.engine_model
         root = family_root(self.config.lora_dir, model_family(model), model)
         found = (

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS, EngineFamily
+from engine.specs import TINY_ARCHETYPES, TINY_MODELS
 
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
@@ -74,15 +74,6 @@ class LoraLibrary:
 
     def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
         return draw_mix(self.names(archetype), seed, k)
-
-
-def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
-    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
-    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
-    own = Path(lora_dir) / family
-    if own.is_dir() or model == "tiny-klein":
-        return own
-    return Path(lora_dir)
 
 
 def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float = 1.0) -> list[tuple[str, float]]:

@@ -201,3 +201,12 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
+
+
+def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
+    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
+    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
+    own = Path(lora_dir) / family
+    if own.is_dir() or model == "tiny-klein":
+        return own
+    return Path(lora_dir)
