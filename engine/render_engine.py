@@ -26,10 +26,19 @@ from cachetools import LRUCache
 
 from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, family_root, write_tiny_library
+from engine.loras import LoraLibrary, write_tiny_library
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
-from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams, default_params, model_family
+from engine.specs import (
+    TINY_MODELS,
+    JobKind,
+    JobResult,
+    JobSpec,
+    RenderParams,
+    default_params,
+    family_root,
+    model_family,
+)
 from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
 from storage.settings import Settings
 
