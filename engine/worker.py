@@ -51,7 +51,7 @@ from engine.queue import (
     now_ms,
     redis_settings,
 )
-from storage.blobs import BlobStore
+from storage.blobs import open_blob_store
 from storage.db import Database
 from storage.models import JobStatus
 from storage.repository import Store
@@ -83,7 +83,7 @@ class WorkerState:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.store = Store(self.db)
-        self.blobs = BlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings)
         self._engine = engine
         #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
         self.cancel_flags: dict[str, threading.Event] = {}
