@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.blobs import BlobInfo, BlobNotFound, BlobStore, check_key
+from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, check_key
 
 if TYPE_CHECKING:
     from storage.settings import Settings
