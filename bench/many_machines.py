@@ -115,7 +115,7 @@ def spawn_worker(root: Path, name: str, env: dict[str, str]) -> subprocess.Popen
         cwd=root / name,
         env=worker_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "a"),
     )
 
 
@@ -163,14 +163,16 @@ async def bench_routing(root: Path, endpoint: str, redis_url: str, threads: int,
             edit_jobs: list[str] = []
 
             async def user(i: int, mode: str = mode, edit_jobs: list[str] = edit_jobs) -> None:
-                front = ConsoleFrontEnd(app.conversation, root / "out", user=f"{mode}{i}", stream=io.StringIO())
+                front = ConsoleFrontEnd(
+                    app.conversation, root / "out", user=f"{mode}{i}", stream=io.StringIO(), live=False
+                )
                 lines = [f"/persona create sweet P{i}", f"/post P{i} a red dress on the terrace"]
                 lines += [f"edit number {n}: hold the cup higher" for n in range(edits)]
                 for n, line in enumerate(lines):
                     actions = await front.send(line)
                     jobs = [a.job_id for a in actions if isinstance(a, Progress) and a.state == "queued"]
                     for job_id in jobs:
-                        await front.wait_job(job_id, limit_s=600)
+                        await front.wait_job(job_id, limit_s=float(os.environ.get("BENCH_JOB_LIMIT_S", 600)))
                     if n >= 2:
                         edit_jobs.extend(jobs)
 
