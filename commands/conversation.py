@@ -284,8 +284,8 @@ class Conversation:
             photo_key=persona.photo_key,
         )
 
-    def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
-        return image_out(self.blobs, key, filename, caption)
+    async def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
+        return await image_out(self.blobs, key, filename, caption)
 
 
 __all__ = ["Conversation", "ConversationConfig"]

@@ -104,7 +104,7 @@ async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: st
     if attachments:
         refs.check_attachments(attachments)
     await rules.check_limits(conv, ctx.user)
-    key = refs.store_attachments(conv, attachments)[0][1] if attachments else faces[-1]["key"]
+    key = (await refs.store_attachments(conv, attachments))[0][1] if attachments else faces[-1]["key"]
     seed = random.randrange(2**31)
     try:
         created = await conv.store.create_persona(ctx.user.id, name, PHOTO_ARCHETYPE, [], seed, photo_key=key)
@@ -140,7 +140,7 @@ async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
         "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
     )
     text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
-    images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
+    images = (await conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
 

@@ -58,7 +58,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
     said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
     refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
-    stored = refs.store_attachments(conv, ctx.event.attachments, "scene")
+    stored = await refs.store_attachments(conv, ctx.event.attachments, "scene")
     attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
     post_refs = refs.dedupe(library + attached + waiting)
     scene_key = refs.one_scene(post_refs)
@@ -176,7 +176,9 @@ async def edit(
     await rules.check_limits(conv, ctx.user)
     if attachments and role is None and any(a.role is None for a in attachments):
         return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
-    attached = [ReferenceSpec(role=r or "scene", key=k) for r, k in refs.store_attachments(conv, attachments, role)]
+    attached = [
+        ReferenceSpec(role=r or "scene", key=k) for r, k in await refs.store_attachments(conv, attachments, role)
+    ]
     edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
     if waiting:
         ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
@@ -281,7 +283,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     await conv.store.set_current_turn(thread.id, previous.id)
     where = ctx.where_thread(thread)
     text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
-    images = turn_images(conv.blobs, previous)
+    images = await turn_images(conv.blobs, previous)
     return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
 
