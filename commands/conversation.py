@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from engine.outcomes import finish_job
-
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
@@ -30,10 +28,12 @@ from commands.handlers import posts
 from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError, check_image
+from engine.outcomes import finish_job
 from engine.queue import JobQueue
 from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
+from storage.persona_versions import version_in_use
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,7 @@ class Conversation:
 
     @staticmethod
     def persona_spec(persona: Persona) -> PersonaSpec:
+        version = version_in_use(persona)
         return PersonaSpec(
             persona_id=persona.id,
             archetype=persona.archetype,
@@ -246,6 +247,8 @@ class Conversation:
             seed=persona.seed,
             reference_key=persona.reference_key,
             embedding=persona.face_embedding,
+            version=int(version["version"]) if version else 0,
+            version_lora_key=version["lora_key"] if version else None,
         )
 
     def store_attachment(self, attachments: Sequence[Attachment]) -> str | None:

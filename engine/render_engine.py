@@ -1,18 +1,20 @@
 """The Engine: runs job specs (plain JSON data) on the process's one pipeline.
 
 ``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.job_kinds (create_persona, generate,
-edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``). It loads the pipeline,
+edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``) or, for train_persona,
+to engine.persona_training. It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
 and keeps per-thread caches (engine.render_cache) between jobs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from cachetools import LRUCache
 
 from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, write_tiny_library
+from engine.loras import LoraLibrary, persona_mix, write_tiny_library
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
 from engine.specs import JobKind, JobResult, JobSpec, RenderParams, default_params
@@ -134,7 +136,9 @@ class Engine:
             self._ensure_library()
             embedder = load_embedder(self.face_backend, self.face_model_dir)
             lp = load_pipeline(self.model, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
-            self._adapters = AdapterManager(lp.pipe, self.library, capacity=self.adapter_capacity)
+            self._adapters = AdapterManager(
+                lp.pipe, self.library, capacity=self.adapter_capacity, blob_path=self.blobs.path
+            )
             self._embedder = embedder
             self._lp = lp
 
@@ -155,30 +159,27 @@ class Engine:
         return self.library.draw_mix(archetype, seed, k)
 
     # -- running jobs ------------------------------------------------------------------------
-    def run(
+    @contextlib.contextmanager
+    def job(
         self,
         spec: JobSpec,
+        renders: int,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
-    ) -> JobResult:
-        """Run one job synchronously (one at a time per engine) and return what it stored."""
+        mix: list[tuple[str, float]] | None = None,
+    ) -> Iterator[JobRender]:
+        """Hold the engine for ``spec``: its LoRA mix (default: the persona's) applied, a
+        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled."""
         import torch
 
         from engine.pipeline import RenderCancelled
 
-        started = time.perf_counter()
         with self._lock:
             self.load()
-            kind = spec.kind
-            if kind == JobKind.REGENERATE:
-                if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
-                    raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
-                kind = spec.of_kind
-            renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
             job = JobRender(
                 spec=spec,
                 params=spec.params,
-                progress=StepProgress(spec.params.steps, renders[kind], on_progress),
+                progress=StepProgress(spec.params.steps, renders, on_progress),
                 cancel=cancel,
                 cache=self.threads.for_thread(spec.thread_id),
                 pipeline=self.pipeline,
@@ -189,16 +190,39 @@ class Engine:
                 stats=self.stats,
                 references=self._references,
             )
+            self.adapters.apply(persona_mix(spec.persona) if mix is None else mix)  # outside inference mode
+            try:
+                with torch.inference_mode():
+                    yield job
+            except RenderCancelled:
+                raise JobCancelled(spec.job_id) from None
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[..., None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> JobResult:
+        """Run one job synchronously (one at a time per engine) and return what it stored."""
+        started = time.perf_counter()
+        with self._lock:
+            self.load()
+            kind = spec.kind
+            if kind == JobKind.TRAIN_PERSONA:
+                from engine.persona_training import train_persona
+
+                return train_persona(self, spec, on_progress, cancel)
+            if kind == JobKind.REGENERATE:
+                if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
+                    raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
+                kind = spec.of_kind
+            renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
             if kind == JobKind.CREATE_PERSONA:
                 mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
             else:
-                mix = list(spec.persona.lora_mix)
-            self.adapters.apply(mix)  # outside inference mode: loading creates parameters
-            try:
-                with torch.inference_mode():
-                    result = _KINDS[kind](job)
-            except RenderCancelled:
-                raise JobCancelled(spec.job_id) from None
+                mix = persona_mix(spec.persona)
+            with self.job(spec, renders[kind], on_progress, cancel, mix) as job:
+                result = _KINDS[kind](job)
         result.lora_mix = [(name, weight) for name, weight in mix]
         result.seconds = round(time.perf_counter() - started, 3)
         return result

@@ -1,4 +1,4 @@
-"""Content-addressed image store.
+"""Content-addressed image store (and a few named, replaceable blobs: training checkpoints).
 
 ``put(data)`` stores bytes under their sha256 and returns that hex digest as the key; identical
 images are stored once. Files are written to a temporary file in the same folder and renamed
@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -61,6 +62,28 @@ class BlobStore:
         _atomic_write(target, data)
         _atomic_write(self._info_path(key), json.dumps(asdict(info)).encode())
         return key
+
+    def put_named(self, name: str, data: bytes) -> None:
+        """Store ``data`` under a ``name`` (a training checkpoint, ``train/<job id>/checkpoint``),
+        replacing what was there; named blobs are mutable, content blobs are not."""
+        target = self._named_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, data)
+
+    def get_named(self, name: str) -> bytes | None:
+        """The bytes stored under ``name``, or ``None``."""
+        try:
+            return self._named_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete_named(self, name: str) -> None:
+        self._named_path(name).unlink(missing_ok=True)
+
+    def _named_path(self, name: str) -> Path:
+        if not _NAME.match(name) or ".." in name:
+            raise ValueError(f"not a blob name: {name!r}")
+        return self.root / "named" / name
 
     def put_image(self, image: Image.Image, format: str = "PNG") -> str:
         buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""``/persona create | list | show | delete``."""
+"""``/persona create | list | show | delete`` (``train`` and ``use``: commands.handlers.persona_versions)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, Images
+from commands.handlers import persona_versions
+from commands.training_texts import versions_text
 from commands.validation import InputError
 from engine.specs import JobKind, JobSpec, PersonaSpec, default_params
 from storage.repository import DuplicateName
@@ -19,7 +21,10 @@ if TYPE_CHECKING:
 
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
-USAGE = "usage: /persona create <archetype> [name] | list | show <name> | delete <name>"
+USAGE = (
+    "usage: /persona create <archetype> [name] | list | show <name> | delete <name> | "
+    "train <name> [images=N] [steps=S] [rank=R] | use <name> v<N>|blend"
+)
 
 
 async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
@@ -36,6 +41,10 @@ async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
         return await create(conv, ctx, archetype, name)
     if sub.name == "list":
         return await list_personas(conv, ctx)
+    if sub.name == "train":
+        return await persona_versions.train(conv, ctx, opts, rest)
+    if sub.name == "use":
+        return await persona_versions.use(conv, ctx, opts, rest)
     name = str(opts.get("name") or " ".join(rest)).strip()
     if sub.name == "delete":
         found = await rules.own_persona(conv, ctx, name)
@@ -85,6 +94,7 @@ async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
     mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or "  (being drawn)"
     text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
+    text += "\n" + versions_text(found)
     images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
