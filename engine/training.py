@@ -168,16 +168,20 @@ def train_lora(
     checkpoints: CheckpointStore | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    after_training: Callable[[], None] | None = None,
 ) -> TrainOutcome:
-    """Train a LoRA ``adapter`` on ``samples``; the adapter is removed again when this returns."""
+    """Train a LoRA ``adapter`` on ``samples``; the adapter is removed again when this returns
+    (``after_training()`` runs just before, with the trained adapter active)."""
     if not samples:
         raise ValueError("no training images")
     started = time.perf_counter()
     transformer = family.transformer(lp)
     encoded = encode_samples(lp, family, samples, config.resolution)
-    params = add_training_adapter(
-        transformer, adapter, rank=config.rank, alpha=config.lora_alpha, targets=family.target_modules
-    )
+    with torch.random.fork_rng(devices=[]):  # the LoRA's initial A comes from the seed too
+        torch.manual_seed(config.seed)
+        params = add_training_adapter(
+            transformer, adapter, rank=config.rank, alpha=config.lora_alpha, targets=family.target_modules
+        )
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
         checkpointing = lp.execution_device.type == "cuda"
@@ -213,6 +217,8 @@ def train_lora(
         loop_seconds = time.perf_counter() - loop_started
         transformer.eval()
         eval_after = eval_loss(lp, family, encoded, config)
+        if after_training is not None:
+            after_training()
         return TrainOutcome(
             state=adapter_state(transformer, adapter),
             metadata=adapter_metadata(transformer, adapter),
