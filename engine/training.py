@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -233,7 +234,9 @@ def train_lora(
         if checkpointing:
             transformer.disable_gradient_checkpointing()
         transformer.eval()
-        transformer.delete_adapters(adapter)
+        with warnings.catch_warnings():  # peft says which adapter it activates instead: the engine resets them
+            warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+            transformer.delete_adapters(adapter)
         transformer.requires_grad_(False)
 
 

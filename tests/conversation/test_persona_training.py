@@ -83,13 +83,15 @@ async def test_bad_train_options_change_nothing(app: App, console: ConsoleFrontE
 
 async def test_cancel_stops_a_training_job(app: App, console: ConsoleFrontEnd) -> None:
     await run(console, "/persona create sweet Mia")
+    events = app.conversation.queue.bus.subscribe()
     actions = await console.send("/persona train Mia images=2 steps=5000")
     (job_id,) = queued(actions)
     # wait until training itself runs (its progress carries the loss), then cancel
-    while not any(
-        isinstance(a, Progress) and a.job_id == job_id and "loss" in a.text for a in console.actions
-    ):
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(120):
+        async for event in events:
+            if event.job_id == job_id and "loss" in (getattr(event, "note", None) or ""):
+                break
+    await events.aclose()
     assert "training" in texts(await console.send("/cancel"))
     await console.wait_job(job_id, limit_s=60)
     job = await app.store.get_job(job_id)

@@ -9,8 +9,8 @@ from engine.train_data import (
     REASON_DUPLICATE,
     REASON_NO_FACE,
     REASON_SCORE,
-    caption,
     candidate_prompts,
+    caption,
     filter_candidates,
     trigger_word,
 )
