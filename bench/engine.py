@@ -12,6 +12,13 @@ download. Its text encoders are one-layer stand-ins with the real output widths 
 representative in that mode. Every image runs through ``engine.pipeline.render``, the code path
 of the worker. ``--edit`` adds a Kontext edit (context image of the output size: twice the image
 tokens per step).
+
+Both engine families: ``--model tiny-klein`` (FLUX.2 klein, tiny) and ``--model full-klein``
+(klein 4B: 5 double + 20 single blocks, 3072 wide, no guidance embedding, the FLUX.2 VAE, a one-layer
+Qwen3 stand-in of the real width, random weights). ``--references N`` adds N product images to
+every render (klein: as references; Kontext: composed into the context, engine.references), and
+the edit then conditions on the current image plus them. ``--compare`` runs the tiny families side
+by side with 1-3 references (``--compare-models`` to choose others, e.g. ``full,full-klein``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ sys.path.insert(0, str(_BENCH.parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.pipeline import LoadedPipeline, load_pipeline, render, resolve_device, resolve_dtype  # noqa: E402
+from engine.pipeline import (  # noqa: E402
+    LoadedPipeline,
+    encode_context,
+    load_pipeline,
+    render,
+    resolve_device,
+    resolve_dtype,
+)
+from engine.references import compose_context  # noqa: E402
 
 #: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
 FULL_TRANSFORMER = {
@@ -103,6 +118,65 @@ def build_full_random(device: torch.device, dtype: torch.dtype) -> LoadedPipelin
     return LoadedPipeline(pipe, "full", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False)
 
 
+#: FLUX.2 klein 4B transformer (black-forest-labs/FLUX.2-klein-4B transformer/config.json)
+FULL_KLEIN_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 128,
+    "num_layers": 5,
+    "num_single_layers": 20,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 7680,  # 3 stacked Qwen3-4B hidden states of 2560
+    "axes_dims_rope": (32, 32, 32, 32),
+    "guidance_embeds": False,
+}
+#: one-layer Qwen3-4B stand-in with the real width (2560) and 512 tokens
+FULL_QWEN3_STANDIN = {
+    "hidden_size": 2560,
+    "intermediate_size": 9728,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+}
+
+
+def build_full_klein_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
+    """klein 4B transformer and the full FLUX.2 VAE with random weights, on ``device`` in ``dtype``."""
+    from engine.klein import out_layers
+    from engine.tiny_klein import build_random_klein_pipeline
+
+    pipe = build_random_klein_pipeline(
+        seed=None,
+        transformer=FULL_KLEIN_TRANSFORMER,
+        vae={},  # AutoencoderKLFlux2's defaults are FLUX.2's VAE
+        qwen3=FULL_QWEN3_STANDIN,
+        max_sequence_length=512,
+        device=device,
+        dtype=dtype,
+    )
+    return LoadedPipeline(
+        pipe, "full-klein", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False, family="klein",
+        text_encoder_out_layers=out_layers(pipe),
+    )  # fmt: skip
+
+
+def _products(count: int, side: int) -> list[Image.Image]:
+    """``count`` product-like drawings (a coloured disc on white), ``side`` pixels square."""
+    from PIL import ImageDraw
+
+    images = []
+    for i in range(count):
+        image = Image.new("RGB", (side, side), (245, 245, 245))
+        ImageDraw.Draw(image).ellipse(
+            (side // 8, side // 8, side - side // 8, side - side // 8), fill=(60 * i, 90, 200)
+        )
+        images.append(image)
+    return images
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -118,9 +192,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_render(lp: LoadedPipeline, args: argparse.Namespace, seed: int, context: Image.Image | None) -> dict:
-    """Render one image; wall time of the whole call and of each step (from step-end callbacks)."""
+def _timed_render(
+    lp: LoadedPipeline, args: argparse.Namespace, seed: int, context: Image.Image | None, refs: list | None = None
+) -> dict:
+    """Render one image; wall time of the whole call (reference encoding included) and of each step."""
     marks: list[float] = []
+    refs = refs or []
 
     def on_step(_i: int, _n: int) -> None:
         _sync(lp.device)
@@ -129,6 +206,10 @@ def _timed_render(lp: LoadedPipeline, args: argparse.Namespace, seed: int, conte
     _sync(lp.device)
     start = time.perf_counter()
     with torch.inference_mode():
+        given: Image.Image | torch.Tensor | None = context
+        if refs and lp.family == "kontext":  # composed into the context, as engine.references does
+            composite = compose_context(context, refs, args.width, args.height, lp.multiple_of)
+            given = encode_context(lp, composite, *composite.size)
         image = render(
             lp,
             prompt=args.prompt,
@@ -137,8 +218,9 @@ def _timed_render(lp: LoadedPipeline, args: argparse.Namespace, seed: int, conte
             steps=args.steps,
             guidance=args.guidance,
             seed=seed,
-            context=context,
+            context=given,
             on_step=on_step,
+            references=refs if lp.family == "klein" else (),
         )
     _sync(lp.device)
     end = time.perf_counter()
@@ -165,18 +247,25 @@ def _peak_memory(device: torch.device) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="tiny, full (random full-size weights), hub id or folder")
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny, tiny-klein, full, full-klein (random full-size weights), hub id or folder",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda ...; default cuda when available")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--width", type=int, default=None, help="default 64 for tiny, 1024 otherwise")
     parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="default 4 for tiny, 28 otherwise")
-    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--steps", type=int, default=None, help="default 4 for tiny and klein, 28 for Kontext")
+    parser.add_argument("--guidance", type=float, default=None, help="default 2.5 (Kontext), 1.0 (klein)")
     parser.add_argument("--images", type=int, default=3, help="measured images (after warm-up)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--edit", action="store_true", help="also time a Kontext edit of the first image")
+    parser.add_argument("--edit", action="store_true", help="also time an edit of the first image")
+    parser.add_argument("--references", type=int, default=0, help="product images in every render")
+    parser.add_argument("--compare", action="store_true", help="--compare-models side by side, 1-3 references")
+    parser.add_argument("--compare-models", default="tiny,tiny-klein")
     parser.add_argument("--compile", default="none", choices=["none", "full", "regional"], help="torch.compile")
     parser.add_argument(
         "--attention", default=None, help="diffusers attention backend: native, _native_flash, flash, sage ..."
@@ -184,40 +273,57 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--prompt", default="a photo of a woman holding a latte in a sunny cafe")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    big = args.model != "tiny"
+
+def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedPipeline, float]:
+    """The model of ``args`` with its defaults filled in; and the seconds loading took."""
+    from engine.specs import model_family
+
+    klein = args.model == "full-klein" or model_family(args.model) == "klein"
+    big = args.model not in ("tiny", "tiny-klein")
     args.width = args.width or (1024 if big else 64)
     args.height = args.height or (1024 if big else 64)
-    args.steps = args.steps or (28 if big else 4)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
+    args.steps = args.steps or (28 if big and not klein else 4)
+    args.guidance = args.guidance if args.guidance is not None else (1.0 if klein else 2.5)
     started = time.perf_counter()
     if args.model == "full":
         lp = build_full_random(device, resolve_dtype(args.dtype, device))
+    elif args.model == "full-klein":
+        lp = build_full_klein_random(device, resolve_dtype(args.dtype, device))
     else:
         lp = load_pipeline(args.model, device=str(device), dtype=args.dtype)
     _sync(device)
-    load_s = time.perf_counter() - started
-
     if args.attention:
         lp.pipe.transformer.set_attention_backend(args.attention)
     if args.compile == "full":
         lp.pipe.transformer.compile(fullgraph=True)
     elif args.compile == "regional":
         lp.pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    return lp, time.perf_counter() - started
 
-    warm_started = time.perf_counter()
+
+def _measure(lp: LoadedPipeline, args: argparse.Namespace, count: int, edit: bool) -> dict:
+    """Warm-up, then ``args.images`` renders with ``count`` references (and as many edits)."""
+    refs = _products(count, max(64, args.width))
+    started = time.perf_counter()
     for i in range(args.warmup):
-        _timed_render(lp, args, seed=10_000 + i, context=None)
-    warmup_s = time.perf_counter() - warm_started
-    runs = [_timed_render(lp, args, seed=i, context=None) for i in range(args.images)]
-    report: dict = {
+        _timed_render(lp, args, seed=10_000 + i, context=None, refs=refs)
+    out: dict = {"warmup_s": round(time.perf_counter() - started, 3)}
+    runs = [_timed_render(lp, args, seed=i, context=None, refs=refs) for i in range(args.images)]
+    out["text_to_image"] = _summary(runs)
+    if edit:
+        context = runs[0]["image"]
+        _timed_render(lp, args, seed=20_000, context=context, refs=refs)  # shapes differ from t2i: warm up again
+        edits = [_timed_render(lp, args, seed=30_000 + i, context=context, refs=refs) for i in range(args.images)]
+        out["edit"] = _summary(edits)
+    return out
+
+
+def _header(lp: LoadedPipeline, args: argparse.Namespace, device: torch.device, load_s: float) -> dict:
+    return {
         "model": args.model,
+        "family": lp.family,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "dtype": str(lp.dtype).removeprefix("torch."),
@@ -228,16 +334,48 @@ def main(argv: list[str] | None = None) -> dict:
         "width": args.width,
         "height": args.height,
         "steps": args.steps,
+        "guidance": args.guidance,
         "transformer_parameters": sum(p.numel() for p in lp.pipe.transformer.parameters()),
         "load_s": round(load_s, 3),
-        "warmup_s": round(warmup_s, 3),
-        "text_to_image": _summary(runs),
     }
-    if args.edit:
-        context = runs[0]["image"]
-        _timed_render(lp, args, seed=20_000, context=context)  # shapes differ from t2i: warm up again
-        edits = [_timed_render(lp, args, seed=30_000 + i, context=context) for i in range(args.images)]
-        report["edit"] = _summary(edits)
+
+
+def compare(args: argparse.Namespace, device: torch.device) -> dict:
+    """The models of ``--compare-models`` side by side: a post's image and an edit with 1-3 references."""
+    rows = []
+    for model in args.compare_models.split(","):
+        run = argparse.Namespace(**{**vars(args), "model": model})
+        lp, load_s = _load(run, device)
+        header = _header(lp, run, device, load_s)
+        for count in (1, 2, 3):
+            figures = _measure(lp, run, count, edit=True)
+            rows.append(
+                {
+                    **{k: header[k] for k in ("model", "family", "width", "height", "steps", "load_s")},
+                    "references": count,
+                    "generate_s": figures["text_to_image"]["seconds_per_image"],
+                    "edit_s": figures["edit"]["seconds_per_image"],
+                    "edit_step_s": figures["edit"]["seconds_per_step"],
+                }
+            )
+        del lp
+    return {"device": str(device), "threads": torch.get_num_threads(), "compare": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if args.compare:
+        report = compare(args, device)
+    else:
+        lp, load_s = _load(args, device)
+        report = _header(lp, args, device, load_s)
+        report["references"] = args.references
+        report.update(_measure(lp, args, args.references, edit=args.edit))
     report["memory"] = _peak_memory(device)
     text = json.dumps(report, indent=2)
     print(text)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.conversation import Conversation, ConversationConfig
-from engine.job_runner import EngineLike, JobRunner, engine_runner_factory
+from engine.job_runner import EngineLike, JobRunner, engine_runner_factory, import_engine_modules
 from engine.progress import ProgressBus
 from engine.queue import make_queue
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.repository import Store
-from storage.settings import Settings
+from storage.settings import Settings, web_secret
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
     else:
         factory = engine_runner_factory(settings, store, blobs)
+        if not settings.redis_url:  # embedded: heavy imports now, before any front end connects
+            await asyncio.to_thread(import_engine_modules, settings.face_backend)
     queue = make_queue(settings.redis_url, store, factory)
     config = ConversationConfig(
         engine_model=settings.engine_model,
@@ -53,6 +56,10 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         admin_ids=tuple(settings.admin_ids),
         max_running_jobs=settings.max_running_jobs,
         max_waiting_jobs=settings.max_waiting_jobs,
+        allow_photo_personas=settings.allow_photo_personas,
+        web_public_url=settings.effective_web_public_url,
+        web_secret=web_secret(settings),
+        web_link_hours=settings.web_link_hours,
     )
     conversation = Conversation(store, blobs, queue, config)
     await conversation.start()

@@ -56,7 +56,7 @@ def _loras_tiny(settings: Settings, args: argparse.Namespace) -> int:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(settings, Path(args.out)))
+    return asyncio.run(run_demo(settings, Path(args.out), args.model))
 
 
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,6 +69,12 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.serve import run_front_ends
 
     return asyncio.run(run_front_ends(settings))
+
+
+def _web(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.serve import run_web
+
+    return asyncio.run(run_web(settings))
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,13 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", _demo, "run the whole loop offline: persona, post, edits, undo, regen, approve, export")
     demo.add_argument("--out", default="demo-out", help="folder for images, contact sheet, export (default demo-out)")
+    demo.add_argument(
+        "--model",
+        default="tiny",
+        help="the tiny model of an engine family: tiny (FLUX.1 Kontext, default) or tiny-klein (FLUX.2 [klein])",
+    )
     chat = add("chat", _chat, "interactive console front end")
     chat.add_argument("--user", default="console", help="your user name in the console (default console)")
     add(
         "run",
         _run,
-        "start the configured front ends (Discord, WeCom) with an embedded worker if REDIS_URL is unset",
+        "start the front ends (Discord, WeCom, the web studio) with an embedded worker if REDIS_URL is unset",
     )
+    add("web", _web, "start the web studio alone: /gallery pages, /healthz, /readyz, /metrics")
     persona = sub.add_parser("persona", help="personas: export")
     persona_sub = persona.add_subparsers(dest="persona_command", metavar="ACTION", required=True)
     export = persona_sub.add_parser(

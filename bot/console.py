@@ -9,6 +9,8 @@ The console has no platform threads: like WeCom, each user has a current post (/
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import shlex
 import shutil
 import sys
@@ -22,18 +24,21 @@ from commands.events import (
     BUTTON_EMOJI,
     Action,
     Attachment,
+    ChooseRole,
     Event,
     FileOut,
     Images,
     OpenThread,
     Progress,
     Reply,
+    Where,
 )
 from commands.parser import parse_text
 from commands.texts import progress_bar
 from engine.job_events import FINISHED_STATES
 
 PLATFORM = "console"
+log = logging.getLogger(__name__)
 
 
 class ConsoleFrontEnd:
@@ -82,7 +87,15 @@ class ConsoleFrontEnd:
     # -- input -------------------------------------------------------------------------------
     async def send(self, line: str) -> list[Action]:
         """Handle one typed line; render and return the immediate actions."""
-        text, attachments = _attachments(line)
+        try:
+            text, attachments = _attachments(line)
+        except OSError as exc:  # an @file that cannot be read: say so, change nothing
+            reason = exc.strerror or type(exc).__name__
+            actions: list[Action] = [
+                Reply(where=Where(platform=PLATFORM, user_id=self.user), text=f"⚠️ Could not read that file: {reason}")
+            ]
+            await self.render(actions)
+            return actions
         parsed = parse_text(text)
         event = Event(
             platform=PLATFORM,
@@ -132,6 +145,8 @@ class ConsoleFrontEnd:
                 self._line(f"{action.text}\n  📦 {target}")
             elif isinstance(action, OpenThread | Reply):
                 self._line(action.text)
+            elif isinstance(action, ChooseRole):
+                self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 
     def _progress(self, action: Progress) -> None:
         if action.state == "queued":
@@ -169,8 +184,13 @@ class ConsoleFrontEnd:
         return self._finished.setdefault(job_id, asyncio.Event())
 
 
+#: ``@<role>=path`` attaches with a role; a bare ``@path`` is a scene image
+_ROLE_TOKEN = re.compile(r"^@(product|scene|face)=(.+)$")
+
+
 def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
-    """``@path/to/scene.png`` words attach that file (the console's upload)."""
+    """``@path/to/scene.png`` words attach that file (the console's upload) as a scene image;
+    ``@product=path``, ``@scene=path`` and ``@face=path`` attach it with that role."""
     words: list[str] = []
     files: list[Attachment] = []
     try:
@@ -180,9 +200,13 @@ def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
     if tokens is None:
         return line, ()
     for token in tokens:
-        path = Path(token[1:]).expanduser() if token.startswith("@") else None
+        role, path = "scene", None
+        if match := _ROLE_TOKEN.match(token):
+            role, path = match.group(1), Path(match.group(2)).expanduser()
+        elif token.startswith("@"):
+            path = Path(token[1:]).expanduser()
         if path is not None and path.is_file():
-            files.append(Attachment(filename=path.name, data=path.read_bytes()))
+            files.append(Attachment(filename=path.name, data=path.read_bytes(), role=role))
         else:
             words.append(token)
     return " ".join(words), tuple(files)
@@ -206,7 +230,12 @@ async def run_chat(settings: object, *, user: str = "console", out_dir: Path = P
             if line.strip() in ("/quit", "/exit"):
                 break
             if line.strip():
-                actions = await front.send(line)
+                try:
+                    actions = await front.send(line)
+                except Exception:  # no input ends the session
+                    log.exception("console: handling a line failed")
+                    print("⚠️ Something went wrong on our side; the session goes on.")
+                    continue
                 pending += [a.job_id for a in actions if isinstance(a, Progress) and a.state == "queued"]
         unfinished = [job_id for job_id in pending if not front.finished(job_id)]
         if unfinished:  # input ended (a script piped in): let its jobs finish first

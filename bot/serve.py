@@ -1,6 +1,8 @@
-"""``persona-studio run``: the configured front ends in one process.
+"""``persona-studio run``: the configured front ends in one process; ``persona-studio web``: the
+web studio alone.
 
-Discord starts when DISCORD_TOKEN is set, the WeCom callback server when WECOM_CORP_ID is set.
+Discord starts when DISCORD_TOKEN is set, the WeCom callback server when WECOM_CORP_ID is set;
+the web studio (bot/web) always starts beside them, on WEB_HOST:WEB_PORT.
 With REDIS_URL unset the jobs run in this process (embedded worker); with it set, start
 ``persona-studio worker`` processes next to this one.
 """
@@ -58,6 +60,10 @@ async def run_front_ends(settings: Settings) -> int:
             from bot.wecom import WeComFrontEnd
 
             front_ends.append(WeComFrontEnd(settings, app.conversation))
+        from bot.web import WebFrontEnd, make_state
+
+        web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
+        front_ends.insert(0, web)  # first: it is up (health checks answer) before the chat front ends
         queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
         log.info("starting %s; jobs: %s", " + ".join(names), queue)
         await serve(*front_ends)
@@ -67,3 +73,31 @@ async def run_front_ends(settings: Settings) -> int:
         return 2
     finally:
         await app.close()
+
+
+async def run_web(settings: Settings) -> int:
+    """The web studio alone: pages, health and metrics; cancels go through arq when REDIS_URL is
+    set (without it, the jobs run inside ``persona-studio run``, and a cancel is recorded in
+    storage)."""
+    from bot.web import WebFrontEnd, make_state
+    from engine.queue import ArqQueue
+    from storage.blobs import BlobStore
+    from storage.db import Database
+    from storage.repository import Store
+
+    db = Database(settings.database_url)
+    try:
+        await db.upgrade()
+        store = Store(db)
+        queue = ArqQueue(settings.redis_url, store) if settings.redis_url else None  # connects on first use
+        try:
+            await serve(WebFrontEnd(settings, make_state(settings, store, BlobStore(settings.blob_dir), queue)))
+        finally:
+            if queue is not None:
+                await queue.close()
+        return 0
+    except SettingsError as exc:
+        print(f"persona-studio web: {exc}")
+        return 2
+    finally:
+        await db.dispose()

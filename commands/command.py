@@ -29,8 +29,10 @@ class Arg:
     min: float | None = None
     max: float | None = None
     default: Any = None
-    #: "personas" (the user's persona names) or "archetypes"
+    #: "personas" (the user's persona names), "products" (their product library) or "archetypes"
     autocomplete: str | None = None
+    #: attachments: the reference role of the image given in this option (None: not said)
+    role: str | None = None
 
 
 @dataclass(frozen=True)

@@ -36,5 +36,7 @@ class Ctx:
         return Reply(where=where or self.where_user(), text=text, private=private)
 
     def error(self, text: str) -> Reply:
-        message = text[0].upper() + text[1:] if text else text
+        """A refusal. Our own opening word is capitalised; user input (quoted by the message that
+        carries it) is never changed."""
+        message = text[0].upper() + text[1:] if text[:1].isascii() and text[:1].isalpha() else text
         return Reply(where=self.where_user(), text=f"⚠️ {message}", private=True)

@@ -22,12 +22,13 @@ from pathlib import Path
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
-from commands.events import Action, Attachment, Event, EventKind, ImageOut, Progress, Where
+from commands.events import Action, Event, EventKind, ImageOut, Progress, Reply, Where
 from commands.export import build_export
 from commands.handlers import posts
 from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
-from commands.validation import InputError, check_image
+from commands.validation import InputError
+from engine import metrics
 from engine.outcomes import finish_job
 from engine.queue import JobQueue
 from engine.specs import TINY_ARCHETYPES, JobKind, JobSpec, PersonaSpec, RenderParams
@@ -38,6 +39,7 @@ from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
+TEXT_UNEXPECTED = "⚠️ Something went wrong on our side; nothing was changed by it. Please try again."
 #: a post whose platform thread was not opened within this time is closed on the next start
 STALE_HELD_S = 600
 
@@ -49,8 +51,14 @@ class ConversationConfig:
     admin_ids: tuple[str, ...] = ()
     max_running_jobs: int = 2
     max_waiting_jobs: int = 8
+    #: may users create personas from a photo of a real person (ALLOW_PHOTO_PERSONAS)
+    allow_photo_personas: bool = True
     #: platforms whose posts live in platform threads: jobs start once the thread is bound
     threaded_platforms: frozenset[str] = frozenset({"discord"})
+    #: /gallery links: signed with web_secret, starting with web_public_url (unset: no web studio)
+    web_public_url: str = ""
+    web_secret: str = ""
+    web_link_hours: float = 24.0
 
 
 class Conversation:
@@ -99,6 +107,10 @@ class Conversation:
         user = await self.store.user(platform, user_id)
         return [p.name for p in await self.store.list_personas(user.id) if p.name.lower().startswith(prefix.lower())]
 
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
+        user = await self.store.user(platform, user_id)
+        return [p.name for p in await self.store.list_products(user.id) if p.name.lower().startswith(prefix.lower())]
+
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         thread = await self.store.find_thread(platform, thread_id)
         if thread is None:
@@ -138,6 +150,19 @@ class Conversation:
 
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: Event) -> list[Action]:
+        """The actions answering ``event``. Never raises: refused input gets its message, and an
+        unexpected error is logged with its traceback and answered with a short message."""
+        metrics.INBOUND.labels(event.platform, str(event.kind)).inc()
+        try:
+            return await self._handle(event)
+        except Exception:
+            log.exception("handling a %s from %s:%s failed", event.kind, event.platform, event.user_id)
+            where = Where(
+                platform=event.platform, user_id=event.user_id, channel_id=event.channel_id, thread_id=event.thread_id
+            )
+            return [Reply(where=where, text=TEXT_UNEXPECTED, private=True)]
+
+    async def _handle(self, event: Event) -> list[Action]:
         user = await self.store.user(event.platform, event.user_id, event.user_name)
         ctx = Ctx(event=event, user=user)
         try:
@@ -247,18 +272,10 @@ class Conversation:
             seed=persona.seed,
             reference_key=persona.reference_key,
             embedding=persona.face_embedding,
+            photo_key=persona.photo_key,
             version=int(version["version"]) if version else 0,
             version_lora_key=version["lora_key"] if version else None,
         )
-
-    def store_attachment(self, attachments: Sequence[Attachment]) -> str | None:
-        if not attachments:
-            return None
-        if len(attachments) > 1:
-            raise InputError("attach one scene image at most")
-        attachment = attachments[0]
-        check_image(attachment.data, attachment.filename)
-        return self.blobs.put(attachment.data)
 
     def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
         return image_out(self.blobs, key, filename, caption)

@@ -25,6 +25,7 @@ from cachetools import LRUCache
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
 from commands.training_texts import training_summary
+from engine import metrics
 from engine.job_events import FINISHED_STATES, JobEvent, Running
 from engine.progress import ProgressBus
 from engine.specs import JobKind
@@ -171,12 +172,14 @@ class Delivery:
                 give_up = job.delivery_attempts + 1 >= MAX_DELIVERY_ATTEMPTS
                 retry_s = self.retry_base_s * 2**job.delivery_attempts
                 await self.store.release_delivery(job_id, retry_after_s=retry_s, give_up=give_up)
+                metrics.DELIVERY_FAILURES.labels(job.platform, "gave_up" if give_up else "retry").inc()
                 if give_up:
                     log.error("giving up delivering job %s after %d tries: %s", job_id, MAX_DELIVERY_ATTEMPTS, exc)
                 else:
                     log.warning("delivery of job %s failed (%s); retrying in %.0f s", job_id, exc, retry_s)
                 return False
             await self.store.confirm_delivery(job_id)
+            metrics.DELIVERIES.labels(job.platform).inc()
         self._routes.pop(job_id, None)
         return True
 

@@ -40,13 +40,22 @@ EMOJI_BUTTON: dict[str, Button] = {emoji: button for button, emoji in BUTTON_EMO
 EMOJI_BUTTON["↩"] = Button.UNDO
 
 
+#: the roles a reference image plays; ``None`` on an attachment means "not said"
+REFERENCE_ROLES = ("product", "scene", "face")
+
+
 @dataclass(frozen=True)
 class Attachment:
-    """An uploaded file, already downloaded by the front end (CDN links expire)."""
+    """An uploaded file, already downloaded by the front end (CDN links expire).
+
+    ``role`` is the reference role the front end knows for it (console ``@product=``, a Discord
+    option named ``product_image``): one of :data:`REFERENCE_ROLES`, or ``None`` when not said.
+    """
 
     filename: str
     data: bytes
     content_type: str | None = None
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,18 @@ class Progress(Action):
     step: int = 0
     total: int = 0
     eta_s: float | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ChooseRole(Action):
+    """Ask which role just-uploaded images play: product, scene or face.
+
+    Front ends show one button per role (WeCom: a card with 商品 / 场景 / 人脸). A click is the
+    COMMAND event ``reference`` with options ``{"role": <role>, "key": key}``.
+    """
+
+    key: str = ""  # names the upload (the blob key of its first image)
     text: str = ""
 
 

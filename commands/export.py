@@ -14,7 +14,7 @@ from storage.repository import Store
 
 async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
     """``images/turn<id>-<n>.png`` for every approved turn, and ``manifest.json`` with every
-    turn's instruction, seed, parameters and identity scores (approved or not)."""
+    turn's instruction, seed, parameters, references and identity scores (approved or not)."""
     turns = await store.turns(thread.id)
     specs = {job.id: job.spec for job in await store.thread_jobs(thread.id, unfinished_only=False)}
     persona = await store.get_persona(thread.persona_id)
@@ -26,6 +26,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
             "archetype": persona.archetype,
             "seed": persona.seed,
             "lora_mix": persona.lora_mix,
+            "photo_sha256": persona.photo_key,  # a persona made from a consented photo
         },
         "current_turn": thread.current_turn_id,
         "turns": [],
@@ -51,6 +52,11 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
                     "context": specs.get(turn.job_id or "", {}).get("context_keys", []),
                     "targets": specs.get(turn.job_id or "", {}).get("targets", []),
                     "identity_scores": turn.identity_scores,
+                    # the references the turn used: role, library name (products), image sha256
+                    "references": [
+                        {"role": ref.get("role"), "name": ref.get("name"), "sha256": ref.get("key")}
+                        for ref in turn.references or []
+                    ],
                     "status": turn.status,
                     "approved": turn.approved,
                     "images": turn.image_keys,

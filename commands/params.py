@@ -89,5 +89,5 @@ def parse_settings(raw: dict[str, Any], model: str) -> dict[str, Any]:
         except InputError:
             raise
         except (ValueError, OverflowError):
-            raise InputError(f"{key}={value} is not valid (expected {_hint(key)})") from None
+            raise InputError(f"'{key}={value}' is not valid (expected {_hint(key)})") from None
     return out

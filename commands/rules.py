@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from commands.context import Ctx
+from commands.ids import parse_id
 from commands.validation import InputError
 from storage.models import Persona, Thread, ThreadStatus, Turn, User
 
@@ -60,6 +61,8 @@ async def thread_of(conv: Conversation, ctx: Ctx) -> Thread | None:
 
 
 async def turn_named(conv: Conversation, turn_id: int) -> Turn:
+    if parse_id(turn_id) is None:  # out of the column's range: no such turn, and no query
+        raise InputError("that result no longer exists")
     try:
         return await conv.store.get_turn(turn_id)
     except LookupError:

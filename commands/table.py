@@ -8,19 +8,23 @@ one handler function ``async def handler(conv, ctx) -> list[Action]``.
 from __future__ import annotations
 
 from commands.command import Arg, Command
-from commands.handlers import info, personas, posts
+from commands.handlers import info, personas, posts, products, references, studio
 from commands.params import BOUNDS
 from commands.validation import MAX_TEXT_CHARS
 
 _NAME = Arg("name", "str", "the persona", required=True, autocomplete="personas")
+_PRODUCT = Arg("name", "str", "the product", required=True, autocomplete="products")
 _TEXT_ONLY = frozenset({"console", "wecom"})
+#: offered on no front end as a command of its own: the buttons of a role question send it
+_BUTTON_ONLY: frozenset[str] = frozenset()
 
 COMMANDS: tuple[Command, ...] = (
     Command(
         "persona",
         "Create and manage personas",
         "创建和管理人设",
-        "/persona create <archetype> [name] | list | show <name> | delete <name> | train <name> | use <name> v<N>",
+        "/persona create <archetype> [name] | create-from-photo <name> consent=yes | list | show | delete <name> "
+        "| train <name> | use <name> v<N>",
         aliases=("人设",),
         handler=personas.persona,
         subcommands=(
@@ -33,6 +37,18 @@ COMMANDS: tuple[Command, ...] = (
                 args=(
                     Arg("archetype", "str", "the look to start from", required=True, autocomplete="archetypes"),
                     Arg("name", "str", "a name for the persona (default: one is made up)", min=1, max=40),
+                ),
+            ),
+            Command(
+                "create-from-photo",
+                "Create a persona from a photo of a real person who agreed to it",
+                "用真人照片创建人设（需本人同意，consent=yes）",
+                "/persona create-from-photo <name> consent=yes (+ face image)",
+                aliases=("照片创建",),
+                args=(
+                    Arg("name", "str", "a name for the persona", required=True, min=1, max=40),
+                    Arg("consent", "str", "type yes: the pictured person agreed to this use", min=1, max=10),
+                    Arg("image", "attachment", "a photo of the face", role="face"),
                 ),
             ),
             Command("list", "Your personas", "我的人设", "/persona list", aliases=("列表",)),
@@ -79,15 +95,65 @@ COMMANDS: tuple[Command, ...] = (
         "post",
         "Open a post thread with the first images of a persona",
         "发帖：用人设生成第一批图片（1-4 张）",
-        "/post <persona> [count=N] <prompt>",
+        "/post <persona> [count=N] [product=<name>[,<name>]] <prompt>",
         aliases=("发帖",),
         handler=posts.post,
         args=(
             Arg("persona", "str", "which persona", required=True, autocomplete="personas"),
             Arg("prompt", "str", "what the picture shows", required=True, min=1, max=MAX_TEXT_CHARS),
             Arg("count", "int", "how many images (1-4)", min=1, max=4, default=1),
-            Arg("image", "attachment", "optional scene image to start from"),
+            Arg("product", "str", "products from your library (comma-separated)", max=200, autocomplete="products"),
+            Arg("product_image", "attachment", "a product image for this post", role="product"),
+            Arg("scene", "attachment", "a scene image to start from", role="scene"),
+            # wave 1's name of the scene option: kept so existing clients and habits still work
+            Arg("image", "attachment", "optional scene image to start from", role="scene"),
         ),
+    ),
+    Command(
+        "product",
+        "Your product library: the products your posts show",
+        "商品库：帖子里展示的商品",
+        "/product add <name> (+ image) | list | show <name> | delete <name>",
+        aliases=("商品",),
+        handler=products.product,
+        subcommands=(
+            Command(
+                "add",
+                "Add a product to your library with one image",
+                "添加商品（附一张图片，或先发图片再发 商品 添加 <名字>）",
+                "/product add <name> (+ image)",
+                aliases=("添加",),
+                args=(
+                    Arg("name", "str", "a name for the product", required=True, min=1, max=40),
+                    Arg("image", "attachment", "the product's image", role="product"),
+                ),
+            ),
+            Command("list", "Your products", "我的商品", "/product list", aliases=("列表",)),
+            Command(
+                "show",
+                "Show a product's image",
+                "查看商品",
+                "/product show <name>",
+                aliases=("查看",),
+                args=(_PRODUCT,),
+            ),
+            Command(
+                "delete",
+                "Delete a product from your library",
+                "删除商品",
+                "/product delete <name>",
+                aliases=("删除",),
+                args=(_PRODUCT,),
+            ),
+        ),
+    ),
+    Command(
+        "reference",
+        "The role of an image you sent: product, scene or face",
+        "图片的用途：商品 / 场景 / 人脸",
+        "/reference product|scene|face <key>",
+        handler=references.choose,
+        platforms=_BUTTON_ONLY,
     ),
     Command(
         "approve",
@@ -184,6 +250,14 @@ COMMANDS: tuple[Command, ...] = (
         platforms=_TEXT_ONLY,
         args=(Arg("id", "int", "the post number", required=True),),
     ),
+    Command(
+        "gallery",
+        "Your posts and personas in the browser: a private link",
+        "在浏览器中查看我的帖子和人设（私人链接）",
+        "/gallery",
+        aliases=("画廊",),
+        handler=studio.gallery,
+    ),
     Command("help", "How Persona Studio works", "帮助", "/help", aliases=("帮助",), handler=info.help),
 )
 
@@ -202,6 +276,8 @@ def help_text() -> str:
     """``/help``: every command with its usage and summary, English and Chinese, from the table."""
     lines = ["Persona Studio — commands / 命令"]
     for command in COMMANDS:
+        if command.platforms == _BUTTON_ONLY:
+            continue
         rows = command.subcommands or (command,)
         for row in rows:
             where = "" if command.platforms is None else f" ({', '.join(sorted(command.platforms))})"
@@ -213,6 +289,9 @@ def help_text() -> str:
             lines.append("  <text inside a post>  edit the current image ('hold the latte higher')")
             lines.append("      直接发文字即修改当前图片")
             lines.append("      all: <text> edits every image;  #2 <text> edits image 2 · all: 改全部，#2 改第 2 张")
+            lines.append("      product=<name> <text> puts a library product into this edit · 用商品库里的商品")
+            lines.append("  images: product / scene / face references (console @product=path @scene=path @face=path)")
+            lines.append("      图片可作 商品 / 场景 / 人脸 参考图：发图后点选用途，用于下一次发帖或修改")
     aliases = " ".join(a for c in COMMANDS for a in c.aliases if not a.isascii())
     lines.append(f"WeCom 企业微信: {aliases}")
     return "\n".join(lines)

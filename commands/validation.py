@@ -14,6 +14,11 @@ MAX_IMAGE_PIXELS = 40_000_000
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
+def _quoted(text: str) -> str:
+    """User input inside a message, exactly as given (never capitalised or otherwise changed)."""
+    return f"'{text}'"
+
+
 class InputError(ValueError):
     """User input that is refused; ``str(exc)`` is the message shown to the user."""
 
@@ -37,9 +42,9 @@ def check_image(data: bytes, filename: str = "image") -> tuple[str, int, int]:
     decoded) and files that do not decode completely.
     """
     if len(data) > MAX_IMAGE_BYTES:
-        raise InputError(f"{filename} is {len(data) / 1e6:.1f} MB; images may be at most 20 MB")
+        raise InputError(f"{_quoted(filename)} is {len(data) / 1e6:.1f} MB; images may be at most 20 MB")
     if not data:
-        raise InputError(f"{filename} is empty")
+        raise InputError(f"{_quoted(filename)} is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -47,18 +52,20 @@ def check_image(data: bytes, filename: str = "image") -> tuple[str, int, int]:
                 fmt = probe.format or ""
                 width, height = probe.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{filename} is too large in pixels (a decompression bomb?)") from None
+        raise InputError(f"{_quoted(filename)} is too large in pixels (a decompression bomb?)") from None
     except Exception:
-        raise InputError(f"{filename} is not a readable image (PNG, JPEG or WebP)") from None
+        raise InputError(f"{_quoted(filename)} is not a readable image (PNG, JPEG or WebP)") from None
     if fmt not in ALLOWED_FORMATS:
-        raise InputError(f"{filename} is {fmt or 'an unknown format'}; send PNG, JPEG or WebP")
+        raise InputError(f"{_quoted(filename)} is {fmt or 'an unknown format'}; send PNG, JPEG or WebP")
     if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(f"{filename} is {width}x{height} ({width * height / 1e6:.0f} MP); at most 40 megapixels")
+        raise InputError(
+            f"{_quoted(filename)} is {width}x{height} ({width * height / 1e6:.0f} MP); at most 40 megapixels"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # decode every pixel: truncated or corrupt data fails here
     except Exception:
-        raise InputError(f"{filename} is corrupt or truncated") from None
+        raise InputError(f"{_quoted(filename)} is corrupt or truncated") from None
     return ALLOWED_FORMATS[fmt], width, height

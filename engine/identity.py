@@ -22,6 +22,7 @@ Those numbers, kept once in ``storage.settings``, are the defaults of ``IDENTITY
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,10 +171,19 @@ class InsightFaceEmbedder:
         return _largest(self.faces(image))
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_dlib_embedder() -> DlibEmbedder:
+    return DlibEmbedder()
+
+
 def load_embedder(backend: str, model_dir: Path | None = None) -> Embedder:
-    """The embedder of ``backend``; insightface needs ``model_dir`` (FACE_MODEL_DIR)."""
+    """The embedder of ``backend``; insightface needs ``model_dir`` (FACE_MODEL_DIR).
+
+    dlib's models are read-only after loading: one instance per process serves every engine (its
+    loading holds the GIL for ~0.5 s, so :func:`engine.job_runner.import_engine_modules` does it
+    before any front end connects)."""
     if backend == "dlib":
-        return DlibEmbedder()
+        return _shared_dlib_embedder()
     if backend == "insightface":
         if model_dir is None:
             raise FileNotFoundError(

@@ -1,7 +1,8 @@
 """The job kinds the Engine runs, one function each, on a :class:`~engine.rendering.JobRender`.
 
 * :func:`create_persona`: render a portrait, store it and its face embedding (``None`` when no
-  face shows after ``max_tries`` renders).
+  face shows after ``max_tries`` renders); a persona from a consented photo (``persona.photo_key``)
+  renders nothing: the photo is its portrait and its largest face its embedding.
 * :func:`generate`: ``count`` images of a post. The first is text-to-image with the persona mix
   (or a Kontext edit of a scene image given as ``context_keys[0]``); the others are Kontext
   variations of the first, so scene and identity carry over.
@@ -9,13 +10,16 @@
   result's ``image_keys`` is the post's whole image list with the targeted images replaced. For
   edits, ``seeds``, ``identity_scores``, ``identity_notes`` and ``tries`` follow ``targets`` order.
 
-Every wanted image passes the identity gate (engine.identity).
+The job's references (product, scene, face) join each render as its engine family takes them
+(engine.references). Every wanted image passes the identity gate (engine.identity).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine import references
+from engine.errors import PhotoHasNoFace
 from engine.rendering import JobRender, derive_seed
 from engine.specs import JobResult
 
@@ -46,8 +50,30 @@ def edit_prompt(instruction: str) -> str:
     return f"{instruction.strip()}. Keep the person's face and identity unchanged."
 
 
+def create_from_photo(job: JobRender) -> JobResult:
+    spec = job.spec
+    key = spec.persona.photo_key
+    assert key is not None
+    if job.embedder is None:
+        raise PhotoHasNoFace("a persona from a photo needs the engine's face embedder, and it has none")
+    embedding = job.embedder.embed(job.image(key))
+    if embedding is None:
+        raise PhotoHasNoFace("no face found in the photo: send a clear photo of one person facing the camera")
+    return JobResult(
+        image_keys=[key],
+        seeds=[spec.seed],
+        identity_scores=[None],
+        identity_notes=["ok"],
+        tries=[0],
+        reference_key=key,
+        embedding=[float(v) for v in embedding],
+    )
+
+
 def create_persona(job: JobRender) -> JobResult:
     spec = job.spec
+    if spec.persona.photo_key is not None:
+        return create_from_photo(job)
     prompt = spec.prompt or portrait_prompt(spec.persona.archetype)
     width, height = job.params.width, job.params.height
     image, seed, embedding, tries = None, spec.seed, None, 0
@@ -75,17 +101,20 @@ def create_persona(job: JobRender) -> JobResult:
 
 def generate(job: JobRender) -> JobResult:
     spec = job.spec
-    scene = spec.context_keys[0] if spec.context_keys else None
+    family = job.pipeline.family
+    first = references.first_image_inputs(spec, family)
+    scene = references.scene_key(spec)
     if scene is not None:
         width, height = job.size_like(scene)
     else:
         width, height = job.params.width, job.params.height
     reference = job.reference(spec.persona)
-    gate = job.gate(reference, spec.prompt, 0, width, height, scene)
+    gate = job.gate(reference, spec.prompt, 0, width, height, first.main, first.extra)
     first_key = job.store(gate.best.image)
     results = [(first_key, gate)]
     for index in range(1, spec.count):
-        gate = job.gate(reference, variation_prompt(spec.prompt), index, width, height, first_key)
+        more = references.variation_inputs(spec, family, first_key)
+        gate = job.gate(reference, variation_prompt(spec.prompt), index, width, height, more.main, more.extra)
         results.append((job.store(gate.best.image), gate))
     return _result([key for key, _ in results], [g for _, g in results])
 
@@ -99,12 +128,14 @@ def edit(job: JobRender) -> JobResult:
     bad = [i for i in spec.targets if not 0 <= i < len(spec.context_keys)]
     if bad:
         raise ValueError(f"edit targets {bad} out of range: the post has {len(spec.context_keys)} images")
+    references.check_job(spec, job.pipeline.family, edit=True)
     reference = job.reference(spec.persona)
     keys = list(spec.context_keys)
     gates = []
     for index in spec.targets:
         width, height = job.size_like(keys[index])
-        gate = job.gate(reference, edit_prompt(spec.prompt), index, width, height, keys[index])
+        inputs = references.edit_inputs(spec, job.pipeline.family, keys[index])
+        gate = job.gate(reference, edit_prompt(spec.prompt), index, width, height, inputs.main, inputs.extra)
         keys[index] = job.store(gate.best.image)
         gates.append(gate)
     return _result(keys, gates)

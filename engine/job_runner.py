@@ -5,6 +5,10 @@ Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine 
 result is written to storage (turn images, job done, thread's current turn) in one transaction
 before the "done" event goes out (engine.outcomes.finish_job); a job that had already finished
 (cancelled, or completed by an earlier attempt) is not recorded twice.
+
+:meth:`JobRunner.warm` loads the engine in a thread at start-up (the embedded queue starts it), so
+the first job does not wait on imports and the event loop never runs model code;
+:attr:`JobRunner.readiness` says ``loading`` until that is done.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from engine import metrics
 from engine.errors import JobCancelled
 from engine.job_events import Running
 from engine.outcomes import finish_job
@@ -34,7 +40,11 @@ DB_PROGRESS_INTERVAL_S = 2.0
 
 
 class EngineLike(Protocol):
-    """What the runner needs of an engine: engine.render_engine.Engine, or engine.noop_engine.NoopEngine."""
+    """What the runner needs of an engine: engine.render_engine.Engine, or engine.noop_engine.NoopEngine.
+
+    An engine whose ``run`` also takes ``on_model_free`` calls it when its renders are done (the
+    next job may start while it stores its images); for other engines the job's end is that moment.
+    """
 
     def load(self) -> None: ...
 
@@ -51,9 +61,32 @@ class JobRunner:
         self.engine = engine
         self.store = store
         self.bus = bus
+        #: "cold" (nothing loaded yet), "loading", "ready" or "failed: <error>"
+        self.readiness = "cold"
+
+    def start_warm(self) -> asyncio.Task[None]:
+        """Start :meth:`warm` as a task; readiness is ``loading`` from now until it is done."""
+        self.readiness = "loading"
+        return asyncio.create_task(self.warm(), name="engine-warm-start")
+
+    async def warm(self) -> None:
+        """Load the engine in a thread (start-up); a failure is logged and the first job retries."""
+        self.readiness = "loading"
+        try:
+            await asyncio.to_thread(self.engine.load)
+        except Exception as exc:
+            log.exception("loading the engine failed")
+            self.readiness = f"failed: {type(exc).__name__}: {exc}"
+            return
+        self.readiness = "ready"
 
     async def execute(
-        self, spec_json: dict[str, Any], cancel: threading.Event | None = None, *, final_attempt: bool = True
+        self,
+        spec_json: dict[str, Any],
+        cancel: threading.Event | None = None,
+        *,
+        final_attempt: bool = True,
+        on_model_free: Callable[[], None] | None = None,
     ) -> JobResult | None:
         """Run one job. Returns None when it was already finished or got cancelled.
 
@@ -66,6 +99,9 @@ class JobRunner:
         if job is None:
             log.info("job %s already finished; skipping", spec.job_id)
             return None
+        waited = metrics.seconds_between(job.created_at, job.started_at)
+        if job.attempts == 1 and waited is not None:
+            metrics.JOB_WAIT.labels(kind=job.kind).observe(waited)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
@@ -87,7 +123,7 @@ class JobRunner:
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
 
         try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
-            result = await _in_thread(cancel, self._run, spec, on_progress, cancel)
+            result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free)
         except asyncio.CancelledError:
             # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
             # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
@@ -106,8 +142,17 @@ class JobRunner:
         await self._record(spec, result)
         return result
 
-    def _run(self, spec: JobSpec, on_progress: Callable[[int, int], None], cancel: threading.Event) -> JobResult:
+    def _run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None],
+        cancel: threading.Event,
+        on_model_free: Callable[[], None] | None,
+    ) -> JobResult:
         self.engine.load()
+        self.readiness = "ready"
+        if on_model_free is not None and _takes_on_model_free(self.engine):
+            return self.engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
         return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
 
     async def _record(self, spec: JobSpec, result: JobResult) -> None:
@@ -185,13 +230,66 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
         raise
 
 
+#: modules whose import holds the GIL for long stretches (torch's C init, diffusers, dlib):
+#: imported in a thread they stall the event loop by up to ~0.7 s at a time (bench/outside_model.py)
+ENGINE_MODULES = ("torch", "diffusers", "engine.pipeline", "engine.identity", "engine.loras", "engine.render_engine")
+
+
+def import_engine_modules(face_backend: str = "dlib") -> None:
+    """Import the engine's heavy modules (and dlib's face models) now, blocking: call it before any
+    front end connects (nothing waits on the event loop yet); the weights then load in a thread
+    (:meth:`JobRunner.warm`)."""
+    import importlib
+
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
+    if face_backend == "dlib":
+        from engine.identity import load_embedder
+
+        load_embedder("dlib")
+
+
+def _takes_on_model_free(engine: Any) -> bool:
+    try:
+        return "on_model_free" in inspect.signature(engine.run).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _EngineOnLoad:
+    """The settings' Engine, imported and built by the first :meth:`load` (in a thread)."""
+
+    def __init__(self, settings: Any, blobs: Any) -> None:
+        self._settings = settings
+        self._blobs = blobs
+        self._engine: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._engine is None:
+                from engine.render_engine import Engine  # heavy: imported only where a model runs
+
+                self._engine = Engine.from_settings(self._settings, self._blobs)
+        self._engine.load()
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+        on_model_free: Callable[[], None] | None = None,
+    ) -> JobResult:
+        self.load()
+        return self._engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)
+
+
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:
-    """For the embedded queue: a runner whose engine (torch, the pipeline) loads on first use."""
+    """For the embedded queue: a runner whose engine (torch, the pipeline) is imported and loaded
+    in a thread, by :meth:`JobRunner.warm` at start-up or by the first job."""
 
     def make(bus: ProgressBus) -> JobRunner:
-        from engine.render_engine import Engine  # heavy: imported only where a model runs
-
-        return JobRunner(Engine.from_settings(settings, blobs), store, bus)
+        return JobRunner(_EngineOnLoad(settings, blobs), store, bus)
 
     return make
 

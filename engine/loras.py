@@ -4,6 +4,11 @@ A persona is a weighted blend of several real-face LoRAs of one archetype. The l
 ``LORA_DIR`` as ``<archetype>/<name>.safetensors`` in any format ``load_lora_weights`` accepts
 (diffusers/peft, kohya, ...); a LoRA's name is ``"<archetype>/<file stem>"``.
 
+A LoRA fits one transformer, so each engine family has its own library (:func:`family_root`):
+``LORA_DIR/klein/`` for FLUX.2 klein, ``LORA_DIR/kontext/`` or else ``LORA_DIR`` itself for
+Kontext. The tiny library is generated per family (``tiny`` into LORA_DIR, ``tiny-klein`` into
+``LORA_DIR/klein``).
+
 This module imports nothing heavy at import time: listing archetypes and drawing mixes work
 without torch; :class:`AdapterManager` and :func:`write_tiny_library` use the pipeline / torch.
 """
@@ -14,17 +19,19 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.specs import TINY_ARCHETYPES, PersonaSpec
+from engine.specs import TINY_ARCHETYPES, TINY_MODELS, EngineFamily, PersonaSpec
 
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
 
 #: Transformer layers the tiny LoRAs adapt (suffixes of module names).
 TINY_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_out")
+#: klein's single-stream blocks fuse their projections into these layers
+KLEIN_EXTRA_TARGETS = ("attn.to_qkv_mlp_proj", "attn.to_out")
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
@@ -67,6 +74,15 @@ class LoraLibrary:
 
     def draw_mix(self, archetype: str, seed: int, k: int = 3) -> list[tuple[str, float]]:
         return draw_mix(self.names(archetype), seed, k)
+
+
+def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
+    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
+    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
+    own = Path(lora_dir) / family
+    if own.is_dir() or model == "tiny-klein":
+        return own
+    return Path(lora_dir)
 
 
 def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float = 1.0) -> list[tuple[str, float]]:
@@ -178,31 +194,49 @@ class AdapterManager:
         self._active = mix
 
 
+def _tiny_transformer(model: str) -> Any:
+    """The tiny transformer of ``model`` (``tiny`` or ``tiny-klein``) on the meta device."""
+    import torch
+
+    with torch.device("meta"):
+        if TINY_MODELS.get(model, "kontext") == "klein":
+            from diffusers import Flux2Transformer2DModel
+
+            from engine.tiny_klein import TINY_KLEIN_TRANSFORMER_CONFIG
+
+            return Flux2Transformer2DModel(**TINY_KLEIN_TRANSFORMER_CONFIG)
+        from diffusers import FluxTransformer2DModel
+
+        from engine.tiny import TINY_TRANSFORMER_CONFIG
+
+        return FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
+
+
 def write_tiny_library(
     root: Path,
     archetypes: Sequence[str] = TINY_ARCHETYPES,
     per_archetype: int = 4,
     rank: int = 4,
     seed: int = 0,
+    model: str = "tiny",
 ) -> list[Path]:
-    """Write random diffusers/peft-format LoRAs for the tiny transformer under ``root``.
+    """Write random diffusers/peft-format LoRAs for the tiny transformer of ``model`` (``tiny``:
+    Kontext, ``tiny-klein``: klein) under ``root``.
 
     Keys are ``transformer.<module>.lora_A.weight`` (rank x in) and ``...lora_B.weight``
-    (out x rank) for the :data:`TINY_TARGETS` layers; no alphas, so each LoRA's scale is 1.
+    (out x rank) for the :data:`TINY_TARGETS` layers (klein's single blocks: their fused
+    ``attn.to_qkv_mlp_proj`` and ``attn.to_out``); no alphas, so each LoRA's scale is 1.
     Returns the files written.
     """
     import torch
-    from diffusers import FluxTransformer2DModel
     from safetensors.torch import save_file
 
-    from engine.tiny import TINY_TRANSFORMER_CONFIG
-
-    with torch.device("meta"):
-        transformer = FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
+    transformer = _tiny_transformer(model)
+    targets = (*TINY_TARGETS, *KLEIN_EXTRA_TARGETS)
     layers = [
         (name, module.in_features, module.out_features)
         for name, module in transformer.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.endswith(TINY_TARGETS)
+        if isinstance(module, torch.nn.Linear) and name.endswith(targets)
     ]
     generator = torch.Generator().manual_seed(seed)
     written = []

@@ -28,6 +28,7 @@ class NoopEngine:
         spec: JobSpec,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
+        on_model_free: Callable[[], None] | None = None,
     ) -> JobResult:
         started = time.perf_counter()
         result = JobResult()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import metrics
 from engine.job_events import Cancelled, Done, Failed, JobEvent
 from engine.progress import ProgressBus
 from engine.specs import JobKind
@@ -54,8 +55,18 @@ async def finish_job(
         persona_update=persona_update,
     )
     if recorded:
+        await _count(store, job_id, status, turn_update)
         await bus.publish(outcome_event(job_id, status, error=error, seconds=seconds))
     return recorded
+
+
+async def _count(store: Store, job_id: str, status: JobStatus, turn_update: dict[str, Any] | None) -> None:
+    """Metrics of a recorded outcome: the job by kind and outcome, its run time, its scores."""
+    job = await store.get_job(job_id)
+    if job is None:
+        return
+    metrics.observe_finished(job.kind, str(status), metrics.seconds_between(job.started_at, job.finished_at))
+    metrics.observe_scores(list((turn_update or {}).get("identity_scores") or []))
 
 
 def outcome_event(job_id: str, status: JobStatus, *, error: str | None = None, seconds: float = 0.0) -> JobEvent:

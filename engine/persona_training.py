@@ -170,6 +170,7 @@ def _candidates(
             images.append(image)
             keys.append(job.store(image))
             seeds.append(seed)
+        keys = job.settle(JobResult(image_keys=keys)).image_keys  # the dataset keeps real blob keys
         report = filter_candidates(images, job.embedder, reference, engine.identity_threshold)
     verdicts = report.verdicts
     candidates = [

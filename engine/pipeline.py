@@ -1,4 +1,5 @@
-"""Loading the one FLUX.1 Kontext pipeline of a process, and rendering with it.
+"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.klein), and
+rendering with it.
 
 ``load_pipeline("tiny")`` builds the tiny random pipeline (engine.tiny); any other model is a hub
 id or a local folder loaded with ``FluxKontextPipeline.from_pretrained`` (bf16 on CUDA, optional
@@ -11,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import FluxKontextPipeline
 from PIL import Image
 
-from engine.specs import is_toy_model
+from engine.specs import EngineFamily, is_toy_model, model_family
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,15 @@ class RenderCancelled(Exception):
 class LoadedPipeline:
     """The process's pipeline and the facts about it that rendering needs."""
 
-    pipe: FluxKontextPipeline
+    pipe: FluxKontextPipeline  # or a Flux2KleinPipeline when ``family == "klein"``
     model: str
     device: torch.device
     dtype: torch.dtype
     max_sequence_length: int  # T5 tokens per prompt
     multiple_of: int  # output sides are multiples of this (VAE factor x 2x2 packing)
     toy: bool  # test-sized weights: small defaults make sense
+    family: EngineFamily = "kontext"
+    text_encoder_out_layers: tuple[int, ...] = ()  # klein: stacked Qwen3 hidden states
 
     @property
     def execution_device(self) -> torch.device:
@@ -49,10 +53,10 @@ class LoadedPipeline:
 
 @dataclass
 class PromptEmbeds:
-    """Encoded prompt: T5 sequence embeddings and the pooled CLIP embedding."""
+    """Encoded prompt: T5 sequence embeddings and the pooled CLIP embedding (klein: Qwen3 states, no pool)."""
 
     prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -73,10 +77,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def load_pipeline(
     model: str = "tiny", *, device: str | None = None, dtype: str = "auto", cpu_offload: bool = False
 ) -> LoadedPipeline:
-    """Load the pipeline once. ``tiny`` is built offline; anything else goes through from_pretrained."""
+    """Load the pipeline once. ``tiny`` / ``tiny-klein`` are built offline; anything else goes
+    through from_pretrained, as the family its model_index.json names (engine.specs.model_family)."""
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    if model == "tiny":
+    family = model_family(model)
+    if family == "klein":
+        from engine.klein import load_klein_pipeline
+
+        if model == "tiny-klein":
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        pipe = load_klein_pipeline(model, torch_dtype)
+    elif model == "tiny":
         from engine.tiny import build_tiny_pipeline
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,7 +105,23 @@ def load_pipeline(
     else:
         pipe.to(target)
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-        getattr(pipe, name).eval()
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).eval()
+    if family == "klein":
+        from engine.klein import out_layers
+
+        max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length))
+        return LoadedPipeline(
+            pipe,
+            model,
+            target,
+            torch_dtype,
+            max_len,
+            pipe.vae_scale_factor * 2,
+            toy=is_toy_model(pipe.transformer.config),
+            family="klein",
+            text_encoder_out_layers=out_layers(pipe),
+        )
     max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
     return LoadedPipeline(
         pipe=pipe,
@@ -118,7 +146,14 @@ def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:
 
 
 def encode_prompt(lp: LoadedPipeline, prompt: str) -> PromptEmbeds:
-    """Run the CLIP and T5 encoders on ``prompt`` (the persona LoRAs do not touch them)."""
+    """Run the CLIP and T5 encoders on ``prompt`` (the persona LoRAs do not touch them); klein: Qwen3."""
+    if lp.family == "klein":
+        from engine.klein import encode_klein_prompt
+
+        embeds = encode_klein_prompt(
+            lp.pipe, prompt, lp.execution_device, lp.max_sequence_length, lp.text_encoder_out_layers
+        )
+        return PromptEmbeds(embeds, None)
     embeds, pooled, _ = lp.pipe.encode_prompt(
         prompt=prompt, prompt_2=None, device=lp.execution_device, max_sequence_length=lp.max_sequence_length
     )
@@ -134,7 +169,21 @@ def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: i
     return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
 
 
-def render(
+@dataclass
+class Rendered:
+    """A rendered image and its final latents, in the form :func:`encode_context` returns (so they
+    can be the context of the next edit at the same size without a VAE encode)."""
+
+    image: Image.Image
+    latents: torch.Tensor | None  # None for klein, whose context is an image
+
+
+def render(lp: LoadedPipeline, **kwargs: Any) -> Image.Image:
+    """:func:`render_latents`' image alone (same arguments)."""
+    return render_latents(lp, **kwargs).image
+
+
+def render_latents(
     lp: LoadedPipeline,
     *,
     prompt: str | PromptEmbeds,
@@ -146,8 +195,13 @@ def render(
     context: Image.Image | torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> Image.Image:
+    references: Sequence[Image.Image] = (),
+) -> Rendered:
     """One image: text-to-image without ``context``, a Kontext edit with it.
+
+    klein takes ``references`` (images, in order) after the ``context`` image (which must then be
+    an image, not latents); Kontext takes none here: engine.references composes them into the
+    context first.
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
@@ -159,7 +213,9 @@ def render(
         raise RenderCancelled
     if isinstance(prompt, str):
         prompt = encode_prompt(lp, prompt)
-    if isinstance(context, Image.Image):
+    if lp.family == "kontext" and references:
+        raise ValueError("Kontext takes references composed into its context image (engine.references)")
+    if lp.family == "kontext" and isinstance(context, Image.Image):
         context = encode_context(lp, context, width, height)
 
     def step_end(pipe: FluxKontextPipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
@@ -169,6 +225,26 @@ def render(
             raise RenderCancelled
         return {}
 
+    if lp.family == "klein":
+        from engine.klein import render_klein
+
+        if isinstance(context, torch.Tensor):
+            raise ValueError("klein takes the current image as an image, not as latents")
+        images = ([context] if context is not None else []) + list(references)
+        image = render_klein(
+            lp.pipe,
+            prompt_embeds=prompt.prompt_embeds,
+            max_sequence_length=lp.max_sequence_length,
+            layers=lp.text_encoder_out_layers,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            references=images,
+            step_end=step_end,
+        )
+        return Rendered(image=image, latents=None)  # klein takes images, not latents, as its context
     generator = torch.Generator(device="cpu").manual_seed(seed)
     result = lp.pipe(
         image=context,
@@ -183,5 +259,10 @@ def render(
         max_sequence_length=lp.max_sequence_length,
         callback_on_step_end=step_end,
         _auto_resize=False,
+        output_type="latent",
     )
-    return result.images[0]
+    pipe = lp.pipe
+    latents = pipe._unpack_latents(result.images, height, width, pipe.vae_scale_factor)
+    pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
+    image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+    return Rendered(image=image, latents=latents)

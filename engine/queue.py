@@ -3,7 +3,10 @@
 Two implementations behind one interface:
 
 * :class:`EmbeddedQueue` (REDIS_URL unset): the same job function runs in this process, one job
-  at a time, in a background task; events go through a :class:`LocalBus`.
+  on the model at a time, in a background task; events go through a :class:`LocalBus`. The
+  engine loads in a thread when the queue starts (``readiness`` says ``loading`` until then), and
+  the next job starts as soon as the previous one's renders are done, while its images are
+  still being encoded and stored.
 * :class:`ArqQueue` (REDIS_URL set): jobs go to arq workers (engine/worker.py) through redis;
   events come back over redis pub/sub.
 
@@ -37,6 +40,7 @@ ARQ_FUNCTION = "run_job"
 ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request, ms)
 ARQ_JOB_PREFIX = job_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
+RECONCILE_INTERVAL_S = 5.0
 #: published on enqueue and cancel; idle workers wait on it (engine/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
@@ -76,18 +80,29 @@ class EmbeddedQueue:
         self._wake = asyncio.Event()
         #: runs the workers' task group; cancelling it stops every worker
         self._workers: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
+        #: jobs whose renders are done and whose images are being stored
+        self._finishing: set[asyncio.Task[None]] = set()
         self._concurrency = concurrency
 
     async def start(self) -> None:
-        """Start the workers, re-queueing jobs a previous run left unfinished."""
+        """Start the workers, re-queueing jobs a previous run left unfinished; start loading the
+        engine in a thread (a runner with ``start_warm()``)."""
         if self._workers is not None:
             return
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
             self._waiting.append(job.spec)
+        if hasattr(self._runner, "start_warm"):
+            self._warming = self._runner.start_warm()
         self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
         self._wake.set()
+
+    @property
+    def readiness(self) -> str:
+        """``ready``, ``loading`` (the model is still loading), ``cold`` or ``failed: ...``."""
+        return str(getattr(self._runner, "readiness", "ready")) if self._runner is not None else "cold"
 
     async def _run_workers(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -97,11 +112,13 @@ class EmbeddedQueue:
     async def close(self) -> None:
         for running in self._running.values():
             running.cancel.set()
-        if self._workers is not None:
-            self._workers.cancel()
+        tasks = [t for t in (self._workers, self._warming, *self._finishing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._workers
-            self._workers = None
+                await task
+        self._workers = self._warming = None
 
     async def enqueue(self, spec: JobSpec) -> None:
         self._waiting.append(spec.model_dump(mode="json"))
@@ -127,6 +144,8 @@ class EmbeddedQueue:
         return None
 
     async def _work(self) -> None:
+        """One model slot: run a job, and take the next once the job's renders are done."""
+        loop = asyncio.get_running_loop()
         while True:
             while not self._waiting:
                 self._wake.clear()
@@ -134,14 +153,25 @@ class EmbeddedQueue:
             spec = self._waiting.pop(0)
             running = _Running(spec["job_id"])
             self._running[running.job_id] = running
-            try:
-                await self._runner.execute(spec, running.cancel, final_attempt=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("embedded job %s crashed", running.job_id)
-            finally:
-                self._running.pop(running.job_id, None)
+            model_free = asyncio.Event()
+            task = asyncio.create_task(
+                self._execute(spec, running, lambda e=model_free: loop.call_soon_threadsafe(e.set)),
+                name=f"embedded-job-{running.job_id}",
+            )
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            task.add_done_callback(lambda _t, e=model_free: e.set())
+            await model_free.wait()
+
+    async def _execute(self, spec: dict[str, Any], running: _Running, on_model_free: Callable[[], None]) -> None:
+        try:
+            await self._runner.execute(spec, running.cancel, final_attempt=True, on_model_free=on_model_free)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("embedded job %s crashed", running.job_id)
+        finally:
+            self._running.pop(running.job_id, None)
 
 
 class ArqQueue:
@@ -154,11 +184,15 @@ class ArqQueue:
     #: publish on WAKE_CHANNEL on enqueue/cancel (bench/queue.py turns it off to show the difference)
     wake_workers = True
 
+    #: how often the reconciler compares storage with redis (a lost job waits at most this long)
+    reconcile_interval_s = RECONCILE_INTERVAL_S
+
     def __init__(self, redis_url: str, store: Store) -> None:
         self.redis_url = redis_url
         self.store = store
         self.pool: Any = None
         self.bus: ProgressBus = LocalBus()  # replaced by a RedisBus in start()
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         from arq import create_pool
@@ -166,21 +200,57 @@ class ArqQueue:
         if self.pool is None:
             self.pool = await create_pool(redis_settings(self.redis_url))
             self.bus = RedisBus(self.pool)
-            await self._requeue_unfinished()
+            await self.reconcile(running_too=True)
+            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="arq-reconciler")
 
-    async def _requeue_unfinished(self) -> None:
-        """Storage is the record: queued or running jobs that redis no longer holds (a redis
-        restart without persistence) are queued again. arq ignores ids it still knows."""
+    async def reconcile(self, *, running_too: bool = False) -> int:
+        """Storage is the record: queued jobs that redis no longer holds (a redis restart without
+        persistence) are queued again; how many. ``running_too`` (on start) includes running jobs:
+        later, a running job missing from redis may still be running on a live worker. arq ignores
+        ids it still knows, and a worker skips a job that storage says is finished."""
+        wanted = (JobStatus.QUEUED, JobStatus.RUNNING) if running_too else (JobStatus.QUEUED,)
+        jobs = [job for job in await self.store.unfinished_jobs() if job.status in wanted]
+        if not jobs:
+            return 0
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                pipe.exists(ARQ_JOB_PREFIX + job.id)
+            present = await pipe.execute()
         requeued = 0
-        for job in await self.store.unfinished_jobs():
-            if await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
+        for job, there in zip(jobs, present, strict=True):
+            if not there and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
                 requeued += 1
         if requeued:
             log.info("queued %d unfinished job(s) again that redis had lost", requeued)
             if self.wake_workers:
                 await self.pool.publish(WAKE_CHANNEL, "requeue")
+        return requeued
+
+    async def _reconcile_forever(self) -> None:
+        """:meth:`reconcile` every ``reconcile_interval_s`` while the client runs: a job lost by a
+        redis restart is queued again within that time of redis being back, with no restart."""
+        away = False
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)  # a timer, not a wait for something
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not away:
+                    log.warning("reconciler: redis unavailable (%s); re-queueing once it is back", exc)
+                away = True
+                continue
+            if away:
+                log.info("reconciler: redis is reachable again; lost jobs are queued again")
+            away = False
 
     async def close(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconciler
+            self._reconciler = None
         if self.pool is not None:
             await self.pool.aclose()
             self.pool = None

@@ -5,6 +5,11 @@ edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``) or, for
 to engine.persona_training. It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
 and keeps per-thread caches (engine.render_cache) between jobs.
+
+The engine lock covers the model's work only: once a job's pixels exist the lock is released
+(``on_model_free`` is called) and its PNGs are encoded, hashed and written by the storer threads
+while the next job may already be rendering. The torch thread count is set at load
+(``threads``; from settings: ENGINE_THREADS, default cores / WORKERS_PER_HOST).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +28,11 @@ from cachetools import LRUCache
 
 from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, persona_mix, write_tiny_library
+from engine.loras import LoraLibrary, family_root, persona_mix, write_tiny_library
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
-from engine.specs import JobKind, JobResult, JobSpec, RenderParams, default_params
-from storage.blobs import BlobStore
+from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams, default_params, model_family
+from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,12 +66,15 @@ class Engine:
         blobs: BlobStore,
         thread_cache_size: int = 16,
         adapter_capacity: int = 8,
+        threads: int | None = None,
+        png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
     ) -> None:
         self.model = model
         self.device = device
         self.dtype = dtype
         self.cpu_offload = cpu_offload
-        self.library = LoraLibrary(Path(lora_dir))
+        self.family = model_family(model)
+        self.library = LoraLibrary(family_root(Path(lora_dir), self.family, model))  # a library per family
         self.face_backend = face_backend
         self.face_model_dir = face_model_dir
         self.identity_threshold = identity_threshold
@@ -74,6 +83,12 @@ class Engine:
         self.threads = ThreadCaches(thread_cache_size)
         #: counters of real work done: renders, prompt_encodes, context_encodes, image_decodes
         self.stats: Counter[str] = Counter()
+        #: seconds spent: ``model`` (renders), ``locked`` (engine lock held by jobs), ``store``
+        #: (PNG encode + write, off the lock), ``settle`` (after the lock, waiting for blob keys)
+        self.seconds: Counter[str] = Counter()
+        self.threads_setting = threads
+        self.png_compress_level = png_compress_level
+        self._storer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-store")
         self._lock = threading.RLock()  # held for a whole job: one job at a time per engine
         self._library_lock = threading.Lock()  # short: writing the tiny library once
         self._lp: LoadedPipeline | None = None
@@ -93,6 +108,8 @@ class Engine:
             face_model_dir=settings.face_model_dir,
             identity_threshold=settings.effective_identity_threshold,
             blobs=blobs,
+            threads=settings.effective_engine_threads,
+            png_compress_level=settings.png_compress_level,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -117,21 +134,26 @@ class Engine:
         return self._embedder
 
     def _ensure_library(self) -> None:
-        if self.model != "tiny":
+        if self.model not in TINY_MODELS:
             return
         with self._library_lock:
             if self.library.is_empty():
                 log.info("writing the tiny LoRA library to %s", self.library.root)
-                write_tiny_library(self.library.root)
+                write_tiny_library(self.library.root, model=self.model)
 
     def load(self) -> None:
         """Load the pipeline and the face embedder once (later calls do nothing)."""
         with self._lock:
             if self._lp is not None:
                 return
+            import torch
+
             from engine.identity import load_embedder
             from engine.loras import AdapterManager
             from engine.pipeline import load_pipeline
+
+            if self.threads_setting is not None:
+                torch.set_num_threads(self.threads_setting)
 
             self._ensure_library()
             embedder = load_embedder(self.face_backend, self.face_model_dir)
@@ -145,8 +167,9 @@ class Engine:
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:
         """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
-        toy = self._lp.toy if self._lp is not None else self.model == "tiny"
-        return default_params("tiny" if toy else self.model)
+        toy = self._lp.toy if self._lp is not None else self.model in TINY_MODELS
+        tiny = "tiny-klein" if self.family == "klein" else "tiny"
+        return default_params(tiny if toy else self.model)
 
     def archetypes(self) -> list[str]:
         """Archetype folders of the LoRA library (never waits for a running job)."""
@@ -164,18 +187,22 @@ class Engine:
         self,
         spec: JobSpec,
         renders: int,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
         mix: list[tuple[str, float]] | None = None,
     ) -> Iterator[JobRender]:
         """Hold the engine for ``spec``: its LoRA mix (default: the persona's) applied, a
-        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled."""
+        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled.
+
+        Images the job stores get provisional keys: call ``job.settle(result)`` (after this
+        block, off the lock, or inside it when the keys are needed at once)."""
         import torch
 
         from engine.pipeline import RenderCancelled
 
         with self._lock:
             self.load()
+            locked = time.perf_counter()
             job = JobRender(
                 spec=spec,
                 params=spec.params,
@@ -189,6 +216,9 @@ class Engine:
                 identity_threshold=self.identity_threshold,
                 stats=self.stats,
                 references=self._references,
+                storer=self._storer,
+                png_compress_level=self.png_compress_level,
+                seconds=self.seconds,
             )
             self.adapters.apply(persona_mix(spec.persona) if mix is None else mix)  # outside inference mode
             try:
@@ -196,33 +226,51 @@ class Engine:
                     yield job
             except RenderCancelled:
                 raise JobCancelled(spec.job_id) from None
+            finally:
+                self.seconds["locked"] += time.perf_counter() - locked
 
     def run(
         self,
         spec: JobSpec,
         on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
+        on_model_free: Callable[[], None] | None = None,
     ) -> JobResult:
-        """Run one job synchronously (one at a time per engine) and return what it stored."""
+        """Run one job synchronously and return what it stored.
+
+        Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
+        one's renders are done and the next job may start, before its images are stored."""
         started = time.perf_counter()
+        if spec.kind == JobKind.TRAIN_PERSONA:
+            from engine.persona_training import train_persona
+
+            with self._lock:
+                self.load()
+                result = train_persona(self, spec, on_progress, cancel)
+            if on_model_free is not None:
+                on_model_free()
+            return result
         with self._lock:
             self.load()
             kind = spec.kind
-            if kind == JobKind.TRAIN_PERSONA:
-                from engine.persona_training import train_persona
-
-                return train_persona(self, spec, on_progress, cancel)
             if kind == JobKind.REGENERATE:
                 if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
                     raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
                 kind = spec.of_kind
             renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
             if kind == JobKind.CREATE_PERSONA:
-                mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
+                mix = list(spec.persona.lora_mix)
+                if not mix and spec.persona.photo_key is None:
+                    mix = self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
             else:
-                mix = persona_mix(spec.persona)
+                mix = persona_mix(spec.persona)  # the trained version in use, else the blend
             with self.job(spec, renders[kind], on_progress, cancel, mix) as job:
                 result = _KINDS[kind](job)
+        if on_model_free is not None:
+            on_model_free()
+        settling = time.perf_counter()
+        result = job.settle(result)
+        self.seconds["settle"] += time.perf_counter() - settling
         result.lora_mix = [(name, weight) for name, weight in mix]
         result.seconds = round(time.perf_counter() - started, 3)
         return result

@@ -1,6 +1,13 @@
 """Rendering one job's images: the pipeline call with the job's caches, progress and cancel flag,
 the identity gate around it, and the blob store behind it.
 
+Storing is off the engine lock: :meth:`JobRender.store` hands the image to the engine's storer
+threads (PNG encode, sha256, write) and returns a provisional key at once; the image and its final
+latents are cached under that key, so a variation rendered from it in the same job needs no VAE
+encode. :meth:`JobRender.settle`, called by the Engine after it released the lock, waits for the
+blob keys, puts them in the result and moves the cache entries under them: the next edit of the
+thread then starts from the cached latents of its current image.
+
 :class:`JobRender` is made by the Engine for each job it runs (engine.render_engine) and used by
 the job kinds (engine.job_kinds). Image ``i``'s candidate ``a`` uses seed :func:`derive_seed`
 ``(spec.seed, i, a)``: the same spec and seed give the same images.
@@ -9,9 +16,11 @@ the job kinds (engine.job_kinds). Image ``i``'s candidate ``a`` uses seed :func:
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,8 +28,8 @@ from cachetools import LRUCache
 from PIL import Image
 
 from engine.render_cache import ThreadCache
-from engine.specs import JobSpec, PersonaSpec, RenderParams
-from storage.blobs import BlobStore
+from engine.specs import JobResult, JobSpec, PersonaSpec, RenderParams
+from storage.blobs import BlobStore, encode_png
 
 if TYPE_CHECKING:
     from engine.identity import Embedder, GateResult
@@ -74,6 +83,15 @@ class JobRender:
     stats: Counter[str]
     #: the engine's reference embeddings by blob key (computed once)
     references: LRUCache[str, Any]
+    #: encodes and stores result images beside the model (the engine's storer threads)
+    storer: Executor
+    png_compress_level: int = 1
+    #: the engine's seconds: ``model`` (pipeline and embedder calls), ``store`` (encode + write)
+    seconds: Counter[str] = field(default_factory=Counter)
+    #: provisional key -> future blob key, for the images :meth:`store` was given
+    pending: dict[str, Future[str]] = field(default_factory=dict)
+    #: id(image) -> (image, latents, width, height) of this job's renders
+    _rendered: dict[int, tuple[Image.Image, Any, int, int]] = field(default_factory=dict)
 
     def gate(
         self,
@@ -83,6 +101,7 @@ class JobRender:
         width: int,
         height: int,
         context_key: str | None,
+        references: Sequence[str] = (),
     ) -> GateResult:
         """Image ``index``: candidates until one passes the identity gate (or ``max_tries``)."""
         from engine.identity import identity_gate
@@ -91,31 +110,51 @@ class JobRender:
             if attempt:
                 self.progress.grow()
             seed = derive_seed(self.spec.seed, index, attempt)
-            return self.render(prompt, seed, width, height, context_key), seed
+            return self.render(prompt, seed, width, height, context_key, references), seed
 
         embedder = self.embedder if reference is not None else None
         return identity_gate(candidate, embedder, reference, self.identity_threshold, self.params.max_tries)
 
-    def render(self, prompt: str, seed: int, width: int, height: int, context_key: str | None = None) -> Image.Image:
-        from engine.pipeline import encode_context, encode_prompt, render, snap
+    def render(
+        self,
+        prompt: str,
+        seed: int,
+        width: int,
+        height: int,
+        context_key: str | None = None,
+        references: Sequence[str] = (),
+    ) -> Image.Image:
+        """One render; ``references`` (blob keys) join the context as the family takes them (engine.references)."""
+        from engine.pipeline import encode_context, encode_prompt, render_latents, snap
+        from engine.references import kontext_context
 
         lp = self.pipeline
+        started = time.perf_counter()
         width, height = snap(width, lp.multiple_of), snap(height, lp.multiple_of)
         prompt_key = (prompt, self.adapters.active if self.adapters.touches_text_encoders() else None)
-        embeds = self.cache.prompts.get(prompt_key)
+        with self.cache.lock:
+            embeds = self.cache.prompts.get(prompt_key)
         if embeds is None:
             embeds = encode_prompt(lp, prompt)
             self.stats["prompt_encodes"] += 1
-            self.cache.prompts[prompt_key] = embeds
-        context = None
-        if context_key is not None:
-            context = self.cache.latents.get((context_key, width, height))
+            with self.cache.lock:
+                self.cache.prompts[prompt_key] = embeds
+        context: Any = None
+        images = [self.image(key) for key in references] if lp.family == "klein" else []
+        if lp.family == "klein":
+            context = self.image(context_key) if context_key is not None else None
+        elif references:
+            context = kontext_context(self, context_key, list(references), width, height)
+        elif context_key is not None:
+            with self.cache.lock:
+                context = self.cache.latents.get((context_key, width, height))
             if context is None:
                 context = encode_context(lp, self.image(context_key), width, height)
                 self.stats["context_encodes"] += 1
-                self.cache.latents[(context_key, width, height)] = context
+                with self.cache.lock:
+                    self.cache.latents[(context_key, width, height)] = context
         cancel = self.cancel.is_set if self.cancel is not None else None
-        image = render(
+        out = render_latents(
             lp,
             prompt=embeds,
             width=width,
@@ -126,30 +165,59 @@ class JobRender:
             context=context,
             on_step=self.progress.step,
             cancel=cancel,
+            references=images,
         )
         self.stats["renders"] += 1
+        self.seconds["model"] += time.perf_counter() - started
+        self._rendered[id(out.image)] = (out.image, out.latents, width, height)
         self.progress.render_finished()
-        return image
+        return out.image
 
     def image(self, key: str) -> Image.Image:
-        image = self.cache.images.get(key)
+        with self.cache.lock:
+            image = self.cache.images.get(key)
         if image is None:
             image = self.blobs.open_image(key).convert("RGB")
             self.stats["image_decodes"] += 1
-            self.cache.images[key] = image
+            with self.cache.lock:
+                self.cache.images[key] = image
         return image
 
     def store(self, image: Image.Image) -> str:
-        key = self.blobs.put_image(image)
-        self.cache.images[key] = image  # the next edit of this thread starts from it
+        """Start storing ``image`` beside the model; returns its provisional key (see :meth:`settle`)."""
+        provisional = f"pending:{self.spec.job_id}:{len(self.pending)}"
+        self.pending[provisional] = self.storer.submit(self._put, image)
+        rendered = self._rendered.get(id(image))
+        with self.cache.lock:
+            self.cache.images[provisional] = image  # the next edit of this thread starts from it
+            if rendered is not None and rendered[1] is not None:  # klein renders keep no latents
+                _, latents, width, height = rendered
+                self.cache.latents[(provisional, width, height)] = latents
+        return provisional
+
+    def _put(self, image: Image.Image) -> str:
+        started = time.perf_counter()
+        key = self.blobs.put(encode_png(image, self.png_compress_level))
+        self.seconds["store"] += time.perf_counter() - started
         return key
+
+    def settle(self, result: JobResult) -> JobResult:
+        """Wait for the stored images' blob keys; put them in ``result`` and the thread's cache."""
+        keys = {provisional: future.result() for provisional, future in self.pending.items()}
+        for provisional, key in keys.items():
+            self.cache.rekey(provisional, key)
+        result.image_keys = [keys.get(key, key) for key in result.image_keys]
+        if result.reference_key is not None:
+            result.reference_key = keys.get(result.reference_key, result.reference_key)
+        self._rendered.clear()
+        return result
 
     def size_like(self, key: str) -> tuple[int, int]:
         """Output size with the aspect ratio of image ``key`` and the area of the job's params."""
         from engine.pipeline import fit_size
 
-        info = self.blobs.info(key)
-        if info.width and info.height:
+        info = None if key in self.pending else self.blobs.info(key)
+        if info is not None and info.width and info.height:
             aspect = info.width / info.height
         else:
             image = self.image(key)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,22 @@ class JobKind(StrEnum):
     TRAIN_PERSONA = "train_persona"  # candidates -> identity filter -> a persona LoRA version
 
 
+ReferenceRole = Literal["product", "scene", "face"]
+EngineFamily = Literal["kontext", "klein"]
+
+
+class ReferenceSpec(BaseModel):
+    """An image with a role that conditions a render: a product, a scene or a face."""
+
+    role: ReferenceRole
+    key: str  # blob key (sha256 of the stored bytes)
+    name: str | None = None  # library name (products)
+
+
+class ReferenceLimitError(ValueError):
+    """More reference images than the engine family takes; ``str(exc)`` is meant for the user."""
+
+
 class PersonaSpec(BaseModel):
     persona_id: int = 0
     archetype: str
@@ -33,6 +49,7 @@ class PersonaSpec(BaseModel):
     seed: int = 0
     reference_key: str | None = None  # blob key of the reference portrait
     embedding: list[float] | None = None  # face embedding of the reference portrait
+    photo_key: str | None = None  # blob key of the consented photo a persona was made from
     #: the trained version in use (0: the blend) and the blob key of its LoRA file
     version: int = 0
     version_lora_key: str | None = None
@@ -74,6 +91,8 @@ class JobSpec(BaseModel):
     of_kind: JobKind | None = None
     seed: int = Field(default=0, ge=0, lt=2**32)
     params: RenderParams = Field(default_factory=RenderParams)
+    #: the post's and this edit's references, in order (engine.references decides how they enter)
+    references: list[ReferenceSpec] = Field(default_factory=list)
     #: TRAIN_PERSONA: the training options
     train: TrainParams | None = None
 
@@ -101,6 +120,16 @@ class JobResult(BaseModel):
 #: transformers narrower than this (heads × head dim; FLUX.1 has 3072) are test-sized
 TOY_TRANSFORMER_WIDTH = 512
 
+#: the offline, randomly initialised models: name -> family
+TINY_MODELS: dict[str, EngineFamily] = {"tiny": "kontext", "tiny-klein": "klein"}
+#: pipeline classes (model_index.json ``_class_name``) -> family
+PIPELINE_FAMILIES: dict[str, EngineFamily] = {
+    "FluxKontextPipeline": "kontext",
+    "Flux2KleinPipeline": "klein",
+}
+#: reference images FLUX.2 [klein] takes in one render (BFL's documented limit)
+KLEIN_MAX_REFERENCES = 4
+
 #: archetypes of the random LoRA library written for the tiny model
 TINY_ARCHETYPES = ("sweet", "elegant", "boss", "puppy")
 
@@ -114,7 +143,7 @@ def is_toy_model(model: str | Mapping[str, Any]) -> bool:
     """
     if isinstance(model, Mapping):
         config: Any = model
-    elif model == "tiny":
+    elif model in TINY_MODELS:
         return True
     else:
         try:
@@ -128,10 +157,48 @@ def is_toy_model(model: str | Mapping[str, Any]) -> bool:
     return width < TOY_TRANSFORMER_WIDTH
 
 
+def _model_index(model: str) -> dict[str, Any] | None:
+    """``model_index.json`` of a local folder, or of a hub id from the local cache only."""
+    folder = Path(model).expanduser()
+    try:
+        if folder.is_dir():
+            return json.loads((folder / "model_index.json").read_text())
+        if model.count("/") != 1 or model.startswith((".", "/", "~")):
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "model_index.json")
+        return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def model_family(model: str) -> EngineFamily:
+    """The engine family of ``model``, decided without loading anything.
+
+    ``tiny`` is Kontext, ``tiny-klein`` klein; a local folder or hub id by its model_index.json
+    ``_class_name`` (hub ids from the local hub cache only, never the network); Kontext otherwise.
+    """
+    if model in TINY_MODELS:
+        return TINY_MODELS[model]
+    index = _model_index(model) or {}
+    return PIPELINE_FAMILIES.get(str(index.get("_class_name", "")), "kontext")
+
+
+def reference_limit(model: str) -> int | None:
+    """Reference images one render may take in all (klein: the current image of an edit, the
+    persona's portrait, products and the scene); ``None`` when references are composed (Kontext)."""
+    return KLEIN_MAX_REFERENCES if model_family(model) == "klein" else None
+
+
 def default_params(model: str) -> RenderParams:
-    """Render defaults: small and fast for test-sized models, Kontext-dev's usual ones otherwise."""
+    """Render defaults: small and fast for test-sized models; otherwise Kontext-dev's usual ones,
+    or klein's (4 distilled steps, no guidance)."""
+    klein = model_family(model) == "klein"
     if is_toy_model(model):
-        return RenderParams(steps=4, guidance=2.5, width=64, height=64, max_tries=2)
+        return RenderParams(steps=4, guidance=1.0 if klein else 2.5, width=64, height=64, max_tries=2)
+    if klein:
+        return RenderParams(steps=4, guidance=1.0, width=1024, height=1024, max_tries=3)
     return RenderParams(steps=28, guidance=2.5, width=1024, height=1024, max_tries=3)
 
 

@@ -40,6 +40,7 @@ from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
 from engine.job_runner import JobRunner
+from engine.metrics import publish_worker_metrics
 from engine.outcomes import finish_job
 from engine.progress import RedisBus
 from engine.queue import (
@@ -138,6 +139,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
+        await publish_worker_metrics(redis, WORKER_ID)  # the web process's /metrics reads them
     return result.model_dump(mode="json") if result is not None else None
 
 
@@ -190,6 +192,12 @@ def _worker_class() -> type:
                 self.wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), IDLE_POLL_S)
+
+        async def record_health(self) -> None:
+            checked = self._last_health_check
+            await super().record_health()
+            if self._last_health_check != checked:  # recorded now: report the metrics with it
+                await publish_worker_metrics(self.pool, WORKER_ID)
 
         def _release_sem_dec_counter_on_complete(self) -> None:
             super()._release_sem_dec_counter_on_complete()

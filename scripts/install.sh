@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Install Persona Studio into ./.venv: the CPU build of torch first (no multi-GB CUDA wheels),
 # then the project with its engine and dev extras, at the versions in constraints.txt.
-# Installs redis-server from Debian's packages when it is missing (the tests start their own).
+# Installs redis-server and chromium from Debian's packages when they are missing (the tests start
+# their own redis; the web tests drive Debian's chromium through Playwright: no browser download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing redis-server (Debian package) for the tests"
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+        echo "installing ${missing[*]} (Debian packages) for the tests"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "note: redis-server not found; the redis tests will be skipped" >&2
+        echo "note: ${missing[*]} not found; the tests that need them will be skipped" >&2
     fi
 fi
 

@@ -1,9 +1,11 @@
 """Database engine and sessions, and migrations to head.
 
-SQLite runs in WAL mode and opens every transaction with ``BEGIN IMMEDIATE``: a writer takes
-the write lock when its transaction starts, so two writers never deadlock on a lock upgrade
-and wait (busy timeout) instead of failing with "database is locked". PostgreSQL goes through
-asyncpg with the same code.
+SQLite runs in WAL mode and opens every write transaction (:meth:`Database.session`) with
+``BEGIN IMMEDIATE``: a writer takes the write lock when its transaction starts, so two writers
+never deadlock on a lock upgrade and wait (busy timeout) instead of failing with "database is
+locked". Read transactions (:meth:`Database.read`) open with a plain deferred ``BEGIN``: in WAL
+mode a reader works on a snapshot and neither waits for writers nor makes them wait. A read
+session that tries to write is an error. PostgreSQL goes through asyncpg with the same code.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: execution option naming a read-only connection (its SQLite transaction opens without IMMEDIATE)
+READ_ONLY_OPTION = "persona_studio_read_only"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
@@ -50,7 +54,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -72,19 +77,46 @@ def _retry_locked(cursor: Any, sql: str) -> Any:
     return cursor.fetchone()
 
 
+class ReadOnlySession(RuntimeError):
+    """A read session (:meth:`Database.read`) was asked to write."""
+
+
 class Database:
-    """An engine plus a session factory; ``session()`` is one short transaction."""
+    """An engine plus session factories; ``session()`` is one short write transaction, ``read()``
+    one short read transaction."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back on an exception."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (deferred ``BEGIN`` on SQLite): rolled back when the block
+        ends; :class:`ReadOnlySession` if anything was added, changed or deleted in it."""
+        async with self.read_sessions() as session:
+            session.autoflush = False  # a stray change must reach the check below, not the database
+
+            @event.listens_for(session.sync_session, "before_flush")
+            def _refuse(*_args: Any) -> None:
+                raise ReadOnlySession("a read session may not write; use Database.session()")
+
+            try:
+                yield session
+                if session.new or session.dirty or session.deleted:
+                    raise ReadOnlySession("a read session may not write; use Database.session()")
+            finally:
+                session.expunge_all()  # detached as read (a rollback would expire them)
+                await session.rollback()
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations up to ``revision``."""

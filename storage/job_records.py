@@ -58,7 +58,7 @@ class JobRecords:
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return await s.get(Job, job_id)
 
     async def start_job(self, job_id: str) -> Job | None:
@@ -154,7 +154,7 @@ class JobRecords:
             return job.delivery_attempts
 
     async def undelivered_jobs(self, platform: str) -> list[Job]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Job)
                 .where(
@@ -167,14 +167,14 @@ class JobRecords:
             return list(rows)
 
     async def unfinished_jobs(self) -> list[Job]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).order_by(Job.created_at)
             )
             return list(rows)
 
     async def thread_jobs(self, thread_db_id: int, *, unfinished_only: bool = True) -> list[Job]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             query = select(Job).where(Job.thread_id == thread_db_id)
             if unfinished_only:
                 query = query.where(Job.status.in_(UNFINISHED))
@@ -182,7 +182,7 @@ class JobRecords:
 
     async def held_threads(self, created_before: datetime) -> list[int]:
         """Posts whose jobs still wait for a platform thread that was never opened."""
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Job.thread_id)
                 .where(Job.status == JobStatus.HELD, Job.created_at < created_before, Job.thread_id.is_not(None))
@@ -208,7 +208,7 @@ class JobRecords:
 
     async def held_jobs_for_persona(self, persona_id: int) -> list[Job]:
         """Held jobs (oldest first) whose spec names this persona: they wait for it to be ready."""
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             held = await s.scalars(select(Job).where(Job.status == JobStatus.HELD).order_by(Job.created_at))
             return [job for job in held if job_persona_id(job) == persona_id]
 
@@ -228,7 +228,7 @@ class JobRecords:
             job.spec = spec
 
     async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             query = select(Job).where(Job.user_id == user_id)
             if unfinished_only:
                 query = query.where(Job.status.in_(UNFINISHED))
@@ -237,12 +237,12 @@ class JobRecords:
 
     async def job_for_turn(self, turn_id: int) -> Job | None:
         """The job that rendered a turn (its spec holds the context images and targets)."""
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             turn = await s.get(Turn, turn_id)
             return await s.get(Job, turn.job_id) if turn is not None and turn.job_id else None
 
     async def turn_for_job(self, job_id: str) -> Turn | None:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return await s.scalar(select(Turn).where(Turn.job_id == job_id))
 
 

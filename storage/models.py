@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs.
+"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs, the callback inbox.
 
 Platform ids are BigInteger (Discord snowflakes are 64-bit). Lists and parameters are JSON so
 the same schema runs on SQLite and PostgreSQL. Turns point at their parent: undo moves a
@@ -90,10 +90,11 @@ class Persona(Base):
     __tablename__ = "personas"
     __table_args__ = (
         # a name is unique among an owner's live personas; deleted ones free the name
+        # compared as name_key (NFKC + casefold, done in Python: the same on every database)
         Index(
-            "uq_personas_owner_name_live",
+            "uq_personas_owner_name_key_live",
             "owner_id",
-            "name",
+            "name_key",
             unique=True,
             sqlite_where="deleted_at IS NULL",
             postgresql_where="deleted_at IS NULL",
@@ -103,18 +104,46 @@ class Persona(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    #: storage.names.name_key(name): what lookups and the unique index compare
+    name_key: Mapped[str] = mapped_column(String(256))
     archetype: Mapped[str] = mapped_column(String(64))
     #: [[lora name, weight], ...]
     lora_mix: Mapped[list[Any]] = mapped_column(JSON, default=list)
     seed: Mapped[int] = mapped_column(BigInteger)
     reference_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     face_embedding: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: blob key of the consented photo a persona was created from (``/persona create-from-photo``)
+    photo_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
     #: trained LoRA versions (storage.persona_versions); 0 = the blend is in use
     versions: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     active_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class InboxState(StrEnum):
+    PENDING = "pending"  # answered 200 to the platform, not handled yet
+    DONE = "done"  # handled (or answered with a failure message): kept as a dedupe key until purged
+
+
+class InboxItem(Base):
+    """A platform callback that was acknowledged: stored in the step that decides to answer 200,
+    handled from here, marked done. ``(platform, key)`` is unique: the row is the dedupe key too."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "key", name="uq_inbox_platform_key"),
+        Index("ix_inbox_platform_state", "platform", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=InboxState.PENDING)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Thread(Base):
@@ -133,6 +162,8 @@ class Thread(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     prompt: Mapped[str] = mapped_column(Text, default="")
     scene_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the post's references, used by every turn: [{"role", "key", "name"}, ...]
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ThreadStatus.OPEN)
     current_turn_id: Mapped[int | None] = mapped_column(
@@ -157,10 +188,37 @@ class Turn(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     image_keys: Mapped[list[Any]] = mapped_column(JSON, default=list)
     identity_scores: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: the references the turn's job used: [{"role", "key" (sha256), "name"}, ...]
+    references: Mapped[list[Any]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default=TurnStatus.PENDING)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Product(Base):
+    """A product image in its owner's library, by name (``/product add <name>``)."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        Index(
+            "uq_products_owner_name_live",
+            "owner_id",
+            "name_key",
+            unique=True,
+            sqlite_where="deleted_at IS NULL",
+            postgresql_where="deleted_at IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    #: ``storage.names.name_key(name)``: names are unique and looked up under this key
+    name_key: Mapped[str] = mapped_column(String(64))
+    image_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Job(Base):

@@ -10,19 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.job_records import UNFINISHED, JobRecords
 from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
+from storage.names import name_key
+from storage.products import ProductRecords
 from storage.rows import DuplicateName, NotFound, found, new_turn
 
 __all__ = ["UNFINISHED", "DuplicateName", "NotFound", "Store"]
 
 
-class Store(JobRecords):
-    """The app's storage: users, personas, threads, turns and (from JobRecords) jobs."""
+class Store(JobRecords, ProductRecords):
+    """The app's storage: users, personas, threads, turns, (from JobRecords) jobs and (from
+    ProductRecords) the product library."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -30,14 +33,16 @@ class Store(JobRecords):
     # -- users -------------------------------------------------------------------------------
     async def user(self, platform: str, platform_user_id: str, display_name: str = "") -> User:
         """The user with this platform id, created on first sight."""
-        async with self.db.session() as s:
-            found = await s.scalar(
+        async with self.db.read() as s:  # nearly always found: no write lock for it
+            known = await s.scalar(
                 select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
             )
-            if found is not None:
-                if display_name and found.display_name != display_name:
-                    found.display_name = display_name
-                return found
+        if known is not None:
+            if display_name and known.display_name != display_name:
+                async with self.db.session() as s:
+                    await s.execute(update(User).where(User.id == known.id).values(display_name=display_name))
+                known.display_name = display_name
+            return known
         try:
             async with self.db.session() as s:
                 user = User(platform=platform, platform_user_id=platform_user_id, display_name=display_name)
@@ -46,14 +51,14 @@ class Store(JobRecords):
                 await s.flush()
                 return user
         except IntegrityError:  # created by a concurrent first event of the same user
-            async with self.db.session() as s:
-                found = await s.scalar(
+            async with self.db.read() as s:
+                existing = await s.scalar(
                     select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)
                 )
-                return found(found, "user", platform_user_id)
+                return found(existing, "user", platform_user_id)
 
     async def get_user(self, user_id: int) -> User:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return found(await s.get(User, user_id), "user", user_id)
 
     async def update_user_settings(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
@@ -68,14 +73,22 @@ class Store(JobRecords):
 
     # -- personas ----------------------------------------------------------------------------
     async def create_persona(
-        self, owner_id: int, name: str, archetype: str, lora_mix: Sequence[tuple[str, float]], seed: int
+        self,
+        owner_id: int,
+        name: str,
+        archetype: str,
+        lora_mix: Sequence[tuple[str, float]],
+        seed: int,
+        photo_key: str | None = None,
     ) -> Persona:
         persona = Persona(
             owner_id=owner_id,
             name=name,
+            name_key=name_key(name),
             archetype=archetype,
             lora_mix=[[n, float(w)] for n, w in lora_mix],
             seed=seed,
+            photo_key=photo_key,
             status="pending",
         )
         try:
@@ -109,21 +122,21 @@ class Store(JobRecords):
             await s.execute(update(Persona).where(Persona.id == persona_id).values(active_version=version))
 
     async def get_persona(self, persona_id: int) -> Persona:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return found(await s.get(Persona, persona_id), "persona", persona_id)
 
     async def find_persona(self, owner_id: int, name: str) -> Persona | None:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return await s.scalar(
                 select(Persona).where(
                     Persona.owner_id == owner_id,
-                    func.lower(Persona.name) == name.lower(),
+                    Persona.name_key == name_key(name),
                     Persona.deleted_at.is_(None),
                 )
             )
 
     async def list_personas(self, owner_id: int) -> list[Persona]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Persona)
                 .where(Persona.owner_id == owner_id, Persona.deleted_at.is_(None))
@@ -149,6 +162,7 @@ class Store(JobRecords):
         thread_id: int | None = None,
         scene_key: str | None = None,
         settings: dict[str, Any] | None = None,
+        references: Sequence[dict[str, Any]] = (),
     ) -> Thread:
         thread = Thread(
             platform=platform,
@@ -159,6 +173,7 @@ class Store(JobRecords):
             channel_id=channel_id,
             thread_id=thread_id,
             scene_key=scene_key,
+            references=list(references),
             settings=settings or {},
             status=ThreadStatus.OPEN,
         )
@@ -174,11 +189,11 @@ class Store(JobRecords):
             )
 
     async def get_thread(self, thread_db_id: int) -> Thread:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return found(await s.get(Thread, thread_db_id), "thread", thread_db_id)
 
     async def find_thread(self, platform: str, thread_id: int) -> Thread | None:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return await s.scalar(
                 select(Thread)
                 .where(Thread.platform == platform, Thread.thread_id == thread_id)
@@ -187,7 +202,7 @@ class Store(JobRecords):
             )
 
     async def list_threads(self, owner_id: int, limit: int = 20) -> list[Thread]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Thread).where(Thread.owner_id == owner_id).order_by(Thread.id.desc()).limit(limit)
             )
@@ -217,19 +232,19 @@ class Store(JobRecords):
         return turn
 
     async def get_turn(self, turn_id: int) -> Turn:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             return found(await s.get(Turn, turn_id), "turn", turn_id)
 
     async def turns(self, thread_db_id: int) -> list[Turn]:
         """All turns of a thread in creation order (parents before children)."""
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(select(Turn).where(Turn.thread_id == thread_db_id).order_by(Turn.id))
             return list(rows)
 
     async def lineage(self, turn_id: int) -> list[Turn]:
         """The path from the thread's first turn down to ``turn_id``."""
         path: list[Turn] = []
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             current: int | None = turn_id
             while current is not None:
                 turn = found(await s.get(Turn, current), "turn", current)
@@ -242,7 +257,7 @@ class Store(JobRecords):
             await s.execute(update(Turn).where(Turn.id == turn_id).values(approved=approved))
 
     async def approved_turns(self, thread_db_id: int) -> list[Turn]:
-        async with self.db.session() as s:
+        async with self.db.read() as s:
             rows = await s.scalars(
                 select(Turn).where(Turn.thread_id == thread_db_id, Turn.approved.is_(True)).order_by(Turn.id)
             )

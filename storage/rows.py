@@ -35,6 +35,7 @@ def new_turn(
     job_id: str | None = None,
     image_keys: Sequence[str] = (),
     status: TurnStatus = TurnStatus.PENDING,
+    references: Sequence[dict[str, Any]] = (),
 ) -> Turn:
     return Turn(
         thread_id=thread_id,
@@ -46,6 +47,7 @@ def new_turn(
         job_id=job_id,
         image_keys=list(image_keys),
         identity_scores=[],
+        references=[dict(r) for r in references],
         status=status,
         approved=False,
     )

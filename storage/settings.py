@@ -7,6 +7,8 @@ what it expects.
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -58,10 +60,18 @@ class Settings(BaseSettings):
     face_backend: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")
     identity_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    engine_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="torch threads of one worker; unset = cores / WORKERS_PER_HOST"
+    )
+    workers_per_host: int = Field(default=1, ge=1, le=1024, description="worker processes sharing this host")
+    png_compress_level: int = Field(
+        default=1, ge=0, le=9, description="zlib level of stored result PNGs (lossless at every level)"
+    )
     # conversation rules
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
     max_waiting_jobs: int = Field(default=8, ge=0, le=1000)
+    allow_photo_personas: bool = Field(default=True, description="may users create personas from a photo")
     # discord
     discord_token: SecretStr | None = None
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -76,6 +86,15 @@ class Settings(BaseSettings):
     wecom_api_base: str = "https://qyapi.weixin.qq.com"
     wecom_host: str = "0.0.0.0"
     wecom_port: int = Field(default=8080, ge=1, le=65535)
+    wecom_replay_window_s: int = Field(
+        default=300, ge=10, le=86400, description="callbacks signed further from now than this are refused"
+    )
+    # web studio (bot/web): pages behind signed links, /healthz /readyz /metrics
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8090, ge=1, le=65535)
+    web_public_url: str | None = Field(default=None, description="links start with it; unset = http://HOST:PORT")
+    web_secret: SecretStr | None = Field(default=None, description="signs links; unset = generated, kept in the data")
+    web_link_hours: float = Field(default=24.0, gt=0, le=24 * 90, description="how long a /gallery link works")
 
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
@@ -110,6 +129,20 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://host:port/db (or leave unset for the in-process queue)")
         return value
 
+    @field_validator("web_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, e.g. https://studio.example.com")
+        return value.rstrip("/") if value else None
+
+    @field_validator("web_secret")
+    @classmethod
+    def _web_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("expected at least 16 characters (or leave unset: one is generated)")
+        return value
+
     @field_validator("wecom_aes_key")
     @classmethod
     def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -124,12 +157,31 @@ class Settings(BaseSettings):
         return DEFAULT_IDENTITY_THRESHOLDS[self.face_backend]
 
     @property
+    def effective_engine_threads(self) -> int:
+        """ENGINE_THREADS, or this host's cores shared out among WORKERS_PER_HOST workers (>= 1)."""
+        if self.engine_threads is not None:
+            return self.engine_threads
+        return max(1, (os.cpu_count() or 1) // self.workers_per_host)
+
+    @property
     def wecom_enabled(self) -> bool:
         return bool(self.wecom_corp_id)
 
     @property
     def discord_enabled(self) -> bool:
         return self.discord_token is not None
+
+    @property
+    def effective_web_public_url(self) -> str:
+        return self.web_public_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the installation keeps its data: the SQLite database's folder, else BLOB_DIR's parent."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return Path(url.database).expanduser().parent
+        return Path(self.blob_dir).expanduser().parent
 
     def masked(self) -> dict[str, str]:
         """Every setting as ENV_NAME -> text, secrets shown as ``****`` plus their last 2 chars."""
@@ -149,6 +201,7 @@ class Settings(BaseSettings):
                 text = str(value)
             out[name.upper()] = text
         out["IDENTITY_THRESHOLD (effective)"] = f"{self.effective_identity_threshold:.2f}"
+        out["ENGINE_THREADS (effective)"] = str(self.effective_engine_threads)
         return out
 
 
@@ -167,7 +220,33 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"setting {name}: {message}{shown}") from None
 
 
-_SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY"}
+_SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "WEB_SECRET"}
+WEB_SECRET_FILE = "web-secret"
+
+
+def web_secret(settings: Settings) -> str:
+    """WEB_SECRET, or the installation's generated one: made once (32 random bytes, hex) in the
+    data folder (:attr:`Settings.data_dir`) and read from there by every later process, so all
+    processes of one installation accept the same links. Creating it is atomic: two processes
+    starting at once agree on one secret."""
+    if settings.web_secret is not None:
+        return settings.web_secret.get_secret_value()
+    target = settings.data_dir / WEB_SECRET_FILE
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{WEB_SECRET_FILE}-{secrets.token_hex(6)}")
+        tmp.write_text(secrets.token_hex(32) + "\n")
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, target)  # fails if another process made it first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    secret = target.read_text().strip()
+    if len(secret) < 16:
+        raise SettingsError(f"setting WEB_SECRET: the kept secret in {target} is damaged; delete the file")
+    return secret
 
 
 def hide_password(url: str) -> str:

@@ -28,7 +28,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
 def test_help_lists_the_subcommands() -> None:
     result = cli("--help")
     assert result.returncode == 0
-    for name in ("config", "db", "demo", "chat", "run", "worker"):
+    for name in ("config", "db", "demo", "chat", "run", "web", "worker"):
         assert name in result.stdout
 
 
@@ -92,7 +92,7 @@ def test_front_ends_import_no_model_libraries() -> None:
 
 
 def test_run_serves_the_wecom_callback(tmp_path: Path) -> None:
-    port = free_port()
+    port, web_port = free_port(), free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -105,6 +105,7 @@ def test_run_serves_the_wecom_callback(tmp_path: Path) -> None:
         "WECOM_PORT": str(port),
         "WECOM_API_BASE": "http://127.0.0.1:9",  # never reached by URL verification
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}",
+        "WEB_PORT": str(web_port),
     }
     process = subprocess.Popen(
         [*CLI, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -123,6 +124,8 @@ def test_run_serves_the_wecom_callback(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/wecom/callback?{query}", timeout=10) as response:
             assert response.status == 200
             assert response.read() == b"hello-1234"
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=10) as response:
+            assert response.status == 200  # the web studio started beside the chat front end
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -50,7 +50,7 @@ from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRO
 from bot.discord.progress import PROGRESS_INTERVAL_S
 from bot.discord.reactions import ResultReactions
 from bot.discord.render import ActionRenderer, InteractionOutput, MessageOutput
-from bot.discord.slash import ResultButton, build_commands
+from bot.discord.slash import ResultButton, RoleButton, build_commands
 from bot.discord.translate import PLATFORM, UserFacingError, channel_ids, download_attachments, strip_mentions
 from bot.frontend import FrontEndTasks
 from commands.delivery import DeliverFn
@@ -71,6 +71,7 @@ class ConversationLike(Protocol):
     async def deliver_pending(self, platform: str) -> int: ...
     async def archetypes(self) -> list[str]: ...
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
     async def thread_owner(self, platform: str, thread_id: int) -> str | None: ...
     async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool: ...
     async def abandon_thread(self, thread_db_id: int) -> None: ...
@@ -139,7 +140,7 @@ class PersonaBot(ResultReactions, discord.Client):
         for command in build_commands(self, archetypes):
             self.tree.add_command(command)
         await self.sync_commands()
-        self.add_dynamic_items(ResultButton)
+        self.add_dynamic_items(ResultButton, RoleButton)
         self.conversation.add_deliverer(PLATFORM, self.deliver)
 
     async def connect(self, *, reconnect: bool = True) -> None:
@@ -202,13 +203,15 @@ class PersonaBot(ResultReactions, discord.Client):
         command: str,
         options: dict[str, Any] | None = None,
         attachments: Sequence[discord.Attachment | None] = (),
+        roles: Sequence[str | None] = (),
     ) -> None:
         """Acknowledge, translate, hand to the conversation and render its answer."""
         await interaction.response.defer(thinking=True)
         self.renderer.upload_limits.note(interaction)
         output = InteractionOutput(interaction, thinking=True)
         try:
-            files = await download_attachments([a for a in attachments if a is not None])
+            given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
+            files = await download_attachments([a for a, _ in given], [role for _, role in given])
             channel_id, thread_id = channel_ids(interaction.channel)
             event = Event(
                 platform=PLATFORM,
@@ -232,6 +235,29 @@ class PersonaBot(ResultReactions, discord.Client):
             log.exception("/%s failed", command)
             await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
         await output.finish()
+
+    async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None:
+        """Product / Scene / Face clicked under a role question: the ``reference`` command.
+        Only the user who sent the images has them waiting; anyone else is told so privately."""
+        await interaction.response.defer()
+        output = InteractionOutput(interaction, thinking=False)
+        try:
+            channel_id, thread_id = channel_ids(interaction.channel)
+            event = Event(
+                platform=PLATFORM,
+                user_id=str(interaction.user.id),
+                user_name=interaction.user.display_name,
+                kind=EventKind.COMMAND,
+                command="reference",
+                options={"role": role, "key": key},
+                channel_id=channel_id,
+                thread_id=thread_id,
+            )
+            actions = await self.conversation.handle(event)
+            await self.renderer.render(actions, output, interaction=interaction)
+        except Exception:
+            log.exception("role button %s failed", role)
+            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         log.error("command error: %s", error, exc_info=error)

@@ -23,10 +23,11 @@ from typing import Any, Protocol, TypeVar
 import discord
 
 from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
+from bot.discord.slash import role_view
 from bot.discord.translate import UserFacingError, channel_ids
 from bot.discord.uploads import UploadLimits, add_reactions, card_files, send_file, send_images
 from bot.frontend import split_text
-from commands.events import Action, FileOut, Images, OpenThread, Progress, Reply, Where
+from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, Where
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ class ActionRenderer:
             elif isinstance(action, FileOut):
                 channel = await self._target(_resolve(action, opened).where, fallback)
                 await send_file(channel, action, self.upload_limits)
+            elif isinstance(action, ChooseRole):  # buttons in the channel the images came from
+                channel = await self._target(_resolve(action, opened).where, fallback)
+                await channel.send(f"<@{action.where.user_id}> {action.text}", view=role_view(action.key))
             else:
                 log.warning("no Discord rendering for %r", action)
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import discord
 from discord import app_commands
 
-from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, custom_id
+from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, ROLE_ID_TEMPLATE, custom_id, role_id
 from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
 from commands.table import COMMANDS
@@ -34,6 +34,7 @@ class PersonaCatalog(Protocol):
 
     async def archetypes(self) -> list[str]: ...
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
 
 
 @runtime_checkable
@@ -49,9 +50,12 @@ class InteractionHost(Protocol):
         command: str,
         options: dict[str, Any] | None = None,
         attachments: Sequence[discord.Attachment | None] = (),
+        roles: Sequence[str | None] = (),
     ) -> None: ...
 
     async def on_result_button(self, interaction: discord.Interaction[Any], action: Button, turn_id: int) -> None: ...
+
+    async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None: ...
 
 
 # -- result buttons ----------------------------------------------------------------------------
@@ -99,6 +103,44 @@ def result_view(turn_id: int, buttons: Sequence[Button]) -> discord.ui.View:
     return view
 
 
+_ROLE_LABEL = {"product": "Product 商品", "scene": "Scene 场景", "face": "Face 人脸"}
+_ROLE_EMOJI = {"product": "🛍️", "scene": "🏞️", "face": "🙂"}
+
+
+class RoleButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ROLE_ID_TEMPLATE):
+    """Product / Scene / Face under a role question; the custom id carries the role and the image."""
+
+    def __init__(self, role: str, key: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary,
+                label=_ROLE_LABEL[role],
+                emoji=_ROLE_EMOJI[role],
+                custom_id=role_id(role, key),
+            )
+        )
+        self.role = role
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> RoleButton:
+        return cls(match["role"], match["key"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, InteractionHost):
+            await client.on_role_button(interaction, self.role, self.key)
+
+
+def role_view(key: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for role in _ROLE_LABEL:
+        view.add_item(RoleButton(role, key))
+    return view
+
+
 # -- slash commands ----------------------------------------------------------------------------
 
 SlashCommand = app_commands.Command[Any, Any, Any] | app_commands.Group
@@ -121,6 +163,21 @@ def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[Slas
             return []
         return [app_commands.Choice(name=name[:100], value=name[:100]) for name in names[:25]]
 
+    async def products(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        # a comma-separated list: complete its last name, keep the ones before
+        done, _, last = current.rpartition(",")
+        head = f"{done}," if done else ""
+        try:
+            names = await asyncio.wait_for(
+                bot.conversation.product_names(PLATFORM, str(interaction.user.id), last.strip()),
+                AUTOCOMPLETE_TIMEOUT_S,
+            )
+        except Exception:
+            log.warning("product autocomplete failed", exc_info=True)
+            return []
+        values = [(head + name)[:100] for name in names[:25]]
+        return [app_commands.Choice(name=value, value=value) for value in values]
+
     async def archetype_names(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         try:
             names = await asyncio.wait_for(bot.conversation.archetypes(), AUTOCOMPLETE_TIMEOUT_S)
@@ -132,7 +189,9 @@ def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[Slas
 
     choices = [app_commands.Choice(name=a[:100], value=a[:100]) for a in dict.fromkeys(archetypes)]
     builder = _Builder(
-        bot, {"personas": personas, "archetypes": archetype_names}, choices if len(choices) <= 25 else []
+        bot,
+        {"personas": personas, "products": products, "archetypes": archetype_names},
+        choices if len(choices) <= 25 else [],
     )
     return [builder.build(command) for command in COMMANDS if command.offered_on(PLATFORM)]
 
@@ -159,15 +218,17 @@ class _Builder:
 
         async def callback(interaction: discord.Interaction[Any], **values: Any) -> None:
             attachments = [values.pop(arg.name, None) for arg in row.args if arg.kind == "attachment"]
+            roles = [arg.role for arg in row.args if arg.kind == "attachment"]
             for key in _NUMBER_WHEN_DIGITS & values.keys():
                 value = values[key]
                 if isinstance(value, str) and value.strip().isdigit():
                     values[key] = int(value)
             options = ({"action": action} if action else {}) | values
-            if not options and not attachments:
+            given = [(a, role) for a, role in zip(attachments, roles, strict=True) if a is not None]
+            if not options and not given:
                 await bot.run_command(interaction, name)
             else:
-                await bot.run_command(interaction, name, options, attachments)
+                await bot.run_command(interaction, name, options, [a for a, _ in given], [role for _, role in given])
 
         parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         parameters += [self._parameter(arg) for arg in row.args]

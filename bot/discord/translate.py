@@ -15,10 +15,12 @@ from commands.events import Attachment, Button
 from commands.validation import MAX_IMAGE_BYTES
 
 PLATFORM = "discord"
-#: The commands layer takes one scene image per event; more are refused before any download.
-MAX_ATTACHMENTS = 1
+#: Reference images per event (FLUX.2 [klein] conditions on at most 4); more are refused before any download.
+MAX_ATTACHMENTS = 4
 CUSTOM_ID_TEMPLATE = r"persona:(?P<action>approve|regen|undo|cancel):(?P<turn>[0-9]{1,19})"
 _CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
+#: a role button under a role question: the role and the blob key of the images it is for
+ROLE_ID_TEMPLATE = r"persona:ref:(?P<role>product|scene|face):(?P<key>[0-9a-f]{64})"
 
 
 class UserFacingError(Exception):
@@ -48,14 +50,21 @@ def strip_mentions(content: str, user_id: int) -> str:
     return re.sub(rf"<@!?{user_id}>", "", content).strip()
 
 
-async def download_attachments(attachments: Sequence[discord.Attachment]) -> tuple[Attachment, ...]:
-    """Read uploads now: Discord CDN links expire, so the bytes travel in the event.
+def role_id(role: str, key: str) -> str:
+    return f"persona:ref:{role}:{key}"
+
+
+async def download_attachments(
+    attachments: Sequence[discord.Attachment], roles: Sequence[str | None] = ()
+) -> tuple[Attachment, ...]:
+    """Read uploads now: Discord CDN links expire, so the bytes travel in the event. ``roles``
+    (parallel to ``attachments``) are the reference roles their options say.
 
     Everything is checked before anything is downloaded: the number of files, then each size.
     """
     if len(attachments) > MAX_ATTACHMENTS:
         raise UserFacingError(
-            f"Attach one scene image at most; this message has {len(attachments)}. Nothing was changed."
+            f"Attach at most {MAX_ATTACHMENTS} images; this message has {len(attachments)}. Nothing was changed."
         )
     for attachment in attachments:
         if attachment.size > MAX_IMAGE_BYTES:
@@ -64,7 +73,8 @@ async def download_attachments(attachments: Sequence[discord.Attachment]) -> tup
                 f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB. Nothing was changed."
             )
     out = []
-    for attachment in attachments:
+    for index, attachment in enumerate(attachments):
+        role = roles[index] if index < len(roles) else None
         try:
             data = await attachment.read()
         except (discord.HTTPException, OSError) as exc:
@@ -72,5 +82,5 @@ async def download_attachments(attachments: Sequence[discord.Attachment]) -> tup
                 f"Could not download {attachment.filename} from Discord ({exc.__class__.__name__}); "
                 "please upload it again. Nothing was changed."
             ) from exc
-        out.append(Attachment(filename=attachment.filename, data=data, content_type=attachment.content_type))
+        out.append(Attachment(filename=attachment.filename, data=data, content_type=attachment.content_type, role=role))
     return tuple(out)

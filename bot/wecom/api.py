@@ -45,12 +45,17 @@ CARD_BUTTONS: dict[str, tuple[str, int]] = {
     "regen": ("重来", 2),
     "undo": ("撤销", 2),
 }
+#: The role buttons under an image (key ``ref:<role>:<blob key>``): label and style.
+ROLE_BUTTONS: dict[str, tuple[str, int]] = {"product": ("商品", 1), "scene": ("场景", 2), "face": ("人脸", 2)}
 #: What a clicked button turns into (update_template_card replace_name).
 CLICKED_LABELS: dict[str, str] = {
     "approve": "已通过",
     "regen": "已重来",
     "undo": "已撤销",
     "cancel": "已取消",
+    "product": "已选：商品",
+    "scene": "已选：场景",
+    "face": "已选：人脸",
 }
 
 
@@ -67,6 +72,13 @@ class WeComAPIError(Exception):
         self.errmsg = errmsg
         self.api = api
         super().__init__(f"WeCom {api or 'API'} error {errcode}: {errmsg}")
+
+
+class MediaTooLarge(WeComAPIError):
+    """A download larger than MAX_DOWNLOAD_BYTES: sending it again cannot help."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__(-1, "media too large", api=api)
 
 
 # ---------------------------------------------------------------- the client
@@ -269,6 +281,19 @@ class WeComAPI:
         await self._send(user, {"msgtype": "template_card", "template_card": card})
         return task_id
 
+    async def send_role_card(self, user: str, *, key: str, title: str, desc: str = "") -> str:
+        """商品 / 场景 / 人脸 under an image the user sent; each button's key is ``ref:<role>:<key>``."""
+        task_id = _TASK_ID_OK.sub("-", f"ref-{key[:16]}-{uuid.uuid4().hex[:16]}")[:128]
+        main_title: dict[str, str] = {"title": _clip(title, 36)}
+        if desc:
+            main_title["desc"] = _clip(desc, 44)
+        buttons = [
+            {"text": text, "style": style, "key": f"ref:{role}:{key}"} for role, (text, style) in ROLE_BUTTONS.items()
+        ]
+        card = {"card_type": "button_interaction", "main_title": main_title, "task_id": task_id, "button_list": buttons}
+        await self._send(user, {"msgtype": "template_card", "template_card": card})
+        return task_id
+
     async def update_card_clicked(self, user: str, response_code: str, label: str) -> None:
         """After a click: turn the card's buttons into one grey, unclickable ``label``."""
         body = {
@@ -325,13 +350,13 @@ async def _json_body(response: aiohttp.ClientResponse, api: str) -> dict[str, An
 
 async def _read_media(response: aiohttp.ClientResponse) -> Media:
     if (response.content_length or 0) > MAX_DOWNLOAD_BYTES:
-        raise WeComAPIError(-1, "media too large", api="media/get")
+        raise MediaTooLarge("media/get")
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(65536):
         size += len(chunk)
         if size > MAX_DOWNLOAD_BYTES:
-            raise WeComAPIError(-1, "media too large", api="media/get")
+            raise MediaTooLarge("media/get")
         chunks.append(chunk)
     content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or None
     filename = "image"

@@ -80,13 +80,34 @@ def open_envelope(
     return message
 
 
+def check_timestamp(timestamp: str, now: float, window_s: float) -> None:
+    """Refuse a callback whose signed timestamp is more than ``window_s`` from ``now``: a captured
+    callback cannot be replayed later (the inbox keeps keys for longer than the window)."""
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise BadCallback(400, "bad timestamp")
+    if abs(now - int(timestamp)) > window_s:
+        raise BadCallback(403, "timestamp outside the replay window")
+
+
+def check_agent(message: dict[str, str], agent_id: int) -> None:
+    """Refuse a message for another app of the corp (a correct signature is not enough)."""
+    agent = message.get("AgentID", "").strip()
+    if agent != str(agent_id):
+        raise BadCallback(403, "wrong AgentID")
+
+
 def dedupe_key(message: dict[str, str]) -> str:
-    """MsgId for messages; FromUserName + CreateTime for events (WeCom's documented keys)."""
+    """MsgId for messages; for events FromUserName + CreateTime (WeCom's documented key) plus the
+    event, its EventKey and TaskId: two clicks of one user in the same second are two events."""
     msg_id = message.get("MsgId", "").strip()
     if msg_id:
-        return f"msg:{msg_id}"
+        return f"msg:{msg_id}"[:255]
     create_time = message.get("CreateTime", "").strip()
     if create_time:
-        return f"evt:{message['FromUserName']}:{create_time}"
-    digest = hashlib.sha1(repr(sorted(message.items())).encode("utf-8")).hexdigest()
+        parts = [message["FromUserName"], create_time]
+        parts += [message.get(name, "").strip() for name in ("Event", "EventKey", "TaskId")]
+        key = "evt:" + ":".join(parts)
+        if len(key) <= 255:
+            return key
+    digest = hashlib.sha256(repr(sorted(message.items())).encode("utf-8")).hexdigest()
     return f"raw:{digest}"

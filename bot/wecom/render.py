@@ -16,7 +16,7 @@ from pathlib import Path
 from cachetools import LRUCache
 
 from bot.wecom.api import CARD_BUTTONS, WeComAPI, WeComAPIError
-from commands.events import Action, Button, FileOut, Images, OpenThread, Progress, Reply
+from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class ActionRenderer:
             text = self._progress_text(action)
             if text:
                 await api.send_text(user, text, optional=True)
+        elif isinstance(action, ChooseRole):
+            await api.send_role_card(
+                user, key=action.key, title="这张图是？What is this image?", desc="用于下一次发帖或修改"
+            )
         elif isinstance(action, FileOut):
             if action.text:
                 await api.send_text(user, plain_text(action.text))

@@ -2,17 +2,22 @@
 
 WeCom POSTs every message and event, encrypted, to ``/wecom/callback`` and gives up after 5 s
 (then retries, 3 tries in all). So the handler only verifies, decrypts, parses and claims the
-message (:mod:`bot.wecom.envelope`, :mod:`bot.wecom.dedupe`), answers 200 with an empty body, and
+message (:mod:`bot.wecom.envelope`), refuses timestamps outside the replay window and other
+AgentIDs, stores it in the inbox (:mod:`storage.inbox`; its unique key is the dedupe, so a repeat
+is answered 200 and dropped, with or without redis), answers 200 with an empty body, and
 hands it on in the background: translated into a commands Event (:mod:`bot.wecom.translate`),
 answered with actions rendered as WeCom messages (:mod:`bot.wecom.render`). One user's messages
-are handled in the order they arrived.
+are handled in the order they arrived; a handled item is marked done, and a start handles
+what a killed process left pending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 import aiohttp
@@ -21,18 +26,21 @@ from aiohttp import web
 from bot.frontend import FrontEndTasks
 from bot.wecom.api import CLICKED_LABELS, WeComAPI, WeComAPIError
 from bot.wecom.crypto import DecryptError, InvalidSignatureError, ReceiverMismatchError, WeComCrypto
-from bot.wecom.dedupe import DEDUPE_TTL_S, Dedupe, MemoryDedupe, RedisDedupe
-from bot.wecom.envelope import MAX_BODY_BYTES, BadCallback, dedupe_key, open_envelope
+from bot.wecom.envelope import MAX_BODY_BYTES, BadCallback, check_agent, check_timestamp, dedupe_key, open_envelope
 from bot.wecom.rate_limit import RateLimiter
 from bot.wecom.render import ActionRenderer
 from bot.wecom.tokens import MemoryTokenStore, RedisTokenStore, TokenStore, token_key
 from bot.wecom.translate import PLATFORM, to_event
 from commands.events import Action, Event, EventKind
+from storage.inbox import Inbox
 from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/wecom/callback"
+#: done inbox rows (dedupe keys) are kept at least this long, and never less than the replay window
+MIN_KEY_RETENTION_S = 3600.0
+PURGE_EVERY = 1000  # accepted callbacks between two purges of old done rows
 TEXT_FAILED = "抱歉，处理这条消息时出错了，请稍后再试。\nSorry, something went wrong; please try again."
 
 DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
@@ -42,6 +50,8 @@ class ConversationLike(Protocol):
     """What the adapter needs of ``commands.conversation.Conversation``."""
 
     async def handle(self, event: Event) -> list[Action]: ...
+    @property
+    def store(self) -> Any: ...
     def add_deliverer(self, platform: str, deliver: DeliverFn) -> None: ...
     async def deliver_pending(self, platform: str) -> int: ...
 
@@ -84,8 +94,8 @@ class WeComBot:
         redis: Any = None,
         rate_limiter: RateLimiter | None = None,
         token_store: TokenStore | None = None,
-        dedupe: Dedupe | None = None,
-        dedupe_ttl_s: float = DEDUPE_TTL_S,
+        inbox: Inbox | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         corp_id, agent_id, secret, token, aes_key = _required(settings)
         self.settings = settings
@@ -100,8 +110,14 @@ class WeComBot:
         self._own_redis = False
         self._rate_limiter = rate_limiter
         self._token_store = token_store
-        self._dedupe = dedupe
-        self._dedupe_ttl_s = dedupe_ttl_s
+        #: every acknowledged callback is stored here first; its unique key is the dedupe
+        self.inbox = inbox if inbox is not None else Inbox(conversation.store.db)
+        #: the inbox's platform column: one app's callbacks apart from another's on one database
+        self.inbox_platform = f"{PLATFORM}:{corp_id}:{agent_id}"
+        self.clock = clock
+        self.replay_window_s = float(settings.wecom_replay_window_s)
+        self.key_retention = timedelta(seconds=max(MIN_KEY_RETENTION_S, 2 * self.replay_window_s))
+        self._accepted = 0
         self._api: WeComAPI | None = None
         self.tasks = FrontEndTasks("wecom")
         self.renderer = ActionRenderer(lambda: self.api)
@@ -132,13 +148,6 @@ class WeComBot:
         if token_store is None:
             key = token_key(self.corp_id, self.agent_id)
             token_store = RedisTokenStore(self._redis, key) if self._redis is not None else MemoryTokenStore()
-        if self._dedupe is None:
-            prefix = f"persona-studio:wecom:seen:{self.corp_id}:{self.agent_id}:"
-            self._dedupe = (
-                RedisDedupe(self._redis, prefix, self._dedupe_ttl_s)
-                if self._redis is not None
-                else MemoryDedupe(self._dedupe_ttl_s)
-            )
         self._api = WeComAPI(
             corp_id=self.corp_id,
             secret=self._secret,
@@ -151,6 +160,23 @@ class WeComBot:
         await self.tasks.open()
         self.conversation.add_deliverer(PLATFORM, self.deliver)
         self.tasks.spawn(self.deliver_pending(), name="wecom-deliver-pending")
+        await self.process_inbox()
+
+    async def process_inbox(self) -> int:
+        """Handle the callbacks a previous run acknowledged but did not finish, in their order."""
+        pending = await self.inbox.pending(self.inbox_platform)
+        for item in pending:
+            self._spawn(item.id, {str(k): str(v) for k, v in item.payload.items()})
+        if pending:
+            log.info("wecom: handling %d acknowledged callback(s) left from before the start", len(pending))
+        self.tasks.spawn(self._purge(), name="wecom-inbox-purge")
+        return len(pending)
+
+    async def _purge(self) -> None:
+        try:
+            await self.inbox.purge(self.inbox_platform, self.key_retention)
+        except Exception:
+            log.warning("wecom: purging old inbox rows failed", exc_info=True)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Let callbacks in progress finish (up to ``timeout_s``), then close what start opened."""
@@ -215,17 +241,30 @@ class WeComBot:
             except web.HTTPRequestEntityTooLarge:
                 return self._refuse(413, "body too large")
             message = open_envelope(self.crypto, self.corp_id, body, msg_signature, timestamp, nonce)
+            check_timestamp(timestamp, self.clock(), self.replay_window_s)
+            check_agent(message, self.agent_id)
         except BadCallback as exc:
             return self._refuse(exc.status, exc.reason)
-        key = dedupe_key(message)
-        assert self._dedupe is not None
-        if not await self._dedupe.claim(key):
+        # stored before answering 200: what WeCom sees acknowledged is never lost, and a repeat
+        # (a retry, a replay inside the window) finds its key already there
+        try:
+            item_id = await self.inbox.accept(self.inbox_platform, dedupe_key(message), message)
+        except Exception:
+            log.exception("wecom: could not store a callback; answering 500 so that WeCom retries")
+            return web.Response(status=500, text="try again")
+        if item_id is None:
             log.info("wecom: repeated delivery ignored")
             return web.Response(text="")
+        self._spawn(item_id, message)
+        self._accepted += 1
+        if self._accepted % PURGE_EVERY == 0:
+            self.tasks.spawn(self._purge(), name="wecom-inbox-purge")
+        return web.Response(text="")
+
+    def _spawn(self, item_id: int, message: dict[str, str]) -> None:
         user = message["FromUserName"]
         self._user_refs[user] = self._user_refs.get(user, 0) + 1
-        self.tasks.spawn(self._process(message))
-        return web.Response(text="")
+        self.tasks.spawn(self._process(item_id, message))
 
     def _refuse(self, status: int, reason: str) -> web.Response:
         log.warning("wecom: refused a callback (%d %s)", status, reason)
@@ -233,18 +272,24 @@ class WeComBot:
 
     # -- background processing
 
-    async def _process(self, message: dict[str, str]) -> None:
+    async def _process(self, item_id: int, message: dict[str, str]) -> None:
+        """Handle one inbox item, then mark it done. A stop (cancel) or crash before that leaves
+        it pending: the next start handles it."""
         user = message["FromUserName"]
         lock = self._user_locks.setdefault(user, asyncio.Lock())
         try:
             async with lock:
-                await self._process_one(message)
+                try:
+                    await self._process_one(message)
+                except Exception:
+                    log.exception("wecom: handling a %s message failed", message.get("MsgType"))
+                    try:
+                        await self.api.send_text(user, TEXT_FAILED)
+                    except Exception:
+                        log.warning("wecom: could not tell the user about the failure")
+                await self.inbox.done(item_id)
         except Exception:
-            log.exception("wecom: handling a %s message failed", message.get("MsgType"))
-            try:
-                await self.api.send_text(user, TEXT_FAILED)
-            except Exception:
-                log.warning("wecom: could not tell the user about the failure")
+            log.exception("wecom: could not mark inbox item %d done; it is handled again on the next start", item_id)
         finally:
             self._user_refs[user] -= 1
             if self._user_refs[user] <= 0:
@@ -260,9 +305,10 @@ class WeComBot:
         actions = await self.conversation.handle(event)
         await self.renderer.render(actions, default_user=user)
         response_code = message.get("ResponseCode", "").strip()
-        if event.kind is EventKind.REACTION and response_code and event.command in CLICKED_LABELS:
+        clicked = event.command if event.kind is EventKind.REACTION else event.options.get("role")
+        if response_code and clicked in CLICKED_LABELS:
             try:  # grey out the clicked card; the click itself is already handled
-                await self.api.update_card_clicked(user, response_code, CLICKED_LABELS[event.command])
+                await self.api.update_card_clicked(user, response_code, CLICKED_LABELS[clicked])
             except WeComAPIError as exc:
                 log.info("wecom: could not update the clicked card (%s)", exc.errcode)
 

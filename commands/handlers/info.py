@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, FileOut
+from commands.ids import parse_id
 from commands.params import SETTING_KEYS, parse_settings
 from commands.texts import render_tree
 from commands.validation import InputError
@@ -95,13 +96,19 @@ async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def thread(conv: Conversation, ctx: Ctx) -> list[Action]:
-    raw = str(ctx.event.options.get("id") or ctx.event.args).strip().lstrip("#")
-    if not raw.isdigit():
+    raw = str(ctx.event.options.get("id") or ctx.event.args).strip()
+    post_id = parse_id(raw)
+    if post_id is None and not raw.lstrip("#").strip():
         raise InputError("usage: /thread <post number>")
+    # a missing post and someone else's get the same answer: nothing tells whether #N exists
+    not_yours = InputError(f"you have no post #{raw.lstrip('#').strip()} (/threads lists yours)")
+    if post_id is None:
+        raise not_yours
     try:
-        found = await conv.store.get_thread(int(raw))
+        found = await conv.store.get_thread(post_id)
     except LookupError:
-        raise InputError(f"there is no post #{raw}") from None
-    rules.check_owner(conv, ctx, found)
+        raise not_yours from None
+    if found.owner_id != ctx.user.id and not rules.is_admin(conv, ctx.event.platform, ctx.event.user_id):
+        raise not_yours
     await conv.store.set_current_thread(ctx.user.id, found.id)
     return [ctx.reply(f"Now in post #{found.id}: {found.title}", where=ctx.where_thread(found))]

@@ -7,13 +7,14 @@ import re
 import uuid
 from typing import TYPE_CHECKING
 
+from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, Images
 from commands.handlers import persona_versions
 from commands.training_texts import versions_text
 from commands.validation import InputError
-from engine.specs import JobKind, JobSpec, PersonaSpec, default_params
+from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec, default_params
 from storage.repository import DuplicateName
 
 if TYPE_CHECKING:
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
 USAGE = (
-    "usage: /persona create <archetype> [name] | list | show <name> | delete <name> | "
-    "train <name> [images=N] [steps=S] [rank=R] | use <name> v<N>|blend"
+    "usage: /persona create <archetype> [name] | create-from-photo <name> consent=yes (+ face image) "
+    "| list | show <name> | delete <name> | train <name> [images=N] [steps=S] [rank=R] | use <name> v<N>|blend"
 )
+#: the archetype recorded for personas made from a photo
+PHOTO_ARCHETYPE = "photo"
 
 
 async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
@@ -39,6 +42,11 @@ async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
         archetype = str(opts.get("archetype") or (rest[0] if rest else "")).lower()
         name = str(opts.get("name") or " ".join(rest[1:])).strip()
         return await create(conv, ctx, archetype, name)
+    if sub.name == "create-from-photo":
+        keyed = dict(word.split("=", 1) for word in rest if "=" in word)
+        name = str(opts.get("name") or " ".join(w for w in rest if "=" not in w)).strip()
+        consent = str(opts.get("consent") or keyed.get("consent") or "").strip().lower()
+        return await create_from_photo(conv, ctx, name, consent)
     if sub.name == "list":
         return await list_personas(conv, ctx)
     if sub.name == "train":
@@ -82,6 +90,48 @@ async def create(conv: Conversation, ctx: Ctx, archetype: str, name: str) -> lis
     ]
 
 
+async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: str) -> list[Action]:
+    """A persona whose face is a real person's, from a photo given with their consent."""
+    if not conv.config.allow_photo_personas:
+        raise InputError("creating personas from photos is turned off here (ALLOW_PHOTO_PERSONAS=false)")
+    if consent not in ("yes", "是"):
+        raise InputError(
+            "a persona from a photo needs the pictured person's consent: add consent=yes if you have it "
+            "(/persona create-from-photo <name> consent=yes with the face image)"
+        )
+    if not name or not NAME_RE.match(name):
+        raise InputError("a persona name has 1-40 letters, digits, spaces, '-', '_' or '.'")
+    attachments = ctx.event.attachments
+    if len(attachments) > 1:
+        raise InputError("attach one photo of the face")
+    faces = [row for row in refs.pending(ctx.user) if row.get("role") in ("face", None)]
+    if not attachments and not faces:
+        raise InputError("attach a photo of the face (console: @face=path; WeCom: send it, then choose 人脸)")
+    if attachments:
+        refs.check_attachments(attachments)
+    await rules.check_limits(conv, ctx.user)
+    key = refs.store_attachments(conv, attachments)[0][1] if attachments else faces[-1]["key"]
+    seed = random.randrange(2**31)
+    try:
+        created = await conv.store.create_persona(ctx.user.id, name, PHOTO_ARCHETYPE, [], seed, photo_key=key)
+    except DuplicateName as exc:
+        raise InputError(str(exc)) from None
+    if not attachments:  # the waiting photo is this persona's now, not the next post's
+        rest = [row for row in refs.pending(ctx.user) if row["key"] != key]
+        ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: rest})
+    spec = JobSpec(
+        job_id=uuid.uuid4().hex,
+        kind=JobKind.CREATE_PERSONA,
+        user_id=ctx.user.id,
+        persona=PersonaSpec(persona_id=created.id, archetype=PHOTO_ARCHETYPE, seed=seed, photo_key=key),
+        seed=seed,
+        params=default_params(conv.config.engine_model),
+        references=[ReferenceSpec(role="face", key=key)],
+    )
+    queued = await conv.submit(ctx, spec, thread=None, where=ctx.where_user())
+    return [ctx.reply(f"Creating persona {name} from the photo… I'll confirm when its face is read."), queued]
+
+
 async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_personas(ctx.user.id)
     if not found:
@@ -92,7 +142,9 @@ async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
-    mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or "  (being drawn)"
+    mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or (
+        "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
+    )
     text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
     text += "\n" + versions_text(found)
     images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()

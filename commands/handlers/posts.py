@@ -5,16 +5,19 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
 from commands.validation import InputError, check_text
 from commands.words import split_options
-from engine.specs import JobKind, JobSpec
-from storage.models import Job, JobStatus, ThreadStatus, Turn, TurnStatus
+from engine.specs import JobKind, JobSpec, ReferenceSpec
+from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnStatus
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
@@ -26,13 +29,15 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         persona_name = str(opts["persona"])
         count: Any = opts.get("count", 1)
         prompt = str(opts.get("prompt") or "")
+        products = refs.split_names(opts.get("product"))
     else:
         persona_name, _, rest = ctx.event.args.strip().partition(" ")
         found, words = split_options(rest)
         count = found.get("count", found.get("n", 1))
+        products = refs.split_names(found.get("product"))
         prompt = " ".join(words)
     if not persona_name:
-        raise InputError("usage: /post <persona> [count=N] <prompt>")
+        raise InputError("usage: /post <persona> [count=N] [product=<name>[,<name>]] <prompt>")
     try:
         count = int(count)
     except (TypeError, ValueError):
@@ -43,10 +48,20 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
     persona = await rules.own_persona(conv, ctx, persona_name)
     if persona.status == "failed":
         raise InputError(f"persona {persona.name} could not be created; create it again with /persona create")
-    scene_key = conv.store_attachment(ctx.event.attachments)
-    if scene_key is None:
-        scene_key = (ctx.user.settings or {}).get("pending_scene")
+    refs.check_attachments(ctx.event.attachments)
+    library = await refs.library(conv, ctx.user.id, products)
+    waiting = refs.pending_refs(ctx.user)
+    # an image attached to a post without a role is its scene (as before references had roles)
+    roles = [r.role for r in library + waiting] + [a.role or "scene" for a in ctx.event.attachments]
+    if roles.count("scene") > 1:
+        raise InputError("a post takes one scene image; send the others as product or face images")
+    said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
+    refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
+    stored = refs.store_attachments(conv, ctx.event.attachments, "scene")
+    attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
+    post_refs = refs.dedupe(library + attached + waiting)
+    scene_key = refs.one_scene(post_refs)
     params = conv.params(ctx.user, None)
     thread = await conv.store.create_thread(
         platform=ctx.event.platform,
@@ -56,9 +71,10 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         prompt=prompt,
         channel_id=ctx.event.channel_id,
         scene_key=scene_key,
+        references=refs.as_dicts(post_refs),
     )
-    if (ctx.user.settings or {}).get("pending_scene"):
-        await conv.store.update_user_settings(ctx.user.id, {"pending_scene": None})
+    if waiting:
+        ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
     spec = JobSpec(
         job_id=uuid.uuid4().hex,
         kind=JobKind.GENERATE,
@@ -70,6 +86,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         context_keys=[scene_key] if scene_key else [],
         seed=conv.seed(ctx.user, None),
         params=params,
+        references=post_refs,
     )
     # on platforms with threads the job waits (held) until the front end has opened the thread;
     # a persona still being created holds it too, until its portrait is stored
@@ -81,7 +98,13 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         ctx,
         spec,
         thread=thread,
-        turn=dict(parent_id=None, kind="generate", instruction=prompt, params={**params.model_dump(), "count": count}),
+        turn=dict(
+            parent_id=None,
+            kind="generate",
+            instruction=prompt,
+            params={**params.model_dump(), "count": count},
+            references=refs.as_dicts(post_refs),
+        ),
         where=where,
         hold=threaded or persona.status != "ready",
     )
@@ -89,7 +112,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         await conv.store.set_current_thread(ctx.user.id, thread.id)
         if persona.status != "ready":
             await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
-    scene = " with your scene image" if scene_key else ""
+    scene = f" with {refs.describe(post_refs)}" if post_refs else ""
     waiting = (
         f"\nPersona {persona.name} is still being created: the post starts when it's ready."
         if (persona.status != "ready")
@@ -103,17 +126,27 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
-    """Plain text: inside a post it is an edit instruction; an image alone is the next post's scene."""
+    """Plain text: inside a post it is an edit instruction; an image alone waits for the next post
+    or edit (its role asked for when the platform did not say it)."""
     thread = await rules.thread_of(conv, ctx)
     if ctx.event.attachments and not ctx.event.text.strip():
-        key = conv.store_attachment(ctx.event.attachments)
-        await conv.store.update_user_settings(ctx.user.id, {"pending_scene": key})
-        return [ctx.reply("Got the image: it will be the scene of your next /post.")]
+        return await refs.park(conv, ctx, ctx.event.attachments)
     if thread is None:
         return [ctx.error("This is not a post thread. Start one with /post <persona> <prompt>, or /help.")]
+    return await edit(conv, ctx, thread, ctx.event.text)
+
+
+async def edit(
+    conv: Conversation, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
+) -> list[Action]:
+    """An edit instruction, with ``product=<name>`` first, a ``product:`` / ``scene:`` / ``face:`` word
+    naming the role of its attached images, ``all:`` or ``#N`` choosing the images it changes."""
     rules.check_owner(conv, ctx, thread)
     rules.check_open(thread)
-    text = check_text(ctx.event.text, "instruction")
+    text = check_text(text, "instruction")
+    names, text = refs.product_prefix(text)
+    role, text = refs.role_prefix(text)
+    text = check_text(text, "instruction")
     targets: list[int] | None = None
     if text.lower().startswith(("all:", "all：")):
         text = check_text(text[4:], "instruction")
@@ -122,6 +155,8 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
         targets = [int(match.group(1)) - 1]
         text = check_text(match.group(2), "instruction")
     current = await rules.current_turn(conv, thread)
+    if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
+        raise InputError(await _unusable(conv, current, "edit it"))
     if current is None or current.status != TurnStatus.DONE or not current.image_keys:
         raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
     await rules.check_idle(conv, thread)
@@ -131,7 +166,20 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
     targets = targets or [int((thread.settings or {}).get("target", 0))]
     if any(not 0 <= t < count for t in targets):
         raise InputError(f"this post has {count} image(s); use #1 to #{count}")
+    library = await refs.library(conv, ctx.user.id, names)
+    attachments = ctx.event.attachments if not chosen else ()
+    refs.check_attachments(attachments)
+    waiting = refs.pending_refs(ctx.user)
+    known = refs.from_dicts(thread.references) + library + list(chosen) + waiting
+    said = [replace(a, role=a.role or role) for a in attachments]
+    refs.check_limit(conv.config.engine_model, known, editing=True, attached=said)
     await rules.check_limits(conv, ctx.user)
+    if attachments and role is None and any(a.role is None for a in attachments):
+        return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
+    attached = [ReferenceSpec(role=r or "scene", key=k) for r, k in refs.store_attachments(conv, attachments, role)]
+    edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
+    if waiting:
+        ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
     persona = await conv.store.get_persona(thread.persona_id)
     params = conv.params(ctx.user, thread)
     spec = JobSpec(
@@ -145,16 +193,28 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
         targets=targets,
         seed=conv.seed(ctx.user, thread),
         params=params,
+        references=edit_refs,
     )
     where = ctx.where_thread(thread)
-    turn = dict(parent_id=current.id, kind="edit", instruction=text, params=params.model_dump())
+    turn = dict(
+        parent_id=current.id,
+        kind="edit",
+        instruction=text,
+        params=params.model_dump(),
+        references=refs.as_dicts(edit_refs),
+    )
     queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
     which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
-    return [ctx.reply(f"✏️ {text} ({which})", where=where), queued]
+    extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
+    using = f", with {refs.describe(extra)}" if extra else ""
+    return [ctx.reply(f"✏️ {text} ({which}{using})", where=where), queued]
 
 
 async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
+    rules.check_open(thread)  # a cancelled post stays closed
+    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
+        raise InputError(await _unusable(conv, turn, "approve it"))
     if turn.status != TurnStatus.DONE:
         raise InputError("that result is not finished; approve it when its images are there")
     await conv.store.set_approved(turn.id, True)
@@ -188,6 +248,7 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
         targets=list(before.targets) if before else [0],
         seed=random.randrange(2**31),  # regenerate = same spec, a new seed
         params=params,
+        references=list(before.references) if before else refs.from_dicts(turn.references),
     )
     turn_params = {
         **params.model_dump(),
@@ -196,7 +257,13 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
         "replaces": turn.id,  # undo after a regenerate goes back to this result
     }
     where = ctx.where_thread(thread)
-    new_turn = dict(parent_id=turn.parent_id, kind="regenerate", instruction=turn.instruction, params=turn_params)
+    new_turn = dict(
+        parent_id=turn.parent_id,
+        kind="regenerate",
+        instruction=turn.instruction,
+        params=turn_params,
+        references=refs.as_dicts(spec.references),
+    )
     queued = await conv.submit(ctx, spec, thread=thread, turn=new_turn, where=where)
     return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
 
@@ -205,6 +272,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     """Back to the state before the acted-on result (the current one by default): its parent,
     or for a regenerate the result it replaced. The next edit branches from there."""
     thread, turn = await rules.acted_turn(conv, ctx)
+    rules.check_open(thread)
     await rules.check_idle(conv, thread)
     back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
     if back_to is None:
@@ -240,6 +308,14 @@ async def _cancel_jobs(conv: Conversation, jobs: list[Job]) -> None:
         if not await conv.queue.cancel(job.id):
             # not in the queue (lost by a redis restart, or held): cancel it in storage
             await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+
+
+async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
+    """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
+    job = await conv.store.job_for_turn(turn.id)
+    what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
+    reason = f" ({job.error})" if job is not None and job.error and turn.status == TurnStatus.FAILED else ""
+    return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"
 
 
 async def _spec_of(conv: Conversation, turn: Turn) -> JobSpec | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -14,7 +15,7 @@ from PIL import Image
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from commands.events import Attachment, Event, EventKind, Images, OpenThread, Reply
+from commands.events import Attachment, ChooseRole, Event, EventKind, Images, OpenThread, Reply
 from storage.models import JobStatus
 from tests.conversation.conftest import app_settings, png_bytes
 from tests.conversation.helpers import errors, job_spec, queued, run
@@ -68,7 +69,9 @@ async def test_strangers_change_nothing_and_admins_may(
         await app.store.set_current_thread(mallory.id, None)
         assert len(refusals) == 10
         assert all(r.private and r.text.startswith("⚠️") for r in refusals)  # type: ignore[attr-defined]
-        assert sum("only the owner" in r.text.lower() for r in refusals) == 9  # type: ignore[attr-defined]
+        assert sum("only the owner" in r.text.lower() for r in refusals) == 8  # type: ignore[attr-defined]
+        # /thread <theirs> answers as for a missing post: nothing tells whether #N exists
+        assert sum(f"no post #{thread_id} " in r.text for r in refusals) == 1  # type: ignore[attr-defined]
         after_thread = await app.store.get_thread(thread_id)
         assert after_thread.current_turn_id == before_thread.current_turn_id
         assert after_thread.status == before_thread.status
@@ -213,7 +216,8 @@ async def test_a_scene_image_sent_alone_is_used_by_the_next_post(app: App, conso
     reply = await app.conversation.handle(
         _event("ann", EventKind.MESSAGE, attachments=(Attachment("scene.png", scene),))
     )
-    assert "scene of your next /post" in reply[0].text  # type: ignore[attr-defined]
+    # no role said: the user is asked; an image whose role was never chosen is the next post's scene
+    assert isinstance(reply[0], ChooseRole) and reply[0].key == hashlib.sha256(scene).hexdigest()
     await run(console, "/post Mia count=1 on the beach")
     thread = await app.store.get_thread((await app.store.user("console", "ann")).current_thread_id)
     assert thread.scene_key is not None and app.blobs.get(thread.scene_key) == scene

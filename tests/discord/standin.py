@@ -30,6 +30,7 @@ class StandInConversation:
         self.deliverers: dict[str, DeliverFn] = {}
         self.owners: dict[int, str] = {}  # thread id -> owner's platform user id
         self.personas: dict[str, list[str]] = {}
+        self.products: dict[str, list[str]] = {}
         self.archetype_list = list(archetypes)
         self.pending_deliveries = 0
         self.deliver_pending_calls = 0
@@ -67,6 +68,9 @@ class StandInConversation:
 
     async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
         return [n for n in self.personas.get(user_id, []) if n.lower().startswith(prefix.lower())]
+
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
+        return [n for n in self.products.get(user_id, []) if n.lower().startswith(prefix.lower())]
 
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         return self.owners.get(thread_id)

@@ -153,11 +153,11 @@ class _Upload:
         return b"x" * self.size
 
 
-async def test_download_attachments_refuses_more_than_one_without_downloading() -> None:
-    uploads = [_Upload("a.png"), _Upload("b.png")]
-    with pytest.raises(UserFacingError, match="one scene image at most; this message has 2"):
+async def test_download_attachments_refuses_more_than_four_without_downloading() -> None:
+    uploads = [_Upload(f"{name}.png") for name in "abcde"]
+    with pytest.raises(UserFacingError, match="at most 4 images; this message has 5"):
         await download_attachments(uploads)  # type: ignore[arg-type]
-    assert [u.reads for u in uploads] == [0, 0]
+    assert [u.reads for u in uploads] == [0] * 5
     one = _Upload("a.png")
     (attachment,) = await download_attachments([one])  # type: ignore[list-item]
     assert (attachment.filename, attachment.data, one.reads) == ("a.png", b"x" * 10, 1)

@@ -51,7 +51,7 @@ async def open_post(
     scene = fake.add_cdn_file("scene.png", png_bytes(48, 32), "image/png")
     mark = fake.mark()
     interaction = await fake.send_interaction(
-        fake.slash_command("post", {"persona": "mia", "prompt": "a latte on a terrace", "count": 2, "image": scene})
+        fake.slash_command("post", {"persona": "mia", "prompt": "a latte on a terrace", "count": 2, "scene": scene})
     )
     callback = await fake.wait_callback(interaction)
     await conversation.wait_binds(len(conversation.binds) + 1)
@@ -72,6 +72,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
     assert names == {
         "persona",
         "post",
+        "product",
         "settings",
         "approve",
         "regen",
@@ -80,6 +81,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
         "history",
         "export",
         "status",
+        "gallery",
         "help",
     }
     create = next(o for o in next(c for c in sync.json if c["name"] == "persona")["options"] if o["name"] == "create")
@@ -87,14 +89,18 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
     assert [c["value"] for c in archetype["choices"]] == ["sweet", "boss"]
     post = next(c for c in sync.json if c["name"] == "post")
     types = {o["name"]: o["type"] for o in post["options"]}
-    assert types == {"persona": 3, "prompt": 3, "count": 4, "image": 11}
+    assert types == {"persona": 3, "prompt": 3, "count": 4, "product": 3, "product_image": 11, "scene": 11, "image": 11}
     assert next(o for o in post["options"] if o["name"] == "persona")["autocomplete"] is True
+    assert next(o for o in post["options"] if o["name"] == "product")["autocomplete"] is True
+    product = next(c for c in sync.json if c["name"] == "product")
+    add = next(o for o in product["options"] if o["name"] == "add")
+    assert {o["name"]: o["type"] for o in add["options"]} == {"name": 3, "image": 11}
 
 
 async def test_commands_sync_globally_without_guild_ids(fake: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot(StandInConversation(), guild_sync=False)
     sync = await fake.wait_request(route="sync_global_commands")
-    assert len(sync.json) == 11 and not fake.requests_for("sync_guild_commands")
+    assert len(sync.json) == 13 and not fake.requests_for("sync_guild_commands")
 
 
 async def test_a_whole_post_conversation(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:
@@ -318,14 +324,14 @@ async def test_bad_attachments_get_a_clear_private_answer(fake: FakeDiscord, sta
     # An expired CDN link: nothing reaches the conversation, the user is told to upload again.
     expired = fake.add_cdn_file("scene.png", png_bytes(), "image/png")
     fake.cdn_available = False
-    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "image": expired}))
+    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "scene": expired}))
     answer = await fake.wait_request(route="followup")
     assert answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL and "upload it again" in answer.json["content"]
     # Too large to be an image we accept: refused without downloading it.
     fake.cdn_available = True
     huge = {**fake.add_cdn_file("huge.png", b"x", "image/png"), "size": 30 * 1024 * 1024}
     mark = fake.mark()
-    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "image": huge}))
+    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "scene": huge}))
     answer = await fake.wait_request(route="followup", since=mark)
     assert "31.5 MB" in answer.json["content"] and answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL
     assert conversation.events == []
@@ -335,24 +341,26 @@ async def test_bad_attachments_get_a_clear_private_answer(fake: FakeDiscord, sta
     ]
     text_file = fake.add_cdn_file("notes.txt", b"hello", "text/plain")
     mark = fake.mark()
-    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "image": text_file}))
+    await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "x", "scene": text_file}))
     answer = await fake.wait_request(route="followup", since=mark)
     assert answer.json["content"] == "notes.txt is not a readable image"
     assert conversation.events[0].attachments[0].data == b"hello"
 
 
-async def test_more_than_one_attachment_is_refused_before_any_download(fake: FakeDiscord, start_bot: StartBot) -> None:
+async def test_more_than_four_attachments_are_refused_before_any_download(
+    fake: FakeDiscord, start_bot: StartBot
+) -> None:
     conversation = StandInConversation()
     await start_bot(conversation)
     thread_id, _ = await open_post(fake, conversation)
     conversation.owners[thread_id] = fake.owner["id"]
     count = len(conversation.events)
     fake.cdn_available = False  # a download would fail with "upload it again"
-    two = [fake.add_cdn_file(f"scene{i}.png", png_bytes(), "image/png") for i in (1, 2)]
+    five = [fake.add_cdn_file(f"scene{i}.png", png_bytes(), "image/png") for i in range(5)]
     mark = fake.mark()
-    await fake.user_message(thread_id, "", attachments=two)
+    await fake.user_message(thread_id, "", attachments=five)
     answer = await fake.wait_request(route="create_message", since=mark)
-    assert "one scene image at most" in answer.json["content"] and "has 2" in answer.json["content"]
+    assert "at most 4 images" in answer.json["content"] and "has 5" in answer.json["content"]
     assert int(fake.owner["id"]) in answer.json["allowed_mentions"]["users"]  # a private answer: it pings
     assert len(conversation.events) == count
 

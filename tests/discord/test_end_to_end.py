@@ -616,14 +616,14 @@ async def test_a_result_finished_while_the_bot_was_away_is_delivered_once(
 @pytest.mark.parametrize(
     ("filename", "data", "message"),
     [
-        ("truncated.png", png_bytes(64, 64, noise=True)[:-200], "truncated.png is corrupt or truncated"),
+        ("truncated.png", png_bytes(64, 64, noise=True)[:-200], "'truncated.png' is corrupt or truncated"),
         (
             "junk.png",
             b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
-            "junk.png is not a readable image (PNG, JPEG or WebP)",
+            "'junk.png' is not a readable image (PNG, JPEG or WebP)",
         ),
-        ("bomb.png", png_header(100_000, 100_000), "bomb.png is too large in pixels (a decompression bomb?)"),
-        ("huge.png", png_header(8000, 6000), "huge.png is 8000x6000 (48 MP); at most 40 megapixels"),
+        ("bomb.png", png_header(100_000, 100_000), "'bomb.png' is too large in pixels (a decompression bomb?)"),
+        ("huge.png", png_header(8000, 6000), "'huge.png' is 8000x6000 (48 MP); at most 40 megapixels"),
     ],
     ids=["truncated", "junk", "bomb", "over-40MP"],
 )
@@ -638,11 +638,11 @@ async def test_a_bad_scene_image_gets_a_private_error_and_stores_nothing(
     scene = fake.add_cdn_file(filename, data, "image/png")
     mark = fake.mark()
     interaction = await fake.send_interaction(
-        fake.slash_command("post", {"persona": "mia", "prompt": "on the beach", "count": 2, "image": scene})
+        fake.slash_command("post", {"persona": "mia", "prompt": "on the beach", "count": 2, "scene": scene})
     )
     answer = await fake.wait_request(route="followup", since=mark)
     assert answer.json["flags"] & MESSAGE_FLAG_EPHEMERAL and answer.response["flags"] & MESSAGE_FLAG_EPHEMERAL
-    assert content(answer) == f"⚠️ {message[0].upper()}{message[1:]}"
+    assert content(answer) == f"⚠️ {message}"  # the file name exactly as sent
     assert interaction.original_message_id not in fake.messages  # nobody else saw anything
     assert not [m for m in fake.channel_messages(fake.channel_id) if m["content"] or m["attachments"]]
     assert not fake.requests_for("create_thread_from_message") and fake.threads() == []

@@ -37,3 +37,18 @@ def test_full_size_architecture_is_flux_kontext_dev_sized() -> None:
     assert transformer.config.guidance_embeds is True
     assert 11.8e9 < sum(p.numel() for p in transformer.parameters()) < 12.0e9  # FLUX.1 [dev]: 11.9B
     assert lp.multiple_of == 16 and lp.max_sequence_length == 512
+
+
+def test_full_size_klein_is_flux2_klein_4b_sized() -> None:
+    lp = _bench_module().build_full_klein_random(torch.device("meta"), torch.bfloat16)
+    transformer = lp.pipe.transformer
+    assert lp.family == "klein" and transformer.config.guidance_embeds is False
+    assert 3.7e9 < sum(p.numel() for p in transformer.parameters()) < 4.1e9  # klein 4B's transformer: 3.9B
+    assert transformer.config.joint_attention_dim == 3 * lp.pipe.text_encoder.config.hidden_size
+
+
+def test_compare_runs_both_tiny_families_with_references() -> None:
+    report = _bench_module().main(["--compare", "--images", "1", "--warmup", "0"])
+    rows = report["compare"]
+    assert [(r["family"], r["references"]) for r in rows] == [(f, n) for f in ("kontext", "klein") for n in (1, 2, 3)]
+    assert all(r["edit_s"] > 0 and r["generate_s"] > 0 for r in rows)

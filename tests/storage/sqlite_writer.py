@@ -1,4 +1,5 @@
-"""A writer process for the SQLite concurrency test: N tasks, each one job row + a progress update."""
+"""A writer process for the SQLite concurrency test: N tasks, each one job row + a progress update
++ a read back."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ async def main(url: str, prefix: str, count: int) -> int:
             job_id = f"{prefix}-{index}"
             await store.create_job(job_id, "edit", {"i": index}, user_id=owner.id, thread_id=None, platform="console")
             await store.set_progress(job_id, 0.5)
+            read = await store.get_job(job_id)  # reads in between: deferred, never "locked"
+            if read is None or read.progress != 0.5:
+                raise AssertionError(f"read back {read!r}")
         except Exception as exc:  # count every failure, "database is locked" included
             errors += 1
             print(f"ERROR {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -51,3 +51,33 @@ async def test_upgrade_from_empty_to_head_matches_models(database_url: str) -> N
         assert significant == [], significant
     finally:
         await db.dispose()
+
+
+async def test_0003_keys_existing_persona_names_and_renames_collisions(database_url: str) -> None:
+    """Live personas that collide under NFKC + casefold (``Mia``/``mia``) both survive 0002 -> 0003."""
+    from sqlalchemy import text
+
+    db = Database(database_url)
+    try:
+        await db.upgrade("0002")
+        async with db.session() as s:
+            await s.execute(
+                text(
+                    "INSERT INTO users (id, platform, platform_user_id, display_name, settings,"
+                    " created_at) VALUES (1, 'console', 'me', '', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            for pid, name in ((1, "Mia"), (2, "mia"), (3, "Élodie")):
+                await s.execute(
+                    text(
+                        "INSERT INTO personas (id, owner_id, name, archetype, lora_mix, seed, status, created_at)"
+                        " VALUES (:id, 1, :name, 'sweet', '[]', 1, 'ready', CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": pid, "name": name},
+                )
+        await db.upgrade()
+        async with db.session() as s:
+            rows = (await s.execute(text("SELECT name, name_key FROM personas ORDER BY id"))).all()
+        assert [tuple(r) for r in rows] == [("Mia", "mia"), ("mia-2", "mia-2"), ("Élodie", "élodie")]
+    finally:
+        await db.dispose()

@@ -86,3 +86,16 @@ def test_passwords_in_urls_are_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "leak-pw" not in str(info.value) and "user:***@cache" in str(info.value)
+
+
+def test_engine_threads_default_to_a_share_of_the_cores(monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert load_settings().effective_engine_threads == 8
+    assert load_settings(workers_per_host=2).effective_engine_threads == 4
+    assert load_settings(workers_per_host=16).effective_engine_threads == 1  # never 0
+    assert load_settings(workers_per_host=2, engine_threads=3).effective_engine_threads == 3
+    monkeypatch.setenv("ENGINE_THREADS", "0")
+    with pytest.raises(SettingsError, match="ENGINE_THREADS"):
+        load_settings()

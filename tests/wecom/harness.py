@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -27,6 +28,8 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 
 from bot.wecom import CALLBACK_PATH, WECOM_BOT, WeComBot, create_wecom_app
 from commands.events import Action, Event
+from storage.db import Database
+from storage.inbox import Inbox
 from storage.settings import Settings, load_settings
 from tests.fakes.wecom_api import FakeWeComAPI
 
@@ -126,9 +129,11 @@ class WeComSender:
             "nonce": fields["Nonce"],
         }
 
-    def envelope(self, message_xml: str, *, to_user: str | None = None) -> tuple[dict[str, str], bytes]:
-        """(query params, POST body) of a callback carrying ``message_xml``."""
-        sealed = self.seal(message_xml)
+    def envelope(
+        self, message_xml: str, *, to_user: str | None = None, timestamp: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """(query params, POST body) of a callback carrying ``message_xml``, signed at ``timestamp``."""
+        sealed = self.seal(message_xml, timestamp=timestamp)
         body = (
             f"<xml><ToUserName>{_cdata(to_user or self.corp_id)}</ToUserName>"
             f"<Encrypt>{_cdata(sealed['Encrypt'])}</Encrypt>"
@@ -215,11 +220,18 @@ class WeComHarness:
         self.bot_options = bot_options
         self.sender = WeComSender()
         self.client: TestClient[Any, Any] | None = None
+        self._db: Database | None = None
 
     async def __aenter__(self) -> WeComHarness:
         if self._own_fake:
             await self.fake.start()
         self.settings = wecom_settings(self.fake.base_url, **self.settings_overrides)
+        if "inbox" not in self.bot_options and not hasattr(self.conversation, "store"):
+            # a stand-in conversation has no storage: the inbox gets a SQLite file of its own
+            self._folder = tempfile.TemporaryDirectory(prefix="wecom-inbox-")
+            self._db = Database(f"sqlite+aiosqlite:///{self._folder.name}/inbox.db")
+            await self._db.upgrade()
+            self.bot_options["inbox"] = Inbox(self._db)
         self.app = create_wecom_app(self.settings, self.conversation, **self.bot_options)
         self.client = TestClient(TestServer(self.app, host="127.0.0.1"))
         await self.client.start_server()
@@ -230,6 +242,9 @@ class WeComHarness:
             await self.client.close()
         if self._own_fake:
             await self.fake.close()
+        if self._db is not None:
+            await self._db.dispose()
+            self._folder.cleanup()
 
     @property
     def bot(self) -> WeComBot:

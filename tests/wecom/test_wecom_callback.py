@@ -26,6 +26,8 @@ from commands.events import (
     Reply,
     Where,
 )
+from storage.db import Database
+from storage.inbox import Inbox
 from tests.fakes.wecom_api import FakeWeComAPI
 from tests.wecom.harness import (
     AGENT_ID,
@@ -427,14 +429,15 @@ async def test_handler_failure_tells_the_user() -> None:
         assert "出错" in h.fake.texts_to(ALICE)[0]
 
 
-@pytest.mark.redis
-async def test_retries_to_two_processes_are_processed_once(redis_url: str) -> None:
+async def test_retries_to_two_processes_are_processed_once(tmp_path: Path) -> None:
+    """Two front ends on one database: the inbox's unique key is the shared dedupe (no redis)."""
     first, second = StandInConversation(), StandInConversation()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}")
+    await db.upgrade()
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
-        overrides = {"redis_url": redis_url}
         async with (
-            WeComHarness(first, fake=fake, settings_overrides=overrides) as a,
-            WeComHarness(second, fake=fake, settings_overrides=overrides) as b,
+            WeComHarness(first, fake=fake, inbox=Inbox(db)) as a,
+            WeComHarness(second, fake=fake, inbox=Inbox(db)) as b,
         ):
             message = text_xml(ALICE, "/status", msg_id="555000111")
             assert (await a.post(message))[0] == 200
@@ -446,3 +449,4 @@ async def test_retries_to_two_processes_are_processed_once(redis_url: str) -> No
             await b.settle()
         assert len(first.events) == 1 and len(second.events) == 1
         assert {first.events[0].kind, second.events[0].kind} == {EventKind.COMMAND, EventKind.REACTION}
+    await db.dispose()

@@ -1,0 +1,181 @@
+"""The studio pages of one user: posts (grid with filters), personas, one post's turn tree, its
+export, and the images they show (WebP thumbnails and full images, with caching headers).
+
+Every handler starts from the viewer's signed link and reads only that user's rows: another
+user's post, persona or image answers 404, the same as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bot.web.auth import viewer_of
+from bot.web.state import STATE
+from commands.export import build_export
+from storage.blobs import BlobNotFound
+from storage.models import Thread, ThreadStatus, Turn
+from storage.rows import NotFound
+
+#: content-addressed: an image or thumbnail URL never changes what it serves
+IMMUTABLE = "private, max-age=31536000, immutable"
+STATUSES = tuple(str(status) for status in ThreadStatus)
+
+
+async def posts(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    viewer = await viewer_of(request)
+    personas = await state.store.list_personas(viewer.user.id)
+    persona_id = _int(request.query.get("persona"))
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise web.HTTPBadRequest(text=f"status must be one of: {', '.join(STATUSES)}")
+    cards = await state.reads.post_cards(viewer.user.id, persona_id=persona_id, status=status)
+    return state.render(
+        "posts.html",
+        viewer=viewer,
+        cards=cards,
+        personas=personas,
+        persona_id=persona_id,
+        status=status,
+        statuses=STATUSES,
+    )
+
+
+async def personas(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    viewer = await viewer_of(request)
+    found = await state.store.list_personas(viewer.user.id)
+    counts = await state.reads.post_counts(viewer.user.id)
+    return state.render("personas.html", viewer=viewer, personas=found, counts=counts)
+
+
+@dataclass
+class TurnNode:
+    turn: Turn
+    references: list[dict[str, str]]
+    current: bool
+    children: list[TurnNode] = field(default_factory=list)
+
+
+async def post(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    viewer = await viewer_of(request)
+    thread = await _own_thread(request, viewer.user.id)
+    persona = await state.store.get_persona(thread.persona_id)
+    turns = await state.store.turns(thread.id)
+    specs = {job.id: job.spec for job in await state.store.thread_jobs(thread.id, unfinished_only=False)}
+    nodes = {}
+    for turn in turns:
+        references = _references(turn, specs.get(turn.job_id or ""), thread)
+        nodes[turn.id] = TurnNode(turn, references, current=turn.id == thread.current_turn_id)
+    roots: list[TurnNode] = []
+    for node in nodes.values():
+        parent = nodes.get(node.turn.parent_id) if node.turn.parent_id is not None else None
+        (parent.children if parent is not None else roots).append(node)
+    approved = any(turn.approved for turn in turns)
+    return state.render("post.html", viewer=viewer, thread=thread, persona=persona, roots=roots, approved=approved)
+
+
+async def export(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    viewer = await viewer_of(request)
+    thread = await _own_thread(request, viewer.user.id)
+    data = await build_export(state.store, state.blobs, thread)
+    return web.Response(
+        body=data,
+        content_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="post-{thread.id}.zip"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    key = await _own_key(request)
+    if _not_modified(request, key):
+        return web.Response(status=304, headers=_image_headers(key))
+    try:
+        path = await state.thumbnails.get(key)
+    except (BlobNotFound, FileNotFoundError):
+        raise web.HTTPNotFound() from None
+    data = await asyncio.to_thread(path.read_bytes)  # a few KB: one read, and our own ETag
+    return web.Response(body=data, headers={**_image_headers(key), "Content-Type": "image/webp"})
+
+
+async def image(request: web.Request) -> web.StreamResponse:
+    """A full image, streamed from the blob store (Range requests work on local files)."""
+    state = request.app[STATE]
+    key = await _own_key(request)
+    if _not_modified(request, key):
+        return web.Response(status=304, headers=_image_headers(key))
+    try:
+        info = await asyncio.to_thread(state.blobs.info, key)
+        path = await asyncio.to_thread(state.blobs.path, key)
+        headers = {**_image_headers(key), "Content-Type": info.mime}
+        if await asyncio.to_thread(path.is_file):  # sendfile, Range; its own ETag (mtime, size)
+            return web.FileResponse(path, headers={k: v for k, v in headers.items() if k != "ETag"})
+        data = await asyncio.to_thread(state.blobs.get, key)  # a store without local files
+    except (BlobNotFound, FileNotFoundError):
+        raise web.HTTPNotFound() from None
+    return web.Response(body=data, headers=headers)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+async def _own_thread(request: web.Request, user_id: int) -> Thread:
+    thread_id = _int(request.match_info["post_id"])
+    if thread_id is None:
+        raise web.HTTPNotFound()
+    try:
+        thread = await request.app[STATE].store.get_thread(thread_id)
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    if thread.owner_id != user_id:
+        raise web.HTTPNotFound()  # the same answer as a post that does not exist
+    return thread
+
+
+async def _own_key(request: web.Request) -> str:
+    viewer = await viewer_of(request)
+    key = request.match_info["key"]
+    if len(key) != 64 or not await request.app[STATE].may_see(viewer.user.id, key):
+        raise web.HTTPNotFound()
+    return key
+
+
+def _image_headers(key: str) -> dict[str, str]:
+    return {"Cache-Control": IMMUTABLE, "ETag": f'"{key}"'}
+
+
+def _not_modified(request: web.Request, key: str) -> bool:
+    return request.headers.get("If-None-Match", "").strip() in (f'"{key}"', f'W/"{key}"')
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list[dict[str, str]]:
+    """The images a turn's job was given, with their roles: references (scene, product, face)
+    when the spec lists them, else a generation's scene image."""
+    spec = spec or {}
+    found = [
+        {"role": str(ref.get("role") or "reference"), "key": str(ref["key"])}
+        for ref in spec.get("references") or []
+        if isinstance(ref, dict) and isinstance(ref.get("key"), str)
+    ]
+    if not found and turn.kind == "generate":
+        found = [{"role": "scene", "key": key} for key in spec.get("context_keys") or [] if isinstance(key, str)]
+    if not found and turn.parent_id is None and thread.scene_key:
+        found = [{"role": "scene", "key": thread.scene_key}]
+    return found

@@ -1,0 +1,132 @@
+"""The web server: routes, headers, and the front end that ``persona-studio run`` starts.
+
+``persona-studio run`` starts it beside the chat front ends (same process, same conversation:
+an admin's cancel goes through the same queue); ``persona-studio web`` starts it alone, with an
+arq client for cancels when REDIS_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from bot.frontend import FrontEndTasks
+from bot.web import admin, auth, ops, pages
+from bot.web.state import STATE, WebState
+from bot.web.thumbnails import Thumbnails
+from commands.events import Action
+from commands.web_links import LINK_PATH
+from engine.queue import JobQueue
+from storage.blobs import BlobStore
+from storage.repository import Store
+from storage.settings import Settings, web_secret
+from storage.studio_reads import StudioReads
+
+log = logging.getLogger(__name__)
+PLATFORM = "web"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Server-Timing (the benchmark reads it), no referrer (links carry tokens), no sniffing;
+    pages with a user's data are never stored by caches."""
+    started = time.perf_counter()
+    response = await handler(request)
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type == "text/html":
+        response.headers.setdefault("Cache-Control", "private, no-store")
+        if isinstance(response, web.Response) and not response.prepared:
+            response.enable_compression()  # gzip/deflate when the browser accepts it
+    return response
+
+
+def make_web_app(state: WebState) -> web.Application:
+    app = web.Application(middlewares=[headers])
+    app[STATE] = state
+    app.router.add_get("/", _to_gallery)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics_page)
+    app.router.add_get(LINK_PATH + "{token}", auth.enter)
+    app.router.add_get("/studio", _to_gallery)
+    app.router.add_get("/studio/posts", pages.posts)
+    app.router.add_get("/studio/posts/{post_id}", pages.post)
+    app.router.add_get("/studio/posts/{post_id}/export.zip", pages.export)
+    app.router.add_get("/studio/personas", pages.personas)
+    app.router.add_get("/studio/img/{key}", pages.image)
+    app.router.add_get("/studio/thumb/{key}.webp", pages.thumbnail)
+    app.router.add_get("/studio/admin", admin.admin)
+    app.router.add_post("/studio/admin/jobs/{job_id}/cancel", admin.cancel)
+    if state.redis is not None:
+        app.on_cleanup.append(lambda _app: state.redis.aclose())
+    return app
+
+
+async def _to_gallery(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/studio/posts")
+
+
+def make_state(settings: Settings, store: Store, blobs: BlobStore, queue: JobQueue | None) -> WebState:
+    redis = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    return WebState(
+        store=store,
+        reads=StudioReads(store.db),
+        blobs=blobs,
+        thumbnails=Thumbnails(blobs, settings.data_dir / "thumbs"),
+        secret=web_secret(settings),
+        link_max_age_s=settings.web_link_hours * 3600,
+        admin_ids=tuple(settings.admin_ids),
+        redis=redis,
+        queue=queue,
+    )
+
+
+class WebFrontEnd:
+    """The web server as one of the front ends :func:`bot.frontend.serve` runs."""
+
+    platform = PLATFORM
+
+    def __init__(self, settings: Settings, state: WebState) -> None:
+        self.settings = settings
+        self.state = state
+        self.tasks = FrontEndTasks(PLATFORM)
+        self.runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(make_web_app(self.state), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.web_host, self.settings.web_port)
+        await site.start()
+        log.info(
+            "web studio on http://%s:%s (links: %s)",
+            self.settings.web_host,
+            self.settings.web_port,
+            self.settings.effective_web_public_url,
+        )
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        self._stopped.set()
+
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        return None  # nothing is delivered to a browser
+
+    async def deliver_pending(self) -> int:
+        return 0
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()

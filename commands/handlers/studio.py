@@ -1,0 +1,25 @@
+"""``/gallery`` (画廊): a private, expiring link to the user's own web studio."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from commands.context import Ctx
+from commands.events import Action
+from commands.validation import InputError
+from commands.web_links import studio_link
+
+if TYPE_CHECKING:
+    from commands.conversation import Conversation
+
+
+async def gallery(conv: Conversation, ctx: Ctx) -> list[Action]:
+    config = conv.config
+    if not config.web_secret or not config.web_public_url:
+        raise InputError("the web studio is not set up on this installation")
+    link = studio_link(config.web_secret, config.web_public_url, ctx.user.id)
+    text = (
+        f"🖼️ Your studio: posts, personas and downloads (private link, works for {config.web_link_hours:g} h; "
+        f"anyone with it sees your work, so keep it to yourself):\n{link}"
+    )
+    return [ctx.reply(text, private=True)]

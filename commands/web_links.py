@@ -1,0 +1,51 @@
+"""Signed, expiring links to a user's web studio (``/gallery``), made with itsdangerous.
+
+The commands layer signs (it answers ``/gallery``); the web server (bot/web) verifies with the
+same secret and salt. A token carries only the user's storage id and when it was signed; the
+signature (HMAC-SHA1 over the payload and timestamp, keyed by WEB_SECRET) makes it unforgeable,
+and :func:`read_token` rejects one older than its lifetime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+SALT = "persona-studio.studio-link"
+#: a link is ``<WEB_PUBLIC_URL><LINK_PATH><token>``
+LINK_PATH = "/s/"
+
+
+class BadLink(ValueError):
+    """Forged, altered, expired or malformed: the message never says which."""
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    user_id: int
+    signed_at: float  # unix time
+
+
+def _serializer(secret: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=SALT)
+
+
+def sign_token(secret: str, user_id: int) -> str:
+    return _serializer(secret).dumps({"u": int(user_id)})
+
+
+def studio_link(secret: str, public_url: str, user_id: int) -> str:
+    return f"{public_url.rstrip('/')}{LINK_PATH}{sign_token(secret, user_id)}"
+
+
+def read_token(secret: str, token: str, max_age_s: float) -> LinkClaims:
+    """The claims of a valid token younger than ``max_age_s``; :class:`BadLink` otherwise."""
+    try:
+        payload, signed_at = _serializer(secret).loads(token, max_age=int(max_age_s), return_timestamp=True)
+    except BadData:
+        raise BadLink("invalid or expired link") from None
+    user_id = payload.get("u") if isinstance(payload, dict) else None
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        raise BadLink("invalid or expired link")
+    return LinkClaims(user_id=user_id, signed_at=signed_at.timestamp())

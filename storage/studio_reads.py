@@ -1,0 +1,161 @@
+"""Read-only queries of the web studio (bot/web): a user's post cards, the images a user may
+see, and the operators' view of the queue. Each runs in one short transaction; a page needs a
+fixed number of queries however many posts it shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+
+from storage.db import Database
+from storage.models import Job, JobStatus, Persona, Thread, Turn
+
+
+@dataclass(frozen=True)
+class PostCard:
+    """One post in the gallery grid: its lead image is the last approved one, else the current."""
+
+    id: int
+    title: str
+    prompt: str
+    status: str
+    created_at: datetime
+    persona_id: int
+    persona_name: str
+    cover_key: str | None
+    approved: bool
+    image_count: int
+
+
+class StudioReads:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def post_cards(
+        self, owner_id: int, *, persona_id: int | None = None, status: str | None = None, limit: int = 500
+    ) -> list[PostCard]:
+        """The owner's posts, newest first, optionally of one persona and/or one status."""
+        query = (
+            select(Thread, Persona.name)
+            .join(Persona, Persona.id == Thread.persona_id)
+            .where(Thread.owner_id == owner_id)
+            .order_by(Thread.id.desc())
+            .limit(limit)
+        )
+        if persona_id is not None:
+            query = query.where(Thread.persona_id == persona_id)
+        if status is not None:
+            query = query.where(Thread.status == status)
+        async with self.db.session() as s:
+            rows = (await s.execute(query)).all()
+            ids = [thread.id for thread, _ in rows]
+            current = [thread.current_turn_id for thread, _ in rows if thread.current_turn_id is not None]
+            turns = (
+                list(
+                    await s.scalars(
+                        select(Turn)
+                        .where(Turn.thread_id.in_(ids), or_(Turn.approved.is_(True), Turn.id.in_(current)))
+                        .order_by(Turn.id)
+                    )
+                )
+                if ids
+                else []
+            )
+        approved: dict[int, Turn] = {}
+        by_id = {turn.id: turn for turn in turns}
+        for turn in turns:
+            if turn.approved and turn.image_keys:
+                approved[turn.thread_id] = turn  # the last approved turn wins (ordered by id)
+        cards = []
+        for thread, persona_name in rows:
+            lead = approved.get(thread.id) or by_id.get(thread.current_turn_id or -1)
+            keys = list(lead.image_keys) if lead is not None else []
+            cards.append(
+                PostCard(
+                    id=thread.id,
+                    title=thread.title,
+                    prompt=thread.prompt,
+                    status=thread.status,
+                    created_at=thread.created_at,
+                    persona_id=thread.persona_id,
+                    persona_name=persona_name,
+                    cover_key=keys[0] if keys else None,
+                    approved=thread.id in approved,
+                    image_count=len(keys),
+                )
+            )
+        return cards
+
+    async def post_counts(self, owner_id: int) -> dict[int, int]:
+        """Posts per persona of this owner."""
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(Thread.persona_id, func.count()).where(Thread.owner_id == owner_id).group_by(Thread.persona_id)
+            )
+            return {int(persona_id): int(count) for persona_id, count in rows.all()}
+
+    async def image_keys_of(self, owner_id: int) -> set[str]:
+        """Every blob key the owner may see: their turns' images, scenes and persona portraits."""
+        async with self.db.session() as s:
+            turn_keys = await s.scalars(
+                select(Turn.image_keys).join(Thread, Thread.id == Turn.thread_id).where(Thread.owner_id == owner_id)
+            )
+            keys = {key for keys in turn_keys for key in (keys or []) if isinstance(key, str)}
+            scenes = await s.scalars(
+                select(Thread.scene_key).where(Thread.owner_id == owner_id, Thread.scene_key.is_not(None))
+            )
+            portraits = await s.scalars(
+                select(Persona.reference_key).where(Persona.owner_id == owner_id, Persona.reference_key.is_not(None))
+            )
+            keys.update(str(key) for key in scenes)
+            keys.update(str(key) for key in portraits)
+            specs = await s.scalars(select(Job.spec).where(Job.user_id == owner_id))
+            for spec in specs:  # the images a job was given: context, references
+                keys.update(spec_image_keys(spec))
+        return keys
+
+    # -- operators -----------------------------------------------------------------------------
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs per status (every status present, zero when none)."""
+        async with self.db.session() as s:
+            rows = (await s.execute(select(Job.status, func.count()).group_by(Job.status))).all()
+        counts = {str(status): 0 for status in JobStatus}
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
+    async def jobs_in(self, statuses: tuple[JobStatus, ...], limit: int = 100) -> list[Job]:
+        """Jobs in these statuses, oldest first (the queue as it will be served)."""
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job).where(Job.status.in_(statuses)).order_by(Job.created_at, Job.id).limit(limit)
+            )
+            return list(rows)
+
+    async def recent_failures(self, limit: int = 20) -> list[Job]:
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Job)
+                .where(Job.status == JobStatus.FAILED)
+                .order_by(Job.finished_at.desc().nulls_last(), Job.id.desc())
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def ping(self) -> None:
+        """Raises when the database cannot answer."""
+        async with self.db.engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+
+def spec_image_keys(spec: object) -> set[str]:
+    """Blob keys a job spec names: ``context_keys`` and the ``key`` of each of its ``references``."""
+    if not isinstance(spec, dict):
+        return set()
+    keys = {key for key in spec.get("context_keys") or [] if isinstance(key, str)}
+    for ref in spec.get("references") or []:
+        if isinstance(ref, dict) and isinstance(ref.get("key"), str):
+            keys.add(ref["key"])
+    return keys
