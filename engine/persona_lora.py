@@ -31,8 +31,7 @@ def add_training_adapter(
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
-    present = [name for name, _ in transformer.named_modules()]
-    wanted = [t for t in targets if any(p == t or p.endswith("." + t) for p in present)]
+    wanted = lora_targets(transformer, targets)
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=wanted)
     transformer.requires_grad_(False)
     transformer.add_adapter(config, adapter_name=adapter)
@@ -46,6 +45,27 @@ def add_training_adapter(
             params.append(param)
     cast_training_params(transformer, dtype=torch.float32)
     return params
+
+
+def lora_targets(transformer: torch.nn.Module, targets: tuple[str, ...]) -> list[str]:
+    """peft ``target_modules`` for the Linear layers named by the suffixes ``targets``: a suffix
+    as it is when every module it names is a Linear, else the full names of its Linear modules
+    (klein's ``attn.to_out`` is a Linear in single-stream blocks, a ModuleList elsewhere)."""
+
+    def linear(module: torch.nn.Module) -> bool:  # a Linear, or one that peft wrapped for another LoRA
+        return isinstance(module, torch.nn.Linear) or isinstance(getattr(module, "base_layer", None), torch.nn.Linear)
+
+    modules = list(transformer.named_modules())
+    wanted: list[str] = []
+    for target in targets:
+        named = [(n, m) for n, m in modules if n == target or n.endswith("." + target)]
+        if not named:
+            continue
+        if all(linear(m) for _, m in named):
+            wanted.append(target)
+        else:
+            wanted.extend(n for n, m in named if linear(m))
+    return wanted
 
 
 def adapter_state(transformer: torch.nn.Module, adapter: str) -> dict[str, torch.Tensor]:

@@ -66,7 +66,7 @@ def train_persona(
     from engine.train_family import family_of
 
     started = time.perf_counter()
-    lp = engine.pipeline
+    lp = engine.training_pipeline()  # klein: its Base model when ENGINE_TRAIN_MODEL names one
     family = family_of(lp)
     resolution = spec.params.width if lp.toy else 1024
     count, config = train_config(spec, lp.toy, resolution)
@@ -113,6 +113,7 @@ def train_persona(
     report: dict[str, Any] = {
         "lora_key": lora_key,
         "family": family.name,
+        "train_model": lp.model,
         "trigger": dataset["trigger"],
         "identity_checked": dataset["filter"]["identity_checked"],
         "filter": dataset["filter"],

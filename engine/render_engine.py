@@ -68,8 +68,12 @@ class Engine:
         adapter_capacity: int = 8,
         threads: int | None = None,
         png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
+        train_model: str | None = None,
     ) -> None:
         self.model = model
+        #: the model persona training runs on (klein: its Base model); None = ``model``
+        self.train_model = train_model or None
+        self._train_lp: LoadedPipeline | None = None
         self.device = device
         self.dtype = dtype
         self.cpu_offload = cpu_offload
@@ -110,6 +114,7 @@ class Engine:
             blobs=blobs,
             threads=settings.effective_engine_threads,
             png_compress_level=settings.png_compress_level,
+            train_model=settings.engine_train_model,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -122,6 +127,16 @@ class Engine:
         if self._lp is None:
             raise RuntimeError("Engine.load() has not run")
         return self._lp
+
+    def training_pipeline(self) -> LoadedPipeline:
+        """The pipeline persona training uses: the engine's, or on klein with ``train_model`` set
+        the Base transformer beside the engine's VAE and text encoder (loaded once)."""
+        from engine.train_family import training_pipeline
+
+        with self._lock:
+            if self._train_lp is None:
+                self._train_lp = training_pipeline(self.pipeline, self.train_model)
+            return self._train_lp
 
     @property
     def adapters(self) -> AdapterManager:
