@@ -2,12 +2,13 @@
 
     python bench/train.py                                        # tiny model on the CPU, 64x64, rank 16
     python bench/train.py --model full --device cuda --size 1024 --steps 30  # Kontext [dev] shape, random
+    python bench/train.py --model full-klein --device cuda --size 1024 --steps 30  # klein 4B shape, random
 
 Every step is engine.training's step (flow matching, peft LoRA in fp32 on the transformer, AdamW,
 gradient checkpointing on CUDA). ``--model full`` is bench/engine.py's full-size Kontext
-transformer with random weights (timing only; nothing is downloaded). The first ``--warmup``
-steps are excluded from the median. FLUX.2 [klein] gets its own ``--model`` once its engine
-family is merged (engine.train_family).
+transformer with random weights, ``--model full-klein`` its FLUX.2 [klein] 4B one (timing only;
+nothing is downloaded); ``tiny-klein`` is the tiny klein. The first ``--warmup`` steps are
+excluded from the median.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from engine.training import Sample, TrainConfig, train_lora  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="tiny, full (random full-size Kontext) or a model folder")
+    parser.add_argument("--model", default="tiny", help="tiny, tiny-klein, full / full-klein (random full-size Kontext / klein 4B) or a model folder")
     parser.add_argument("--device", default=None)
     parser.add_argument("--size", type=int, default=64, help="training resolution (square)")
     parser.add_argument("--steps", type=int, default=30)
@@ -51,6 +52,10 @@ def main() -> int:
         from bench.engine import build_full_random
 
         lp = build_full_random(device, dtype)
+    elif args.model == "full-klein":
+        from bench.engine import build_full_klein_random
+
+        lp = build_full_klein_random(device, dtype)
     else:
         lp = load_pipeline(args.model, device=str(device))
     rng = np.random.default_rng(0)
