@@ -37,7 +37,9 @@ from engine.training import Sample, TrainConfig, train_lora  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="tiny, tiny-klein, full / full-klein (random full-size Kontext / klein 4B) or a model folder")
+    parser.add_argument(
+        "--model", default="tiny", help="tiny, tiny-klein, full, full-klein (random full-size weights) or a folder"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--size", type=int, default=64, help="training resolution (square)")
     parser.add_argument("--steps", type=int, default=30)
