@@ -43,6 +43,7 @@ from engine.specs import (
 )
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
+from storage.persona_versions import version_in_use
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,7 @@ class Conversation:
 
     @staticmethod
     def persona_spec(persona: Persona) -> PersonaSpec:
+        version = version_in_use(persona)
         return PersonaSpec(
             persona_id=persona.id,
             archetype=persona.archetype,
@@ -282,6 +284,8 @@ class Conversation:
             reference_key=persona.reference_key,
             embedding=persona.face_embedding,
             photo_key=persona.photo_key,
+            version=int(version["version"]) if version else 0,
+            version_lora_key=version["lora_key"] if version else None,
         )
 
     async def image(self, key: str, filename: str, caption: str = "") -> ImageOut:

@@ -24,9 +24,11 @@ from cachetools import LRUCache
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
+from commands.training_texts import training_summary
 from engine import metrics
 from engine.job_events import FINISHED_STATES, JobEvent, Running
 from engine.progress import ProgressBus
+from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, utcnow
 from storage.repository import Store
@@ -108,7 +110,9 @@ class Delivery:
             await self.deliver_job(event.job_id)
             return
         if isinstance(event, Running):  # "queued" reaches front ends once, from the commands layer
-            await self._send_progress(event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s)
+            await self._send_progress(
+                event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s, text=event.note or ""
+            )
 
     async def announce_queued(self, job_id: str, position: int | None) -> None:
         """The "queued" progress of a job that the commands layer queued outside a command
@@ -214,6 +218,8 @@ class Delivery:
             mix = ", ".join(f"{name} {weight:.2f}" for name, weight in persona.lora_mix)
             text = f"Persona {persona.name} is ready ({persona.archetype}; mix {mix}; seed {persona.seed})."
             return [done, Images(where=where, job_id=job.id, text=text, images=images)]
+        if job.kind == JobKind.TRAIN_PERSONA:
+            return [done, await self._training_result(job, where)]
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
@@ -224,6 +230,16 @@ class Delivery:
             done,
             Images(where=where, turn_id=turn.id, job_id=job.id, text=text, images=images, buttons=RESULT_BUTTONS),
         ]
+
+    async def _training_result(self, job: Job, where: Where) -> Action:
+        persona = await self.store.get_persona(int(job.spec.get("persona", {}).get("persona_id") or 0))
+        report = (job.result or {}).get("training") or {}
+        version = next((v["version"] for v in persona.versions or [] if v.get("job_id") == job.id), None)
+        keys = list((job.result or {}).get("image_keys") or [])[:4]
+        images = tuple(
+            [await self._image(k, f"training-{persona.name}-{i + 1}.png", "kept") for i, k in enumerate(keys)]
+        )
+        return Images(where=where, job_id=job.id, text=training_summary(persona.name, report, version), images=images)
 
     async def _image(self, key: str, filename: str, caption: str) -> ImageOut:
         return await image_out(self.blobs, key, filename, caption)

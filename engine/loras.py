@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS
+from engine.specs import TINY_ARCHETYPES, TINY_MODELS, PersonaSpec
 
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
@@ -89,6 +89,17 @@ def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float =
     return [(names[int(i)], float(w)) for i, w in zip(chosen, weights, strict=True)]
 
 
+#: LoRA names of this form are a trained persona version's file in the blob store
+BLOB_PREFIX = "blob:"
+
+
+def persona_mix(persona: PersonaSpec) -> list[tuple[str, float]]:
+    """The LoRAs a persona renders with: its trained version in use (one LoRA at weight 1), else its blend."""
+    if persona.version and persona.version_lora_key:
+        return [(BLOB_PREFIX + persona.version_lora_key, 1.0)]
+    return [(str(n), float(w)) for n, w in persona.lora_mix]
+
+
 def adapter_name(lora_name: str) -> str:
     """The peft adapter name of a LoRA (module attribute safe: no '/' or '.')."""
     return re.sub(r"[^A-Za-z0-9_]", "_", lora_name.replace("/", "__"))
@@ -99,9 +110,17 @@ class AdapterManager:
     activates a persona's mix with ``set_adapters``. ``disk_loads`` counts files read from disk:
     switching between personas whose LoRAs are loaded reads nothing."""
 
-    def __init__(self, pipe: FluxKontextPipeline, library: LoraLibrary, capacity: int = 8) -> None:
+    def __init__(
+        self,
+        pipe: FluxKontextPipeline,
+        library: LoraLibrary,
+        capacity: int = 8,
+        blob_path: Callable[[str], Path] | None = None,
+    ) -> None:
         self.pipe = pipe
         self.library = library
+        #: file of a ``blob:<key>`` LoRA (a trained persona version)
+        self.blob_path = blob_path
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name -> adapter name, LRU first
         self._active: tuple[tuple[str, float], ...] = ()
@@ -128,7 +147,10 @@ class AdapterManager:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
-        path = self.library.path(name)
+        if name.startswith(BLOB_PREFIX) and self.blob_path is not None:
+            path = self.blob_path(name.removeprefix(BLOB_PREFIX))
+        else:
+            path = self.library.path(name)
         adapter = adapter_name(name)
         self.pipe.load_lora_weights(str(path), adapter_name=adapter)
         self.disk_loads += 1
@@ -141,6 +163,10 @@ class AdapterManager:
                 break
             if name not in keep:
                 self.pipe.delete_adapters(self._loaded.pop(name))
+
+    def forget_active(self) -> None:
+        """Something else changed the active adapters (training): the next ``apply`` sets them again."""
+        self._active = (("<changed>", 0.0),)
 
     def apply(self, mix: Sequence[tuple[str, float]]) -> None:
         """Make ``mix`` the active LoRA blend; an empty mix turns LoRAs off."""

@@ -1,7 +1,8 @@
 """The blob store: what front ends, the commands layer and workers import.
 
 Content-addressed images behind one interface (:class:`BlobStore`: put, put_image, get, path,
-info, open_image, exists) with two backends: a local folder (storage.local_blobs, the default)
+info, open_image, exists; and a few named, replaceable blobs — put_named, get_named,
+delete_named — for training checkpoints) with two backends: a local folder (storage.local_blobs, the default)
 and S3-compatible object storage (storage.s3_blobs, when BLOB_URL is set).
 :func:`open_blob_store` picks the one the settings name; front ends and workers both call it.
 """

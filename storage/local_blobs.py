@@ -30,6 +30,8 @@ from pathlib import Path
 from PIL import Image
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+#: names of named blobs: path-like, no "..", e.g. ``train/<job id>/checkpoint``
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -44,6 +46,13 @@ class BlobInfo:
     width: int
     height: int
     size: int
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid named-blob name (path-like, no ".."), else ValueError."""
+    if not _NAME.match(name) or ".." in name:
+        raise ValueError(f"not a blob name: {name!r}")
+    return name
 
 
 def check_key(key: str) -> str:
@@ -79,6 +88,27 @@ class BlobStore:
             return key
         self._store(BlobInfo(key=key, size=len(data), **_describe(data)), data)
         return key
+
+    # -- named blobs: mutable, by name (training checkpoints) ----------------------------------
+    def put_named(self, name: str, data: bytes) -> None:
+        """Store ``data`` under a ``name`` (a training checkpoint, ``train/<job id>/checkpoint``),
+        replacing what was there; named blobs are mutable, content blobs are not."""
+        target = self._named_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, data)
+
+    def get_named(self, name: str) -> bytes | None:
+        """The bytes stored under ``name``, or ``None``."""
+        try:
+            return self._named_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete_named(self, name: str) -> None:
+        self._named_path(name).unlink(missing_ok=True)
+
+    def _named_path(self, name: str) -> Path:
+        return self.root / "named" / check_name(name)
 
     def put_image(self, image: Image.Image, format: str = "PNG") -> str:
         if format == "PNG":

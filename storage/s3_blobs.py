@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, check_key
+from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, check_key, check_name
 
 if TYPE_CHECKING:
     from storage.settings import Settings
@@ -122,6 +122,23 @@ class S3BlobStore(BlobStore):
             else:
                 raise
         self._cache(info, data)
+
+    # -- named blobs: objects under <prefix>named/, replaced in place (training checkpoints) -----
+    def put_named(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._named_key(name), Body=data)
+
+    def get_named(self, name: str) -> bytes | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._named_key(name))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return bytes(response["Body"].read())
+
+    def delete_named(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._named_key(name))
+
+    def _named_key(self, name: str) -> str:
+        return f"{self.prefix}named/{check_name(name)}"
 
     # -- reading -----------------------------------------------------------------------------
     def path(self, key: str) -> Path:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     engine_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; unset = auto")
     engine_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     engine_cpu_offload: bool = False
+    engine_train_model: str | None = Field(
+        default=None, description="klein: the Base model persona LoRAs train on; unset = ENGINE_MODEL"
+    )
     lora_dir: Path = Field(default=Path("./data/loras"), description="<archetype>/<name>.safetensors")
     face_backend: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")

@@ -17,7 +17,7 @@ from commands.events import Action, Images, OpenThread, Where
 from commands.validation import InputError, check_text
 from commands.words import split_options
 from engine.specs import JobKind, JobSpec, ReferenceSpec
-from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnStatus
+from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnStatus
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
@@ -288,17 +288,28 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """The post's running jobs; outside a post (or in one with nothing running) the user's persona training."""
+    thread = await rules.thread_of(conv, ctx)
+    if thread is None or not await conv.store.thread_jobs(thread.id):
+        training = [job for job in await conv.store.user_jobs(ctx.user.id) if job.kind == JobKind.TRAIN_PERSONA]
+        if training:
+            await _cancel_jobs(conv, training)
+            return [ctx.reply(f"❌ Cancelling persona training ({len(training)} job(s))…", where=ctx.where_user())]
     thread = await rules.owned_thread(conv, ctx)
     jobs = await conv.store.thread_jobs(thread.id)
     where = ctx.where_thread(thread)
     if jobs:
-        for job in jobs:
-            if not await conv.queue.cancel(job.id):
-                # not in the queue (lost by a redis restart, or held): cancel it in storage
-                await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+        await _cancel_jobs(conv, jobs)
         return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
     await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
+
+
+async def _cancel_jobs(conv: Conversation, jobs: list[Job]) -> None:
+    for job in jobs:
+        if not await conv.queue.cancel(job.id):
+            # not in the queue (lost by a redis restart, or held): cancel it in storage
+            await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
 
 
 async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:

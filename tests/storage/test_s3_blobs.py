@@ -113,3 +113,23 @@ def test_recently_used_files_are_not_evicted(tmp_path: Path, s3_bucket: S3Bucket
     blobs.cache_bytes = 1000
     keys = [blobs.put(os.urandom(900)) for _ in range(3)]
     assert all(blobs.local_path(k).exists() for k in keys)  # over the bound, but all just used
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_named_blobs_are_replaced_read_and_deleted_on_both_backends(
+    tmp_path: Path, s3_bucket: S3Bucket, backend: str
+) -> None:
+    """Training checkpoints (``train/<job id>/checkpoint``) are named, replaceable blobs; a worker
+    on another machine resumes from the one the killed worker left in the bucket."""
+    if backend == "s3":
+        first, other = store(tmp_path, s3_bucket, "first"), store(tmp_path, s3_bucket, "other")
+    else:
+        first = other = open_blob_store(load_settings(blob_dir=tmp_path / "local"))
+    assert first.get_named("train/job1/checkpoint") is None
+    first.put_named("train/job1/checkpoint", b"step 5")
+    first.put_named("train/job1/checkpoint", b"step 10")  # replaced, unlike content blobs
+    assert other.get_named("train/job1/checkpoint") == b"step 10"
+    other.delete_named("train/job1/checkpoint")
+    assert first.get_named("train/job1/checkpoint") is None
+    with pytest.raises(ValueError, match="not a blob name"):
+        first.put_named("../escape", b"x")
