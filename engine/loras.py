@@ -28,6 +28,8 @@ from engine.specs import TINY_ARCHETYPES, TINY_MODELS, EngineFamily
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
 
+    from engine.persona_slot import PersonaSlot
+
 #: Transformer layers the tiny LoRAs adapt (suffixes of module names).
 TINY_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_out")
 #: klein's single-stream blocks fuse their projections into these layers
@@ -106,11 +108,17 @@ def adapter_name(lora_name: str) -> str:
 class AdapterManager:
     """Keeps up to ``capacity`` LoRAs loaded in the pipeline (least recently used evicted) and
     activates a persona's mix with ``set_adapters``. ``disk_loads`` counts files read from disk:
-    switching between personas whose LoRAs are loaded reads nothing."""
+    switching between personas whose LoRAs are loaded reads nothing.
 
-    def __init__(self, pipe: FluxKontextPipeline, library: LoraLibrary, capacity: int = 8) -> None:
+    With a ``slot`` (engine.persona_slot) a mix is instead merged into one exact LoRA and
+    hot-swapped into the one persona adapter: no recompile of a compiled transformer."""
+
+    def __init__(
+        self, pipe: FluxKontextPipeline, library: LoraLibrary, capacity: int = 8, slot: PersonaSlot | None = None
+    ) -> None:
         self.pipe = pipe
         self.library = library
+        self.slot = slot
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name -> adapter name, LRU first
         self._active: tuple[tuple[str, float], ...] = ()
@@ -129,6 +137,8 @@ class AdapterManager:
         """Whether an active LoRA changes a text encoder (then prompt embeddings depend on the mix)."""
         if not self._active:
             return False
+        if self.slot is not None:
+            return self.slot.touches_text_encoders()
         per_part = self.pipe.get_list_adapters()
         names = {self._loaded[n] for n, _ in self._active}
         return any(part != "transformer" and names & set(adapters) for part, adapters in per_part.items())
@@ -154,6 +164,11 @@ class AdapterManager:
     def apply(self, mix: Sequence[tuple[str, float]]) -> None:
         """Make ``mix`` the active LoRA blend; an empty mix turns LoRAs off."""
         mix = tuple((str(n), float(w)) for n, w in mix)
+        if self.slot is not None:
+            self.slot.apply_mix(mix, self.library.path)
+            self.disk_loads = self.slot.disk_loads
+            self._active = mix
+            return
         if mix == self._active:
             return
         if not mix:

@@ -97,6 +97,9 @@ class JobResult(BaseModel):
     reference_key: str | None = None
     embedding: list[float] | None = None
     seconds: float = 0.0
+    #: seconds by stage: text_encode, reference_encode, denoise, vae_decode, identity_gate,
+    #: png_encode, storage (engine.rendering.JobRender.timings)
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 #: transformers narrower than this (heads × head dim; FLUX.1 has 3072) are test-sized
