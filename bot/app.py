@@ -11,7 +11,7 @@ from commands.conversation import Conversation, ConversationConfig
 from engine.job_runner import EngineLike, JobRunner, engine_runner_factory, import_engine_modules
 from engine.progress import ProgressBus
 from engine.queue import make_queue
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.repository import Store
 from storage.settings import Settings, web_secret
@@ -42,7 +42,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     db = Database(settings.database_url)
     await db.upgrade()
     store = Store(db)
-    blobs = BlobStore(settings.blob_dir)
+    blobs = open_blob_store(settings)
     if engine is not None:
         factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
     else:

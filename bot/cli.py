@@ -87,6 +87,35 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return run_worker(settings, burst=args.burst)
 
 
+def _persona_export(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.persona_tools import ToolError, run_export
+
+    try:
+        written = asyncio.run(run_export(settings, args.name, args.user, Path(args.out)))
+    except ToolError as exc:
+        print(f"persona-studio: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {args.name} to {args.out} ({len(written)} files)")
+    return 0
+
+
+def _eval_identity(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from bot.persona_tools import ToolError, run_eval
+
+    if args.renders < 1:
+        print("persona-studio: --renders must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run_eval(settings, args.name, args.user, args.renders, args.version))
+    except ToolError as exc:
+        print(f"persona-studio: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def configure_logging(*, verbose: bool = False) -> None:
     """Our own INFO logs; the libraries' chatter (alembic, transformers, diffusers) only when -v."""
     logging.basicConfig(
@@ -144,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
         "start the front ends (Discord, WeCom, the web studio) with an embedded worker if REDIS_URL is unset",
     )
     add("web", _web, "start the web studio alone: /gallery pages, /healthz, /readyz, /metrics")
+    persona = sub.add_parser("persona", help="personas: export")
+    persona_sub = persona.add_subparsers(dest="persona_command", metavar="ACTION", required=True)
+    export = persona_sub.add_parser(
+        "export", help="write portrait.png, lora.safetensors, persona.json and training/ to a folder"
+    )
+    export.add_argument("name", help="the persona's name")
+    export.add_argument("--user", default="console:console", help="owner as PLATFORM:ID (default console:console)")
+    export.add_argument("--out", required=True, help="target folder")
+    export.set_defaults(handler=_persona_export)
+
+    evals = sub.add_parser("eval", help="measurements")
+    evals_sub = evals.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    identity = evals_sub.add_parser("identity", help="identity scores of N renders of a persona vs its reference")
+    identity.add_argument("name", help="the persona's name")
+    identity.add_argument("--user", default="console:console", help="owner as PLATFORM:ID (default console:console)")
+    identity.add_argument("--renders", type=int, default=16, help="how many renders (default 16)")
+    identity.add_argument("--version", help="v<N> or blend (default: the version in use)")
+    identity.set_defaults(handler=_eval_identity)
+
     worker = add("worker", _worker, "start an arq GPU worker (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--check", action="store_true", help="health check: exit 0 if a worker reported recently")

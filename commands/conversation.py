@@ -29,12 +29,21 @@ from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError
 from engine import metrics
-from engine.loras import family_root
 from engine.outcomes import finish_job
 from engine.queue import JobQueue
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS, JobKind, JobSpec, PersonaSpec, RenderParams, model_family
+from engine.specs import (
+    TINY_ARCHETYPES,
+    TINY_MODELS,
+    JobKind,
+    JobSpec,
+    PersonaSpec,
+    RenderParams,
+    family_root,
+    model_family,
+)
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
+from storage.persona_versions import version_in_use
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -93,7 +102,7 @@ class Conversation:
 
     # -- queries for front ends --------------------------------------------------------------
     async def archetypes(self) -> list[str]:
-        """Archetype folders of the engine family's LoRA library (engine.loras.family_root)."""
+        """Archetype folders of the engine family's LoRA library (engine.specs.family_root)."""
         model = self.config.engine_model
         root = family_root(self.config.lora_dir, model_family(model), model)
         found = (
@@ -266,6 +275,7 @@ class Conversation:
 
     @staticmethod
     def persona_spec(persona: Persona) -> PersonaSpec:
+        version = version_in_use(persona)
         return PersonaSpec(
             persona_id=persona.id,
             archetype=persona.archetype,
@@ -274,10 +284,12 @@ class Conversation:
             reference_key=persona.reference_key,
             embedding=persona.face_embedding,
             photo_key=persona.photo_key,
+            version=int(version["version"]) if version else 0,
+            version_lora_key=version["lora_key"] if version else None,
         )
 
-    def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
-        return image_out(self.blobs, key, filename, caption)
+    async def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
+        return await image_out(self.blobs, key, filename, caption)
 
 
 __all__ = ["Conversation", "ConversationConfig"]

@@ -24,9 +24,11 @@ from cachetools import LRUCache
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
+from commands.training_texts import training_summary
 from engine import metrics
 from engine.job_events import FINISHED_STATES, JobEvent, Running
 from engine.progress import ProgressBus
+from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, utcnow
 from storage.repository import Store
@@ -108,7 +110,9 @@ class Delivery:
             await self.deliver_job(event.job_id)
             return
         if isinstance(event, Running):  # "queued" reaches front ends once, from the commands layer
-            await self._send_progress(event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s)
+            await self._send_progress(
+                event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s, text=event.note or ""
+            )
 
     async def announce_queued(self, job_id: str, position: int | None) -> None:
         """The "queued" progress of a job that the commands layer queued outside a command
@@ -210,14 +214,16 @@ class Delivery:
             persona_id = job.spec.get("persona", {}).get("persona_id")
             persona = await self.store.get_persona(int(persona_id))
             key = result.get("reference_key")
-            images = (self._image(key, f"persona-{persona.name}.png", ""),) if key else ()
+            images = (await self._image(key, f"persona-{persona.name}.png", ""),) if key else ()
             mix = ", ".join(f"{name} {weight:.2f}" for name, weight in persona.lora_mix)
             text = f"Persona {persona.name} is ready ({persona.archetype}; mix {mix}; seed {persona.seed})."
             return [done, Images(where=where, job_id=job.id, text=text, images=images)]
+        if job.kind == JobKind.TRAIN_PERSONA:
+            return [done, await self._training_result(job, where)]
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
-        images = turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
+        images = await turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
         what = turn.instruction if turn.kind != "generate" else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
         return [
@@ -225,8 +231,18 @@ class Delivery:
             Images(where=where, turn_id=turn.id, job_id=job.id, text=text, images=images, buttons=RESULT_BUTTONS),
         ]
 
-    def _image(self, key: str, filename: str, caption: str) -> ImageOut:
-        return image_out(self.blobs, key, filename, caption)
+    async def _training_result(self, job: Job, where: Where) -> Action:
+        persona = await self.store.get_persona(int(job.spec.get("persona", {}).get("persona_id") or 0))
+        report = (job.result or {}).get("training") or {}
+        version = next((v["version"] for v in persona.versions or [] if v.get("job_id") == job.id), None)
+        keys = list((job.result or {}).get("image_keys") or [])[:4]
+        images = tuple(
+            [await self._image(k, f"training-{persona.name}-{i + 1}.png", "kept") for i, k in enumerate(keys)]
+        )
+        return Images(where=where, job_id=job.id, text=training_summary(persona.name, report, version), images=images)
+
+    async def _image(self, key: str, filename: str, caption: str) -> ImageOut:
+        return await image_out(self.blobs, key, filename, caption)
 
     async def _route(self, job_id: str) -> _Route | None:
         if job_id in self._routes:
@@ -263,25 +279,34 @@ def _caption(scores: list, notes: list, index: int) -> str:
     return f"{text} ({note})" if note and note != "ok" else text
 
 
-def image_out(blobs: BlobStore, key: str, filename: str, caption: str = "") -> ImageOut:
-    """An image of the blob store as front ends get it: path, name, caption, size."""
-    info = blobs.info(key)
-    return ImageOut(
-        blob_key=key,
-        path=str(blobs.path(key)),
-        filename=filename,
-        caption=caption,
-        width=info.width,
-        height=info.height,
-    )
+async def image_out(blobs: BlobStore, key: str, filename: str, caption: str = "") -> ImageOut:
+    """An image of the blob store as front ends get it: path, name, caption, size. The blob
+    store's calls run in a thread: with S3 they are network round trips (a download into the
+    local cache), which must not stall the front end's event loop."""
+
+    def describe() -> ImageOut:
+        info = blobs.info(key)
+        path = str(blobs.path(key))
+        return ImageOut(
+            blob_key=key, path=path, filename=filename, caption=caption, width=info.width, height=info.height
+        )
+
+    return await asyncio.to_thread(describe)
 
 
-def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = None) -> tuple[ImageOut, ...]:
+async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = None) -> tuple[ImageOut, ...]:
     """The images of a turn, captioned with their number and identity score."""
     scores = list(turn.identity_scores or [])
     return tuple(
-        image_out(
-            blobs, key, f"post{turn.thread_id}-turn{turn.id}-{index + 1}.png", _caption(scores, notes or [], index)
+        await asyncio.gather(
+            *(
+                image_out(
+                    blobs,
+                    key,
+                    f"post{turn.thread_id}-turn{turn.id}-{index + 1}.png",
+                    _caption(scores, notes or [], index),
+                )
+                for index, key in enumerate(turn.image_keys or [])
+            )
         )
-        for index, key in enumerate(turn.image_keys or [])
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -38,7 +39,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
             if turn.approved:
                 for index, key in enumerate(turn.image_keys):
                     name = f"images/turn{turn.id}-{index + 1}.png"
-                    archive.writestr(name, blobs.get(key))
+                    archive.writestr(name, await asyncio.to_thread(blobs.get, key))
                     files.append(name)
             manifest["turns"].append(
                 {

@@ -10,6 +10,7 @@ before anything is stored; images are validated exactly as scene images always w
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -77,12 +78,12 @@ def check_attachments(attachments: Sequence[Attachment]) -> None:
         check_image(attachment.data, attachment.filename)
 
 
-def store_attachments(
+async def store_attachments(
     conv: Conversation, attachments: Sequence[Attachment], role: str | None = None
 ) -> list[tuple[str | None, str]]:
     """Validate every attachment, then store them: ``[(role or None, blob key), ...]``."""
     check_attachments(attachments)
-    return [(a.role or role, conv.blobs.put(a.data)) for a in attachments]
+    return [(a.role or role, await asyncio.to_thread(conv.blobs.put, a.data)) for a in attachments]
 
 
 async def library(conv: Conversation, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
@@ -142,7 +143,7 @@ async def park(
     conv: Conversation, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
 ) -> list[Action]:
     """Store images for the next post or edit (``edit``: for that edit, once their role is chosen)."""
-    stored = store_attachments(conv, attachments)
+    stored = await store_attachments(conv, attachments)
     batch = stored[0][1]
     rows = [row for row in pending(ctx.user) if row.get("batch") != batch]
     rows += [{"role": role, "key": key, "batch": batch} for role, key in stored]

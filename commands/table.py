@@ -23,7 +23,8 @@ COMMANDS: tuple[Command, ...] = (
         "persona",
         "Create and manage personas",
         "创建和管理人设",
-        "/persona create <archetype> [name] | create-from-photo <name> consent=yes | list | show | delete <name>",
+        "/persona create <archetype> [name] | create-from-photo <name> consent=yes | list | show | delete <name> "
+        "| train <name> | use <name> v<N>",
         aliases=("人设",),
         handler=personas.persona,
         subcommands=(
@@ -58,6 +59,27 @@ COMMANDS: tuple[Command, ...] = (
                 "/persona show <name>",
                 aliases=("查看",),
                 args=(_NAME,),
+            ),
+            Command(
+                "train",
+                "Train a persona LoRA version from renders that match its face",
+                "训练人设：用与参考脸一致的渲染图训练新的 LoRA 版本",
+                "/persona train <name> [images=N] [steps=S] [rank=R]",
+                aliases=("训练",),
+                args=(
+                    _NAME,
+                    Arg("images", "int", "candidate renders (default 32)", min=1, max=128),
+                    Arg("steps", "int", "training steps (default 500)", min=1, max=5000),
+                    Arg("rank", "int", "LoRA rank (default 16)", min=1, max=128),
+                ),
+            ),
+            Command(
+                "use",
+                "Choose the version a persona renders with: v<N> or blend",
+                "切换人设版本：v<N> 或 blend（混合）",
+                "/persona use <name> v<N>|blend",
+                aliases=("使用",),
+                args=(_NAME, Arg("version", "str", "v<N> or blend", required=True, min=1, max=10)),
             ),
             Command(
                 "delete",
@@ -165,7 +187,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "cancel",
-        "❌ Cancel this post's running job",
+        "❌ Cancel this post's running job (outside a post: your persona training)",
         "取消正在进行的任务",
         "/cancel",
         aliases=("取消",),

@@ -53,12 +53,21 @@ class Running(JobEvent):
     total: int = 0
     eta_s: float | None = None
     attempt: int = 0
+    #: what the step is doing, when it says more than a step count ("training step 3/20 · loss 0.41")
+    note: str | None = None
 
     @classmethod
     def build(
-        cls, job_id: str, *, step: int = 0, total: int = 0, eta_s: float | None = None, attempt: int = 0
+        cls,
+        job_id: str,
+        *,
+        step: int = 0,
+        total: int = 0,
+        eta_s: float | None = None,
+        attempt: int = 0,
+        note: str | None = None,
     ) -> Running:
-        return cls(job_id=job_id, ts=time.time(), step=step, total=total, eta_s=eta_s, attempt=attempt)
+        return cls(job_id=job_id, ts=time.time(), step=step, total=total, eta_s=eta_s, attempt=attempt, note=note)
 
 
 class Done(JobEvent):

@@ -30,6 +30,7 @@ from engine.outcomes import finish_job
 from engine.progress import ProgressBus
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
+from storage.persona_versions import new_version
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,16 @@ class JobRunner:
         started = time.monotonic()
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
         last_db_write = 0.0
+        first_step: int | None = None  # a resumed job (training) starts past step 0
 
-        def on_progress(step: int, total: int) -> None:  # called in the engine's thread
-            nonlocal last_db_write
+        def on_progress(step: int, total: int, note: str | None = None) -> None:  # called in the engine's thread
+            nonlocal last_db_write, first_step
+            if first_step is None:
+                first_step = step - 1
             elapsed = time.monotonic() - started
-            eta = elapsed / step * (total - step) if step else None
-            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta)
+            done = step - first_step
+            eta = elapsed / done * (total - step) if done > 0 else None
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta, note=note)
             _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
             if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
                 last_db_write = time.monotonic()
@@ -152,6 +157,19 @@ class JobRunner:
 
     async def _record(self, spec: JobSpec, result: JobResult) -> None:
         result_json = result.model_dump(mode="json")
+        if spec.kind == JobKind.TRAIN_PERSONA:
+            persona = await self.store.get_persona(spec.persona.persona_id)
+            update = new_version(persona.versions, spec.job_id, result.training or {})
+            await finish_job(  # the job and the persona's new version in one transaction
+                self.store,
+                self.bus,
+                spec.job_id,
+                JobStatus.DONE,
+                result=result_json,
+                seconds=result.seconds,
+                persona_update=(spec.persona.persona_id, update),
+            )
+            return
         if spec.kind == JobKind.CREATE_PERSONA:
             mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
             persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS, EngineFamily
+from engine.specs import TINY_ARCHETYPES, TINY_MODELS, PersonaSpec
 
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
@@ -78,15 +78,6 @@ class LoraLibrary:
         return draw_mix(self.names(archetype), seed, k)
 
 
-def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
-    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
-    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
-    own = Path(lora_dir) / family
-    if own.is_dir() or model == "tiny-klein":
-        return own
-    return Path(lora_dir)
-
-
 def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float = 1.0) -> list[tuple[str, float]]:
     """Pick ``k`` of ``names`` and Dirichlet weights summing to 1, both determined by ``seed``."""
     if not names:
@@ -100,6 +91,17 @@ def draw_mix(names: Sequence[str], seed: int, k: int = 3, concentration: float =
     return [(names[int(i)], float(w)) for i, w in zip(chosen, weights, strict=True)]
 
 
+#: LoRA names of this form are a trained persona version's file in the blob store
+BLOB_PREFIX = "blob:"
+
+
+def persona_mix(persona: PersonaSpec) -> list[tuple[str, float]]:
+    """The LoRAs a persona renders with: its trained version in use (one LoRA at weight 1), else its blend."""
+    if persona.version and persona.version_lora_key:
+        return [(BLOB_PREFIX + persona.version_lora_key, 1.0)]
+    return [(str(n), float(w)) for n, w in persona.lora_mix]
+
+
 def adapter_name(lora_name: str) -> str:
     """The peft adapter name of a LoRA (module attribute safe: no '/' or '.')."""
     return re.sub(r"[^A-Za-z0-9_]", "_", lora_name.replace("/", "__"))
@@ -111,13 +113,21 @@ class AdapterManager:
     switching between personas whose LoRAs are loaded reads nothing.
 
     With a ``slot`` (engine.persona_slot) a mix is instead merged into one exact LoRA and
-    hot-swapped into the one persona adapter: no recompile of a compiled transformer."""
+    hot-swapped into the one persona adapter: no recompile of a compiled transformer. A trained
+    persona version (``blob:<key>``, weight 1) goes into the same slot as it is."""
 
     def __init__(
-        self, pipe: FluxKontextPipeline, library: LoraLibrary, capacity: int = 8, slot: PersonaSlot | None = None
+        self,
+        pipe: FluxKontextPipeline,
+        library: LoraLibrary,
+        capacity: int = 8,
+        blob_path: Callable[[str], Path] | None = None,
+        slot: PersonaSlot | None = None,
     ) -> None:
         self.pipe = pipe
         self.library = library
+        #: file of a ``blob:<key>`` LoRA (a trained persona version)
+        self.blob_path = blob_path
         self.slot = slot
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name -> adapter name, LRU first
@@ -143,11 +153,17 @@ class AdapterManager:
         names = {self._loaded[n] for n, _ in self._active}
         return any(part != "transformer" and names & set(adapters) for part, adapters in per_part.items())
 
+    def path(self, name: str) -> Path:
+        """The file of LoRA ``name``: a library name, or ``blob:<key>`` (a trained persona version)."""
+        if name.startswith(BLOB_PREFIX) and self.blob_path is not None:
+            return self.blob_path(name.removeprefix(BLOB_PREFIX))
+        return self.library.path(name)
+
     def _ensure_loaded(self, name: str) -> str:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
-        path = self.library.path(name)
+        path = self.path(name)
         adapter = adapter_name(name)
         self.pipe.load_lora_weights(str(path), adapter_name=adapter)
         self.disk_loads += 1
@@ -161,11 +177,15 @@ class AdapterManager:
             if name not in keep:
                 self.pipe.delete_adapters(self._loaded.pop(name))
 
+    def forget_active(self) -> None:
+        """Something else changed the active adapters (training): the next ``apply`` sets them again."""
+        self._active = (("<changed>", 0.0),)
+
     def apply(self, mix: Sequence[tuple[str, float]]) -> None:
         """Make ``mix`` the active LoRA blend; an empty mix turns LoRAs off."""
         mix = tuple((str(n), float(w)) for n, w in mix)
         if self.slot is not None:
-            self.slot.apply_mix(mix, self.library.path)
+            self.slot.apply_mix(mix, self.path)
             self.disk_loads = self.slot.disk_loads
             self._active = mix
             return

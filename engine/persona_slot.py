@@ -147,7 +147,6 @@ class PersonaSlot:
         self._shapes: dict[str, tuple[int, int]] = {}  # the slot's layers: module -> (in, out)
         self._files: LRUCache[str, LoraFactors] = LRUCache(maxsize=64)
         self._merged: LRUCache[Hashable, dict[str, torch.Tensor]] = LRUCache(maxsize=max(1, cache_size))
-        self.on_rebuild: Callable[[], None] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
     def factors(self, path: Path) -> LoraFactors:
@@ -201,7 +200,7 @@ class PersonaSlot:
         modules, rank = _shape(state_dict)
         self._ensure_active()
         if self._modules and modules <= self._modules and rank <= self._rank:
-            self.pipe.load_lora_weights(state_dict, adapter_name=SLOT, hotswap=True)
+            self.pipe.load_lora_weights(self._padded(state_dict), adapter_name=SLOT, hotswap=True)
         else:
             self._build(state_dict, modules, rank)
         self.loads += 1
@@ -213,23 +212,37 @@ class PersonaSlot:
             self.rebuilds += 1
             log.warning("persona slot rebuilt (rank %d, %d layers): a compiled model recompiles", rank, len(modules))
             self.pipe.delete_adapters(SLOT)
-            if self.on_rebuild is not None:
-                self.on_rebuild()
+        self._shapes = {}
         layout = self._zero()
         layout_modules = _shape(layout)[0] if layout else set()
         member_rank = max((a.shape[0] for p in self.layout for a, _, _ in self.factors(p).values()), default=0)
-        target = max(rank, self.target_rank or max(MIN_AUTO_RANK, self.mix_size * member_rank))
+        self._rank = max(rank, self.target_rank or max(MIN_AUTO_RANK, self.mix_size * member_rank))
         # every layer the layout adapts gets a slot entry now (zero where this LoRA has none)
-        full = {**layout, **state_dict} if layout else state_dict
-        self.pipe.enable_lora_hotswap(target_rank=target, check_compiled="ignore")
-        self.pipe.load_lora_weights(full, adapter_name=SLOT)
-        self._modules = modules | layout_modules
+        full = {**layout, **state_dict}
         for k, v in full.items():
             if k.endswith(".lora_A.weight"):
                 module = k.removesuffix(".lora_A.weight")
                 self._shapes[module] = (v.shape[1], full[f"{module}.lora_B.weight"].shape[0])
-        self._rank = target
+        self._modules = modules | layout_modules
+        self.pipe.enable_lora_hotswap(target_rank=self._rank, check_compiled="ignore")
+        self.pipe.load_lora_weights(self._padded(full), adapter_name=SLOT)
         self._ensure_active()
+
+    def _padded(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state_dict`` on every slot layer at exactly the slot's rank (zero rows of A, zero
+        columns of B: the same product): every load then has the same peft config (one rank, no
+        rank or alpha patterns), which hot swapping requires."""
+        padded: dict[str, torch.Tensor] = {}
+        for module, (fan_in, fan_out) in self._shapes.items():
+            a = torch.zeros(self._rank, fan_in)
+            b = torch.zeros(fan_out, self._rank)
+            given = state_dict.get(f"{module}.lora_A.weight")
+            if given is not None:
+                a[: given.shape[0]] = given
+                b[:, : given.shape[0]] = state_dict[f"{module}.lora_B.weight"]
+            padded[f"{module}.lora_A.weight"] = a
+            padded[f"{module}.lora_B.weight"] = b
+        return padded
 
     def touches_text_encoders(self) -> bool:
         return any(not module.startswith("transformer.") for module in self._shapes)

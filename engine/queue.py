@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix, job_key_prefix
 
+from engine import routing
 from engine.job_events import Queued
 from engine.outcomes import finish_job
 from engine.progress import LocalBus, ProgressBus, RedisBus
@@ -183,6 +184,8 @@ class ArqQueue:
 
     #: publish on WAKE_CHANNEL on enqueue/cancel (bench/queue.py turns it off to show the difference)
     wake_workers = True
+    #: pin a thread's job to its warm worker for a short grace (engine.routing; benches turn it off)
+    route_warm = True
 
     #: how often the reconciler compares storage with redis (a lost job waits at most this long)
     reconcile_interval_s = RECONCILE_INTERVAL_S
@@ -257,7 +260,16 @@ class ArqQueue:
 
     async def enqueue(self, spec: JobSpec) -> None:
         await self.start()
-        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec.model_dump(mode="json"), _job_id=spec.job_id)
+        spec_json = spec.model_dump(mode="json")
+        if self.route_warm:
+            try:
+                worker = await routing.pin(self.pool, spec_json)
+            except Exception as exc:  # routing is a hint: without it any worker takes the job
+                log.warning("could not route job %s: %s", spec.job_id, exc)
+            else:
+                if worker is not None:
+                    log.debug("job %s pinned to warm worker %s", spec.job_id, worker)
+        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec_json, _job_id=spec.job_id)
         if job is None:
             log.info("job %s was already queued", spec.job_id)
         if self.wake_workers:

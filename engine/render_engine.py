@@ -1,7 +1,8 @@
 """The Engine: runs job specs (plain JSON data) on the process's one pipeline.
 
 ``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.job_kinds (create_persona, generate,
-edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``). It loads the pipeline,
+edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``) or, for train_persona,
+to engine.persona_training. It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
 and keeps per-thread caches (engine.render_cache) between jobs.
 
@@ -13,11 +14,12 @@ while the next job may already be rendering. The torch thread count is set at lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +28,20 @@ from cachetools import LRUCache
 
 from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, family_root, write_tiny_library
+from engine.loras import LoraLibrary, persona_mix, write_tiny_library
 from engine.metrics import observe_stages
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
-from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams, default_params, model_family
+from engine.specs import (
+    TINY_MODELS,
+    JobKind,
+    JobResult,
+    JobSpec,
+    RenderParams,
+    default_params,
+    family_root,
+    model_family,
+)
 from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
 from storage.settings import Settings
 
@@ -75,8 +86,12 @@ class Engine:
         persona_rank: int = 0,
         compile_backend: str | Callable[..., Any] = "inductor",
         warm: bool = True,
+        train_model: str | None = None,
     ) -> None:
         self.model = model
+        #: the model persona training runs on (klein: its Base model); None = ``model``
+        self.train_model = train_model or None
+        self._train_lp: LoadedPipeline | None = None
         self.device = device
         self.dtype = dtype
         self.cpu_offload = cpu_offload
@@ -133,6 +148,7 @@ class Engine:
             max_batch=settings.engine_max_batch,
             persona_slot=settings.engine_persona_slot,
             persona_rank=settings.engine_persona_rank,
+            train_model=settings.engine_train_model,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -145,6 +161,16 @@ class Engine:
         if self._lp is None:
             raise RuntimeError("Engine.load() has not run")
         return self._lp
+
+    def training_pipeline(self) -> LoadedPipeline:
+        """The pipeline persona training uses: the engine's, or on klein with ``train_model`` set
+        the Base transformer beside the engine's VAE and text encoder (loaded once)."""
+        from engine.train_family import training_pipeline
+
+        with self._lock:
+            if self._train_lp is None:
+                self._train_lp = training_pipeline(self.pipeline, self.train_model)
+            return self._train_lp
 
     @property
     def adapters(self) -> AdapterManager:
@@ -188,7 +214,9 @@ class Engine:
 
                 files = [self.library.path(n) for a in self.library.archetypes() for n in self.library.names(a)]
                 slot = PersonaSlot(lp.pipe, target_rank=self.persona_rank, layout=files)
-            self._adapters = AdapterManager(lp.pipe, self.library, capacity=self.adapter_capacity, slot=slot)
+            self._adapters = AdapterManager(
+                lp.pipe, self.library, capacity=self.adapter_capacity, blob_path=self.blobs.path, slot=slot
+            )
             self._adapters.apply([])
             apply_speedups(lp, **self.speedups)
             if self.speedups["compile"] != "none" and self.warm:
@@ -217,35 +245,31 @@ class Engine:
         return self.library.draw_mix(archetype, seed, k)
 
     # -- running jobs ------------------------------------------------------------------------
-    def run(
+    @contextlib.contextmanager
+    def job(
         self,
         spec: JobSpec,
-        on_progress: Callable[[int, int], None] | None = None,
+        renders: int,
+        on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
-        on_model_free: Callable[[], None] | None = None,
-    ) -> JobResult:
-        """Run one job synchronously and return what it stored.
+        mix: list[tuple[str, float]] | None = None,
+    ) -> Iterator[JobRender]:
+        """Hold the engine for ``spec``: its LoRA mix (default: the persona's) applied, a
+        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled.
 
-        Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
-        one's renders are done and the next job may start, before its images are stored."""
+        Images the job stores get provisional keys: call ``job.settle(result)`` (after this
+        block, off the lock, or inside it when the keys are needed at once)."""
         import torch
 
         from engine.pipeline import RenderCancelled
 
-        started = time.perf_counter()
         with self._lock:
             self.load()
             locked = time.perf_counter()
-            kind = spec.kind
-            if kind == JobKind.REGENERATE:
-                if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
-                    raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
-                kind = spec.of_kind
-            renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
             job = JobRender(
                 spec=spec,
                 params=spec.params,
-                progress=StepProgress(spec.params.steps, renders[kind], on_progress),
+                progress=StepProgress(spec.params.steps, renders, on_progress),
                 cancel=cancel,
                 cache=self.threads.for_thread(spec.thread_id),
                 pipeline=self.pipeline,
@@ -260,18 +284,52 @@ class Engine:
                 seconds=self.seconds,
                 max_batch=self.max_batch,
             )
-            if kind == JobKind.CREATE_PERSONA and spec.persona.photo_key is None:
-                mix = list(spec.persona.lora_mix) or self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
-            else:
-                mix = list(spec.persona.lora_mix)
-            self.adapters.apply(mix)  # outside inference mode: loading creates parameters
+            self.adapters.apply(persona_mix(spec.persona) if mix is None else mix)  # outside inference mode
             try:
                 with torch.inference_mode():
-                    result = _KINDS[kind](job)
+                    yield job
             except RenderCancelled:
                 raise JobCancelled(spec.job_id) from None
             finally:
                 self.seconds["locked"] += time.perf_counter() - locked
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[..., None] | None = None,
+        cancel: threading.Event | None = None,
+        on_model_free: Callable[[], None] | None = None,
+    ) -> JobResult:
+        """Run one job synchronously and return what it stored.
+
+        Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
+        one's renders are done and the next job may start, before its images are stored."""
+        started = time.perf_counter()
+        if spec.kind == JobKind.TRAIN_PERSONA:
+            from engine.persona_training import train_persona
+
+            with self._lock:
+                self.load()
+                result = train_persona(self, spec, on_progress, cancel)
+            if on_model_free is not None:
+                on_model_free()
+            return result
+        with self._lock:
+            self.load()
+            kind = spec.kind
+            if kind == JobKind.REGENERATE:
+                if spec.of_kind not in (JobKind.GENERATE, JobKind.EDIT):
+                    raise ValueError("a regenerate job needs of_kind 'generate' or 'edit'")
+                kind = spec.of_kind
+            renders = {JobKind.CREATE_PERSONA: 1, JobKind.GENERATE: spec.count, JobKind.EDIT: len(spec.targets)}
+            if kind == JobKind.CREATE_PERSONA:
+                mix = list(spec.persona.lora_mix)
+                if not mix and spec.persona.photo_key is None:
+                    mix = self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
+            else:
+                mix = persona_mix(spec.persona)  # the trained version in use, else the blend
+            with self.job(spec, renders[kind], on_progress, cancel, mix) as job:
+                result = _KINDS[kind](job)
         if on_model_free is not None:
             on_model_free()
         settling = time.perf_counter()

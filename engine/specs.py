@@ -22,6 +22,7 @@ class JobKind(StrEnum):
     GENERATE = "generate"  # N images of a post: text-to-image, then Kontext variations
     EDIT = "edit"  # an instruction applied to the current image(s) of a post
     REGENERATE = "regenerate"  # the same generate/edit spec again with a new seed
+    TRAIN_PERSONA = "train_persona"  # candidates -> identity filter -> a persona LoRA version
 
 
 ReferenceRole = Literal["product", "scene", "face"]
@@ -49,6 +50,19 @@ class PersonaSpec(BaseModel):
     reference_key: str | None = None  # blob key of the reference portrait
     embedding: list[float] | None = None  # face embedding of the reference portrait
     photo_key: str | None = None  # blob key of the consented photo a persona was made from
+    #: the trained version in use (0: the blend) and the blob key of its LoRA file
+    version: int = 0
+    version_lora_key: str | None = None
+
+
+class TrainParams(BaseModel):
+    """``/persona train`` options; ``None`` takes the model's default (tiny: 4 images, 20 steps)."""
+
+    images: int | None = Field(default=None, ge=1, le=128)
+    steps: int | None = Field(default=None, ge=1, le=5000)
+    rank: int | None = Field(default=None, ge=1, le=128)
+    #: steps between checkpoints (tiny: 5, real: 50)
+    checkpoint_every: int | None = Field(default=None, ge=1, le=5000)
 
 
 class RenderParams(BaseModel):
@@ -79,6 +93,8 @@ class JobSpec(BaseModel):
     params: RenderParams = Field(default_factory=RenderParams)
     #: the post's and this edit's references, in order (engine.references decides how they enter)
     references: list[ReferenceSpec] = Field(default_factory=list)
+    #: TRAIN_PERSONA: the training options
+    train: TrainParams | None = None
 
 
 class JobResult(BaseModel):
@@ -96,6 +112,8 @@ class JobResult(BaseModel):
     # create_persona
     reference_key: str | None = None
     embedding: list[float] | None = None
+    #: train_persona: the new version's LoRA blob key and its training report
+    training: dict[str, Any] | None = None
     seconds: float = 0.0
     #: seconds by stage: text_encode, reference_encode, denoise, vae_decode, identity_gate,
     #: png_encode, storage (engine.rendering.JobRender.timings)
@@ -204,3 +222,12 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
+
+
+def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
+    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
+    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
+    own = Path(lora_dir) / family
+    if own.is_dir() or model == "tiny-klein":
+        return own
+    return Path(lora_dir)

@@ -39,6 +39,7 @@ from typing import Any
 from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
+from engine import routing
 from engine.job_runner import JobRunner
 from engine.metrics import publish_worker_metrics
 from engine.outcomes import finish_job
@@ -52,7 +53,7 @@ from engine.queue import (
     now_ms,
     redis_settings,
 )
-from storage.blobs import BlobStore
+from storage.blobs import open_blob_store
 from storage.db import Database
 from storage.models import JobStatus
 from storage.repository import Store
@@ -80,11 +81,12 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 class WorkerState:
     """What a worker process keeps between jobs (and between arq restarts)."""
 
-    def __init__(self, settings: Settings, engine: Any | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Any | None = None, worker_id: str = WORKER_ID) -> None:
         self.settings = settings
+        self.worker_id = worker_id
         self.db = Database(settings.database_url)
         self.store = Store(self.db)
-        self.blobs = BlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings)
         self._engine = engine
         #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
         self.cancel_flags: dict[str, threading.Event] = {}
@@ -111,7 +113,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     state: WorkerState = ctx["state"]
     redis = ctx["redis"]
     job_id = ctx["job_id"]
-    bus = RedisBus(redis, worker=WORKER_ID)
+    bus = RedisBus(redis, worker=state.worker_id)
     runner = JobRunner(state.engine, state.store, bus)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
@@ -119,6 +121,11 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
     try:
+        try:
+            warm = await routing.record_start(redis, state.worker_id, spec_json)
+            log.info("job %s starts (thread %s, warm here: %s)", job_id, spec_json.get("thread_id"), warm)
+        except Exception as exc:  # routing is a hint: a redis blip must not stop the job
+            log.warning("could not record where job %s runs: %s", job_id, exc)
         if await redis.zscore(ARQ_ABORT_KEY, job_id) is not None:
             cancel.set()  # cancelled while it was being picked up: stop at the first step
             await redis.zrem(ARQ_ABORT_KEY, job_id)
@@ -163,9 +170,11 @@ def _worker_class() -> type:
     class StudioWorker(Worker):  # type: ignore[misc]
         """arq's worker, woken by pub/sub, surviving redis outages, cancelling through flags."""
 
-        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], **kwargs: Any) -> None:
+        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], worker_id: str, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.cancel_flags = cancel_flags
+            self.worker_id = worker_id
+            self._alive_task: asyncio.Task[None] | None = None
             self.wake = asyncio.Event()
             self._wake_task: asyncio.Task[None] | None = None
             self._redis_lost_at: float | None = None
@@ -173,6 +182,7 @@ def _worker_class() -> type:
         async def _poll_iteration(self) -> None:
             if self._wake_task is None:
                 self._wake_task = asyncio.create_task(self._listen_wake(), name="arq-wake")
+                self._alive_task = asyncio.create_task(self._beat_alive(), name="arq-alive")
             self.wake.clear()  # a wake that arrives during this poll makes the next one start at once
             try:
                 await super()._poll_iteration()
@@ -202,6 +212,21 @@ def _worker_class() -> type:
         def _release_sem_dec_counter_on_complete(self) -> None:
             super()._release_sem_dec_counter_on_complete()
             self.wake.set()  # a job finished: pick the next one now
+
+        async def start_jobs(self, job_ids: list[bytes]) -> None:
+            """arq's start, on the jobs routing lets this worker take (engine.routing)."""
+            limit = self.max_jobs - self.job_counter
+            await super().start_jobs(await routing.claimable(self.pool, self.worker_id, job_ids, limit))
+
+        async def _beat_alive(self) -> None:
+            while True:
+                try:
+                    await routing.beat(self.pool, self.worker_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("alive beat failed (%s)", exc)
+                await asyncio.sleep(routing.BEAT_S)
 
         async def _abort_flagged(self) -> None:
             """Set the cancel flag of each running job named in arq's abort set."""
@@ -238,11 +263,14 @@ def _worker_class() -> type:
                 await asyncio.sleep(WAKE_BACKOFF.compute(failures))
 
         async def close(self) -> None:
-            if self._wake_task is not None:
-                self._wake_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._wake_task
-                self._wake_task = None
+            for task in (self._wake_task, self._alive_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self._wake_task = self._alive_task = None
+            with contextlib.suppress(Exception):
+                await routing.leave(self.pool, self.worker_id)
             await super().close()
 
     return StudioWorker
@@ -268,6 +296,7 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         "burst": burst,
         "handle_signals": False,
         "cancel_flags": state.cancel_flags,
+        "worker_id": state.worker_id,
     }
 
 

@@ -1,134 +1,36 @@
-"""Content-addressed image store.
+"""The blob store: what front ends, the commands layer and workers import.
 
-``put(data)`` stores bytes under their sha256 and returns that hex digest as the key; identical
-images are stored once. Files are written to a temporary file in the same folder and renamed
-into place, so a reader never sees half a file and a crash leaves no partial blob. Next to each
-blob a small JSON sidecar records its mime type, width, height and size.
+Content-addressed images behind one interface (:class:`BlobStore`: put, put_image, get, path,
+info, open_image, exists; and a few named, replaceable blobs — put_named, get_named,
+delete_named — for training checkpoints) with two backends: a local folder (storage.local_blobs, the default)
+and S3-compatible object storage (storage.s3_blobs, when BLOB_URL is set).
+:func:`open_blob_store` picks the one the settings name; front ends and workers both call it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-import re
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image
+from storage.local_blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobInfo, BlobNotFound, BlobStore, check_key, encode_png
 
-_KEY = re.compile(r"^[0-9a-f]{64}$")
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+if TYPE_CHECKING:
+    from storage.settings import Settings
 
-
-class BlobNotFound(KeyError):
-    pass
-
-
-@dataclass(frozen=True)
-class BlobInfo:
-    key: str
-    mime: str
-    width: int
-    height: int
-    size: int
+__all__ = [
+    "DEFAULT_PNG_COMPRESS_LEVEL",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobStore",
+    "check_key",
+    "encode_png",
+    "open_blob_store",
+]
 
 
-class BlobStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store the settings name: S3 when BLOB_URL is set, else the folder BLOB_DIR."""
+    if settings.blob_url:
+        from storage.s3_blobs import S3BlobStore
 
-    # -- paths -------------------------------------------------------------------------------
-    def path(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"not a blob key: {key!r}")
-        return self.root / key[:2] / key[2:4] / key
-
-    def _info_path(self, key: str) -> Path:
-        return self.path(key).with_suffix(".json")
-
-    # -- writing -----------------------------------------------------------------------------
-    def put(self, data: bytes) -> str:
-        """Store ``data`` (an image the caller has validated) and return its key."""
-        key = hashlib.sha256(data).hexdigest()
-        target = self.path(key)
-        if target.exists() and self._info_path(key).exists():
-            return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        info = BlobInfo(key=key, size=len(data), **_describe(data))
-        _atomic_write(target, data)
-        _atomic_write(self._info_path(key), json.dumps(asdict(info)).encode())
-        return key
-
-    def put_image(self, image: Image.Image, format: str = "PNG") -> str:
-        if format == "PNG":
-            return self.put(encode_png(image))
-        buf = io.BytesIO()
-        image.save(buf, format=format)
-        return self.put(buf.getvalue())
-
-    # -- reading -----------------------------------------------------------------------------
-    def exists(self, key: str) -> bool:
-        return self.path(key).exists()
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self.path(key).read_bytes()
-        except FileNotFoundError:
-            raise BlobNotFound(key) from None
-
-    def open_image(self, key: str) -> Image.Image:
-        image = Image.open(io.BytesIO(self.get(key)))
-        image.load()
-        return image
-
-    def info(self, key: str) -> BlobInfo:
-        try:
-            raw = json.loads(self._info_path(key).read_text())
-        except FileNotFoundError:
-            data = self.get(key)  # blob written by an older version without a sidecar
-            return BlobInfo(key=key, size=len(data), **_describe(data))
-        return BlobInfo(**raw)
-
-
-#: zlib level of PNGs the app encodes. PNG is lossless at every level; measured on a 1024² photo
-#: (bench/outside_model.py): level 1 encodes several times faster than Pillow's default 6 for
-#: files about 10% larger.
-DEFAULT_PNG_COMPRESS_LEVEL = 1
-
-
-def encode_png(image: Image.Image, compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> bytes:
-    """``image`` as PNG bytes (lossless; ``compress_level`` 0-9 trades size for time)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
-
-
-def _describe(data: bytes) -> dict[str, object]:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return {
-                "mime": _MIME.get(image.format or "", "application/octet-stream"),
-                "width": image.width,
-                "height": image.height,
-            }
-    except Exception:
-        return {"mime": "application/octet-stream", "width": 0, "height": 0}
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        return S3BlobStore.from_settings(settings)
+    return BlobStore(settings.blob_dir)

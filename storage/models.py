@@ -115,6 +115,9 @@ class Persona(Base):
     #: blob key of the consented photo a persona was created from (``/persona create-from-photo``)
     photo_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
+    #: trained LoRA versions (storage.persona_versions); 0 = the blend is in use
+    versions: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    active_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -116,6 +116,11 @@ class Store(JobRecords, ProductRecords):
         async with self.db.session() as s:
             await s.execute(update(Persona).where(Persona.id == persona_id).values(**values))
 
+    async def set_active_version(self, persona_id: int, version: int) -> None:
+        """Put trained version ``version`` (0: the blend) of the persona in use."""
+        async with self.db.session() as s:
+            await s.execute(update(Persona).where(Persona.id == persona_id).values(active_version=version))
+
     async def get_persona(self, persona_id: int) -> Persona:
         async with self.db.read() as s:
             return found(await s.get(Persona, persona_id), "persona", persona_id)

@@ -48,7 +48,17 @@ class Settings(BaseSettings):
         default="sqlite+aiosqlite:///./data/persona-studio.db",
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
-    blob_dir: Path = Field(default=Path("./data/blobs"), description="folder of the image blob store")
+    blob_dir: Path = Field(
+        default=Path("./data/blobs"), description="folder of the image blob store (with BLOB_URL: its local cache)"
+    )
+    blob_url: str | None = Field(default=None, description="s3://bucket/prefix; unset = blobs live in BLOB_DIR")
+    blob_cache_mb: int = Field(default=4096, ge=16, description="bound of the local cache of an S3 blob store")
+    blob_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # S3 access: the standard AWS variables (unset ones fall back to boto3's own lookup: ~/.aws, IAM role)
+    aws_endpoint_url: str | None = Field(default=None, description="https://... of a non-AWS store (MinIO, R2, OSS)")
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
     # queue
     redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process queue")
     # engine
@@ -56,6 +66,9 @@ class Settings(BaseSettings):
     engine_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; unset = auto")
     engine_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     engine_cpu_offload: bool = False
+    engine_train_model: str | None = Field(
+        default=None, description="klein: the Base model persona LoRAs train on; unset = ENGINE_MODEL"
+    )
     lora_dir: Path = Field(default=Path("./data/loras"), description="<archetype>/<name>.safetensors")
     face_backend: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")
@@ -155,6 +168,23 @@ class Settings(BaseSettings):
             raise ValueError("expected at least 16 characters (or leave unset: one is generated)")
         return value
 
+    @field_validator("blob_url")
+    @classmethod
+    def _blob_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from storage.s3_blobs import parse_blob_url
+
+        parse_blob_url(value)  # raises with the expected form
+        return value
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected http(s)://host[:port] of the S3-compatible endpoint")
+        return value
+
     @field_validator("wecom_aes_key")
     @classmethod
     def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -232,7 +262,7 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"setting {name}: {message}{shown}") from None
 
 
-_SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "WEB_SECRET"}
+_SECRET_NAMES = {"DISCORD_TOKEN", "WECOM_SECRET", "WECOM_TOKEN", "WECOM_AES_KEY", "WEB_SECRET", "AWS_SECRET_ACCESS_KEY"}
 WEB_SECRET_FILE = "web-secret"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import s3_bucket, s3_endpoint
 from tests.services import (
     RedisServer,
     postgres_admin_url,
@@ -17,6 +18,8 @@ from tests.services import (
     postgres_reachable,
     redis_binary,
 )
+
+__all__ = ["s3_bucket", "s3_endpoint"]  # the loopback S3 fixtures, for every test folder
 
 # Nothing in the tests may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -32,7 +35,7 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     """Every test runs in its own folder: a stray .env or ./data never leaks in."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name.startswith(("DISCORD_", "WECOM_")) or name in {"REDIS_URL", "DATABASE_URL"}:
+        if name.startswith(("DISCORD_", "WECOM_", "AWS_")) or name in {"REDIS_URL", "DATABASE_URL", "BLOB_URL"}:
             monkeypatch.delenv(name, raising=False)
     from storage.settings import get_settings
 

@@ -54,7 +54,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'db.sqlite'}"
     result = cli("db", "upgrade", env={"DATABASE_URL": url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0004" in result.stdout
+    assert "revision 0005" in result.stdout
     assert (tmp_path / "fresh" / "db.sqlite").exists()
 
 
@@ -62,7 +62,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
 async def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     result = cli("db", "upgrade", env={"DATABASE_URL": postgres_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0004" in result.stdout
+    assert "revision 0005" in result.stdout
 
 
 def test_run_without_front_ends_and_worker_without_redis_explain_themselves(tmp_path: Path) -> None:
@@ -223,3 +223,68 @@ def test_split_text_measures_with_size_and_never_splits_a_character() -> None:
     assert "".join(pieces) == text and all(utf8_size(p) <= 12 for p in pieces)
     assert pieces == ["第一行\n", "é" * 6, "é" * 4]  # cut after the newline: still at least half full
     assert split_text("abcdef", 4) == ["abcd", "ef"] and split_text("", 4) == [""]
+
+
+async def test_persona_export_loads_in_plain_diffusers_and_eval_identity_reports(tmp_path: Path) -> None:
+    """Train a persona through the console (tiny engine), then export and evaluate it from the CLI."""
+    import io
+    import json
+
+    import torch
+
+    from bot.app import build_app
+    from bot.console import ConsoleFrontEnd
+    from engine.tiny import build_tiny_pipeline
+    from storage.settings import load_settings
+
+    env = {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        "BLOB_DIR": str(tmp_path / "blobs"),
+        "LORA_DIR": str(tmp_path / "loras"),
+        "ENGINE_MODEL": "tiny",
+        "ENGINE_DEVICE": "cpu",
+    }
+    settings = load_settings(
+        database_url=env["DATABASE_URL"], blob_dir=tmp_path / "blobs", lora_dir=tmp_path / "loras", redis_url=None
+    )
+    app = await build_app(settings)
+    try:
+        console = ConsoleFrontEnd(app.conversation, tmp_path / "out", user="ann", stream=io.StringIO(), live=False)
+        for line in ("/persona create sweet Mia", "/persona train Mia images=2 steps=3"):
+            for action in await console.send(line):
+                if getattr(action, "state", "") == "queued":
+                    await console.wait_job(action.job_id, limit_s=120)
+    finally:
+        await app.close()
+
+    out = tmp_path / "export"
+    result = cli("persona", "export", "Mia", "--user", "console:ann", "--out", str(out), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "persona.json").read_text())
+    assert manifest["version_in_use"] == "v1" and len(manifest["versions"]) == 1
+    assert manifest["versions"][0]["report"]["steps"] == 3
+    assert (out / "portrait.png").is_file()
+    kept = sorted((out / "training").glob("*.png"))
+    assert kept and all(p.with_suffix(".txt").read_text().startswith(manifest["trigger"]) for p in kept)
+
+    pipe = build_tiny_pipeline()  # plain diffusers: load_lora_weights on the exported file
+    before = {n: p.detach().clone() for n, p in pipe.transformer.named_parameters()}
+    pipe.load_lora_weights(str(out / "lora.safetensors"), adapter_name="mia")
+    assert pipe.transformer.peft_config["mia"].r == 16
+    assert pipe.transformer.peft_config["mia"].lora_alpha == manifest["versions"][0]["report"]["alpha"]
+    assert any("lora_B" in n for n, _ in pipe.transformer.named_parameters())
+    assert all(torch.equal(before[n], p) for n, p in pipe.transformer.named_parameters() if n in before)
+
+    # bad input: a clear line, exit 2, nothing written
+    missing = cli("persona", "export", "Nobody", "--user", "console:ann", "--out", str(tmp_path / "x"), env=env)
+    assert missing.returncode == 2 and "no persona named 'Nobody'" in missing.stderr
+    assert not (tmp_path / "x").exists()
+    bad_user = cli("persona", "export", "Mia", "--user", "ann", "--out", str(tmp_path / "x"), env=env)
+    assert bad_user.returncode == 2 and "PLATFORM:ID" in bad_user.stderr
+
+    evaluated = cli("eval", "identity", "Mia", "--user", "console:ann", "--renders", "2", env=env, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["version"] == "v1" and report["checked"] is False  # tiny: the reference shows no face
+    wrong = cli("eval", "identity", "Mia", "--user", "console:ann", "--version", "v9", env=env, cwd=tmp_path)
+    assert wrong.returncode == 2 and "no version 'v9'" in wrong.stderr

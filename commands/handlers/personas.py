@@ -1,4 +1,4 @@
-"""``/persona create | list | show | delete``."""
+"""``/persona create | list | show | delete`` (``train`` and ``use``: commands.handlers.persona_versions)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, Images
+from commands.handlers import persona_versions
+from commands.training_texts import versions_text
 from commands.validation import InputError
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec, default_params
 from storage.repository import DuplicateName
@@ -22,7 +24,7 @@ NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
 USAGE = (
     "usage: /persona create <archetype> [name] | create-from-photo <name> consent=yes (+ face image) "
-    "| list | show <name> | delete <name>"
+    "| list | show <name> | delete <name> | train <name> [images=N] [steps=S] [rank=R] | use <name> v<N>|blend"
 )
 #: the archetype recorded for personas made from a photo
 PHOTO_ARCHETYPE = "photo"
@@ -47,6 +49,10 @@ async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
         return await create_from_photo(conv, ctx, name, consent)
     if sub.name == "list":
         return await list_personas(conv, ctx)
+    if sub.name == "train":
+        return await persona_versions.train(conv, ctx, opts, rest)
+    if sub.name == "use":
+        return await persona_versions.use(conv, ctx, opts, rest)
     name = str(opts.get("name") or " ".join(rest)).strip()
     if sub.name == "delete":
         found = await rules.own_persona(conv, ctx, name)
@@ -104,7 +110,7 @@ async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: st
     if attachments:
         refs.check_attachments(attachments)
     await rules.check_limits(conv, ctx.user)
-    key = refs.store_attachments(conv, attachments)[0][1] if attachments else faces[-1]["key"]
+    key = (await refs.store_attachments(conv, attachments))[0][1] if attachments else faces[-1]["key"]
     seed = random.randrange(2**31)
     try:
         created = await conv.store.create_persona(ctx.user.id, name, PHOTO_ARCHETYPE, [], seed, photo_key=key)
@@ -140,7 +146,8 @@ async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
         "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
     )
     text = f"{found.name} — {found.archetype}, seed {found.seed}, {found.status}\nLoRA mix:\n{mix}"
-    images = (conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
+    text += "\n" + versions_text(found)
+    images = (await conv.image(found.reference_key, f"persona-{found.name}.png"),) if found.reference_key else ()
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
 

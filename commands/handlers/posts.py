@@ -17,7 +17,7 @@ from commands.events import Action, Images, OpenThread, Where
 from commands.validation import InputError, check_text
 from commands.words import split_options
 from engine.specs import JobKind, JobSpec, ReferenceSpec
-from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnStatus
+from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnStatus
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
@@ -58,7 +58,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
     said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
     refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
-    stored = refs.store_attachments(conv, ctx.event.attachments, "scene")
+    stored = await refs.store_attachments(conv, ctx.event.attachments, "scene")
     attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
     post_refs = refs.dedupe(library + attached + waiting)
     scene_key = refs.one_scene(post_refs)
@@ -176,7 +176,9 @@ async def edit(
     await rules.check_limits(conv, ctx.user)
     if attachments and role is None and any(a.role is None for a in attachments):
         return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
-    attached = [ReferenceSpec(role=r or "scene", key=k) for r, k in refs.store_attachments(conv, attachments, role)]
+    attached = [
+        ReferenceSpec(role=r or "scene", key=k) for r, k in await refs.store_attachments(conv, attachments, role)
+    ]
     edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
     if waiting:
         ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
@@ -281,22 +283,33 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     await conv.store.set_current_turn(thread.id, previous.id)
     where = ctx.where_thread(thread)
     text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
-    images = turn_images(conv.blobs, previous)
+    images = await turn_images(conv.blobs, previous)
     return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
 
 async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
+    """The post's running jobs; outside a post (or in one with nothing running) the user's persona training."""
+    thread = await rules.thread_of(conv, ctx)
+    if thread is None or not await conv.store.thread_jobs(thread.id):
+        training = [job for job in await conv.store.user_jobs(ctx.user.id) if job.kind == JobKind.TRAIN_PERSONA]
+        if training:
+            await _cancel_jobs(conv, training)
+            return [ctx.reply(f"❌ Cancelling persona training ({len(training)} job(s))…", where=ctx.where_user())]
     thread = await rules.owned_thread(conv, ctx)
     jobs = await conv.store.thread_jobs(thread.id)
     where = ctx.where_thread(thread)
     if jobs:
-        for job in jobs:
-            if not await conv.queue.cancel(job.id):
-                # not in the queue (lost by a redis restart, or held): cancel it in storage
-                await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+        await _cancel_jobs(conv, jobs)
         return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
     await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
+
+
+async def _cancel_jobs(conv: Conversation, jobs: list[Job]) -> None:
+    for job in jobs:
+        if not await conv.queue.cancel(job.id):
+            # not in the queue (lost by a redis restart, or held): cancel it in storage
+            await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
 
 
 async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:

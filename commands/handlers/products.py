@@ -34,7 +34,7 @@ async def product(conv: Conversation, ctx: Ctx) -> list[Action]:
     if sub.name == "delete":
         await conv.store.delete_product(found.id)
         return [ctx.reply(f"Product {found.name} deleted. Posts that used it keep their images.")]
-    image = conv.image(found.image_key, f"product-{found.name}.png")
+    image = await conv.image(found.image_key, f"product-{found.name}.png")
     return [
         Images(where=ctx.where_user(), text=f"Product {found.name} (sha256 {found.image_key[:12]}…)", images=(image,))
     ]
@@ -51,7 +51,7 @@ async def add(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
         raise InputError("attach one image of the product")
     waiting = refs.pending(ctx.user)
     if attachments:
-        key = refs.store_attachments(conv, attachments)[0][1]
+        key = (await refs.store_attachments(conv, attachments))[0][1]
     elif waiting:
         key = waiting[-1]["key"]
     else:
@@ -64,7 +64,7 @@ async def add(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
         rest = [row for row in waiting if row["key"] != key]
         ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: rest})
     text = f"🛍️ Product {created.name} saved. Use it: /post <persona> product={created.name} <prompt>"
-    return [Images(where=ctx.where_user(), text=text, images=(conv.image(key, f"product-{created.name}.png"),))]
+    return [Images(where=ctx.where_user(), text=text, images=(await conv.image(key, f"product-{created.name}.png"),))]
 
 
 async def list_products(conv: Conversation, ctx: Ctx) -> list[Action]:

@@ -127,7 +127,7 @@ class WorkerProcess:
 
     READY_LINE = "Starting worker for"  # arq logs it once the pipeline is loaded and redis reached
 
-    def __init__(self, settings: Settings, cwd: Path) -> None:
+    def __init__(self, settings: Settings, cwd: Path, extra_env: dict[str, str] | None = None) -> None:
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
@@ -139,6 +139,7 @@ class WorkerProcess:
             "LORA_DIR": str(settings.lora_dir),
             "REDIS_URL": settings.redis_url or "",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "worker"],

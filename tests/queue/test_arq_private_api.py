@@ -3,8 +3,8 @@ that renames or reshapes one of them fails here, loudly, instead of breaking the
 
 StudioWorker overrides ``Worker._poll_iteration`` (called by ``Worker.main``) and
 ``Worker._release_sem_dec_counter_on_complete`` (a job task's done callback in
-``Worker.start_jobs``), extends ``close``, reads ``Worker.pool`` and resets
-``Worker._last_health_check``; the queue client and the worker use arq's key names.
+``Worker.start_jobs``), extends ``start_jobs`` (routing filters the due ids) and ``close``,
+reads ``Worker.pool`` and resets ``Worker._last_health_check``; the queue client and the worker use arq's key names.
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ def test_overridden_worker_methods_keep_their_shape(name: str, is_coroutine: boo
         assert name in _source(called_from), f"arq's Worker.{called_from} no longer calls {name}"
 
 
+def test_start_jobs_keeps_its_shape() -> None:
+    """StudioWorker.start_jobs filters the due job ids (engine.routing) before arq's own start."""
+    method = Worker.start_jobs
+    assert list(inspect.signature(method).parameters) == ["self", "job_ids"]
+    assert inspect.iscoroutinefunction(method)
+    assert "self.start_jobs(job_ids)" in _source("_poll_iteration")
+    assert "self.job_counter" in _source("start_jobs") and "self.max_jobs" in _source("start_jobs")
+
+
 def test_worker_attributes_the_studio_worker_uses() -> None:
     assert isinstance(inspect.getattr_static(Worker, "pool"), property)
     assert "self._last_health_check" in _source("__init__")
@@ -59,7 +68,8 @@ def test_worker_options_are_arq_worker_arguments(tmp_path) -> None:
         _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", redis_url="redis://127.0.0.1:1/0"
     )
     options = worker_options(WorkerState(settings, engine=object()))
-    options.pop("cancel_flags")  # StudioWorker's own argument
+    options.pop("cancel_flags")  # StudioWorker's own arguments
+    assert options.pop("worker_id") == worker.WORKER_ID
     inspect.signature(Worker.__init__).bind(None, **options)  # TypeError on an unknown or moved argument
     built = Worker(**{**options, "redis_settings": RedisSettings(port=1)})
     assert built.health_check_key == HEALTH_CHECK_KEY

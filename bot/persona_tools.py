@@ -1,0 +1,127 @@
+"""``persona-studio persona export`` and ``persona-studio eval identity``.
+
+Export writes a persona as a portable folder: ``portrait.png``, ``lora.safetensors`` (the trained
+version in use, diffusers' LoRA format with adapter metadata: plain ``load_lora_weights`` reads
+it), ``persona.json`` (mix, seed, versions with their training reports) and ``training/`` (the
+version's kept images and their captions, ``NNN.png`` + ``NNN.txt``). Eval renders the persona
+with a version (or its blend) and prints the identity-score distribution against its reference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.models import Persona
+from storage.persona_versions import find_version, version_in_use
+from storage.repository import Store
+from storage.settings import Settings
+
+DEFAULT_USER = "console:console"
+
+
+class ToolError(Exception):
+    """A clear message for the command line; nothing was written."""
+
+
+async def find_persona(store: Store, user: str, name: str) -> Persona:
+    platform, sep, platform_id = user.partition(":")
+    if not sep or not platform or not platform_id:
+        raise ToolError(f"--user must be PLATFORM:ID (e.g. console:console or discord:1234), not {user!r}")
+    owner = await store.user(platform, platform_id)
+    persona = await store.find_persona(owner.id, name)
+    if persona is None:
+        names = ", ".join(p.name for p in await store.list_personas(owner.id)) or "none"
+        raise ToolError(f"{user} has no persona named {name!r} (theirs: {names})")
+    return persona
+
+
+def export_persona(persona: Persona, blobs: BlobStore, out: Path) -> list[Path]:
+    """Write the export folder; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if persona.reference_key:
+        written.append(_copy(blobs, persona.reference_key, out / "portrait.png"))
+    version = version_in_use(persona)
+    if version is not None:
+        written.append(_copy(blobs, version["lora_key"], out / "lora.safetensors"))
+        folder = out / "training"
+        folder.mkdir(exist_ok=True)
+        kept = [c for c in version["report"].get("candidates", []) if c.get("kept")]
+        for i, candidate in enumerate(kept, start=1):
+            written.append(_copy(blobs, candidate["key"], folder / f"{i:03d}.png"))
+            (folder / f"{i:03d}.txt").write_text(candidate["caption"] + "\n", encoding="utf-8")
+            written.append(folder / f"{i:03d}.txt")
+    manifest = {
+        "name": persona.name,
+        "archetype": persona.archetype,
+        "seed": persona.seed,
+        "lora_mix": persona.lora_mix,
+        "version_in_use": f"v{version['version']}" if version else "blend",
+        "lora_file": "lora.safetensors" if version else None,
+        "trigger": version["report"].get("trigger") if version else None,
+        "versions": persona.versions or [],
+    }
+    (out / "persona.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    written.append(out / "persona.json")
+    return written
+
+
+def _copy(blobs: BlobStore, key: str, target: Path) -> Path:
+    shutil.copyfile(blobs.path(key), target)
+    return target
+
+
+def parse_version(word: str | None, persona: Persona) -> int:
+    """``v<N>`` or ``blend`` (None: the version in use) as a version number (0 = blend)."""
+    if word is None:
+        return int(persona.active_version or 0)
+    if word.lower() == "blend":
+        return 0
+    number = word.lower().removeprefix("v")
+    if not number.isdigit() or find_version(persona.versions, int(number)) is None:
+        known = ", ".join(["blend", *(f"v{v['version']}" for v in persona.versions or [])])
+        raise ToolError(f"{persona.name} has no version {word!r} (known: {known})")
+    return int(number)
+
+
+async def run_export(settings: Settings, name: str, user: str, out: Path) -> list[Path]:
+    db = Database(settings.database_url)
+    try:
+        persona = await find_persona(Store(db), user, name)
+    finally:
+        await db.dispose()
+    return export_persona(persona, BlobStore(settings.blob_dir), out)
+
+
+async def run_eval(settings: Settings, name: str, user: str, renders: int, version: str | None) -> dict[str, Any]:
+    import asyncio
+
+    from engine.identity_eval import evaluate_identity
+    from engine.render_engine import Engine
+    from engine.specs import PersonaSpec
+
+    db = Database(settings.database_url)
+    try:
+        persona = await find_persona(Store(db), user, name)
+    finally:
+        await db.dispose()
+    number = parse_version(version, persona)
+    chosen = find_version(persona.versions, number) if number else None
+    spec = PersonaSpec(
+        persona_id=persona.id,
+        archetype=persona.archetype,
+        lora_mix=[(str(n), float(w)) for n, w in persona.lora_mix],
+        seed=persona.seed,
+        reference_key=persona.reference_key,
+        embedding=persona.face_embedding,
+        version=number,
+        version_lora_key=chosen["lora_key"] if chosen else None,
+    )
+    engine = Engine.from_settings(settings, BlobStore(settings.blob_dir))
+    result = await asyncio.to_thread(evaluate_identity, engine, spec, renders)
+    return {"persona": persona.name, "version": f"v{number}" if number else "blend", **result}

@@ -1,0 +1,206 @@
+"""The train_persona job: candidates -> identity filter -> captions -> a persona LoRA version.
+
+1. **Candidates**: ``images`` renders of the persona (its adapter in use) through the normal
+   render path, prompts from engine.train_data (varied scenes, outfits, poses, framings), seeds
+   ``derive_seed(spec.seed, i, 0)``; stored in the blob store.
+2. **Filter**: engine.train_data.filter_candidates with the gate's similarity and threshold.
+3. **Training**: engine.training.train_lora on the kept images, captions = prompt + trigger word.
+4. **Result**: the LoRA file (diffusers format with adapter metadata) in the blob store and the
+   report in ``JobResult.training``; the job runner records it as the persona's next version.
+
+Progress is one bar: ``images x render steps`` then ``training steps``; training steps carry
+the loss as the event's note. The candidate set is saved (``train/<job id>/dataset``) once it is
+filtered, and the LoRA every ``checkpoint_every`` steps (``train/<job id>/checkpoint``), so a run
+of the same job after a crash skips the renders and resumes training from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import JobCancelled
+from engine.rendering import derive_seed
+from engine.specs import JobResult, JobSpec, TrainParams
+from engine.train_data import candidate_prompts, caption, filter_candidates, trigger_word
+from engine.training import BlobCheckpoints, Sample, TrainConfig, train_lora
+
+if TYPE_CHECKING:
+    import threading
+
+    from engine.render_engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: defaults: (images, steps, rank, checkpoint every) for test-sized and real models
+TINY_DEFAULTS = (4, 20, 16, 5)
+REAL_DEFAULTS = (32, 500, 16, 50)
+LEARNING_RATE = 1e-4
+
+
+def train_config(spec: JobSpec, toy: bool, resolution: int) -> tuple[int, TrainConfig]:
+    """Number of candidate images and the training config of ``spec`` (defaults by model size)."""
+    params = spec.train or TrainParams()
+    images, steps, rank, every = TINY_DEFAULTS if toy else REAL_DEFAULTS
+    config = TrainConfig(
+        steps=params.steps or steps,
+        rank=params.rank or rank,
+        lr=LEARNING_RATE,
+        resolution=resolution,
+        checkpoint_every=params.checkpoint_every or every,
+        seed=spec.seed,
+    )
+    return params.images or images, config
+
+
+def train_persona(
+    engine: Engine,
+    spec: JobSpec,
+    on_progress: Callable[..., None] | None,
+    cancel: threading.Event | None,
+) -> JobResult:
+    from engine.persona_lora import persona_lora_bytes
+    from engine.train_family import family_of
+
+    started = time.perf_counter()
+    lp = engine.training_pipeline()  # klein: its Base model when ENGINE_TRAIN_MODEL names one
+    family = family_of(lp)
+    resolution = spec.params.width if lp.toy else 1024
+    count, config = train_config(spec, lp.toy, resolution)
+    render_steps = count * spec.params.steps
+    total = render_steps + config.steps
+    dataset_store = BlobCheckpoints(engine.blobs, spec.job_id, "dataset")
+    checkpoints = BlobCheckpoints(engine.blobs, spec.job_id, "checkpoint")
+    try:
+        saved = dataset_store.load()
+        if saved is None:
+            dataset = _candidates(engine, spec, count, total, on_progress, cancel)
+            dataset_store.save(json.dumps(dataset).encode())
+        else:
+            dataset = json.loads(saved)
+            log.info("job %s: reusing its %d filtered candidates", spec.job_id, len(dataset["candidates"]))
+        kept = [c for c in dataset["candidates"] if c["kept"]]
+        if not kept:
+            reasons = dataset["filter"]["rejected_by_reason"]
+            raise ValueError(f"no candidate matched the persona's face (rejected: {reasons}); nothing to train on")
+        samples = [Sample(engine.blobs.open_image(c["key"]).convert("RGB"), c["caption"]) for c in kept]
+
+        def on_step(step: int, steps: int, loss: float) -> None:
+            if on_progress is not None:
+                on_progress(render_steps + step, total, f"training step {step}/{steps} · loss {loss:.4f}")
+
+        engine.adapters.apply([])
+        try:
+            outcome = train_lora(
+                lp,
+                family,
+                samples,
+                config,
+                checkpoints=checkpoints,
+                on_step=on_step,
+                cancel=cancel.is_set if cancel is not None else None,
+            )
+        finally:
+            engine.adapters.forget_active()
+        lora_key = engine.blobs.put(persona_lora_bytes(type(lp.pipe), outcome.state, outcome.metadata))
+    except JobCancelled:
+        dataset_store.clear()
+        checkpoints.clear()
+        raise
+    report: dict[str, Any] = {
+        "lora_key": lora_key,
+        "family": family.name,
+        "train_model": lp.model,
+        "trigger": dataset["trigger"],
+        "identity_checked": dataset["filter"]["identity_checked"],
+        "filter": dataset["filter"],
+        "candidates": dataset["candidates"],
+        "kept": len(kept),
+        "rejected": len(dataset["candidates"]) - len(kept),
+        "steps": config.steps,
+        "rank": config.rank,
+        "alpha": config.lora_alpha,
+        "lr": config.lr,
+        "resolution": config.resolution,
+        "loss_first": round(outcome.losses[0], 5) if outcome.losses else None,
+        "loss_last": round(outcome.losses[-1], 5) if outcome.losses else None,
+        "eval_loss_before": round(outcome.eval_before, 5),
+        "eval_loss_after": round(outcome.eval_after, 5),
+        "resumed_from_step": outcome.resumed_from,
+        "seconds_per_step": None if outcome.seconds_per_step is None else round(outcome.seconds_per_step, 4),
+        "train_seconds": round(outcome.seconds, 2),
+    }
+    if not lp.toy and report["identity_checked"]:
+        report["identity"] = _compare(engine, spec, lora_key, count, cancel)
+    dataset_store.clear()
+    checkpoints.clear()
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return JobResult(
+        image_keys=[c["key"] for c in kept],
+        seeds=[c["seed"] for c in kept],
+        training=report,
+        seconds=report["seconds"],
+    )
+
+
+def _candidates(
+    engine: Engine,
+    spec: JobSpec,
+    count: int,
+    total: int,
+    on_progress: Callable[..., None] | None,
+    cancel: threading.Event | None,
+) -> dict[str, Any]:
+    """Render, store and filter the candidates; the dataset as JSON-ready data."""
+    trigger = trigger_word(spec.persona.persona_id)
+    prompts = candidate_prompts(count, spec.seed)
+
+    def progress(step: int, _total: int) -> None:
+        if on_progress is not None:
+            on_progress(step, total, "rendering candidates")
+
+    images, keys, seeds = [], [], []
+    with engine.job(spec, count, progress, cancel) as job:
+        reference = job.reference(spec.persona)
+        for i, prompt in enumerate(prompts):
+            seed = derive_seed(spec.seed, i, 0)
+            image = job.render(prompt, seed, spec.params.width, spec.params.height)
+            images.append(image)
+            keys.append(job.store(image))
+            seeds.append(seed)
+        keys = job.settle(JobResult(image_keys=keys)).image_keys  # the dataset keeps real blob keys
+        report = filter_candidates(images, job.embedder, reference, engine.identity_threshold)
+    verdicts = report.verdicts
+    candidates = [
+        {
+            "key": keys[v.index],
+            "seed": seeds[v.index],
+            "prompt": prompts[v.index],
+            "caption": caption(prompts[v.index], trigger),
+            "kept": v.kept,
+            "reason": v.reason,
+            "score": None if v.score is None else round(v.score, 4),
+            "detail": v.detail,
+        }
+        for v in sorted(verdicts, key=lambda v: v.index)
+    ]
+    return {"trigger": trigger, "candidates": candidates, "filter": report.as_dict()}
+
+
+def _compare(
+    engine: Engine, spec: JobSpec, lora_key: str, renders: int, cancel: threading.Event | None
+) -> dict[str, Any]:
+    """Identity scores of the persona as it was (blend or older version) and with the new version."""
+    from engine.identity_eval import evaluate_identity
+
+    before = evaluate_identity(engine, spec.persona, renders, cancel=cancel)
+    after_persona = spec.persona.model_copy(update={"version": -1, "version_lora_key": lora_key})
+    after = evaluate_identity(engine, after_persona, renders, cancel=cancel)
+    strip = ("scores",)
+    return {
+        "before": {k: v for k, v in before.items() if k not in strip},
+        "after": {k: v for k, v in after.items() if k not in strip},
+    }

@@ -1,0 +1,48 @@
+"""The train_persona job on the tiny engine: a run that dies mid-training (an exception from the
+progress callback stands in for a killed worker) resumes from its checkpoint when the same job
+runs again, without rendering its candidates again."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
+
+
+class WorkerDied(Exception):
+    pass
+
+
+def test_the_same_job_resumes_from_its_last_checkpoint(engine) -> None:
+    spec = JobSpec(
+        job_id="train-resume-1",
+        kind=JobKind.TRAIN_PERSONA,
+        persona=PersonaSpec(persona_id=3, archetype="sweet", lora_mix=[("sweet/sweet_face1", 1.0)], seed=5),
+        seed=5,
+        params=default_params("tiny"),
+        train=TrainParams(images=2, steps=10, rank=4, checkpoint_every=3),
+    )
+    notes: list[str] = []
+
+    def die_at_step_8(step: int, total: int, note: str | None = None) -> None:
+        notes.append(note or "")
+        if note and note.startswith("training step 8/"):
+            raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        engine.run(spec, on_progress=die_at_step_8)
+    assert engine.blobs.get_named("train/train-resume-1/checkpoint") is not None  # saved at step 6
+    renders_before = engine.stats["renders"]
+
+    seen: list[tuple[int, int, str | None]] = []
+    result = engine.run(spec, on_progress=lambda s, t, note=None: seen.append((s, t, note)))
+    assert engine.stats["renders"] == renders_before  # the filtered candidates were reused
+    report = result.training
+    assert report is not None and report["resumed_from_step"] == 6
+    training = [n for _, _, n in seen if n and n.startswith("training")]
+    assert training[0].startswith("training step 7/10") and training[-1].startswith("training step 10/10")
+    assert seen[-1][0] == seen[-1][1]  # the bar ends full
+    assert report["identity_checked"] is False and report["kept"] == len(result.image_keys) >= 1
+    assert engine.blobs.exists(report["lora_key"])
+    assert engine.blobs.get_named("train/train-resume-1/checkpoint") is None
+    assert engine.blobs.get_named("train/train-resume-1/dataset") is None
