@@ -19,6 +19,9 @@ Qwen3 stand-in of the real width, random weights). ``--references N`` adds N pro
 every render (klein: as references; Kontext: composed into the context, engine.references), and
 the edit then conditions on the current image plus them. ``--compare`` runs the tiny families side
 by side with 1-3 references (``--compare-models`` to choose others, e.g. ``full,full-klein``).
+``--fast-turns`` runs bench/fast_turns.py on each of ``--compare-models``: eager vs regional vs full
+compile, persona switch through the hot-swapped slot, a batch of 4 vs 4 one by one, and the first
+vs later turns of a thread with 2 references (bench/gpu.sh: the same at full size on a GPU).
 """
 
 from __future__ import annotations
@@ -266,6 +269,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--references", type=int, default=0, help="product images in every render")
     parser.add_argument("--compare", action="store_true", help="--compare-models side by side, 1-3 references")
     parser.add_argument("--compare-models", default="tiny,tiny-klein")
+    parser.add_argument(
+        "--fast-turns", action="store_true", help="--compare-models side by side: compile modes, persona switch, "
+        "batch of 4, first vs later turns (bench/fast_turns.py)"
+    )  # fmt: skip
     parser.add_argument("--compile", default="none", choices=["none", "full", "regional"], help="torch.compile")
     parser.add_argument(
         "--attention", default=None, help="diffusers attention backend: native, _native_flash, flash, sage ..."
@@ -362,6 +369,29 @@ def compare(args: argparse.Namespace, device: torch.device) -> dict:
     return {"device": str(device), "threads": torch.get_num_threads(), "compare": rows}
 
 
+def fast_turns(args: argparse.Namespace, device: torch.device) -> dict:
+    """bench/fast_turns.py's figures for each model of ``--compare-models``, side by side."""
+    from bench.fast_turns import measure
+
+    rows = []
+    for model in args.compare_models.split(","):
+        run = argparse.Namespace(**{**vars(args), "model": model, "compile": "none"})
+        lp, load_s = _load(run, device)
+        header = _header(lp, run, device, load_s)
+        keep = ("model", "family", "dtype", "attention", "width", "height", "steps", "transformer_parameters", "load_s")
+        rows.append({**{k: header[k] for k in keep}, **measure(lp, run)})
+        del lp
+        torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {"device": str(device), "device_name": _header_device(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "fast_turns": rows}  # fmt: skip
+
+
+def _header_device(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
     if args.threads:
@@ -369,7 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if args.compare:
+    if args.fast_turns:
+        report = fast_turns(args, device)
+    elif args.compare:
         report = compare(args, device)
     else:
         lp, load_s = _load(args, device)

@@ -5,7 +5,9 @@
   renders nothing: the photo is its portrait and its largest face its embedding.
 * :func:`generate`: ``count`` images of a post. The first is text-to-image with the persona mix
   (or a Kontext edit of a scene image given as ``context_keys[0]``); the others are Kontext
-  variations of the first, so scene and identity carry over.
+  variations of the first, so scene and identity carry over. They share prompt and context, so
+  their first candidates render as one batch (up to ``job.max_batch``; per-image seeds, the same
+  images as one by one); a candidate the identity gate rejects is retried alone.
 * :func:`edit`: the instruction applied to ``context_keys[i]`` for each ``i`` in ``targets``; the
   result's ``image_keys`` is the post's whole image list with the targeted images replaced. For
   edits, ``seeds``, ``identity_scores``, ``identity_notes`` and ``tries`` follow ``targets`` order.
@@ -24,6 +26,8 @@ from engine.rendering import JobRender, derive_seed
 from engine.specs import JobResult
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from engine.identity import GateResult
 
 _ARCHETYPE_LOOKS = {
@@ -112,9 +116,19 @@ def generate(job: JobRender) -> JobResult:
     gate = job.gate(reference, spec.prompt, 0, width, height, first.main, first.extra)
     first_key = job.store(gate.best.image)
     results = [(first_key, gate)]
-    for index in range(1, spec.count):
-        more = references.variation_inputs(spec, family, first_key)
-        gate = job.gate(reference, variation_prompt(spec.prompt), index, width, height, more.main, more.extra)
+    more = references.variation_inputs(spec, family, first_key)
+    prompt = variation_prompt(spec.prompt)
+    # the variations share prompt and context: their first candidates render in batches
+    indexes = list(range(1, spec.count))
+    firsts: dict[int, Image.Image] = {}
+    size = max(1, job.max_batch)
+    for chunk in (indexes[i : i + size] for i in range(0, len(indexes), size)):
+        if len(chunk) > 1:
+            seeds = [derive_seed(spec.seed, index, 0) for index in chunk]
+            images = job.render_batch(prompt, seeds, width, height, more.main, more.extra)
+            firsts.update(zip(chunk, images, strict=True))
+    for index in indexes:
+        gate = job.gate(reference, prompt, index, width, height, more.main, more.extra, first=firsts.get(index))
         results.append((job.store(gate.best.image), gate))
     return _result([key for key, _ in results], [g for _, g in results])
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image, ImageOps
@@ -97,24 +97,51 @@ def render_klein(
     height: int,
     steps: int,
     guidance: float,
-    seed: int,
+    generators: list[torch.Generator],
     references: Sequence[Image.Image],
     step_end: Callable[..., dict],
-) -> Image.Image:
-    """One klein image of ``width`` x ``height`` conditioned on ``references`` (in order)."""
+    encode_reference: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The VAE latents (:func:`decode_klein` makes images of them) of one klein image per
+    generator, ``width`` x ``height``, conditioned on ``references`` (in order).
+
+    ``encode_reference(index, pixels, encode)``, when given, returns reference ``index``'s latents
+    in place of the pipeline's own VAE encode (``encode(image=pixels, generator=None)``), e.g. from
+    a cache: diffusers' Flux2KleinPipeline takes references only as images and encodes them in
+    ``prepare_image_latents``, one ``_encode_vae_image`` call per reference in order; that call is
+    routed through ``encode_reference`` for this render."""
     multiple = pipe.vae_scale_factor * 2
     images = [fit_reference(image, max(width * height, MIN_REFERENCE_SIDE**2), multiple) for image in references]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    result = pipe(
+    kwargs: dict[str, Any] = dict(
         image=images or None,
         prompt_embeds=prompt_embeds,
         width=width,
         height=height,
         num_inference_steps=steps,
         guidance_scale=guidance,
-        generator=generator,
+        generator=generators if len(generators) > 1 else generators[0],
+        num_images_per_prompt=len(generators),
         max_sequence_length=max_sequence_length,
         text_encoder_out_layers=layers,
         callback_on_step_end=step_end,
+        output_type="latent",
     )
-    return result.images[0]
+    if encode_reference is None or not images:
+        return pipe(**kwargs).images
+    own = pipe._encode_vae_image
+    calls = iter(range(len(images)))
+
+    def routed(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return encode_reference(next(calls), image, own)
+
+    pipe._encode_vae_image = routed  # type: ignore[method-assign]  # this render only (engine lock held)
+    try:
+        return pipe(**kwargs).images
+    finally:
+        del pipe._encode_vae_image
+
+
+def decode_klein(pipe: Flux2KleinPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    """Images of :func:`render_klein`'s latents (the pipeline's own decode and post-processing)."""
+    pixels = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels, output_type="pil")

@@ -28,6 +28,8 @@ from engine.specs import TINY_ARCHETYPES, TINY_MODELS, PersonaSpec
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
 
+    from engine.persona_slot import PersonaSlot
+
 #: Transformer layers the tiny LoRAs adapt (suffixes of module names).
 TINY_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_out")
 #: klein's single-stream blocks fuse their projections into these layers
@@ -108,7 +110,11 @@ def adapter_name(lora_name: str) -> str:
 class AdapterManager:
     """Keeps up to ``capacity`` LoRAs loaded in the pipeline (least recently used evicted) and
     activates a persona's mix with ``set_adapters``. ``disk_loads`` counts files read from disk:
-    switching between personas whose LoRAs are loaded reads nothing."""
+    switching between personas whose LoRAs are loaded reads nothing.
+
+    With a ``slot`` (engine.persona_slot) a mix is instead merged into one exact LoRA and
+    hot-swapped into the one persona adapter: no recompile of a compiled transformer. A trained
+    persona version (``blob:<key>``, weight 1) goes into the same slot as it is."""
 
     def __init__(
         self,
@@ -116,11 +122,13 @@ class AdapterManager:
         library: LoraLibrary,
         capacity: int = 8,
         blob_path: Callable[[str], Path] | None = None,
+        slot: PersonaSlot | None = None,
     ) -> None:
         self.pipe = pipe
         self.library = library
         #: file of a ``blob:<key>`` LoRA (a trained persona version)
         self.blob_path = blob_path
+        self.slot = slot
         self.capacity = max(1, capacity)
         self._loaded: OrderedDict[str, str] = OrderedDict()  # LoRA name -> adapter name, LRU first
         self._active: tuple[tuple[str, float], ...] = ()
@@ -139,18 +147,23 @@ class AdapterManager:
         """Whether an active LoRA changes a text encoder (then prompt embeddings depend on the mix)."""
         if not self._active:
             return False
+        if self.slot is not None:
+            return self.slot.touches_text_encoders()
         per_part = self.pipe.get_list_adapters()
         names = {self._loaded[n] for n, _ in self._active}
         return any(part != "transformer" and names & set(adapters) for part, adapters in per_part.items())
+
+    def path(self, name: str) -> Path:
+        """The file of LoRA ``name``: a library name, or ``blob:<key>`` (a trained persona version)."""
+        if name.startswith(BLOB_PREFIX) and self.blob_path is not None:
+            return self.blob_path(name.removeprefix(BLOB_PREFIX))
+        return self.library.path(name)
 
     def _ensure_loaded(self, name: str) -> str:
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
-        if name.startswith(BLOB_PREFIX) and self.blob_path is not None:
-            path = self.blob_path(name.removeprefix(BLOB_PREFIX))
-        else:
-            path = self.library.path(name)
+        path = self.path(name)
         adapter = adapter_name(name)
         self.pipe.load_lora_weights(str(path), adapter_name=adapter)
         self.disk_loads += 1
@@ -171,6 +184,11 @@ class AdapterManager:
     def apply(self, mix: Sequence[tuple[str, float]]) -> None:
         """Make ``mix`` the active LoRA blend; an empty mix turns LoRAs off."""
         mix = tuple((str(n), float(w)) for n, w in mix)
+        if self.slot is not None:
+            self.slot.apply_mix(mix, self.path)
+            self.disk_loads = self.slot.disk_loads
+            self._active = mix
+            return
         if mix == self._active:
             return
         if not mix:

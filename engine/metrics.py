@@ -86,6 +86,14 @@ WORKERS = Gauge(
     "arq workers that reported their metrics in the last few minutes",
     registry=REGISTRY,
 )
+JOB_STAGE = Histogram(
+    f"{PREFIX}_job_stage_seconds",
+    "Seconds a finished job spent in each stage (text_encode, reference_encode, denoise, vae_decode, "
+    "identity_gate, png_encode, storage)",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
 GPU_MEMORY = Gauge(
     f"{PREFIX}_gpu_memory_bytes",
     "CUDA memory of this process (torch): allocated now and the peak reserved",
@@ -99,6 +107,12 @@ def observe_finished(kind: str, outcome: str, run_s: float | None = None) -> Non
     JOBS.labels(kind=kind, outcome=outcome).inc()
     if run_s is not None and outcome != "cancelled":
         JOB_RUN.labels(kind=kind).observe(max(run_s, 0.0))
+
+
+def observe_stages(timings: dict[str, float]) -> None:
+    """A job's per-stage seconds (JobResult.timings)."""
+    for stage, seconds in timings.items():
+        JOB_STAGE.labels(stage=stage).observe(max(float(seconds), 0.0))
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:

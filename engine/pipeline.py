@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +173,17 @@ def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: i
 @dataclass
 class Rendered:
     """A rendered image and its final latents, in the form :func:`encode_context` returns (so they
-    can be the context of the next edit at the same size without a VAE encode)."""
+    can be the context of the next edit at the same size without a VAE encode); ``timings``:
+    seconds of ``denoise`` and ``vae_decode`` (a batch's are shared out evenly among its images)."""
 
     image: Image.Image
     latents: torch.Tensor | None  # None for klein, whose context is an image
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def render(lp: LoadedPipeline, **kwargs: Any) -> Image.Image:
@@ -183,7 +191,12 @@ def render(lp: LoadedPipeline, **kwargs: Any) -> Image.Image:
     return render_latents(lp, **kwargs).image
 
 
-def render_latents(
+def render_latents(lp: LoadedPipeline, *, seed: int, **kwargs: Any) -> Rendered:
+    """One image: :func:`render_batch` with one seed."""
+    return render_batch(lp, seeds=[seed], **kwargs)[0]
+
+
+def render_batch(
     lp: LoadedPipeline,
     *,
     prompt: str | PromptEmbeds,
@@ -191,17 +204,21 @@ def render_latents(
     height: int,
     steps: int,
     guidance: float,
-    seed: int,
+    seeds: Sequence[int],
     context: Image.Image | torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     references: Sequence[Image.Image] = (),
-) -> Rendered:
-    """One image: text-to-image without ``context``, a Kontext edit with it.
+    encode_reference: Callable[..., torch.Tensor] | None = None,
+) -> list[Rendered]:
+    """One image per seed, all with the same prompt and context, rendered as one batch: text-to-
+    image without ``context``, a Kontext edit with it. Image ``i`` starts from the noise of
+    ``seeds[i]`` (its own generator), so it equals the image rendered alone with that seed.
 
     klein takes ``references`` (images, in order) after the ``context`` image (which must then be
     an image, not latents); Kontext takes none here: engine.references composes them into the
-    context first.
+    context first. klein's ``encode_reference(index, pixels, encode)`` may stand in for the VAE
+    encode of reference ``index`` (engine.klein.encoding_references: cached latents).
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
@@ -209,6 +226,8 @@ def render_latents(
     step: true raises :class:`RenderCancelled`.
     """
     width, height = snap(width, lp.multiple_of), snap(height, lp.multiple_of)
+    if not seeds:
+        raise ValueError("render_batch needs at least one seed")
     if cancel is not None and cancel():
         raise RenderCancelled
     if isinstance(prompt, str):
@@ -225,14 +244,18 @@ def render_latents(
             raise RenderCancelled
         return {}
 
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    _sync(lp.device)
+    started = time.perf_counter()
+    pipe = lp.pipe
     if lp.family == "klein":
-        from engine.klein import render_klein
+        from engine.klein import decode_klein, render_klein
 
         if isinstance(context, torch.Tensor):
             raise ValueError("klein takes the current image as an image, not as latents")
         images = ([context] if context is not None else []) + list(references)
-        image = render_klein(
-            lp.pipe,
+        latents = render_klein(
+            pipe,
             prompt_embeds=prompt.prompt_embeds,
             max_sequence_length=lp.max_sequence_length,
             layers=lp.text_encoder_out_layers,
@@ -240,29 +263,39 @@ def render_latents(
             height=height,
             steps=steps,
             guidance=guidance,
-            seed=seed,
+            generators=generators,
             references=images,
             step_end=step_end,
+            encode_reference=encode_reference,
         )
-        return Rendered(image=image, latents=None)  # klein takes images, not latents, as its context
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    result = lp.pipe(
-        image=context,
-        prompt_embeds=prompt.prompt_embeds,
-        pooled_prompt_embeds=prompt.pooled_prompt_embeds,
-        width=width,
-        height=height,
-        max_area=width * height,  # keeps the pipeline from rescaling to 1024²
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        generator=generator,
-        max_sequence_length=lp.max_sequence_length,
-        callback_on_step_end=step_end,
-        _auto_resize=False,
-        output_type="latent",
-    )
-    pipe = lp.pipe
-    latents = pipe._unpack_latents(result.images, height, width, pipe.vae_scale_factor)
-    pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
-    image = pipe.image_processor.postprocess(pixels, output_type="pil")[0]
-    return Rendered(image=image, latents=latents)
+        _sync(lp.device)
+        denoised = time.perf_counter()
+        pils = decode_klein(pipe, latents)
+        kept: list[torch.Tensor | None] = [None] * len(pils)  # klein takes images, not latents, as its context
+    else:
+        result = pipe(
+            image=context,
+            prompt_embeds=prompt.prompt_embeds,
+            pooled_prompt_embeds=prompt.pooled_prompt_embeds,
+            width=width,
+            height=height,
+            max_area=width * height,  # keeps the pipeline from rescaling to 1024²
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            num_images_per_prompt=len(seeds),
+            max_sequence_length=lp.max_sequence_length,
+            callback_on_step_end=step_end,
+            _auto_resize=False,
+            output_type="latent",
+        )
+        _sync(lp.device)
+        denoised = time.perf_counter()
+        latents = pipe._unpack_latents(result.images, height, width, pipe.vae_scale_factor)
+        pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor).sample
+        pils = pipe.image_processor.postprocess(pixels, output_type="pil")
+        kept = [latents[i : i + 1] for i in range(len(pils))]
+    _sync(lp.device)
+    decoded = time.perf_counter()
+    share = {"denoise": (denoised - started) / len(pils), "vae_decode": (decoded - denoised) / len(pils)}
+    return [Rendered(image=image, latents=lat, timings=dict(share)) for image, lat in zip(pils, kept, strict=True)]

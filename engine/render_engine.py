@@ -29,6 +29,7 @@ from cachetools import LRUCache
 from engine import job_kinds
 from engine.errors import JobCancelled
 from engine.loras import LoraLibrary, persona_mix, write_tiny_library
+from engine.metrics import observe_stages
 from engine.render_cache import ThreadCaches
 from engine.rendering import JobRender, StepProgress
 from engine.specs import (
@@ -77,6 +78,14 @@ class Engine:
         adapter_capacity: int = 8,
         threads: int | None = None,
         png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
+        compile: str = "none",
+        attention: str | None = None,
+        fuse_qkv: bool = False,
+        max_batch: int = 4,
+        persona_slot: bool = True,
+        persona_rank: int = 0,
+        compile_backend: str | Callable[..., Any] = "inductor",
+        warm: bool = True,
         train_model: str | None = None,
     ) -> None:
         self.model = model
@@ -108,6 +117,16 @@ class Engine:
         self._embedder: Embedder | None = None
         self._adapters: AdapterManager | None = None
         self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
+        #: ENGINE_COMPILE / ENGINE_ATTENTION / ENGINE_FUSE_QKV (engine.speedups), the persona slot
+        #: (engine.persona_slot) and ENGINE_MAX_BATCH; ``warm``: render the default size at load
+        self.speedups: dict[str, Any] = {
+            "compile": compile, "attention": attention, "fuse_qkv": fuse_qkv, "backend": compile_backend
+        }  # fmt: skip
+        self.max_batch = max_batch
+        self.persona_slot = persona_slot
+        self.persona_rank = persona_rank
+        self.warm = warm
+        self.warm_up_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, blobs: BlobStore) -> Engine:
@@ -123,6 +142,12 @@ class Engine:
             blobs=blobs,
             threads=settings.effective_engine_threads,
             png_compress_level=settings.png_compress_level,
+            compile=settings.engine_compile,
+            attention=settings.engine_attention,
+            fuse_qkv=settings.engine_fuse_qkv,
+            max_batch=settings.engine_max_batch,
+            persona_slot=settings.engine_persona_slot,
+            persona_rank=settings.engine_persona_rank,
             train_model=settings.engine_train_model,
         )
 
@@ -175,6 +200,7 @@ class Engine:
             from engine.identity import load_embedder
             from engine.loras import AdapterManager
             from engine.pipeline import load_pipeline
+            from engine.speedups import apply_speedups, warm_up
 
             if self.threads_setting is not None:
                 torch.set_num_threads(self.threads_setting)
@@ -182,16 +208,29 @@ class Engine:
             self._ensure_library()
             embedder = load_embedder(self.face_backend, self.face_model_dir)
             lp = load_pipeline(self.model, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+            slot = None
+            if self.persona_slot:  # before compiling: the slot's first load prepares hot swaps
+                from engine.persona_slot import PersonaSlot
+
+                files = [self.library.path(n) for a in self.library.archetypes() for n in self.library.names(a)]
+                slot = PersonaSlot(lp.pipe, target_rank=self.persona_rank, layout=files)
             self._adapters = AdapterManager(
-                lp.pipe, self.library, capacity=self.adapter_capacity, blob_path=self.blobs.path
+                lp.pipe, self.library, capacity=self.adapter_capacity, blob_path=self.blobs.path, slot=slot
             )
+            self._adapters.apply([])
+            apply_speedups(lp, **self.speedups)
+            if self.speedups["compile"] != "none" and self.warm:
+                params = self._defaults(lp.toy)
+                self.warm_up_s = warm_up(lp, params.width, params.height, params.steps, params.guidance)
             self._embedder = embedder
             self._lp = lp
 
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:
         """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
-        toy = self._lp.toy if self._lp is not None else self.model in TINY_MODELS
+        return self._defaults(self._lp.toy if self._lp is not None else self.model in TINY_MODELS)
+
+    def _defaults(self, toy: bool) -> RenderParams:
         tiny = "tiny-klein" if self.family == "klein" else "tiny"
         return default_params(tiny if toy else self.model)
 
@@ -243,6 +282,7 @@ class Engine:
                 storer=self._storer,
                 png_compress_level=self.png_compress_level,
                 seconds=self.seconds,
+                max_batch=self.max_batch,
             )
             self.adapters.apply(persona_mix(spec.persona) if mix is None else mix)  # outside inference mode
             try:
@@ -297,4 +337,5 @@ class Engine:
         self.seconds["settle"] += time.perf_counter() - settling
         result.lora_mix = [(name, weight) for name, weight in mix]
         result.seconds = round(time.perf_counter() - started, 3)
+        observe_stages(result.timings)
         return result

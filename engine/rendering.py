@@ -88,10 +88,16 @@ class JobRender:
     png_compress_level: int = 1
     #: the engine's seconds: ``model`` (pipeline and embedder calls), ``store`` (encode + write)
     seconds: Counter[str] = field(default_factory=Counter)
+    #: this job's seconds by stage (text_encode, reference_encode, denoise, vae_decode,
+    #: identity_gate, png_encode, storage): JobResult.timings
+    timings: Counter[str] = field(default_factory=Counter)
+    #: images of one post rendered as one batch at most (ENGINE_MAX_BATCH)
+    max_batch: int = 1
     #: provisional key -> future blob key, for the images :meth:`store` was given
     pending: dict[str, Future[str]] = field(default_factory=dict)
     #: id(image) -> (image, latents, width, height) of this job's renders
     _rendered: dict[int, tuple[Image.Image, Any, int, int]] = field(default_factory=dict)
+    _timings_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def gate(
         self,
@@ -102,18 +108,31 @@ class JobRender:
         height: int,
         context_key: str | None,
         references: Sequence[str] = (),
+        first: Image.Image | None = None,
     ) -> GateResult:
-        """Image ``index``: candidates until one passes the identity gate (or ``max_tries``)."""
+        """Image ``index``: candidates until one passes the identity gate (or ``max_tries``);
+        ``first``: its first candidate, already rendered (in a batch, :meth:`render_batch`)."""
         from engine.identity import identity_gate
 
+        rendering = 0.0
+
         def candidate(attempt: int) -> tuple[Image.Image, int]:
+            nonlocal rendering
+            seed = derive_seed(self.spec.seed, index, attempt)
+            if attempt == 0 and first is not None:
+                return first, seed
             if attempt:
                 self.progress.grow()
-            seed = derive_seed(self.spec.seed, index, attempt)
-            return self.render(prompt, seed, width, height, context_key, references), seed
+            started = time.perf_counter()
+            image = self.render(prompt, seed, width, height, context_key, references)
+            rendering += time.perf_counter() - started
+            return image, seed
 
         embedder = self.embedder if reference is not None else None
-        return identity_gate(candidate, embedder, reference, self.identity_threshold, self.params.max_tries)
+        started = time.perf_counter()
+        result = identity_gate(candidate, embedder, reference, self.identity_threshold, self.params.max_tries)
+        self.timings["identity_gate"] += time.perf_counter() - started - rendering
+        return result
 
     def render(
         self,
@@ -125,7 +144,19 @@ class JobRender:
         references: Sequence[str] = (),
     ) -> Image.Image:
         """One render; ``references`` (blob keys) join the context as the family takes them (engine.references)."""
-        from engine.pipeline import encode_context, encode_prompt, render_latents, snap
+        return self.render_batch(prompt, [seed], width, height, context_key, references)[0]
+
+    def render_batch(
+        self,
+        prompt: str,
+        seeds: Sequence[int],
+        width: int,
+        height: int,
+        context_key: str | None = None,
+        references: Sequence[str] = (),
+    ) -> list[Image.Image]:
+        """One image per seed with the same prompt and context, as one batch (engine.pipeline.render_batch)."""
+        from engine.pipeline import encode_context, encode_prompt, render_batch, snap
         from engine.references import kontext_context
 
         lp = self.pipeline
@@ -135,11 +166,15 @@ class JobRender:
         with self.cache.lock:
             embeds = self.cache.prompts.get(prompt_key)
         if embeds is None:
+            encoding = time.perf_counter()
             embeds = encode_prompt(lp, prompt)
+            self.timings["text_encode"] += time.perf_counter() - encoding
             self.stats["prompt_encodes"] += 1
             with self.cache.lock:
                 self.cache.prompts[prompt_key] = embeds
+        encoding = time.perf_counter()
         context: Any = None
+        keys = ([context_key] if context_key is not None else []) + list(references)
         images = [self.image(key) for key in references] if lp.family == "klein" else []
         if lp.family == "klein":
             context = self.image(context_key) if context_key is not None else None
@@ -153,25 +188,51 @@ class JobRender:
                 self.stats["context_encodes"] += 1
                 with self.cache.lock:
                     self.cache.latents[(context_key, width, height)] = context
+        self.timings["reference_encode"] += time.perf_counter() - encoding
         cancel = self.cancel.is_set if self.cancel is not None else None
-        out = render_latents(
+        batch = len(seeds)
+        outs = render_batch(
             lp,
             prompt=embeds,
             width=width,
             height=height,
             steps=self.params.steps,
             guidance=self.params.guidance,
-            seed=seed,
+            seeds=seeds,
             context=context,
-            on_step=self.progress.step,
+            on_step=lambda i, _n: self.progress.step(i * batch, _n),
             cancel=cancel,
             references=images,
+            encode_reference=self._cached_reference(keys) if lp.family == "klein" else None,
         )
-        self.stats["renders"] += 1
+        self.stats["renders"] += batch
+        self.stats["batches"] += batch > 1
         self.seconds["model"] += time.perf_counter() - started
-        self._rendered[id(out.image)] = (out.image, out.latents, width, height)
-        self.progress.render_finished()
-        return out.image
+        for out in outs:
+            for stage, seconds in out.timings.items():
+                self.timings[stage] += seconds
+            self._rendered[id(out.image)] = (out.image, out.latents, width, height)
+            self.progress.render_finished()
+        return [out.image for out in outs]
+
+    def _cached_reference(self, keys: list[str]) -> Callable[..., Any]:
+        """klein: reference ``index``'s VAE latents from the thread's cache (by blob key and fitted
+        size), else encoded by the pipeline and kept; the encode time is reference_encode time."""
+
+        def encode(index: int, pixels: Any, own: Callable[..., Any]) -> Any:
+            key = (keys[index], int(pixels.shape[-1]), int(pixels.shape[-2]))
+            with self.cache.lock:
+                latents = self.cache.latents.get(key)
+            if latents is None:
+                started = time.perf_counter()
+                latents = own(image=pixels, generator=None)
+                self.timings["reference_encode"] += time.perf_counter() - started
+                self.stats["reference_encodes"] += 1
+                with self.cache.lock:
+                    self.cache.latents[key] = latents
+            return latents
+
+        return encode
 
     def image(self, key: str) -> Image.Image:
         with self.cache.lock:
@@ -197,8 +258,14 @@ class JobRender:
 
     def _put(self, image: Image.Image) -> str:
         started = time.perf_counter()
-        key = self.blobs.put(encode_png(image, self.png_compress_level))
-        self.seconds["store"] += time.perf_counter() - started
+        data = encode_png(image, self.png_compress_level)
+        encoded = time.perf_counter()
+        key = self.blobs.put(data)
+        stored = time.perf_counter()
+        self.seconds["store"] += stored - started
+        with self._timings_lock:  # storer threads run beside each other
+            self.timings["png_encode"] += encoded - started
+            self.timings["storage"] += stored - encoded
         return key
 
     def settle(self, result: JobResult) -> JobResult:
@@ -207,6 +274,7 @@ class JobRender:
         for provisional, key in keys.items():
             self.cache.rekey(provisional, key)
         result.image_keys = [keys.get(key, key) for key in result.image_keys]
+        result.timings = {stage: round(seconds, 4) for stage, seconds in sorted(self.timings.items())}
         if result.reference_key is not None:
             result.reference_key = keys.get(result.reference_key, result.reference_key)
         self._rendered.clear()

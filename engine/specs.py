@@ -115,6 +115,9 @@ class JobResult(BaseModel):
     #: train_persona: the new version's LoRA blob key and its training report
     training: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: seconds by stage: text_encode, reference_encode, denoise, vae_decode, identity_gate,
+    #: png_encode, storage (engine.rendering.JobRender.timings)
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 #: transformers narrower than this (heads × head dim; FLUX.1 has 3072) are test-sized

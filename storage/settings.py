@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     png_compress_level: int = Field(
         default=1, ge=0, le=9, description="zlib level of stored result PNGs (lossless at every level)"
     )
+    engine_compile: Literal["none", "regional", "full"] = Field(
+        default="none", description="torch.compile the transformer: its repeated blocks (regional) or whole (full)"
+    )
+    engine_attention: str | None = Field(
+        default=None, description="diffusers attention backend (native, _native_flash, flash, _flash_3); unset = native"
+    )
+    engine_fuse_qkv: bool = Field(default=False, description="fuse Q/K/V projections (only with no LoRA on them)")
+    engine_max_batch: int = Field(default=4, ge=1, le=16, description="images of one post rendered as one batch")
+    engine_persona_slot: bool = Field(
+        default=True, description="persona blends as one hot-swapped LoRA (no recompile); false = set_adapters"
+    )
+    engine_persona_rank: int = Field(default=0, ge=0, le=1024, description="persona slot rank; 0 = auto")
     # conversation rules
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)

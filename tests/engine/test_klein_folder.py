@@ -61,6 +61,8 @@ def test_the_saved_folder_and_peft_loras_run_through_the_engine(klein_folder, tm
     assert engine.archetypes() == ["boss", "sweet"]
     engine.load()
     assert engine.pipeline.family == "klein" and engine.pipeline.pipe.__class__.__name__ == "Flux2KleinPipeline"
+    library_files = len(list(lora_dir.rglob("*.safetensors")))
+    assert engine.adapters.disk_loads == library_files  # the persona slot read the library's layers at load
     params = engine.default_params()
     assert (params.steps, params.width) == (4, 64)
     mix = engine.draw_mix("sweet", seed=3, k=2)
@@ -75,11 +77,11 @@ def test_the_saved_folder_and_peft_loras_run_through_the_engine(klein_folder, tm
         references=[ReferenceSpec(role="product", key=product, name="mug")],
     )
     with_loras = engine.run(spec)
-    assert with_loras.lora_mix == mix and engine.adapters.disk_loads == 2
+    assert with_loras.lora_mix == mix and engine.adapters.disk_loads == library_files  # nothing read again
     plain = engine.run(spec.model_copy(update={"persona": PersonaSpec(archetype="sweet")}))
 
     def pixels(key: str) -> np.ndarray:
         return np.asarray(blobs.open_image(key), dtype=np.int16)
 
-    assert len(engine.pipeline.pipe.get_list_adapters()["transformer"]) == 2
+    assert engine.pipeline.pipe.get_list_adapters()["transformer"] == ["persona"]  # the one persona slot
     assert not np.array_equal(pixels(with_loras.image_keys[0]), pixels(plain.image_keys[0]))

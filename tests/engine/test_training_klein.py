@@ -152,5 +152,10 @@ def test_engine_train_model_trains_on_the_base_transformer_and_renders_with_the_
     ).model_copy(update={"params": default_params("tiny-klein")})
     rendered = eng.run(render)
     assert rendered.lora_mix == [("blob:" + lora_key, 1.0)]
-    adapters = eng.pipeline.pipe.transformer.peft_config
-    assert any(cfg.lora_alpha == 4 and cfg.r == 4 for cfg in adapters.values())  # loaded with its metadata
+    # the trained version went into the one persona slot (engine.persona_slot), read with its metadata
+    from engine.persona_slot import read_lora
+
+    assert list(eng.pipeline.pipe.transformer.peft_config) == ["persona"]
+    assert eng.adapters.slot is not None and eng.adapters.slot.key == ("mix", (("blob:" + lora_key, 1.0),))
+    factors = read_lora(type(eng.pipeline.pipe), eng.blobs.path(lora_key))
+    assert {a.shape[0] for a, _, _ in factors.values()} == {4} and {s for _, _, s in factors.values()} == {1.0}
