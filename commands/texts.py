@@ -1,27 +1,10 @@
-"""Texts the conversation sends: help, the turn tree, job states, progress bars."""
+"""Texts the conversation sends (``/help`` comes from commands.table): the turn tree, job states, progress bars."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from storage.models import Turn
-
-HELP = """\
-Persona Studio — commands
-  /persona create <archetype> [name]   new persona: a new face blended from LoRAs of one archetype
-  /persona list | show <name> | delete <name>
-  /post <persona> [count=N] <prompt>   open a post thread with N images (1-4); attach a scene image if you like
-  <text inside a post>                 edit the current image ("hold the latte higher")
-      all: <text>                      edit every image of the post;  #2 <text>  edit image 2
-  /approve ✅  /regen 🔁  /undo ↩️  /cancel ❌   act on the current result (reactions and buttons too)
-  /history                             the post's turn tree with identity scores
-  /export                              approved images + manifest.json as a zip
-  /status                              your jobs and their queue positions
-  /settings [post] [steps=N guidance=G size=WxH seed=S|random]
-                                       your defaults; in a Discord post thread or with "post": that post only
-  /threads, /thread <id>               (console, WeCom) list your posts, switch to one
-  /help
-WeCom: 人设 发帖 通过 重来 撤销 取消 历史 导出 状态 设置 帮助"""
 
 
 def progress_bar(step: int, total: int, width: int = 20) -> str:
