@@ -26,6 +26,7 @@ from engine.job_events import AnyJobEvent, Running
 from engine.progress import ProgressBus
 from storage.settings import Settings
 from tests.conversation.conftest import app_settings, shared_dirs, tiny_engine
+from tests.conversation.helpers import run
 
 __all__ = ["shared_dirs", "tiny_engine"]  # the conversation tests' session fixtures, used here too
 
@@ -183,3 +184,35 @@ class WorkerProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@dataclass
+class KillScene:
+    """A front end on arq, worker A as a subprocess (the one a test kills), a recorder of the bus
+    and Ann's console, whose persona Mia is ready."""
+
+    settings: Settings
+    app: App
+    worker_a: WorkerProcess
+    recorder: Recorder
+    ann: ConsoleFrontEnd
+
+
+@contextlib.asynccontextmanager
+async def kill_scene(tmp_path: Path, dirs: dict[str, Path], engine: Any, redis_url: str) -> AsyncIterator[KillScene]:
+    """Set up a :class:`KillScene`: while A loads, Mia is created on an in-process worker (on
+    ``engine``, which also wrote the tiny LoRA library both share) that then stops."""
+    settings = arq_settings(tmp_path, dirs, redis_url)
+    app = await build_app(settings, engine=None)
+    worker_a = WorkerProcess(settings, tmp_path)
+    recorder = await Recorder(app.conversation.queue.bus).start()
+    ann = console_for(app, tmp_path)
+    try:
+        async with worker_task(settings, engine):
+            await run(ann, "/persona create sweet Mia")
+        await worker_a.ready()
+        yield KillScene(settings, app, worker_a, recorder, ann)
+    finally:
+        await recorder.stop()
+        worker_a.stop()
+        await app.close()

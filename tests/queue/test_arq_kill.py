@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from bot.app import build_app
 from commands.events import Images
 from engine.worker import HEARTBEAT_S, LEASE_S, WORKER_ID
 from storage.models import JobStatus
-from tests.conversation.helpers import queued, run
-from tests.queue.conftest import Recorder, WorkerProcess, arq_settings, console_for, worker_task
+from tests.conversation.helpers import queued
+from tests.queue.conftest import kill_scene, worker_task
 
 pytestmark = pytest.mark.slow
 
@@ -28,18 +27,9 @@ pytestmark = pytest.mark.slow
 async def test_killed_worker_job_reruns_once_on_another(
     tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any, redis_url: str
 ) -> None:
-    # tiny_engine: its load wrote the tiny LoRA library the two workers share
-    settings = arq_settings(tmp_path, shared_dirs, redis_url)
-    app = await build_app(settings, engine=None)
-    worker_a = WorkerProcess(settings, tmp_path)
-    recorder = await Recorder(app.conversation.queue.bus).start()
-    ann = console_for(app, tmp_path)
-    try:
-        t0 = time.monotonic()
-        # while A loads, the persona is created on an in-process worker that then stops
-        async with worker_task(settings, tiny_engine):
-            await run(ann, "/persona create sweet Mia")
-        await worker_a.ready()
+    t0 = time.monotonic()
+    async with kill_scene(tmp_path, shared_dirs, tiny_engine, redis_url) as scene:
+        settings, app, worker_a, recorder, ann = scene.settings, scene.app, scene.worker_a, scene.recorder, scene.ann
         print(f"worker A ready after {time.monotonic() - t0:.1f} s")
         await ann.send("/settings steps=60")
         job_id = queued(await ann.send("/post Mia a red dress on the terrace"))[0]
@@ -73,7 +63,3 @@ async def test_killed_worker_job_reruns_once_on_another(
         # a later sweep finds nothing more to deliver
         assert await app.conversation.deliver_pending("console") == 0
         assert len([a for a in ann.actions if isinstance(a, Images) and a.job_id == job_id]) == 1
-    finally:
-        await recorder.stop()
-        worker_a.stop()
-        await app.close()

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import build_app
 from engine.worker import LEASE_S, WORKER_ID
 from storage.models import JobStatus
-from tests.conversation.helpers import queued, run
-from tests.queue.conftest import Recorder, WorkerProcess, arq_settings, console_for, worker_task
+from tests.conversation.helpers import queued
+from tests.queue.conftest import kill_scene, worker_task
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +37,9 @@ def _training_step(event: Any) -> int | None:
 async def test_killed_worker_training_resumes_from_its_checkpoint_on_another(
     tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any, redis_url: str
 ) -> None:
-    settings = arq_settings(tmp_path, shared_dirs, redis_url)
-    app = await build_app(settings, engine=None)
-    worker_a = WorkerProcess(settings, tmp_path)
-    recorder = await Recorder(app.conversation.queue.bus).start()
-    ann = console_for(app, tmp_path)
-    try:
-        t0 = time.monotonic()
-        async with worker_task(settings, tiny_engine):  # the persona, while A loads
-            await run(ann, "/persona create sweet Mia")
-        await worker_a.ready()
+    t0 = time.monotonic()
+    async with kill_scene(tmp_path, shared_dirs, tiny_engine, redis_url) as scene:
+        settings, app, worker_a, recorder, ann = scene.settings, scene.app, scene.worker_a, scene.recorder, scene.ann
         job_id = queued(await ann.send(f"/persona train Mia images=2 steps={STEPS}"))[0]
 
         def a_reached_a_checkpoint(e: Any) -> bool:
@@ -85,7 +77,3 @@ async def test_killed_worker_training_resumes_from_its_checkpoint_on_another(
         assert persona.active_version == 1 and persona.versions[0]["job_id"] == job_id
         assert app.blobs.exists(report["lora_key"])
         assert app.blobs.get_named(f"train/{job_id}/checkpoint") is None  # cleaned up
-    finally:
-        await recorder.stop()
-        worker_a.stop()
-        await app.close()
