@@ -9,14 +9,14 @@
 wide, guidance embeddings) and the full FLUX VAE with random weights straight on the device: no
 download. Its text encoders are one-layer stand-ins with the real output widths (T5 4096, CLIP
 768) and 512 T5 tokens, so the denoising steps see the real shapes; text encoding time is not
-representative in that mode. Every image runs through ``engine.pipeline.render``, the code path
+representative in that mode. Every image runs through ``engine.render.pipeline.render``, the code path
 of the worker. ``--edit`` adds a Kontext edit (context image of the output size: twice the image
 tokens per step).
 
 Both engine families: ``--model tiny-klein`` (FLUX.2 klein, tiny) and ``--model full-klein``
 (klein 4B: 5 double + 20 single blocks, 3072 wide, no guidance embedding, the FLUX.2 VAE, a one-layer
 Qwen3 stand-in of the real width, random weights). ``--references N`` adds N product images to
-every render (klein: as references; Kontext: composed into the context, engine.references), and
+every render (klein: as references; Kontext: composed into the context, engine.render.references), and
 the edit then conditions on the current image plus them. ``--compare`` runs the tiny families side
 by side with 1-3 references (``--compare-models`` to choose others, e.g. ``full,full-klein``).
 ``--fast-turns`` runs bench/fast_turns.py on each of ``--compare-models``: eager vs regional vs full
@@ -46,7 +46,7 @@ sys.path.insert(0, str(_BENCH.parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.pipeline import (  # noqa: E402
+from engine.render.pipeline import (  # noqa: E402
     LoadedPipeline,
     encode_context,
     load_pipeline,
@@ -54,7 +54,7 @@ from engine.pipeline import (  # noqa: E402
     resolve_device,
     resolve_dtype,
 )
-from engine.references import compose_context  # noqa: E402
+from engine.render.references import compose_context  # noqa: E402
 
 #: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
 FULL_TRANSFORMER = {
@@ -106,7 +106,7 @@ FULL_T5_STANDIN = {
 
 def build_full_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
     """Full-size transformer and VAE with random weights, initialised on ``device`` in ``dtype``."""
-    from engine.tiny import build_random_pipeline
+    from engine.render.tiny_kontext import build_random_pipeline
 
     pipe = build_random_pipeline(
         seed=None,
@@ -148,8 +148,8 @@ FULL_QWEN3_STANDIN = {
 
 def build_full_klein_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
     """klein 4B transformer and the full FLUX.2 VAE with random weights, on ``device`` in ``dtype``."""
-    from engine.klein import out_layers
-    from engine.tiny_klein import build_random_klein_pipeline
+    from engine.render.klein import out_layers
+    from engine.render.tiny_klein import build_random_klein_pipeline
 
     pipe = build_random_klein_pipeline(
         seed=None,
@@ -210,7 +210,7 @@ def _timed_render(
     start = time.perf_counter()
     with torch.inference_mode():
         given: Image.Image | torch.Tensor | None = context
-        if refs and lp.family == "kontext":  # composed into the context, as engine.references does
+        if refs and lp.family == "kontext":  # composed into the context, as engine.render.references does
             composite = compose_context(context, refs, args.width, args.height, lp.multiple_of)
             given = encode_context(lp, composite, *composite.size)
         image = render(

@@ -1,8 +1,8 @@
 """Fast-turn figures of one model (``bench/engine.py --fast-turns``): eager vs each compile mode,
 persona switch time, a batch of 4 vs 4 one by one, and the first vs later turns of a thread.
 
-Everything runs through the engine's own functions (engine.pipeline.render_batch, the persona
-slot, engine.speedups); the thread caches are the ones engine.rendering keeps, reproduced here with
+Everything runs through the engine's own functions (engine.render.pipeline.render_batch, the persona
+slot, engine.render.speedups); the thread caches are the ones engine.render.job_render keeps, reproduced here with
 plain dicts: a turn reuses the prompt embeddings, the previous result's latents (Kontext) or the
 references' VAE latents (klein).
 """
@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.loras import write_tiny_library
-from engine.persona_slot import PersonaSlot, merge_loras
-from engine.pipeline import LoadedPipeline, encode_context, encode_prompt, render_batch
-from engine.references import compose_context
-from engine.speedups import apply_speedups
+from engine.render.loras import write_tiny_library
+from engine.render.persona_slot import PersonaSlot, merge_loras
+from engine.render.pipeline import LoadedPipeline, encode_context, encode_prompt, render_batch
+from engine.render.references import compose_context
+from engine.render.speedups import apply_speedups
 
 
 def _sync(lp: LoadedPipeline) -> None:
@@ -44,7 +44,7 @@ def _random_personas(lp: LoadedPipeline, count: int, rank: int) -> list[dict[str
     if lp.toy:
         root = Path(tempfile.mkdtemp(prefix="bench-loras-"))
         files = write_tiny_library(root, archetypes=("a",), per_archetype=3 * count, rank=rank, model=model)
-        from engine.persona_slot import read_lora
+        from engine.render.persona_slot import read_lora
 
         members = [read_lora(type(lp.pipe), f) for f in files]
     else:  # full size: random factors on the attention projections of every block

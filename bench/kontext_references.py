@@ -4,7 +4,7 @@
 
 Both on the tiny Kontext pipeline, an edit of a 64² image with 1-3 product images, 4 steps:
 
-* compose: engine.references.compose_context (the current image with the products in a strip on
+* compose: engine.render.references.compose_context (the current image with the products in a strip on
   its right) VAE-encoded as the context, as the engine does;
 * redux: a tiny FluxPriorReduxPipeline built from configs (SigLIP vision tower + Redux projector,
   random weights) whose image tokens are appended to the T5 prompt embeddings, one set per product.
@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from engine.pipeline import PromptEmbeds, encode_context, encode_prompt, load_pipeline, render  # noqa: E402
-from engine.references import compose_context  # noqa: E402
+from engine.render.pipeline import PromptEmbeds, encode_context, encode_prompt, load_pipeline, render  # noqa: E402
+from engine.render.references import compose_context  # noqa: E402
 
 SIZE = 64
 

@@ -11,9 +11,9 @@ is measured cold (a second store with an empty cache downloads) and warm (its ca
 Routing: a front end and two ``persona-studio worker`` processes (tiny engine on CPU) sharing a
 redis-server, a SQLite file and the loopback bucket (each worker its own BLOB_DIR and LORA_DIR).
 ``--threads`` users each create a persona, open a post and send ``--edits`` edits one after
-another, all users at once; once with routing (engine.routing) and once without
+another, all users at once; once with routing (engine.jobs.routing) and once without
 (``ArqQueue.route_warm = False``). Per mode: the share of follow-up jobs that ran on the worker
-where their thread was warm (engine.routing.stats), and the median edit time on the worker
+where their thread was warm (engine.jobs.routing.stats), and the median edit time on the worker
 (its started_at to finished_at in storage).
 """
 
@@ -125,8 +125,8 @@ async def bench_routing(root: Path, endpoint: str, redis_url: str, threads: int,
     from bot.app import build_app
     from bot.console import ConsoleFrontEnd
     from commands.events import Progress
-    from engine import routing
-    from engine.queue import ArqQueue
+    from engine.jobs import routing
+    from engine.jobs.queue import ArqQueue
 
     env = s3_env(endpoint)
     database_url = f"sqlite+aiosqlite:///{root / 'studio.db'}"

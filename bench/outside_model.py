@@ -74,7 +74,7 @@ def bench_png() -> dict[str, Any]:
 
 
 def _engine(root: Path, **kwargs: Any) -> Any:
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     engine = Engine(
@@ -196,8 +196,8 @@ def bench_workers(root: Path, jobs: int, repeats: int = 3) -> dict[str, Any]:
 
 
 async def _coldstart(root: Path, preimport: bool) -> dict[str, Any]:
-    from engine.job_runner import engine_runner_factory, import_engine_modules
-    from engine.queue import EmbeddedQueue
+    from engine.jobs.queue import EmbeddedQueue
+    from engine.jobs.runner import engine_runner_factory, import_engine_modules
     from storage.blobs import BlobStore
     from storage.db import Database
     from storage.repository import Store

@@ -7,8 +7,8 @@ queue and the storage bookkeeping add to every job.
 
 Both queues run here, in this one process, against a SQLite database in a temporary folder:
 
-* embedded: :class:`engine.queue.EmbeddedQueue` (a background task, :class:`LocalBus`);
-* arq: :func:`engine.worker.serve` as a task of this process, jobs through a redis-server (started
+* embedded: :class:`engine.jobs.queue.EmbeddedQueue` (a background task, :class:`LocalBus`);
+* arq: :func:`engine.jobs.worker.serve` as a task of this process, jobs through a redis-server (started
   on a free port unless ``--redis-url``), events over redis pub/sub. ``arq-no-wake`` is the same
   with the client's wake message turned off: the worker then finds jobs by polling
   (``IDLE_POLL_S``), as plain arq does with its poll delay.
@@ -46,10 +46,10 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
-from engine.job_events import AnyJobEvent, Done  # noqa: E402
-from engine.job_runner import JobRunner  # noqa: E402
-from engine.noop_engine import NoopEngine  # noqa: E402
-from engine.progress import ProgressBus  # noqa: E402
+from engine.jobs.events import AnyJobEvent, Done  # noqa: E402
+from engine.jobs.noop_engine import NoopEngine  # noqa: E402
+from engine.jobs.progress import ProgressBus  # noqa: E402
+from engine.jobs.runner import JobRunner  # noqa: E402
 from engine.specs import JobKind, JobSpec, PersonaSpec, RenderParams  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.repository import Store  # noqa: E402
@@ -144,7 +144,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 async def bench_embedded(root: Path, jobs: int, warmup: int) -> dict[str, Any]:
-    from engine.queue import EmbeddedQueue
+    from engine.jobs.queue import EmbeddedQueue
 
     db = Database(f"sqlite+aiosqlite:///{root / 'embedded.db'}")
     await db.upgrade()
@@ -162,8 +162,8 @@ async def bench_embedded(root: Path, jobs: int, warmup: int) -> dict[str, Any]:
 async def bench_arq(root: Path, redis_url: str, jobs: int, warmup: int, *, wake: bool) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
-    from engine.queue import ArqQueue
-    from engine.worker import WorkerState, serve
+    from engine.jobs.queue import ArqQueue
+    from engine.jobs.worker import WorkerState, serve
     from storage.settings import load_settings
 
     client = aioredis.Redis.from_url(redis_url)

@@ -4,7 +4,7 @@
     python bench/train.py --model full --device cuda --size 1024 --steps 30  # Kontext [dev] shape, random
     python bench/train.py --model full-klein --device cuda --size 1024 --steps 30  # klein 4B shape, random
 
-Every step is engine.training's step (flow matching, peft LoRA in fp32 on the transformer, AdamW,
+Every step is engine.training.loop's step (flow matching, peft LoRA in fp32 on the transformer, AdamW,
 gradient checkpointing on CUDA). ``--model full`` is bench/engine.py's full-size Kontext
 transformer with random weights, ``--model full-klein`` its FLUX.2 [klein] 4B one (timing only;
 nothing is downloaded); ``tiny-klein`` is the tiny klein. The first ``--warmup`` steps are
@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.pipeline import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
-from engine.train_family import family_of  # noqa: E402
-from engine.training import Sample, TrainConfig, train_lora  # noqa: E402
+from engine.render.pipeline import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
+from engine.training.families import family_of  # noqa: E402
+from engine.training.loop import Sample, TrainConfig, train_lora  # noqa: E402
 
 
 def main() -> int:

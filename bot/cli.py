@@ -45,7 +45,7 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _loras_tiny(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.loras import write_tiny_library
+    from engine.render.loras import write_tiny_library
 
     root = Path(args.dir) if args.dir else settings.lora_dir
     written = write_tiny_library(root)
@@ -79,10 +79,10 @@ def _web(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
-        from engine.worker import check_health
+        from engine.jobs.worker import check_health
 
         return check_health(settings)
-    from engine.worker import run_worker
+    from engine.jobs.worker import run_worker
 
     return run_worker(settings, burst=args.burst)
 

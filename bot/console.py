@@ -35,7 +35,7 @@ from commands.events import (
 )
 from commands.parser import parse_text
 from commands.texts import progress_bar
-from engine.job_events import FINISHED_STATES
+from engine.jobs.events import FINISHED_STATES
 
 PLATFORM = "console"
 log = logging.getLogger(__name__)

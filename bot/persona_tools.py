@@ -101,9 +101,9 @@ async def run_export(settings: Settings, name: str, user: str, out: Path) -> lis
 async def run_eval(settings: Settings, name: str, user: str, renders: int, version: str | None) -> dict[str, Any]:
     import asyncio
 
-    from engine.identity_eval import evaluate_identity
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from engine.specs import PersonaSpec
+    from engine.training.evaluation import evaluate_identity
 
     db = Database(settings.database_url)
     try:

@@ -80,7 +80,7 @@ async def run_web(settings: Settings) -> int:
     set (without it, the jobs run inside ``persona-studio run``, and a cancel is recorded in
     storage)."""
     from bot.web import WebFrontEnd, make_state
-    from engine.queue import ArqQueue
+    from engine.jobs.queue import ArqQueue
     from storage.blobs import BlobStore
     from storage.db import Database
     from storage.repository import Store

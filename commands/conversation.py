@@ -29,8 +29,8 @@ from commands.params import effective_params, pick_seed
 from commands.table import find, help_text
 from commands.validation import InputError
 from engine import metrics
-from engine.outcomes import finish_job
-from engine.queue import JobQueue
+from engine.jobs.outcomes import finish_job
+from engine.jobs.queue import JobQueue
 from engine.specs import (
     TINY_ARCHETYPES,
     TINY_MODELS,

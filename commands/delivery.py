@@ -26,8 +26,8 @@ from commands.events import Action, Button, ImageOut, Images, Progress, Reply, W
 from commands.texts import format_score
 from commands.training_texts import training_summary
 from engine import metrics
-from engine.job_events import FINISHED_STATES, JobEvent, Running
-from engine.progress import ProgressBus
+from engine.jobs.events import FINISHED_STATES, JobEvent, Running
+from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, utcnow

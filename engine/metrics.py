@@ -103,7 +103,7 @@ GPU_MEMORY = Gauge(
 
 
 def observe_finished(kind: str, outcome: str, run_s: float | None = None) -> None:
-    """A job's outcome was recorded (engine.outcomes.finish_job)."""
+    """A job's outcome was recorded (engine.jobs.outcomes.finish_job)."""
     JOBS.labels(kind=kind, outcome=outcome).inc()
     if run_s is not None and outcome != "cancelled":
         JOB_RUN.labels(kind=kind).observe(max(run_s, 0.0))

@@ -91,7 +91,7 @@ class JobSpec(BaseModel):
     of_kind: JobKind | None = None
     seed: int = Field(default=0, ge=0, lt=2**32)
     params: RenderParams = Field(default_factory=RenderParams)
-    #: the post's and this edit's references, in order (engine.references decides how they enter)
+    #: the post's and this edit's references, in order (engine.render.references decides how they enter)
     references: list[ReferenceSpec] = Field(default_factory=list)
     #: TRAIN_PERSONA: the training options
     train: TrainParams | None = None
@@ -116,7 +116,7 @@ class JobResult(BaseModel):
     training: dict[str, Any] | None = None
     seconds: float = 0.0
     #: seconds by stage: text_encode, reference_encode, denoise, vae_decode, identity_gate,
-    #: png_encode, storage (engine.rendering.JobRender.timings)
+    #: png_encode, storage (engine.render.job_render.JobRender.timings)
     timings: dict[str, float] = Field(default_factory=dict)
 
 

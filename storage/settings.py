@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-#: Default identity threshold per face backend, on the 0-1 similarity scale of engine.identity.
+#: Default identity threshold per face backend, on the 0-1 similarity scale of engine.render.identity.
 DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
 
 

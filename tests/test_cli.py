@@ -234,7 +234,7 @@ async def test_persona_export_loads_in_plain_diffusers_and_eval_identity_reports
 
     from bot.app import build_app
     from bot.console import ConsoleFrontEnd
-    from engine.tiny import build_tiny_pipeline
+    from engine.render.tiny_kontext import build_tiny_pipeline
     from storage.settings import load_settings
 
     env = {

@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from commands.events import Progress, Where
 from commands.texts import progress_bar
-from engine.job_events import FINISHED_STATES
+from engine.jobs.events import FINISHED_STATES
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from yarl import URL
 from bot.web.auth import admin_of
 from bot.web.state import STATE
 from engine import metrics
-from engine.progress import RedisBus
+from engine.jobs.progress import RedisBus
 from storage.models import JobStatus
 
 

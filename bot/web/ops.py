@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.web.state import STATE, WebState
 from engine import metrics
-from engine.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEY
+from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEY
 from storage.models import JobStatus
 
 CHECK_TIMEOUT_S = 3.0

@@ -20,7 +20,7 @@ from bot.web.state import STATE, WebState
 from bot.web.thumbnails import Thumbnails
 from commands.events import Action
 from commands.web_links import LINK_PATH
-from engine.queue import JobQueue
+from engine.jobs.queue import JobQueue
 from storage.blobs import BlobStore
 from storage.repository import Store
 from storage.settings import Settings, web_secret

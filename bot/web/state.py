@@ -13,9 +13,9 @@ from cachetools import TTLCache
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bot.web.thumbnails import Thumbnails
-from engine.outcomes import finish_job
-from engine.progress import LocalBus, ProgressBus
-from engine.queue import JobQueue
+from engine.jobs.outcomes import finish_job
+from engine.jobs.progress import LocalBus, ProgressBus
+from engine.jobs.queue import JobQueue
 from storage.blobs import BlobStore
 from storage.models import JobStatus
 from storage.repository import Store

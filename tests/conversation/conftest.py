@@ -25,7 +25,7 @@ def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_engine(shared_dirs: dict[str, Path]) -> Any:
     """The real engine on the tiny random Kontext pipeline, loaded once for the session."""
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
 
     engine = Engine(
         model="tiny",

@@ -4,7 +4,7 @@ queue, delivery) and the tiny FluxKontextPipeline engine on the CPU. No stand-in
 
 The engine loads once per module (~20 s of imports and dlib models); every test gets its own
 database, blob store and app (``build_app(settings, engine=...)``), whose embedded queue runs
-jobs on that one engine through a :class:`engine.job_runner.JobRunner` of its own. Nothing here sleeps
+jobs on that one engine through a :class:`engine.jobs.runner.JobRunner` of its own. Nothing here sleeps
 to synchronise: tests wait for the REST requests the bot makes (``fake.wait_request``), for job
 events on the app's progress bus, or for the adapter's handlers to return.
 """
@@ -27,8 +27,8 @@ import pytest
 
 from bot.app import App, build_app
 from bot.discord import PersonaBot
-from engine.job_events import FINISHED_STATES
-from engine.progress import ProgressBus
+from engine.jobs.events import FINISHED_STATES
+from engine.jobs.progress import ProgressBus
 from storage.models import Job, Persona, Thread, User
 from storage.settings import load_settings
 from tests.discord.conftest import StartBot
@@ -70,9 +70,9 @@ class SharedEngine:
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:  # -> engine.render_engine.Engine
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:  # -> engine.render.engine.Engine
     """One tiny engine for the module, loaded before the first test starts its clock."""
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("discord-e2e-engine")

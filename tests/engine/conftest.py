@@ -16,9 +16,9 @@ INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").origin).parent
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render_engine.Engine
+def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render.engine.Engine
     """The session's tiny engine, loaded; its LoRA library is written on first load."""
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("engine")
@@ -28,7 +28,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render_engine
 
 
 @pytest.fixture
-def lp(engine) -> Iterator:  # -> engine.pipeline.LoadedPipeline
+def lp(engine) -> Iterator:  # -> engine.render.pipeline.LoadedPipeline
     """The session's tiny pipeline with every LoRA switched off."""
     engine.adapters.apply([])
     yield engine.pipeline
@@ -36,7 +36,7 @@ def lp(engine) -> Iterator:  # -> engine.pipeline.LoadedPipeline
 
 
 @pytest.fixture(scope="session")
-def dlib_embedder():  # -> engine.identity.DlibEmbedder
-    from engine.identity import DlibEmbedder
+def dlib_embedder():  # -> engine.render.identity.DlibEmbedder
+    from engine.render.identity import DlibEmbedder
 
     return DlibEmbedder()

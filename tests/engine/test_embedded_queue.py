@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.job_events import Done
-from engine.job_runner import JobRunner
-from engine.noop_engine import NoopEngine
-from engine.queue import EmbeddedQueue
+from engine.jobs.events import Done
+from engine.jobs.noop_engine import NoopEngine
+from engine.jobs.queue import EmbeddedQueue
+from engine.jobs.runner import JobRunner
 from engine.specs import JobKind, JobResult, JobSpec, PersonaSpec
 from storage.db import Database
 from storage.repository import Store

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from engine.loras import AdapterManager, LoraLibrary, write_tiny_library
-from engine.persona_slot import PersonaSlot, merge_loras, read_lora
-from engine.pipeline import LoadedPipeline, load_pipeline, render_batch, render_latents
+from engine.render.loras import AdapterManager, LoraLibrary, write_tiny_library
+from engine.render.persona_slot import PersonaSlot, merge_loras, read_lora
+from engine.render.pipeline import LoadedPipeline, load_pipeline, render_batch, render_latents
 
 FAMILIES = ("tiny", "tiny-klein")
 KW = {"prompt": "a woman with a latte", "width": 64, "height": 64, "steps": 2, "guidance": 2.5}
@@ -97,7 +97,7 @@ def test_switching_among_five_personas_compiles_once(tmp_path: Path) -> None:
     """Regional compile (a counting backend on CPU) + hot swaps: no recompile after the first render."""
     from torch._dynamo.testing import CompileCounter
 
-    from engine.speedups import apply_speedups
+    from engine.render.speedups import apply_speedups
 
     torch._dynamo.reset()
     lp = load_pipeline("tiny", device="cpu")
@@ -177,7 +177,7 @@ def test_cached_klein_reference_latents_give_the_same_image(tmp_path: Path) -> N
 
 
 def test_fused_qkv_is_lossless_and_refused_with_a_persona_lora(family) -> None:
-    from engine.speedups import apply_speedups, lora_on_qkv
+    from engine.render.speedups import apply_speedups, lora_on_qkv
 
     shared, library = family
     lp = load_pipeline(shared.model, device="cpu")  # its own pipeline: fusing changes the transformer

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from engine.metrics import REGISTRY
-from engine.render_engine import Engine
+from engine.render.engine import Engine
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec
 from storage.blobs import BlobStore
 

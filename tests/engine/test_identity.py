@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.identity import (
+from engine.render.identity import (
     NOTE_BELOW,
     NOTE_NO_FACE,
     NOTE_NO_REFERENCE,
@@ -40,9 +40,9 @@ def _around(photo: Image.Image, face: Face) -> Image.Image:
 
 
 def test_one_threshold_table_for_the_engine_and_the_settings() -> None:
-    import engine.identity
+    import engine.render.identity
 
-    assert not hasattr(engine.identity, "DEFAULT_THRESHOLDS")  # no second copy
+    assert not hasattr(engine.render.identity, "DEFAULT_THRESHOLDS")  # no second copy
     assert DEFAULT_IDENTITY_THRESHOLDS == {"dlib": 0.55, "insightface": 0.35}
 
 

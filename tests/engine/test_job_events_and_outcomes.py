@@ -1,4 +1,4 @@
-"""Typed progress events, finishing a job once (engine.outcomes), and per-image scores and notes
+"""Typed progress events, finishing a job once (engine.jobs.outcomes), and per-image scores and notes
 spread over a post's images by the job runner."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engine.job_events import FINISHED_STATES, Cancelled, Done, Failed, Queued, Running, parse_event
-from engine.job_runner import JobRunner
-from engine.outcomes import finish_job
-from engine.progress import LocalBus
+from engine.jobs.events import FINISHED_STATES, Cancelled, Done, Failed, Queued, Running, parse_event
+from engine.jobs.outcomes import finish_job
+from engine.jobs.progress import LocalBus
+from engine.jobs.runner import JobRunner
 from engine.specs import JobKind, JobResult, JobSpec, PersonaSpec, spread_by_targets
 from storage.models import JobStatus, TurnKind
 from storage.repository import Store

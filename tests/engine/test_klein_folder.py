@@ -20,7 +20,7 @@ def klein_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
     from peft import LoraConfig, get_peft_model_state_dict
 
-    from engine.tiny_klein import build_tiny_klein_pipeline
+    from engine.render.tiny_klein import build_tiny_klein_pipeline
 
     root = tmp_path_factory.mktemp("klein-folder")
     folder = root / "FLUX.2-klein-tiny"
@@ -52,7 +52,7 @@ def test_the_folder_is_read_as_klein_without_loading(klein_folder) -> None:
 
 
 def test_the_saved_folder_and_peft_loras_run_through_the_engine(klein_folder, tmp_path: Path) -> None:
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     folder, lora_dir = klein_folder

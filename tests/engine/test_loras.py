@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.loras import TINY_ARCHETYPES, AdapterManager, LoraLibrary, draw_mix, write_tiny_library
-from engine.pipeline import load_pipeline, render
+from engine.render.loras import TINY_ARCHETYPES, AdapterManager, LoraLibrary, draw_mix, write_tiny_library
+from engine.render.pipeline import load_pipeline, render
 
 
 @pytest.fixture

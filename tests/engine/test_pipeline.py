@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.pipeline import (
+from engine.render.pipeline import (
     RenderCancelled,
     encode_context,
     fit_size,
     load_pipeline,
     render,
 )
-from engine.tiny import build_tiny_pipeline
+from engine.render.tiny_kontext import build_tiny_pipeline
 
 
 def _pixels(image: Image.Image) -> np.ndarray:

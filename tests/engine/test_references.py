@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from engine.errors import PhotoHasNoFace
-from engine.references import compose_context, first_image_inputs
+from engine.render.references import compose_context, first_image_inputs
 from engine.specs import (
     JobKind,
     JobSpec,
@@ -22,8 +22,8 @@ from tests.engine.conftest import INSIGHTFACE_IMAGES
 
 
 @pytest.fixture(scope="module")
-def klein_engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render_engine.Engine
-    from engine.render_engine import Engine
+def klein_engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render.engine.Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("klein")
@@ -161,7 +161,7 @@ def test_compose_context_puts_references_in_a_strip_beside_the_main_image() -> N
 
 
 def test_klein_takes_tiny_and_very_wide_product_images(klein_engine) -> None:
-    from engine.klein import fit_reference
+    from engine.render.klein import fit_reference
 
     assert min(fit_reference(Image.new("RGB", (20, 20)), 64 * 64, 16).size) >= 64
     wide = fit_reference(Image.new("RGB", (900, 60)), 64 * 64, 16)

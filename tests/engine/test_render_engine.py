@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from engine.errors import JobCancelled
-from engine.identity import Face, similarity
-from engine.render_engine import Engine
-from engine.rendering import derive_seed
+from engine.render.engine import Engine
+from engine.render.identity import Face, similarity
+from engine.render.job_render import derive_seed
 from engine.specs import JobKind, JobResult, JobSpec, PersonaSpec
 from storage.blobs import BlobStore
 from storage.settings import load_settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.render.tiny_kontext import TINY_TRANSFORMER_CONFIG
 from engine.specs import default_params, is_toy_model, size_limits
-from engine.tiny import TINY_TRANSFORMER_CONFIG
 
 
 def _folder(tmp_path: Path, heads: int, head_dim: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageOps
 
-from engine.train_data import (
+from engine.training.data import (
     REASON_DUPLICATE,
     REASON_NO_FACE,
     REASON_SCORE,

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from engine.errors import JobCancelled
-from engine.persona_lora import persona_lora_bytes, read_metadata
-from engine.train_family import family_of
-from engine.training import Sample, TrainConfig, encode_samples, eval_loss, flow_loss, train_lora
+from engine.render.persona_lora import persona_lora_bytes, read_metadata
+from engine.training.families import family_of
+from engine.training.loop import Sample, TrainConfig, encode_samples, eval_loss, flow_loss, train_lora
 
 
 def _samples(n: int = 2) -> list[Sample]:
@@ -47,7 +47,7 @@ def test_loss_on_a_fixed_noise_batch_falls(lp) -> None:
 
 
 def test_saved_lora_reproduces_the_trained_transformer_in_a_fresh_pipeline(lp, tmp_path) -> None:
-    from engine.tiny import build_tiny_pipeline
+    from engine.render.tiny_kontext import build_tiny_pipeline
 
     family = family_of(lp)
     config = TrainConfig(steps=6, rank=4, alpha=8.0, lr=3e-3, resolution=64, checkpoint_every=100)

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.persona_lora import persona_lora_bytes, read_metadata
+from engine.render.persona_lora import persona_lora_bytes, read_metadata
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
-from engine.train_family import KLEIN, family_of
-from engine.training import TrainConfig, encode_samples, train_lora
+from engine.training.families import KLEIN, family_of
+from engine.training.loop import TrainConfig, encode_samples, train_lora
 from tests.engine.test_training import _samples
 
 
-def _engine(root: Path, train_model: str | None = None):  # -> engine.render_engine.Engine
-    from engine.render_engine import Engine
+def _engine(root: Path, train_model: str | None = None):  # -> engine.render.engine.Engine
+    from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     eng = Engine(
@@ -33,12 +33,12 @@ def _engine(root: Path, train_model: str | None = None):  # -> engine.render_eng
 
 
 @pytest.fixture(scope="module")
-def klein(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render_engine.Engine
+def klein(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render.engine.Engine
     return _engine(tmp_path_factory.mktemp("klein-train"))
 
 
 @pytest.fixture
-def klein_lp(klein):  # -> engine.pipeline.LoadedPipeline
+def klein_lp(klein):  # -> engine.render.pipeline.LoadedPipeline
     klein.adapters.apply([])
     yield klein.pipeline
     klein.adapters.apply([])
@@ -72,7 +72,7 @@ def test_klein_saved_lora_reproduces_the_trained_transformer_with_its_alpha(klei
     from diffusers import Flux2KleinPipeline
     from safetensors.torch import save_file
 
-    from engine.tiny_klein import build_tiny_klein_pipeline
+    from engine.render.tiny_klein import build_tiny_klein_pipeline
 
     config = TrainConfig(steps=6, rank=4, alpha=8.0, lr=3e-3, resolution=64, checkpoint_every=100)
     samples = _samples(1)
@@ -112,7 +112,7 @@ def test_klein_saved_lora_reproduces_the_trained_transformer_with_its_alpha(klei
 def test_engine_train_model_trains_on_the_base_transformer_and_renders_with_the_distilled_one(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    from engine.tiny_klein import build_tiny_klein_pipeline
+    from engine.render.tiny_klein import build_tiny_klein_pipeline
 
     root = tmp_path_factory.mktemp("klein-base")
     base_folder = root / "FLUX.2-klein-base-tiny"
@@ -152,8 +152,8 @@ def test_engine_train_model_trains_on_the_base_transformer_and_renders_with_the_
     ).model_copy(update={"params": default_params("tiny-klein")})
     rendered = eng.run(render)
     assert rendered.lora_mix == [("blob:" + lora_key, 1.0)]
-    # the trained version went into the one persona slot (engine.persona_slot), read with its metadata
-    from engine.persona_slot import read_lora
+    # the trained version went into the one persona slot (engine.render.persona_slot), read with its metadata
+    from engine.render.persona_slot import read_lora
 
     assert list(eng.pipeline.pipe.transformer.peft_config) == ["persona"]
     assert eng.adapters.slot is not None and eng.adapters.slot.key == ("mix", (("blob:" + lora_key, 1.0),))

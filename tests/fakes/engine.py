@@ -1,4 +1,4 @@
-"""The tests' one fake engine: engine.job_runner.EngineLike stand-ins built on NoopEngine.
+"""The tests' one fake engine: engine.jobs.runner.EngineLike stand-ins built on NoopEngine.
 
 * :class:`FakeEngine` with no ``inner`` engine paints solid-colour PNGs into a blob store (or
   returns empty results without one), reporting progress per step;
@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from engine.errors import JobCancelled
-from engine.noop_engine import NoopEngine
+from engine.jobs.noop_engine import NoopEngine
 from engine.specs import JobKind, JobResult, JobSpec
 
 #: the "steps" a gated run reports while it waits for its release

@@ -22,8 +22,8 @@ import pytest
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from engine.job_events import AnyJobEvent, Running
-from engine.progress import ProgressBus
+from engine.jobs.events import AnyJobEvent, Running
+from engine.jobs.progress import ProgressBus
 from storage.settings import Settings
 from tests.conversation.conftest import app_settings, shared_dirs, tiny_engine
 from tests.conversation.helpers import run
@@ -84,8 +84,8 @@ def arq_settings(tmp_path: Path, dirs: dict[str, Path], redis_url: str, **overri
 
 @contextlib.asynccontextmanager
 async def worker_task(settings: Settings, engine: Any) -> AsyncIterator[asyncio.Task[None]]:
-    """``engine.worker.serve`` in a task of this process (shares the loaded tiny engine)."""
-    from engine.worker import WorkerState, serve
+    """``engine.jobs.worker.serve`` in a task of this process (shares the loaded tiny engine)."""
+    from engine.jobs.worker import WorkerState, serve
 
     task = asyncio.create_task(serve(WorkerState(settings, engine=engine)), name="test-arq-worker")
     try:
@@ -98,7 +98,7 @@ async def worker_task(settings: Settings, engine: Any) -> AsyncIterator[asyncio.
 
 async def wait_health(redis_url: str, limit_s: float = 60.0) -> str:
     """Until a worker has written arq's health-check key (it does so on its first poll)."""
-    from engine.worker import health
+    from engine.jobs.worker import health
 
     deadline = asyncio.get_running_loop().time() + limit_s
     while True:

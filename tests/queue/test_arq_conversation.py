@@ -1,4 +1,4 @@
-"""The whole conversation over arq: a worker (engine.worker.serve) in this process on the shared
+"""The whole conversation over arq: a worker (engine.jobs.worker.serve) in this process on the shared
 tiny engine, the app and console front end on the same redis-server and database."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from bot.app import App
 from commands.events import FileOut, Images, OpenThread
-from engine.progress import RedisBus
-from engine.queue import ArqQueue
-from engine.worker import WORKER_ID
+from engine.jobs.progress import RedisBus
+from engine.jobs.queue import ArqQueue
+from engine.jobs.worker import WORKER_ID
 from storage.models import JobStatus
 from tests.conversation.helpers import errors, job_spec, queued, run, texts
 from tests.queue.conftest import Recorder, console_for

@@ -2,7 +2,7 @@
 (about LEASE_S, not arq's job_timeout + 10 s), and the user gets exactly one result.
 
 Worker A is ``persona-studio worker`` in a subprocess (the one that gets killed); worker B is
-``engine.worker.serve`` in this process on the shared tiny engine, started once A holds the job
+``engine.jobs.worker.serve`` in this process on the shared tiny engine, started once A holds the job
 so that B cannot take it first."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from commands.events import Images
-from engine.worker import HEARTBEAT_S, LEASE_S, WORKER_ID
+from engine.jobs.worker import HEARTBEAT_S, LEASE_S, WORKER_ID
 from storage.models import JobStatus
 from tests.conversation.helpers import queued
 from tests.queue.conftest import kill_scene, worker_task

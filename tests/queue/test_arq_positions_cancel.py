@@ -125,9 +125,9 @@ async def test_worker_shutdown_hands_a_running_job_back(
 async def test_a_job_past_its_timeout_fails_once(
     tmp_path: Path, shared_dirs: dict[str, Path], tiny_engine: Any, redis_url: str, monkeypatch: Any
 ) -> None:
-    import engine.worker
+    import engine.jobs.worker
 
-    monkeypatch.setattr(engine.worker, "JOB_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(engine.jobs.worker, "JOB_TIMEOUT_S", 0.5)
     settings = arq_settings(tmp_path, shared_dirs, redis_url)
     app = await build_app(settings, engine=tiny_engine)
     ann = console_for(app, tmp_path)

@@ -1,4 +1,4 @@
-"""The parts of arq that engine/worker.py relies on beyond its public API, pinned: an arq upgrade
+"""The parts of arq that engine/jobs/worker.py relies on beyond its public API, pinned: an arq upgrade
 that renames or reshapes one of them fails here, loudly, instead of breaking the worker quietly.
 
 StudioWorker overrides ``Worker._poll_iteration`` (called by ``Worker.main``) and
@@ -16,8 +16,8 @@ import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from engine import queue, worker
-from engine.worker import HEALTH_CHECK_KEY, WorkerState, worker_options
+from engine.jobs import queue, worker
+from engine.jobs.worker import HEALTH_CHECK_KEY, WorkerState, worker_options
 from storage.settings import load_settings
 
 
@@ -48,7 +48,7 @@ def test_overridden_worker_methods_keep_their_shape(name: str, is_coroutine: boo
 
 
 def test_start_jobs_keeps_its_shape() -> None:
-    """StudioWorker.start_jobs filters the due job ids (engine.routing) before arq's own start."""
+    """StudioWorker.start_jobs filters the due job ids (engine.jobs.routing) before arq's own start."""
     method = Worker.start_jobs
     assert list(inspect.signature(method).parameters) == ["self", "job_ids"]
     assert inspect.iscoroutinefunction(method)

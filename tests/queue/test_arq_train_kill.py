@@ -3,7 +3,7 @@ the last checkpoint in the blob store (not from step 0), without rendering its c
 
 Worker A is ``persona-studio worker`` in a subprocess (tiny engine on CPU); it is killed as soon as
 it reports training step 5, whose checkpoint (tiny: every 5 steps) is saved before the step is
-reported. Worker B is ``engine.worker.serve`` in this process on the shared tiny engine, started
+reported. Worker B is ``engine.jobs.worker.serve`` in this process on the shared tiny engine, started
 after the kill so that only A can take the job first."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from engine.worker import LEASE_S, WORKER_ID
+from engine.jobs.worker import LEASE_S, WORKER_ID
 from storage.models import JobStatus
 from tests.conversation.helpers import queued
 from tests.queue.conftest import kill_scene, worker_task

@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
 from commands.events import Images
-from engine import routing
-from engine.worker import HEARTBEAT_S, LEASE_S
+from engine.jobs import routing
+from engine.jobs.worker import HEARTBEAT_S, LEASE_S
 from storage.models import JobStatus
 from storage.settings import load_settings
 from tests.conversation.helpers import errors, queued, run

@@ -58,7 +58,7 @@ async def test_metrics_count_jobs_events_and_the_queue(studio: Studio, http: aio
 async def test_a_workers_metrics_reach_the_web_process_through_redis(
     tmp_path: Path, redis_url: str, http: aiohttp.ClientSession
 ) -> None:
-    from engine.worker import WORKER_ID
+    from engine.jobs.worker import WORKER_ID
 
     blobs = BlobStore(tmp_path / "blobs")
     studio = await start_studio(tmp_path, engine=PaintingEngine(blobs=blobs), redis_url=redis_url)

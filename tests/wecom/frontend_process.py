@@ -13,7 +13,7 @@ import os
 from bot.app import build_app
 from bot.wecom import WeComFrontEnd
 from bot.wecom.rate_limit import RateLimiter
-from engine.noop_engine import NoopEngine
+from engine.jobs.noop_engine import NoopEngine
 from storage.settings import load_settings
 
 

@@ -18,8 +18,8 @@ from PIL import Image
 
 from commands.conversation import Conversation, ConversationConfig
 from commands.events import Event, EventKind
-from engine.job_runner import JobRunner
-from engine.queue import make_queue
+from engine.jobs.queue import make_queue
+from engine.jobs.runner import JobRunner
 from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.db import Database

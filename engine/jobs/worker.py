@@ -39,12 +39,10 @@ from typing import Any
 from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
-from engine import routing
-from engine.job_runner import JobRunner
-from engine.metrics import publish_worker_metrics
-from engine.outcomes import finish_job
-from engine.progress import RedisBus
-from engine.queue import (
+from engine.jobs import routing
+from engine.jobs.outcomes import finish_job
+from engine.jobs.progress import RedisBus
+from engine.jobs.queue import (
     ARQ_ABORT_KEY,
     ARQ_FUNCTION,
     ARQ_QUEUE_NAME,
@@ -53,6 +51,8 @@ from engine.queue import (
     now_ms,
     redis_settings,
 )
+from engine.jobs.runner import JobRunner
+from engine.metrics import publish_worker_metrics
 from storage.blobs import open_blob_store
 from storage.db import Database
 from storage.models import JobStatus
@@ -94,7 +94,7 @@ class WorkerState:
     async def prepare(self) -> None:
         await self.db.upgrade()
         if self._engine is None:
-            from engine.render_engine import Engine
+            from engine.render.engine import Engine
 
             self._engine = Engine.from_settings(self.settings, self.blobs)
             log.info("loading the pipeline (%s)", self.settings.engine_model)
@@ -214,7 +214,7 @@ def _worker_class() -> type:
             self.wake.set()  # a job finished: pick the next one now
 
         async def start_jobs(self, job_ids: list[bytes]) -> None:
-            """arq's start, on the jobs routing lets this worker take (engine.routing)."""
+            """arq's start, on the jobs routing lets this worker take (engine.jobs.routing)."""
             limit = self.max_jobs - self.job_counter
             await super().start_jobs(await routing.claimable(self.pool, self.worker_id, job_ids, limit))
 

@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from engine.specs import KLEIN_MAX_REFERENCES, EngineFamily, JobSpec, ReferenceLimitError, ReferenceSpec
 
 if TYPE_CHECKING:
-    from engine.rendering import JobRender
+    from engine.render.job_render import JobRender
 
 #: order of roles in a klein reference list (after the current image and the persona's portrait)
 _ROLE_ORDER = {"face": 0, "product": 1, "scene": 2}
@@ -173,7 +173,7 @@ def compose_context(
 
 def kontext_context(job: JobRender, main: str | None, extra: list[str], width: int, height: int) -> Any:
     """Latents of the composed context of a Kontext render (cached per thread like a plain context)."""
-    from engine.pipeline import encode_context
+    from engine.render.pipeline import encode_context
 
     lp = job.pipeline
     key = "+".join([main or "-", *extra])

@@ -1,4 +1,4 @@
-"""Progress buses: where workers publish job events (engine.job_events) and front ends read them.
+"""Progress buses: where workers publish job events (engine.jobs.events) and front ends read them.
 
 Every publish also stores the job's last event, so a reader that subscribes late still sees where
 a job is. Two buses with one interface: :class:`LocalBus` (in-process, the embedded queue) and
@@ -18,7 +18,7 @@ from cachetools import LRUCache
 from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 
-from engine.job_events import AnyJobEvent, JobEvent, parse_event
+from engine.jobs.events import AnyJobEvent, JobEvent, parse_event
 
 log = logging.getLogger(__name__)
 

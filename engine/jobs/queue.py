@@ -7,7 +7,7 @@ Two implementations behind one interface:
   engine loads in a thread when the queue starts (``readiness`` says ``loading`` until then), and
   the next job starts as soon as the previous one's renders are done, while its images are
   still being encoded and stored.
-* :class:`ArqQueue` (REDIS_URL set): jobs go to arq workers (engine/worker.py) through redis;
+* :class:`ArqQueue` (REDIS_URL set): jobs go to arq workers (engine/jobs/worker.py) through redis;
   events come back over redis pub/sub.
 
 The job itself is plain JSON (``JobSpec.model_dump(mode="json")``); its storage row is created
@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix, job_key_prefix
 
-from engine import routing
-from engine.job_events import Queued
-from engine.outcomes import finish_job
-from engine.progress import LocalBus, ProgressBus, RedisBus
+from engine.jobs import routing
+from engine.jobs.events import Queued
+from engine.jobs.outcomes import finish_job
+from engine.jobs.progress import LocalBus, ProgressBus, RedisBus
 from engine.specs import JobSpec
 from storage.models import JobStatus
 from storage.repository import Store
@@ -42,7 +42,7 @@ ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request,
 ARQ_JOB_PREFIX = job_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
 RECONCILE_INTERVAL_S = 5.0
-#: published on enqueue and cancel; idle workers wait on it (engine/worker.py)
+#: published on enqueue and cancel; idle workers wait on it (engine/jobs/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
 
@@ -184,7 +184,7 @@ class ArqQueue:
 
     #: publish on WAKE_CHANNEL on enqueue/cancel (bench/queue.py turns it off to show the difference)
     wake_workers = True
-    #: pin a thread's job to its warm worker for a short grace (engine.routing; benches turn it off)
+    #: pin a thread's job to its warm worker for a short grace (engine.jobs.routing; benches turn it off)
     route_warm = True
 
     #: how often the reconciler compares storage with redis (a lost job waits at most this long)

@@ -11,7 +11,7 @@ the warm-up that compiles at start-up instead of in a user's first turn.
 Both compile with ``fullgraph=True`` and static shapes: every output size, batch size and number
 of reference tokens is its own graph, compiled on first use; :func:`warm_up` renders the default
 size (text-to-image and an edit) at load so the common turn never waits for a compile. Persona
-swaps go through engine.persona_slot (hot-swap), which keeps the graphs: the slot must exist
+swaps go through engine.render.persona_slot (hot-swap), which keeps the graphs: the slot must exist
 (its first LoRA loaded) before the transformer is compiled.
 
 Fused Q/K/V (one matmul instead of three) reads the base weights: a LoRA on ``to_q``/``to_k``/
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from PIL import Image
 
 if TYPE_CHECKING:
-    from engine.pipeline import LoadedPipeline
+    from engine.render.pipeline import LoadedPipeline
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def warm_up(lp: LoadedPipeline, width: int, height: int, steps: int, guidance: f
     compiled now. Returns the seconds it took."""
     import torch
 
-    from engine.pipeline import render
+    from engine.render.pipeline import render
 
     started = time.perf_counter()
     size = {"width": width, "height": height, "steps": steps, "guidance": guidance}

@@ -1,7 +1,7 @@
 """Routing by warmth: a thread's next job prefers the worker that ran its previous turn.
 
 A worker keeps warm state per thread (decoded context, context latents, prompt embeddings) and
-per persona (its loaded LoRA adapter), see engine.render_cache. Every job still goes into the one
+per persona (its loaded LoRA adapter), see engine.render.caches. Every job still goes into the one
 shared arq queue, so nothing can be stranded on a dead worker; routing only adds a short-lived
 *pin*, a hint with a deadline:
 

@@ -1,6 +1,6 @@
 """What persona training needs to know about an engine family: one small object per family.
 
-Training (engine.training) is family-agnostic: it asks the family for the transformer to adapt,
+Training (engine.training.loop) is family-agnostic: it asks the family for the transformer to adapt,
 for the latents of an image and the conditioning of a caption (each computed once per sample),
 and for the transformer's velocity prediction on noisy latents. Two families:
 
@@ -29,7 +29,7 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from engine.pipeline import LoadedPipeline
+    from engine.render.pipeline import LoadedPipeline
 
 #: Layers a persona LoRA adapts (diffusers' FLUX DreamBooth LoRA script's default list); the
 #: single-stream blocks' attention shares to_q/k/v, so they are covered as well.
@@ -66,13 +66,13 @@ class TrainFamily:
 
 
 def _kontext_encode_image(lp: LoadedPipeline, image: Image.Image, size: int) -> torch.Tensor:
-    from engine.pipeline import encode_context
+    from engine.render.pipeline import encode_context
 
     return encode_context(lp, _square(image, size), size, size)
 
 
 def _kontext_encode_caption(lp: LoadedPipeline, caption: str) -> dict[str, torch.Tensor]:
-    from engine.pipeline import encode_prompt
+    from engine.render.pipeline import encode_prompt
 
     embeds = encode_prompt(lp, caption)
     return {"prompt_embeds": embeds.prompt_embeds, "pooled_prompt_embeds": embeds.pooled_prompt_embeds}
@@ -148,7 +148,7 @@ def _klein_encode_image(lp: LoadedPipeline, image: Image.Image, size: int) -> to
 
 
 def _klein_encode_caption(lp: LoadedPipeline, caption: str) -> dict[str, torch.Tensor]:
-    from engine.pipeline import encode_prompt
+    from engine.render.pipeline import encode_prompt
 
     embeds = encode_prompt(lp, caption).prompt_embeds  # stacked Qwen3 hidden states
     text_ids = type(lp.pipe)._prepare_text_ids(embeds).to(embeds.device)

@@ -1,7 +1,7 @@
-"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.klein), and
+"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.render.klein), and
 rendering with it.
 
-``load_pipeline("tiny")`` builds the tiny random pipeline (engine.tiny); any other model is a hub
+``load_pipeline("tiny")`` builds the tiny random pipeline (engine.render.tiny_kontext); any other model is a hub
 id or a local folder loaded with ``FluxKontextPipeline.from_pretrained`` (bf16 on CUDA, optional
 model CPU offload). :func:`render` does text-to-image (no context) and Kontext edits (a context
 image or its cached latents) with explicit output size, a per-step progress callback and a
@@ -84,13 +84,13 @@ def load_pipeline(
     torch_dtype = resolve_dtype(dtype, target)
     family = model_family(model)
     if family == "klein":
-        from engine.klein import load_klein_pipeline
+        from engine.render.klein import load_klein_pipeline
 
         if model == "tiny-klein":
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         pipe = load_klein_pipeline(model, torch_dtype)
     elif model == "tiny":
-        from engine.tiny import build_tiny_pipeline
+        from engine.render.tiny_kontext import build_tiny_pipeline
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         pipe = build_tiny_pipeline()
@@ -109,7 +109,7 @@ def load_pipeline(
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval()
     if family == "klein":
-        from engine.klein import out_layers
+        from engine.render.klein import out_layers
 
         max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length))
         return LoadedPipeline(
@@ -149,7 +149,7 @@ def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:
 def encode_prompt(lp: LoadedPipeline, prompt: str) -> PromptEmbeds:
     """Run the CLIP and T5 encoders on ``prompt`` (the persona LoRAs do not touch them); klein: Qwen3."""
     if lp.family == "klein":
-        from engine.klein import encode_klein_prompt
+        from engine.render.klein import encode_klein_prompt
 
         embeds = encode_klein_prompt(
             lp.pipe, prompt, lp.execution_device, lp.max_sequence_length, lp.text_encoder_out_layers
@@ -216,9 +216,9 @@ def render_batch(
     ``seeds[i]`` (its own generator), so it equals the image rendered alone with that seed.
 
     klein takes ``references`` (images, in order) after the ``context`` image (which must then be
-    an image, not latents); Kontext takes none here: engine.references composes them into the
+    an image, not latents); Kontext takes none here: engine.render.references composes them into the
     context first. klein's ``encode_reference(index, pixels, encode)`` may stand in for the VAE
-    encode of reference ``index`` (engine.klein.encoding_references: cached latents).
+    encode of reference ``index`` (engine.render.klein.encoding_references: cached latents).
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
@@ -233,7 +233,7 @@ def render_batch(
     if isinstance(prompt, str):
         prompt = encode_prompt(lp, prompt)
     if lp.family == "kontext" and references:
-        raise ValueError("Kontext takes references composed into its context image (engine.references)")
+        raise ValueError("Kontext takes references composed into its context image (engine.render.references)")
     if lp.family == "kontext" and isinstance(context, Image.Image):
         context = encode_context(lp, context, width, height)
 
@@ -249,7 +249,7 @@ def render_batch(
     started = time.perf_counter()
     pipe = lp.pipe
     if lp.family == "klein":
-        from engine.klein import decode_klein, render_klein
+        from engine.render.klein import decode_klein, render_klein
 
         if isinstance(context, torch.Tensor):
             raise ValueError("klein takes the current image as an image, not as latents")

@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 
 from engine.errors import JobCancelled
-from engine.persona_lora import adapter_metadata, adapter_state, add_training_adapter
+from engine.render.persona_lora import adapter_metadata, adapter_state, add_training_adapter
 
 if TYPE_CHECKING:
-    from engine.pipeline import LoadedPipeline
-    from engine.train_family import TrainFamily
+    from engine.render.pipeline import LoadedPipeline
+    from engine.training.families import TrainFamily
 
 log = logging.getLogger(__name__)
 

@@ -180,7 +180,7 @@ def load_embedder(backend: str, model_dir: Path | None = None) -> Embedder:
     """The embedder of ``backend``; insightface needs ``model_dir`` (FACE_MODEL_DIR).
 
     dlib's models are read-only after loading: one instance per process serves every engine (its
-    loading holds the GIL for ~0.5 s, so :func:`engine.job_runner.import_engine_modules` does it
+    loading holds the GIL for ~0.5 s, so :func:`engine.jobs.runner.import_engine_modules` does it
     before any front end connects)."""
     if backend == "dlib":
         return _shared_dlib_embedder()

@@ -1,6 +1,6 @@
 """Typed job progress events: one pydantic model per state, each with a name and a ``build``.
 
-Workers publish them on a progress bus (engine.progress); front ends read them. Redis carries
+Workers publish them on a progress bus (engine.jobs.progress); front ends read them. Redis carries
 their JSON (``event.model_dump_json()``) and :func:`parse_event` turns it back into the right
 class by its ``state``.
 """

@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontex
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
-#: Config of the tiny transformer; engine.loras writes LoRAs that fit it.
+#: Config of the tiny transformer; engine.render.loras writes LoRAs that fit it.
 TINY_TRANSFORMER_CONFIG: dict[str, object] = {
     "patch_size": 1,
     "in_channels": 64,  # 16 latent channels x 2x2 packing, as in FLUX.1

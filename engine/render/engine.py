@@ -1,10 +1,10 @@
 """The Engine: runs job specs (plain JSON data) on the process's one pipeline.
 
-``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.job_kinds (create_persona, generate,
+``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.render.job_kinds (create_persona, generate,
 edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``) or, for train_persona,
-to engine.persona_training. It loads the pipeline,
+to engine.training.persona_job. It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
-and keeps per-thread caches (engine.render_cache) between jobs.
+and keeps per-thread caches (engine.render.caches) between jobs.
 
 The engine lock covers the model's work only: once a job's pixels exist the lock is released
 (``on_model_free`` is called) and its PNGs are encoded, hashed and written by the storer threads
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
-from engine import job_kinds
 from engine.errors import JobCancelled
-from engine.loras import LoraLibrary, persona_mix, write_tiny_library
 from engine.metrics import observe_stages
-from engine.render_cache import ThreadCaches
-from engine.rendering import JobRender, StepProgress
+from engine.render import job_kinds
+from engine.render.caches import ThreadCaches
+from engine.render.job_render import JobRender, StepProgress
+from engine.render.loras import LoraLibrary, persona_mix, write_tiny_library
 from engine.specs import (
     TINY_MODELS,
     JobKind,
@@ -46,9 +46,9 @@ from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
 from storage.settings import Settings
 
 if TYPE_CHECKING:
-    from engine.identity import Embedder
-    from engine.loras import AdapterManager
-    from engine.pipeline import LoadedPipeline
+    from engine.render.identity import Embedder
+    from engine.render.loras import AdapterManager
+    from engine.render.pipeline import LoadedPipeline
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class Engine:
         self._embedder: Embedder | None = None
         self._adapters: AdapterManager | None = None
         self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
-        #: ENGINE_COMPILE / ENGINE_ATTENTION / ENGINE_FUSE_QKV (engine.speedups), the persona slot
-        #: (engine.persona_slot) and ENGINE_MAX_BATCH; ``warm``: render the default size at load
+        #: ENGINE_COMPILE / ENGINE_ATTENTION / ENGINE_FUSE_QKV (engine.render.speedups), the persona slot
+        #: (engine.render.persona_slot) and ENGINE_MAX_BATCH; ``warm``: render the default size at load
         self.speedups: dict[str, Any] = {
             "compile": compile, "attention": attention, "fuse_qkv": fuse_qkv, "backend": compile_backend
         }  # fmt: skip
@@ -165,7 +165,7 @@ class Engine:
     def training_pipeline(self) -> LoadedPipeline:
         """The pipeline persona training uses: the engine's, or on klein with ``train_model`` set
         the Base transformer beside the engine's VAE and text encoder (loaded once)."""
-        from engine.train_family import training_pipeline
+        from engine.training.families import training_pipeline
 
         with self._lock:
             if self._train_lp is None:
@@ -197,10 +197,10 @@ class Engine:
                 return
             import torch
 
-            from engine.identity import load_embedder
-            from engine.loras import AdapterManager
-            from engine.pipeline import load_pipeline
-            from engine.speedups import apply_speedups, warm_up
+            from engine.render.identity import load_embedder
+            from engine.render.loras import AdapterManager
+            from engine.render.pipeline import load_pipeline
+            from engine.render.speedups import apply_speedups, warm_up
 
             if self.threads_setting is not None:
                 torch.set_num_threads(self.threads_setting)
@@ -210,7 +210,7 @@ class Engine:
             lp = load_pipeline(self.model, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
             slot = None
             if self.persona_slot:  # before compiling: the slot's first load prepares hot swaps
-                from engine.persona_slot import PersonaSlot
+                from engine.render.persona_slot import PersonaSlot
 
                 files = [self.library.path(n) for a in self.library.archetypes() for n in self.library.names(a)]
                 slot = PersonaSlot(lp.pipe, target_rank=self.persona_rank, layout=files)
@@ -261,7 +261,7 @@ class Engine:
         block, off the lock, or inside it when the keys are needed at once)."""
         import torch
 
-        from engine.pipeline import RenderCancelled
+        from engine.render.pipeline import RenderCancelled
 
         with self._lock:
             self.load()
@@ -306,7 +306,7 @@ class Engine:
         one's renders are done and the next job may start, before its images are stored."""
         started = time.perf_counter()
         if spec.kind == JobKind.TRAIN_PERSONA:
-            from engine.persona_training import train_persona
+            from engine.training.persona_job import train_persona
 
             with self._lock:
                 self.load()

@@ -36,7 +36,7 @@ def load_klein_pipeline(model: str, torch_dtype: torch.dtype) -> Flux2KleinPipel
     from diffusers import Flux2KleinPipeline
 
     if model == "tiny-klein":
-        from engine.tiny_klein import build_tiny_klein_pipeline
+        from engine.render.tiny_klein import build_tiny_klein_pipeline
 
         pipe = build_tiny_klein_pipeline()
         if torch_dtype != torch.float32:
@@ -50,7 +50,7 @@ def load_klein_pipeline(model: str, torch_dtype: torch.dtype) -> Flux2KleinPipel
 
 
 def out_layers(pipe: Flux2KleinPipeline) -> tuple[int, ...]:
-    from engine.tiny_klein import text_encoder_out_layers
+    from engine.render.tiny_klein import text_encoder_out_layers
 
     return text_encoder_out_layers(int(pipe.text_encoder.config.num_hidden_layers))
 

@@ -1,10 +1,10 @@
 """The train_persona job: candidates -> identity filter -> captions -> a persona LoRA version.
 
 1. **Candidates**: ``images`` renders of the persona (its adapter in use) through the normal
-   render path, prompts from engine.train_data (varied scenes, outfits, poses, framings), seeds
+   render path, prompts from engine.training.data (varied scenes, outfits, poses, framings), seeds
    ``derive_seed(spec.seed, i, 0)``; stored in the blob store.
-2. **Filter**: engine.train_data.filter_candidates with the gate's similarity and threshold.
-3. **Training**: engine.training.train_lora on the kept images, captions = prompt + trigger word.
+2. **Filter**: engine.training.data.filter_candidates with the gate's similarity and threshold.
+3. **Training**: engine.training.loop.train_lora on the kept images, captions = prompt + trigger word.
 4. **Result**: the LoRA file (diffusers format with adapter metadata) in the blob store and the
    report in ``JobResult.training``; the job runner records it as the persona's next version.
 
@@ -23,15 +23,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import JobCancelled
-from engine.rendering import derive_seed
+from engine.render.job_render import derive_seed
 from engine.specs import JobResult, JobSpec, TrainParams
-from engine.train_data import candidate_prompts, caption, filter_candidates, trigger_word
-from engine.training import BlobCheckpoints, Sample, TrainConfig, train_lora
+from engine.training.data import candidate_prompts, caption, filter_candidates, trigger_word
+from engine.training.loop import BlobCheckpoints, Sample, TrainConfig, train_lora
 
 if TYPE_CHECKING:
     import threading
 
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def train_persona(
     on_progress: Callable[..., None] | None,
     cancel: threading.Event | None,
 ) -> JobResult:
-    from engine.persona_lora import persona_lora_bytes
-    from engine.train_family import family_of
+    from engine.render.persona_lora import persona_lora_bytes
+    from engine.training.families import family_of
 
     started = time.perf_counter()
     lp = engine.training_pipeline()  # klein: its Base model when ENGINE_TRAIN_MODEL names one
@@ -194,7 +194,7 @@ def _compare(
     engine: Engine, spec: JobSpec, lora_key: str, renders: int, cancel: threading.Event | None
 ) -> dict[str, Any]:
     """Identity scores of the persona as it was (blend or older version) and with the new version."""
-    from engine.identity_eval import evaluate_identity
+    from engine.training.evaluation import evaluate_identity
 
     before = evaluate_identity(engine, spec.persona, renders, cancel=cancel)
     after_persona = spec.persona.model_copy(update={"version": -1, "version_lora_key": lora_key})

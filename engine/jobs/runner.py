@@ -3,7 +3,7 @@
 Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine runs in a thread
 (``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
 result is written to storage (turn images, job done, thread's current turn) in one transaction
-before the "done" event goes out (engine.outcomes.finish_job); a job that had already finished
+before the "done" event goes out (engine.jobs.outcomes.finish_job); a job that had already finished
 (cancelled, or completed by an earlier attempt) is not recorded twice.
 
 :meth:`JobRunner.warm` loads the engine in a thread at start-up (the embedded queue starts it), so
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from engine import metrics
 from engine.errors import JobCancelled
-from engine.job_events import Running
-from engine.outcomes import finish_job
-from engine.progress import ProgressBus
+from engine.jobs.events import Running
+from engine.jobs.outcomes import finish_job
+from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
 from storage.persona_versions import new_version
@@ -40,7 +40,7 @@ DB_PROGRESS_INTERVAL_S = 2.0
 
 
 class EngineLike(Protocol):
-    """What the runner needs of an engine: engine.render_engine.Engine, or engine.noop_engine.NoopEngine.
+    """What the runner needs of an engine: engine.render.engine.Engine, or engine.jobs.noop_engine.NoopEngine.
 
     An engine whose ``run`` also takes ``on_model_free`` calls it when its renders are done (the
     next job may start while it stores its images); for other engines the job's end is that moment.
@@ -232,7 +232,8 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
 
 #: modules whose import holds the GIL for long stretches (torch's C init, diffusers, dlib):
 #: imported in a thread they stall the event loop by up to ~0.7 s at a time (bench/outside_model.py)
-ENGINE_MODULES = ("torch", "diffusers", "engine.pipeline", "engine.identity", "engine.loras", "engine.render_engine")
+ENGINE_MODULES = ("torch", "diffusers", "engine.render.pipeline", "engine.render.identity", "engine.render.loras",
+                  "engine.render.engine")
 
 
 def import_engine_modules(face_backend: str = "dlib") -> None:
@@ -244,7 +245,7 @@ def import_engine_modules(face_backend: str = "dlib") -> None:
     for name in ENGINE_MODULES:
         importlib.import_module(name)
     if face_backend == "dlib":
-        from engine.identity import load_embedder
+        from engine.render.identity import load_embedder
 
         load_embedder("dlib")
 
@@ -268,7 +269,7 @@ class _EngineOnLoad:
     def load(self) -> None:
         with self._lock:
             if self._engine is None:
-                from engine.render_engine import Engine  # heavy: imported only where a model runs
+                from engine.render.engine import Engine  # heavy: imported only where a model runs
 
                 self._engine = Engine.from_settings(self._settings, self._blobs)
         self._engine.load()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engine.identity import Embedder, similarity
+from engine.render.identity import Embedder, similarity
 
 SCENES = (
     "in a bright minimalist living room",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine import metrics
-from engine.job_events import Cancelled, Done, Failed, JobEvent
-from engine.progress import ProgressBus
+from engine.jobs.events import Cancelled, Done, Failed, JobEvent
+from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.models import JobStatus
 from storage.repository import Store

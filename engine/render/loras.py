@@ -28,7 +28,7 @@ from engine.specs import TINY_ARCHETYPES, TINY_MODELS, PersonaSpec
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
 
-    from engine.persona_slot import PersonaSlot
+    from engine.render.persona_slot import PersonaSlot
 
 #: Transformer layers the tiny LoRAs adapt (suffixes of module names).
 TINY_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_out")
@@ -112,7 +112,7 @@ class AdapterManager:
     activates a persona's mix with ``set_adapters``. ``disk_loads`` counts files read from disk:
     switching between personas whose LoRAs are loaded reads nothing.
 
-    With a ``slot`` (engine.persona_slot) a mix is instead merged into one exact LoRA and
+    With a ``slot`` (engine.render.persona_slot) a mix is instead merged into one exact LoRA and
     hot-swapped into the one persona adapter: no recompile of a compiled transformer. A trained
     persona version (``blob:<key>``, weight 1) goes into the same slot as it is."""
 
@@ -211,12 +211,12 @@ def _tiny_transformer(model: str) -> Any:
         if TINY_MODELS.get(model, "kontext") == "klein":
             from diffusers import Flux2Transformer2DModel
 
-            from engine.tiny_klein import TINY_KLEIN_TRANSFORMER_CONFIG
+            from engine.render.tiny_klein import TINY_KLEIN_TRANSFORMER_CONFIG
 
             return Flux2Transformer2DModel(**TINY_KLEIN_TRANSFORMER_CONFIG)
         from diffusers import FluxTransformer2DModel
 
-        from engine.tiny import TINY_TRANSFORMER_CONFIG
+        from engine.render.tiny_kontext import TINY_TRANSFORMER_CONFIG
 
         return FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
 

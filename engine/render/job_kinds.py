@@ -1,4 +1,4 @@
-"""The job kinds the Engine runs, one function each, on a :class:`~engine.rendering.JobRender`.
+"""The job kinds the Engine runs, one function each, on a :class:`~engine.render.job_render.JobRender`.
 
 * :func:`create_persona`: render a portrait, store it and its face embedding (``None`` when no
   face shows after ``max_tries`` renders); a persona from a consented photo (``persona.photo_key``)
@@ -13,22 +13,22 @@
   edits, ``seeds``, ``identity_scores``, ``identity_notes`` and ``tries`` follow ``targets`` order.
 
 The job's references (product, scene, face) join each render as its engine family takes them
-(engine.references). Every wanted image passes the identity gate (engine.identity).
+(engine.render.references). Every wanted image passes the identity gate (engine.render.identity).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine import references
 from engine.errors import PhotoHasNoFace
-from engine.rendering import JobRender, derive_seed
+from engine.render import references
+from engine.render.job_render import JobRender, derive_seed
 from engine.specs import JobResult
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from engine.identity import GateResult
+    from engine.render.identity import GateResult
 
 _ARCHETYPE_LOOKS = {
     "sweet": "a sweet, warm smile and soft friendly eyes",

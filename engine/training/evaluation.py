@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.rendering import derive_seed
-from engine.train_data import candidate_prompts
+from engine.render.job_render import derive_seed
+from engine.training.data import candidate_prompts
 
 if TYPE_CHECKING:
-    from engine.render_engine import Engine
+    from engine.render.engine import Engine
     from engine.specs import PersonaSpec
 
 
@@ -66,6 +66,6 @@ def evaluate_identity(
 
 
 def _score(reference: np.ndarray, face: np.ndarray, backend: str) -> float:
-    from engine.identity import similarity
+    from engine.render.identity import similarity
 
     return round(similarity(reference, face, backend), 4)

@@ -8,8 +8,8 @@ encode. :meth:`JobRender.settle`, called by the Engine after it released the loc
 blob keys, puts them in the result and moves the cache entries under them: the next edit of the
 thread then starts from the cached latents of its current image.
 
-:class:`JobRender` is made by the Engine for each job it runs (engine.render_engine) and used by
-the job kinds (engine.job_kinds). Image ``i``'s candidate ``a`` uses seed :func:`derive_seed`
+:class:`JobRender` is made by the Engine for each job it runs (engine.render.engine) and used by
+the job kinds (engine.render.job_kinds). Image ``i``'s candidate ``a`` uses seed :func:`derive_seed`
 ``(spec.seed, i, a)``: the same spec and seed give the same images.
 """
 
@@ -27,14 +27,14 @@ import numpy as np
 from cachetools import LRUCache
 from PIL import Image
 
-from engine.render_cache import ThreadCache
+from engine.render.caches import ThreadCache
 from engine.specs import JobResult, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore, encode_png
 
 if TYPE_CHECKING:
-    from engine.identity import Embedder, GateResult
-    from engine.loras import AdapterManager
-    from engine.pipeline import LoadedPipeline
+    from engine.render.identity import Embedder, GateResult
+    from engine.render.loras import AdapterManager
+    from engine.render.pipeline import LoadedPipeline
 
 
 def derive_seed(base: int, index: int, attempt: int) -> int:
@@ -112,7 +112,7 @@ class JobRender:
     ) -> GateResult:
         """Image ``index``: candidates until one passes the identity gate (or ``max_tries``);
         ``first``: its first candidate, already rendered (in a batch, :meth:`render_batch`)."""
-        from engine.identity import identity_gate
+        from engine.render.identity import identity_gate
 
         rendering = 0.0
 
@@ -143,7 +143,8 @@ class JobRender:
         context_key: str | None = None,
         references: Sequence[str] = (),
     ) -> Image.Image:
-        """One render; ``references`` (blob keys) join the context as the family takes them (engine.references)."""
+        """One render; ``references`` (blob keys) join the context as the family takes them
+        (engine.render.references)."""
         return self.render_batch(prompt, [seed], width, height, context_key, references)[0]
 
     def render_batch(
@@ -155,9 +156,9 @@ class JobRender:
         context_key: str | None = None,
         references: Sequence[str] = (),
     ) -> list[Image.Image]:
-        """One image per seed with the same prompt and context, as one batch (engine.pipeline.render_batch)."""
-        from engine.pipeline import encode_context, encode_prompt, render_batch, snap
-        from engine.references import kontext_context
+        """One image per seed with the same prompt and context, as one batch (engine.render.pipeline.render_batch)."""
+        from engine.render.pipeline import encode_context, encode_prompt, render_batch, snap
+        from engine.render.references import kontext_context
 
         lp = self.pipeline
         started = time.perf_counter()
@@ -282,7 +283,7 @@ class JobRender:
 
     def size_like(self, key: str) -> tuple[int, int]:
         """Output size with the aspect ratio of image ``key`` and the area of the job's params."""
-        from engine.pipeline import fit_size
+        from engine.render.pipeline import fit_size
 
         info = None if key in self.pending else self.blobs.info(key)
         if info is not None and info.width and info.height:

@@ -1,0 +1,1 @@
+"""Jobs: specs, queues, workers, routing, the job runner, events, outcomes, progress buses."""

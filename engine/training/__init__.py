@@ -1,0 +1,1 @@
+"""Persona training: data, families, the training loop, evaluation."""
