@@ -74,6 +74,26 @@ class RenderParams(BaseModel):
     max_tries: int = Field(default=3, ge=1, le=10)
 
 
+class RegionSpec(BaseModel):
+    """Where a region edit changes the image (engine.render.regions): words for the detector, clicks
+    (``[x, y, positive]`` in the target image's pixels) or an attached mask image; the worker turns
+    them into one mask per target and stores them (``mask_keys``) before it renders, so a retried or
+    regenerated job uses the same masks. ``tryon``: the product references are a garment to wear."""
+
+    words: str | None = Field(default=None, max_length=200)
+    points: list[tuple[float, float, bool]] = Field(default_factory=list, max_length=64)
+    mask_key: str | None = None  # blob key of an attached mask image (white = change)
+    #: per target (``JobSpec.targets`` order): blob keys of the masks (PNG, the image's size)
+    mask_keys: list[str] = Field(default_factory=list)
+    tryon: bool = False
+    strength: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @property
+    def source(self) -> str:
+        """What the region came from: ``words``, ``clicks`` or ``mask`` (what /history shows)."""
+        return "words" if self.words else "clicks" if self.points else "mask"
+
+
 class JobSpec(BaseModel):
     job_id: str
     kind: JobKind
@@ -95,6 +115,8 @@ class JobSpec(BaseModel):
     references: list[ReferenceSpec] = Field(default_factory=list)
     #: TRAIN_PERSONA: the training options
     train: TrainParams | None = None
+    #: EDIT: change only this region of each target (engine.render.regions)
+    region: RegionSpec | None = None
 
 
 class JobResult(BaseModel):
@@ -115,6 +137,8 @@ class JobResult(BaseModel):
     #: train_persona: the new version's LoRA blob key and its training report
     training: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: region edits: per target, True where the mask covered (almost) everything (a normal edit)
+    region_full: list[bool] = Field(default_factory=list)
     #: seconds by stage: text_encode, reference_encode, denoise, vae_decode, identity_gate,
     #: png_encode, storage (engine.render.job_render.JobRender.timings)
     timings: dict[str, float] = Field(default_factory=dict)

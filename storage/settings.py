@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     engine_train_model: str | None = Field(
         default=None, description="klein: the Base model persona LoRAs train on; unset = ENGINE_MODEL"
     )
+    engine_seg_model: str = Field(
+        default="",
+        description="region edits' detector and SAM: 'tiny' or '<detector>,<sam>' (hub ids or folders); "
+        "unset = tiny with a tiny ENGINE_MODEL, else OWLv2 base + SAM-HQ vit-base",
+    )
     lora_dir: Path = Field(default=Path("./data/loras"), description="<archetype>/<name>.safetensors")
     face_backend: Literal["dlib", "insightface"] = "dlib"
     face_model_dir: Path | None = Field(default=None, description="insightface model pack folder")

@@ -87,6 +87,7 @@ class Engine:
         compile_backend: str | Callable[..., Any] = "inductor",
         warm: bool = True,
         train_model: str | None = None,
+        seg_model: str = "",
     ) -> None:
         self.model = model
         #: the model persona training runs on (klein: its Base model); None = ``model``
@@ -127,6 +128,9 @@ class Engine:
         self.persona_rank = persona_rank
         self.warm = warm
         self.warm_up_s: float | None = None
+        #: ENGINE_SEG_MODEL: the detector and SAM of region edits (engine.render.regions.segmentation)
+        self.seg_model = seg_model or ("tiny" if model in TINY_MODELS else "")
+        self._segmenter: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings, blobs: BlobStore) -> Engine:
@@ -149,6 +153,7 @@ class Engine:
             persona_slot=settings.engine_persona_slot,
             persona_rank=settings.engine_persona_rank,
             train_model=settings.engine_train_model,
+            seg_model=settings.engine_seg_model,
         )
 
     # -- loading -----------------------------------------------------------------------------
@@ -225,6 +230,24 @@ class Engine:
             self._embedder = embedder
             self._lp = lp
 
+    def segmenter(self) -> Any:
+        """The detector and SAM of region edits (engine.render.regions.segmentation.Segmenter), made
+        on first need; their weights load on their first use."""
+        with self._library_lock:
+            if self._segmenter is None:
+                from engine.render.regions.segmentation import Segmenter
+
+                self._segmenter = Segmenter(self.seg_model, device=self.device)
+            return self._segmenter
+
+    def region_masks(self, spec: JobSpec) -> list[str]:
+        """The blob keys of a region edit's masks, one per target, made and stored now
+        (engine.render.regions.job_region.region_masks; RegionError for the user)."""
+        from engine.render.regions.job_region import region_masks
+
+        with self._lock:
+            return region_masks(spec, self.blobs, self.segmenter)
+
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:
         """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
@@ -299,12 +322,20 @@ class Engine:
         on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
+        on_region_masks: Callable[[list[str]], None] | None = None,
     ) -> JobResult:
         """Run one job synchronously and return what it stored.
 
         Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
-        one's renders are done and the next job may start, before its images are stored."""
+        one's renders are done and the next job may start, before its images are stored. A region
+        edit without masks gets them first (:meth:`region_masks`), and ``on_region_masks(keys)``
+        records them before anything renders."""
         started = time.perf_counter()
+        if spec.region is not None and not spec.region.mask_keys:
+            keys = self.region_masks(spec)
+            if on_region_masks is not None:
+                on_region_masks(keys)
+            spec = spec.model_copy(update={"region": spec.region.model_copy(update={"mask_keys": keys})})
         if spec.kind == JobKind.TRAIN_PERSONA:
             from engine.training.persona_job import train_persona
 

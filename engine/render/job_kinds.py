@@ -142,6 +142,10 @@ def edit(job: JobRender) -> JobResult:
     bad = [i for i in spec.targets if not 0 <= i < len(spec.context_keys)]
     if bad:
         raise ValueError(f"edit targets {bad} out of range: the post has {len(spec.context_keys)} images")
+    if spec.region is not None:
+        from engine.render.regions.job_region import region_edit
+
+        return region_edit(job)
     references.check_job(spec, job.pipeline.family, edit=True)
     reference = job.reference(spec.persona)
     keys = list(spec.context_keys)
