@@ -227,6 +227,20 @@ class JobRecords:
             job = found(await s.get(Job, job_id), "job", job_id)
             job.spec = spec
 
+    async def set_region_masks(self, job_id: str, mask_keys: list[str]) -> None:
+        """Record a region edit's masks (blob keys, one per target) on its job's spec and its turn's
+        params, in one transaction, before the worker renders: a retry then reuses them."""
+        async with self.db.session() as s:
+            job = found(await s.get(Job, job_id, with_for_update=True), "job", job_id)
+            spec = dict(job.spec or {})
+            spec["region"] = {**(spec.get("region") or {}), "mask_keys": list(mask_keys)}
+            job.spec = spec
+            turn = await s.scalar(select(Turn).where(Turn.job_id == job_id))
+            if turn is not None:
+                params = dict(turn.params or {})
+                params["region"] = {**(params.get("region") or {}), "mask_keys": list(mask_keys)}
+                turn.params = params
+
     async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
         async with self.db.read() as s:
             query = select(Job).where(Job.user_id == user_id)

@@ -28,6 +28,7 @@ from engine.errors import JobCancelled
 from engine.jobs.events import Running
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import ProgressBus
+from engine.render.regions.masks import RegionError
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
 from storage.persona_versions import new_version
@@ -99,6 +100,7 @@ class JobRunner:
         if job is None:
             log.info("job %s already finished; skipping", spec.job_id)
             return None
+        spec = _with_recorded_masks(spec, job.spec)
         waited = metrics.seconds_between(job.created_at, job.started_at)
         if job.attempts == 1 and waited is not None:
             metrics.JOB_WAIT.labels(kind=job.kind).observe(waited)
@@ -122,8 +124,11 @@ class JobRunner:
                 write = self.store.set_progress(spec.job_id, step / total)
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
 
+        def on_region_masks(keys: list[str]) -> None:  # engine thread: recorded before anything renders
+            asyncio.run_coroutine_threadsafe(self.store.set_region_masks(spec.job_id, keys), loop).result()
+
         try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
-            result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free)
+            result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free, on_region_masks)
         except asyncio.CancelledError:
             # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
             # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
@@ -132,6 +137,10 @@ class JobRunner:
         except Exception as exc:
             if isinstance(exc, JobCancelled) or cancel.is_set():
                 await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled")
+                return None
+            if isinstance(exc, RegionError):  # the user's mask or words: no retry can help
+                log.info("job %s refused: %s", spec.job_id, exc)
+                await self.record_outcome(spec, JobStatus.FAILED, error=str(exc))
                 return None
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
@@ -148,12 +157,16 @@ class JobRunner:
         on_progress: Callable[[int, int], None],
         cancel: threading.Event,
         on_model_free: Callable[[], None] | None,
+        on_region_masks: Callable[[list[str]], None],
     ) -> JobResult:
         self.engine.load()
         self.readiness = "ready"
-        if on_model_free is not None and _takes_on_model_free(self.engine):
-            return self.engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
-        return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
+        extra: dict[str, Any] = {}
+        if on_model_free is not None and _takes(self.engine, "on_model_free"):
+            extra["on_model_free"] = on_model_free
+        if spec.region is not None and _takes(self.engine, "on_region_masks"):
+            extra["on_region_masks"] = on_region_masks
+        return self.engine.run(spec, on_progress=on_progress, cancel=cancel, **extra)
 
     async def _record(self, spec: JobSpec, result: JobResult) -> None:
         result_json = result.model_dump(mode="json")
@@ -250,11 +263,21 @@ def import_engine_modules(face_backend: str = "dlib") -> None:
         load_embedder("dlib")
 
 
-def _takes_on_model_free(engine: Any) -> bool:
+def _takes(engine: Any, parameter: str) -> bool:
     try:
-        return "on_model_free" in inspect.signature(engine.run).parameters
+        return parameter in inspect.signature(engine.run).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _with_recorded_masks(spec: JobSpec, stored: dict[str, Any] | None) -> JobSpec:
+    """A region edit's spec with the masks an earlier attempt recorded (storage), if any."""
+    if spec.region is None or spec.region.mask_keys:
+        return spec
+    keys = ((stored or {}).get("region") or {}).get("mask_keys") or []
+    if not keys:
+        return spec
+    return spec.model_copy(update={"region": spec.region.model_copy(update={"mask_keys": list(keys)})})
 
 
 class _EngineOnLoad:
@@ -280,9 +303,12 @@ class _EngineOnLoad:
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
+        on_region_masks: Callable[[list[str]], None] | None = None,
     ) -> JobResult:
         self.load()
-        return self._engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)
+        return self._engine.run(
+            spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free, on_region_masks=on_region_masks
+        )
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

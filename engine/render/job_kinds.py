@@ -145,7 +145,10 @@ def edit(job: JobRender) -> JobResult:
     if spec.region is not None:
         from engine.render.regions.job_region import region_edit
 
-        return region_edit(job)
+        keys, region_gates, full = region_edit(job, edit_prompt(spec.prompt))
+        result = _result(keys, region_gates)
+        result.region_full = full
+        return result
     references.check_job(spec, job.pipeline.family, edit=True)
     reference = job.reference(spec.persona)
     keys = list(spec.context_keys)

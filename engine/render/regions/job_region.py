@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from engine.render import references as refs
 from engine.render.job_render import JobRender, derive_seed
 from engine.render.regions.masks import RegionError, mask_from_image_bytes, mask_png, prepare_region
-from engine.specs import JobResult, JobSpec, RegionSpec
+from engine.specs import JobSpec, RegionSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,9 +78,10 @@ def region_masks(spec: JobSpec, blobs: BlobStore, segmenter: Callable[[], Segmen
     return keys
 
 
-def region_edit(job: JobRender) -> JobResult:
-    """The edit job ``job.spec`` (with ``region.mask_keys`` made by :func:`region_masks`)."""
-    from engine.render.job_kinds import _result, edit_prompt
+def region_edit(job: JobRender, edit_text: str) -> tuple[list[str], list[GateResult], list[bool]]:
+    """The edit job ``job.spec`` (with ``region.mask_keys`` made by :func:`region_masks`) with the
+    prompt ``edit_text`` (a try-on builds its own): the post's image keys after it, the gate of each
+    target, and per target whether its mask covered (almost) everything (a normal edit)."""
     from engine.render.pipeline import encode_prompt
 
     spec = job.spec
@@ -91,12 +92,14 @@ def region_edit(job: JobRender) -> JobResult:
     refs.check_job(spec, job.pipeline.family, edit=True)
     lp = job.pipeline
     names = [r.name for r in spec.references if r.role == "product" and r.name]
-    prompt_text = tryon_prompt(spec.prompt, names) if region.tryon else edit_prompt(spec.prompt)
+    prompt_text = tryon_prompt(spec.prompt, names) if region.tryon else edit_text
     started = time.perf_counter()
     prompt = encode_prompt(lp, prompt_text)
     job.timings["text_encode"] += time.perf_counter() - started
     reference = job.reference(spec.persona)
-    keys, gates, full = list(spec.context_keys), [], []
+    keys = list(spec.context_keys)
+    gates: list[GateResult] = []
+    full: list[bool] = []
     for index, mask_key in zip(spec.targets, region.mask_keys, strict=True):
         image = job.image(keys[index])
         shape = prepare_region(mask_from_image_bytes(job.blobs.get(mask_key), image.size), image_number=index + 1)
@@ -113,9 +116,7 @@ def region_edit(job: JobRender) -> JobResult:
         keys[index] = job.store(gate.best.image)
         gates.append(gate)
         full.append(shape.full)
-    result = _result(keys, gates)
-    result.region_full = full
-    return result
+    return keys, gates, full
 
 
 def _gate(
