@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from bot.frontend import FrontEndTasks
-from bot.web import admin, auth, ops, pages
+from bot.web import admin, auth, ops, pages, regions
 from bot.web.state import STATE, WebState
 from bot.web.thumbnails import Thumbnails
 from commands.events import Action
 from commands.web_links import LINK_PATH
 from engine.jobs.queue import JobQueue
+from engine.render.regions.previews import MaskPreviews
 from storage.blobs import BlobStore
 from storage.repository import Store
 from storage.settings import Settings, web_secret
@@ -62,6 +63,7 @@ def make_web_app(state: WebState) -> web.Application:
     app.router.add_get("/studio/personas", pages.personas)
     app.router.add_get("/studio/img/{key}", pages.image)
     app.router.add_get("/studio/thumb/{key}.webp", pages.thumbnail)
+    regions.add_routes(app)
     app.router.add_get("/studio/admin", admin.admin)
     app.router.add_post("/studio/admin/jobs/{job_id}/cancel", admin.cancel)
     if state.redis is not None:
@@ -89,6 +91,9 @@ def make_state(settings: Settings, store: Store, blobs: BlobStore, queue: JobQue
         admin_ids=tuple(settings.admin_ids),
         redis=redis,
         queue=queue,
+        previews=MaskPreviews(
+            settings.engine_seg_model or ("tiny" if settings.engine_model.startswith("tiny") else "")
+        ),
     )
 
 

@@ -5,6 +5,7 @@ One :class:`WebState` per server, kept in the aiohttp application under :data:`S
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,9 @@ from bot.web.thumbnails import Thumbnails
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import LocalBus, ProgressBus
 from engine.jobs.queue import JobQueue
+from engine.render.regions.previews import MaskPreviews
 from storage.blobs import BlobStore
-from storage.models import JobStatus
+from storage.models import JobStatus, Thread, User
 from storage.repository import Store
 from storage.studio_reads import StudioReads
 
@@ -52,6 +54,11 @@ class WebState:
     redis: Any | None = None
     #: the queue that can cancel jobs (the conversation's, or an arq client); None: storage only
     queue: JobQueue | None = None
+    #: click -> mask previews of the "Edit a region" page (engine.render.regions.previews); None: off
+    previews: MaskPreviews | None = None
+    #: ``(user, thread, image index, mask PNG, instruction) -> (ok, text)``: a region edit sent into
+    #: the post through the conversation (bot.web.region_edits); None: the page cannot submit
+    region_edits: Callable[[User, Thread, int, bytes, str], Awaitable[tuple[bool, str]]] | None = None
     env: Environment = field(default_factory=templates)
     #: user id -> the blob keys that user may see (refreshed when a key is missing, at most every 30 s)
     key_cache: TTLCache[int, set[str]] = field(default_factory=lambda: TTLCache(maxsize=1024, ttl=30))
