@@ -14,8 +14,9 @@ from storage.repository import Store
 
 
 async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
-    """``images/turn<id>-<n>.png`` for every approved turn, and ``manifest.json`` with every
-    turn's instruction, seed, parameters, references and identity scores (approved or not)."""
+    """``images/turn<id>-<n>.png`` for every approved turn, ``masks/turn<id>.png`` for every region
+    turn (``turn<id>-<n>.png`` when it edited several images), and ``manifest.json`` with every
+    turn's instruction, seed, parameters, references, region and identity scores (approved or not)."""
     turns = await store.turns(thread.id)
     specs = {job.id: job.spec for job in await store.thread_jobs(thread.id, unfinished_only=False)}
     persona = await store.get_persona(thread.persona_id)
@@ -41,6 +42,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
                     name = f"images/turn{turn.id}-{index + 1}.png"
                     archive.writestr(name, await asyncio.to_thread(blobs.get, key))
                     files.append(name)
+            region = await _region_entry(archive, blobs, turn.id, (turn.params or {}).get("region"))
             manifest["turns"].append(
                 {
                     "id": turn.id,
@@ -58,6 +60,7 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
                         {"role": ref.get("role"), "name": ref.get("name"), "sha256": ref.get("key")}
                         for ref in turn.references or []
                     ],
+                    "region": region,
                     "status": turn.status,
                     "approved": turn.approved,
                     "images": turn.image_keys,
@@ -66,3 +69,19 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
             )
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return buf.getvalue()
+
+
+async def _region_entry(
+    archive: zipfile.ZipFile, blobs: BlobStore, turn_id: int, region: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """A region turn's manifest entry (what it came from, the words, its mask files), its masks
+    written into ``masks/``; ``None`` for a whole-frame turn."""
+    if not isinstance(region, dict):
+        return None
+    keys = [key for key in region.get("mask_keys") or [] if isinstance(key, str)]
+    masks = []
+    for index, key in enumerate(keys):
+        name = f"masks/turn{turn_id}.png" if len(keys) == 1 else f"masks/turn{turn_id}-{index + 1}.png"
+        archive.writestr(name, await asyncio.to_thread(blobs.get, key))
+        masks.append(name)
+    return {"source": region.get("source"), "words": region.get("words"), "masks": masks, "mask_sha256": keys}
