@@ -74,6 +74,10 @@ class RenderParams(BaseModel):
     max_tries: int = Field(default=3, ge=1, le=10)
 
 
+#: the words a try-on's region is found by when the user gives none
+TRYON_WORDS = "clothes, top, dress, jacket"
+
+
 class RegionSpec(BaseModel):
     """Where a region edit changes the image (engine.render.regions): words for the detector, clicks
     (``[x, y, positive]`` in the target image's pixels) or an attached mask image; the worker turns
@@ -91,7 +95,9 @@ class RegionSpec(BaseModel):
     @property
     def source(self) -> str:
         """What the region came from: ``words``, ``clicks`` or ``mask`` (what /history shows)."""
-        return "words" if self.words else "clicks" if self.points else "mask"
+        if self.words or (self.tryon and not self.points and self.mask_key is None):
+            return "words"  # a try-on without words looks for clothes (TRYON_WORDS)
+        return "clicks" if self.points else "mask"
 
 
 class JobSpec(BaseModel):

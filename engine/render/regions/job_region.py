@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from engine.render import references as refs
 from engine.render.job_render import JobRender, derive_seed
 from engine.render.regions.masks import RegionError, mask_from_image_bytes, mask_png, prepare_region
-from engine.specs import JobSpec, RegionSpec
+from engine.specs import TRYON_WORDS, JobSpec, RegionSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,10 +32,6 @@ if TYPE_CHECKING:
     from engine.render.regions.masks import Region
     from engine.render.regions.segmentation import Segmenter
     from storage.blobs import BlobStore
-
-#: the words a try-on looks for when none are given
-TRYON_WORDS = "clothes, top, dress, jacket"
-
 
 def tryon_prompt(instruction: str, names: list[str]) -> str:
     garment = ", ".join(names) if names else "the garment in the reference image"
