@@ -9,7 +9,8 @@ as context) and of a region edit (engine.render.regions.inpaint.render_region) o
 ``--region`` of the image, both ``--size``² and ``--steps`` steps; their ratio; and a check that the
 region edit kept every pixel outside the hard mask. SAM: the first click on an image (image
 embedding + mask decoder) vs a further click (decoder only; the embedding cached), with SAM-HQ's
-vit-base architecture and random weights (``--sam full``; nothing downloaded) or the tiny model.
+vit-base architecture and random weights (``--sam full``; ``full-sam``: plain SAM vit-base; nothing
+downloaded) or the tiny model.
 Prints JSON (``--out`` writes it too).
 """
 
@@ -144,7 +145,8 @@ def sam_figures(args: argparse.Namespace) -> dict:
             further.append(time.perf_counter() - started)
     first_s, further_s = statistics.median(first), statistics.median(further)
     return {
-        "sam": "tiny" if args.sam == "tiny" else "sam-hq vit-base (random weights)",
+        "sam": {"tiny": "tiny", "full": "sam-hq vit-base", "full-sam": "sam vit-base"}[args.sam]
+        + ("" if args.sam == "tiny" else " (random weights)"),
         "image": args.size,
         "first_click_s": round(first_s, 4),
         "cached_click_s": round(further_s, 4),
@@ -163,7 +165,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--region", type=float, default=0.15, help="share of the image the region covers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--sam", choices=["full", "tiny", "none"], default="full")
+    parser.add_argument("--sam", choices=["full", "full-sam", "tiny", "none"], default="full")
     parser.add_argument("--clicks", type=int, default=3, help="further clicks per image")
     parser.add_argument("--clicks-images", type=int, default=1)
     parser.add_argument("--device", default=None)
