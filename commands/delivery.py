@@ -23,6 +23,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
+from commands.regions import describe as describe_region
 from commands.texts import format_score
 from commands.training_texts import training_summary
 from engine import metrics
@@ -226,6 +227,11 @@ class Delivery:
         images = await turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
         what = turn.instruction if turn.kind != "generate" else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
+        region = describe_region(turn.params)
+        if region is not None:
+            text += f" · {region}"
+            if any(result.get("region_full") or []):
+                text += " (the mask covered almost everything: a normal edit)"
         return [
             done,
             Images(where=where, turn_id=turn.id, job_id=job.id, text=text, images=images, buttons=RESULT_BUTTONS),
