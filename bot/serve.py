@@ -81,7 +81,7 @@ async def run_web(settings: Settings) -> int:
     storage)."""
     from bot.web import WebFrontEnd, make_state
     from engine.jobs.queue import ArqQueue
-    from storage.blobs import BlobStore
+    from storage.blobs import open_blob_store
     from storage.db import Database
     from storage.repository import Store
 
@@ -91,7 +91,7 @@ async def run_web(settings: Settings) -> int:
         store = Store(db)
         queue = ArqQueue(settings.redis_url, store) if settings.redis_url else None  # connects on first use
         try:
-            await serve(WebFrontEnd(settings, make_state(settings, store, BlobStore(settings.blob_dir), queue)))
+            await serve(WebFrontEnd(settings, make_state(settings, store, open_blob_store(settings), queue)))
         finally:
             if queue is not None:
                 await queue.close()
