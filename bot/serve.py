@@ -53,9 +53,9 @@ async def run_front_ends(settings: Settings) -> int:
     front_ends: list[FrontEnd] = []
     try:
         if "discord" in names:
-            from bot.discord import DiscordFrontEnd
+            from bot.discord import DiscordConfig, DiscordFrontEnd
 
-            front_ends.append(DiscordFrontEnd(settings, app.conversation))
+            front_ends.append(DiscordFrontEnd(DiscordConfig.from_settings(settings), app.conversation))
         if "wecom" in names:
             from bot.wecom import WeComFrontEnd
 
