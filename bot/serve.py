@@ -16,8 +16,6 @@ from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-WECOM_REQUIRED = ("wecom_agent_id", "wecom_secret", "wecom_token", "wecom_aes_key")
-
 
 def check_front_end_settings(settings: Settings) -> list[str]:
     """Names of the front ends to start; SettingsError when one is half configured."""
@@ -25,12 +23,9 @@ def check_front_end_settings(settings: Settings) -> list[str]:
     if settings.discord_enabled:
         names.append("discord")
     if settings.wecom_enabled:
-        missing = [name.upper() for name in WECOM_REQUIRED if getattr(settings, name) is None]
-        if missing:
-            raise SettingsError(
-                f"setting {missing[0]}: needed because WECOM_CORP_ID is set (also missing: "
-                f"{', '.join(missing[1:]) or 'nothing else'})"
-            )
+        from bot.wecom.config import WeComConfig
+
+        WeComConfig.from_settings(settings)  # raises when a required setting is missing
         names.append("wecom")
     return names
 
@@ -57,9 +52,10 @@ async def run_front_ends(settings: Settings) -> int:
 
             front_ends.append(DiscordFrontEnd(DiscordConfig.from_settings(settings), app.conversation))
         if "wecom" in names:
-            from bot.wecom import WeComFrontEnd
+            from bot.wecom import WeComConfig, WeComFrontEnd
+            from storage.inbox import Inbox
 
-            front_ends.append(WeComFrontEnd(settings, app.conversation))
+            front_ends.append(WeComFrontEnd(WeComConfig.from_settings(settings), app.conversation, inbox=Inbox(app.db)))
         from bot.web import WebFrontEnd, make_state
 
         web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
