@@ -56,9 +56,10 @@ async def run_front_ends(settings: Settings) -> int:
             from storage.inbox import Inbox
 
             front_ends.append(WeComFrontEnd(WeComConfig.from_settings(settings), app.conversation, inbox=Inbox(app.db)))
-        from bot.web import WebFrontEnd, make_state
+        from bot.web import WebConfig, WebFrontEnd, make_state
 
-        web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
+        web_config = WebConfig.from_settings(settings)
+        web = WebFrontEnd(web_config, make_state(web_config, app.store, app.blobs, app.conversation.queue))
         front_ends.insert(0, web)  # first: it is up (health checks answer) before the chat front ends
         queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
         log.info("starting %s; jobs: %s", " + ".join(names), queue)
@@ -75,7 +76,7 @@ async def run_web(settings: Settings) -> int:
     """The web studio alone: pages, health and metrics; cancels go through arq when REDIS_URL is
     set (without it, the jobs run inside ``persona-studio run``, and a cancel is recorded in
     storage)."""
-    from bot.web import WebFrontEnd, make_state
+    from bot.web import WebConfig, WebFrontEnd, make_state
     from engine.jobs.queue import ArqQueue
     from storage.blobs import open_blob_store
     from storage.db import Database
@@ -87,7 +88,8 @@ async def run_web(settings: Settings) -> int:
         store = Store(db)
         queue = ArqQueue(settings.redis_url, store) if settings.redis_url else None  # connects on first use
         try:
-            await serve(WebFrontEnd(settings, make_state(settings, store, open_blob_store(settings), queue)))
+            config = WebConfig.from_settings(settings)
+            await serve(WebFrontEnd(config, make_state(config, store, open_blob_store(settings), queue)))
         finally:
             if queue is not None:
                 await queue.close()
