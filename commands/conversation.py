@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from commands import rules
+from commands.args import bind, resolve, usage
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
 from commands.events import Action, Event, EventKind, ImageOut, Progress, Reply, Where
@@ -183,10 +184,13 @@ class Conversation:
             command = find(word)
             if event.kind == EventKind.REACTION and (command is None or not command.result_action):
                 return [ctx.error(f"Unknown action {word!r}.")]
-            if command is None or command.handler is None:
+            if command is None:
                 return [ctx.error(f"Unknown command /{word}. Try /help.")]
-            ctx.command = command
-            return await command.handler(self, ctx)
+            row, words = resolve(command, event.options, event.args)
+            group = command if row is not command else None
+            assert row.handler is not None, f"/{command.name} {row.name} has no handler"
+            ctx.usage = usage(row, group)
+            return await row.handler(self, ctx, **bind(row, words, event.options, group))
         except InputError as exc:
             return [ctx.error(str(exc))]
 

@@ -8,10 +8,9 @@ from commands import rules
 from commands.context import Ctx
 from commands.events import Action, FileOut
 from commands.ids import parse_id
-from commands.params import SETTING_KEYS, parse_settings
+from commands.params import parse_settings
 from commands.texts import render_tree
 from commands.validation import InputError
-from commands.words import split_options
 from storage.models import JobStatus
 
 if TYPE_CHECKING:
@@ -54,21 +53,23 @@ async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your jobs:\n" + "\n".join(lines), private=True)]
 
 
-async def settings(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def settings(
+    conv: Conversation,
+    ctx: Ctx,
+    *,
+    scope: str | None,
+    steps: int | None,
+    guidance: float | None,
+    size: str | None,
+    seed: str | None,
+) -> list[Action]:
     """Per-post settings inside a platform thread (Discord) or with ``post`` first on platforms
     without threads (``/settings post steps=8``); the user's defaults otherwise."""
-    args = ctx.event.args.strip()
-    post_scope = args.split(" ", 1)[0].lower() in ("post", "thread", "本帖")
-    if post_scope:
-        args = args.partition(" ")[2]
     thread = None
-    if ctx.event.thread_id is not None or post_scope:
+    if ctx.event.thread_id is not None or scope == "post":
         thread = await rules.owned_thread(conv, ctx)
-    changes = {k: v for k, v in ctx.event.options.items() if k in SETTING_KEYS and v is not None}
-    found, rest = split_options(args)
-    if rest:
-        raise InputError("usage: /settings [post] steps=N guidance=G size=WxH seed=S|random")
-    changes.update(found)
+    given = {"steps": steps, "guidance": guidance, "size": size, "seed": seed}
+    changes = {key: value for key, value in given.items() if value is not None}
     parsed = parse_settings(changes, conv.config.engine_model)
     if parsed:
         if thread is not None:
@@ -95,11 +96,9 @@ async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your posts (/thread <id> switches):\n" + "\n".join(lines))]
 
 
-async def thread(conv: Conversation, ctx: Ctx) -> list[Action]:
-    raw = str(ctx.event.options.get("id") or ctx.event.args).strip()
+async def thread(conv: Conversation, ctx: Ctx, *, id: str) -> list[Action]:
+    raw = id
     post_id = parse_id(raw)
-    if post_id is None and not raw.lstrip("#").strip():
-        raise InputError("usage: /thread <post number>")
     # a missing post and someone else's get the same answer: nothing tells whether #N exists
     not_yours = InputError(f"you have no post #{raw.lstrip('#').strip()} (/threads lists yours)")
     if post_id is None:

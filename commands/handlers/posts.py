@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands import rules
@@ -15,59 +15,41 @@ from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
 from commands.validation import InputError, check_text
-from commands.words import split_options
-from engine.specs import JobKind, JobSpec, ReferenceSpec
-from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnStatus
+from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec
+from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
 
 if TYPE_CHECKING:
     from commands.conversation import Conversation
 
 
-async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
-    opts = dict(ctx.event.options)
-    if "persona" in opts:
-        persona_name = str(opts["persona"])
-        count: Any = opts.get("count", 1)
-        prompt = str(opts.get("prompt") or "")
-        products = refs.split_names(opts.get("product"))
-    else:
-        persona_name, _, rest = ctx.event.args.strip().partition(" ")
-        found, words = split_options(rest)
-        count = found.get("count", found.get("n", 1))
-        products = refs.split_names(found.get("product"))
-        prompt = " ".join(words)
-    if not persona_name:
-        raise InputError("usage: /post <persona> [count=N] [product=<name>[,<name>]] <prompt>")
-    try:
-        count = int(count)
-    except (TypeError, ValueError):
-        raise InputError("count must be a number from 1 to 4") from None
-    if not 1 <= count <= 4:
-        raise InputError("count must be from 1 to 4")
+async def post(
+    conv: Conversation, ctx: Ctx, *, persona: str, prompt: str, count: int, product: str | None
+) -> list[Action]:
+    products = refs.split_names(product)
     prompt = check_text(prompt, "prompt")
-    persona = await rules.own_persona(conv, ctx, persona_name)
-    if persona.status == "failed":
-        raise InputError(f"persona {persona.name} could not be created; create it again with /persona create")
+    chosen = await rules.own_persona(conv, ctx, persona)
+    if chosen.status == "failed":
+        raise InputError(f"persona {chosen.name} could not be created; create it again with /persona create")
     refs.check_attachments(ctx.event.attachments)
     library = await refs.library(conv, ctx.user.id, products)
     waiting = refs.pending_refs(ctx.user)
     # an image attached to a post without a role is its scene (as before references had roles)
-    roles = [r.role for r in library + waiting] + [a.role or "scene" for a in ctx.event.attachments]
-    if roles.count("scene") > 1:
+    roles = [r.role for r in library + waiting] + [a.role or ReferenceRole.SCENE for a in ctx.event.attachments]
+    if roles.count(ReferenceRole.SCENE) > 1:
         raise InputError("a post takes one scene image; send the others as product or face images")
-    said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
+    said = [replace(a, role=a.role or ReferenceRole.SCENE) for a in ctx.event.attachments]
     refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
-    stored = await refs.store_attachments(conv, ctx.event.attachments, "scene")
-    attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
+    stored = await refs.store_attachments(conv, ctx.event.attachments, ReferenceRole.SCENE)
+    attached = [ReferenceSpec(role=role or ReferenceRole.SCENE, key=key) for role, key in stored]
     post_refs = refs.dedupe(library + attached + waiting)
     scene_key = refs.one_scene(post_refs)
     params = conv.params(ctx.user, None)
     thread = await conv.store.create_thread(
         platform=ctx.event.platform,
         owner_id=ctx.user.id,
-        persona_id=persona.id,
-        title=_title(persona.name, prompt),
+        persona_id=chosen.id,
+        title=_title(chosen.name, prompt),
         prompt=prompt,
         channel_id=ctx.event.channel_id,
         scene_key=scene_key,
@@ -80,7 +62,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         kind=JobKind.GENERATE,
         user_id=ctx.user.id,
         thread_id=thread.id,
-        persona=conv.persona_spec(persona),
+        persona=conv.persona_spec(chosen),
         prompt=prompt,
         count=count,
         context_keys=[scene_key] if scene_key else [],
@@ -100,25 +82,25 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         thread=thread,
         turn=dict(
             parent_id=None,
-            kind="generate",
+            kind=TurnKind.GENERATE,
             instruction=prompt,
             params={**params.model_dump(), "count": count},
             references=refs.as_dicts(post_refs),
         ),
         where=where,
-        hold=threaded or persona.status != "ready",
+        hold=threaded or chosen.status != "ready",
     )
     if not threaded:
         await conv.store.set_current_thread(ctx.user.id, thread.id)
-        if persona.status != "ready":
+        if chosen.status != "ready":
             await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
     scene = f" with {refs.describe(post_refs)}" if post_refs else ""
     waiting = (
-        f"\nPersona {persona.name} is still being created: the post starts when it's ready."
-        if (persona.status != "ready")
+        f"\nPersona {chosen.name} is still being created: the post starts when it's ready."
+        if (chosen.status != "ready")
         else ""
     )
-    text = f"📸 Post #{thread.id} · {persona.name}: {prompt}\nRendering {count} image(s){scene}…{waiting}"
+    text = f"📸 Post #{thread.id} · {chosen.name}: {prompt}\nRendering {count} image(s){scene}…{waiting}"
     actions: list[Action] = [OpenThread(where=where, title=thread.title, text=text)]
     if not threaded:
         actions.append(queued)
@@ -177,7 +159,8 @@ async def edit(
     if attachments and role is None and any(a.role is None for a in attachments):
         return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
     attached = [
-        ReferenceSpec(role=r or "scene", key=k) for r, k in await refs.store_attachments(conv, attachments, role)
+        ReferenceSpec(role=r or ReferenceRole.SCENE, key=k)
+        for r, k in await refs.store_attachments(conv, attachments, role)
     ]
     edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
     if waiting:
@@ -200,7 +183,7 @@ async def edit(
     where = ctx.where_thread(thread)
     turn = dict(
         parent_id=current.id,
-        kind="edit",
+        kind=TurnKind.EDIT,
         instruction=text,
         params=params.model_dump(),
         references=refs.as_dicts(edit_refs),
@@ -235,12 +218,12 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     await rules.check_limits(conv, ctx.user)
     persona = await conv.store.get_persona(thread.persona_id)
     params = conv.params(ctx.user, thread)
-    base_kind = turn.kind if turn.kind != "regenerate" else str(turn.params.get("of_kind", "edit"))
+    base_kind = turn.kind if turn.kind != TurnKind.REGENERATE else str(turn.params.get("of_kind", TurnKind.EDIT))
     before = await _spec_of(conv, turn)
     spec = JobSpec(
         job_id=uuid.uuid4().hex,
         kind=JobKind.REGENERATE,
-        of_kind=JobKind.GENERATE if base_kind == "generate" else JobKind.EDIT,
+        of_kind=JobKind.GENERATE if base_kind == TurnKind.GENERATE else JobKind.EDIT,
         user_id=ctx.user.id,
         thread_id=thread.id,
         persona=conv.persona_spec(persona),
@@ -261,7 +244,7 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     where = ctx.where_thread(thread)
     new_turn = dict(
         parent_id=turn.parent_id,
-        kind="regenerate",
+        kind=TurnKind.REGENERATE,
         instruction=turn.instruction,
         params=turn_params,
         references=refs.as_dicts(spec.references),
@@ -276,7 +259,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)
     await rules.check_idle(conv, thread)
-    back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
+    back_to = turn.params.get("replaces") if turn.kind == TurnKind.REGENERATE else turn.parent_id
     if back_to is None:
         raise InputError("nothing to undo: this is the post's first result")
     previous = await conv.store.get_turn(int(back_to))
