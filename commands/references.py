@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from commands.context import Ctx
 from commands.events import REFERENCE_ROLES, Action, Attachment, ChooseRole
+from commands.ports import Imaging, Stored
 from commands.validation import InputError, check_image
 from engine.specs import ReferenceRole, ReferenceSpec, reference_limit
 
 if TYPE_CHECKING:
-    from commands.conversation import Conversation
     from storage.models import Thread, User
 
 ROLE_WORDS: dict[str, ReferenceRole] = {
@@ -83,14 +83,14 @@ def check_attachments(attachments: Sequence[Attachment]) -> None:
 
 
 async def store_attachments(
-    conv: Conversation, attachments: Sequence[Attachment], role: str | None = None
+    conv: Imaging, attachments: Sequence[Attachment], role: str | None = None
 ) -> list[tuple[str | None, str]]:
     """Validate every attachment, then store them: ``[(role or None, blob key), ...]``."""
     check_attachments(attachments)
     return [(a.role or role, await asyncio.to_thread(conv.blobs.put, a.data)) for a in attachments]
 
 
-async def library(conv: Conversation, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
+async def library(conv: Stored, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
     """The named products of the user's library as references; InputError naming a missing one."""
     refs = []
     for name in names:
@@ -144,7 +144,7 @@ ASK = "What is this image? 这张图是？ 商品 product / 场景 scene / 人�
 
 
 async def park(
-    conv: Conversation, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
+    conv: Imaging, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
 ) -> list[Action]:
     """Store images for the next post or edit (``edit``: for that edit, once their role is chosen)."""
     stored = await store_attachments(conv, attachments)

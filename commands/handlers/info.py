@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, FileOut
 from commands.ids import parse_id
 from commands.params import parse_settings
+from commands.ports import Informing, Stored
 from commands.texts import render_tree
 from commands.validation import InputError
 from storage.models import JobStatus
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-
-async def help(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def help(conv: Informing, ctx: Ctx) -> list[Action]:
     return [ctx.reply(conv.help_text())]
 
 
-async def history(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def history(conv: Stored, ctx: Ctx) -> list[Action]:
     thread = await rules.owned_thread(conv, ctx)  # the manifest-like detail (seeds) is the owner's
     turns = await conv.store.turns(thread.id)
     text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
-async def export(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def export(conv: Informing, ctx: Ctx) -> list[Action]:
     thread = await rules.owned_thread(conv, ctx)
     approved = await conv.store.approved_turns(thread.id)
     if not approved:
@@ -38,7 +34,7 @@ async def export(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [FileOut(where=ctx.where_thread(thread), filename=f"post-{thread.id}.zip", data=data, text=text)]
 
 
-async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def status(conv: Informing, ctx: Ctx) -> list[Action]:
     jobs = await conv.store.user_jobs(ctx.user.id)
     if not jobs:
         return [ctx.reply("No jobs running or waiting.", private=True)]
@@ -54,7 +50,7 @@ async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def settings(
-    conv: Conversation,
+    conv: Informing,
     ctx: Ctx,
     *,
     scope: str | None,
@@ -87,7 +83,7 @@ async def settings(
     return [ctx.reply(text, private=True)]
 
 
-async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def threads(conv: Stored, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_threads(ctx.user.id)
     if not found:
         return [ctx.reply("No posts yet. /post <persona> <prompt> starts one.")]
@@ -96,7 +92,7 @@ async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your posts (/thread <id> switches):\n" + "\n".join(lines))]
 
 
-async def thread(conv: Conversation, ctx: Ctx, *, id: str) -> list[Action]:
+async def thread(conv: Stored, ctx: Ctx, *, id: str) -> list[Action]:
     raw = id
     post_id = parse_id(raw)
     # a missing post and someone else's get the same answer: nothing tells whether #N exists
@@ -107,7 +103,7 @@ async def thread(conv: Conversation, ctx: Ctx, *, id: str) -> list[Action]:
         found = await conv.store.get_thread(post_id)
     except LookupError:
         raise not_yours from None
-    if found.owner_id != ctx.user.id and not rules.is_admin(conv, ctx.event.platform, ctx.event.user_id):
+    if found.owner_id != ctx.user.id and not conv.config.is_admin(ctx.event.platform, ctx.event.user_id):
         raise not_yours
     await conv.store.set_current_thread(ctx.user.id, found.id)
     return [ctx.reply(f"Now in post #{found.id}: {found.title}", where=ctx.where_thread(found))]

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING
 
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action
+from commands.ports import Rendering, Stored
 from commands.training_texts import version_names
 from commands.validation import InputError
 from engine.specs import JobKind, JobSpec, TrainParams
 from storage.persona_versions import find_version
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
-
 _VERSION = re.compile(r"^v?(\d{1,4})$", re.IGNORECASE)
 
 
 async def train(
-    conv: Conversation, ctx: Ctx, *, name: str, images: int | None, steps: int | None, rank: int | None
+    conv: Rendering, ctx: Ctx, *, name: str, images: int | None, steps: int | None, rank: int | None
 ) -> list[Action]:
     params = TrainParams(images=images, steps=steps, rank=rank)
     persona = await rules.own_persona(conv, ctx, name)
@@ -49,7 +46,7 @@ async def train(
     return [ctx.reply(text), queued]
 
 
-async def use(conv: Conversation, ctx: Ctx, *, name: str, version: str) -> list[Action]:
+async def use(conv: Stored, ctx: Ctx, *, name: str, version: str) -> list[Action]:
     version_word = version
     persona = await rules.own_persona(conv, ctx, name)
     if version_word.lower() in ("blend", "v0", "0", "混合"):

@@ -6,19 +6,16 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, Images
+from commands.ports import Creating, Imaging, Rendering, Stored
 from commands.training_texts import versions_text
 from commands.validation import InputError
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceRole, ReferenceSpec, default_params
 from storage.repository import DuplicateName
-
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
@@ -26,7 +23,7 @@ PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iri
 PHOTO_ARCHETYPE = "photo"
 
 
-async def create(conv: Conversation, ctx: Ctx, *, archetype: str, name: str | None) -> list[Action]:
+async def create(conv: Creating, ctx: Ctx, *, archetype: str, name: str | None) -> list[Action]:
     archetype = archetype.lower()
     archetypes = await conv.archetypes()
     if archetype not in archetypes:
@@ -56,7 +53,7 @@ async def create(conv: Conversation, ctx: Ctx, *, archetype: str, name: str | No
     ]
 
 
-async def create_from_photo(conv: Conversation, ctx: Ctx, *, name: str, consent: str | None) -> list[Action]:
+async def create_from_photo(conv: Rendering, ctx: Ctx, *, name: str, consent: str | None) -> list[Action]:
     """A persona whose face is a real person's, from a photo given with their consent."""
     if not conv.config.allow_photo_personas:
         raise InputError("creating personas from photos is turned off here (ALLOW_PHOTO_PERSONAS=false)")
@@ -98,7 +95,7 @@ async def create_from_photo(conv: Conversation, ctx: Ctx, *, name: str, consent:
     return [ctx.reply(f"Creating persona {name} from the photo… I'll confirm when its face is read."), queued]
 
 
-async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def list_personas(conv: Stored, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_personas(ctx.user.id)
     if not found:
         return [ctx.reply("You have no personas yet. Create one: /persona create <archetype> [name]")]
@@ -106,13 +103,13 @@ async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your personas:\n" + "\n".join(lines))]
 
 
-async def delete(conv: Conversation, ctx: Ctx, *, name: str) -> list[Action]:
+async def delete(conv: Stored, ctx: Ctx, *, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
     await conv.store.delete_persona(found.id)
     return [ctx.reply(f"Persona {found.name} deleted. Its posts stay in their threads.")]
 
 
-async def show(conv: Conversation, ctx: Ctx, *, name: str) -> list[Action]:
+async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
     mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or (
         "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
@@ -123,7 +120,7 @@ async def show(conv: Conversation, ctx: Ctx, *, name: str) -> list[Action]:
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
 
-async def _free_name(conv: Conversation, owner_id: int) -> str:
+async def _free_name(conv: Stored, owner_id: int) -> str:
     taken = {p.name.lower() for p in await conv.store.list_personas(owner_id)}
     for name in PET_NAMES:
         if name.lower() not in taken:

@@ -7,23 +7,21 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
+from commands.job_cancel import cancel_job
+from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec
-from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
-
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
+from storage.models import Job, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
 
 
 async def post(
-    conv: Conversation, ctx: Ctx, *, persona: str, prompt: str, count: int, product: str | None
+    conv: Rendering, ctx: Ctx, *, persona: str, prompt: str, count: int, product: str | None
 ) -> list[Action]:
     products = refs.split_names(product)
     prompt = check_text(prompt, "prompt")
@@ -107,7 +105,7 @@ async def post(
     return actions
 
 
-async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def message(conv: Rendering, ctx: Ctx) -> list[Action]:
     """Plain text: inside a post it is an edit instruction; an image alone waits for the next post
     or edit (its role asked for when the platform did not say it)."""
     thread = await rules.thread_of(conv, ctx)
@@ -119,7 +117,7 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def edit(
-    conv: Conversation, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
+    conv: Rendering, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
 ) -> list[Action]:
     """An edit instruction, with ``product=<name>`` first, a ``product:`` / ``scene:`` / ``face:`` word
     naming the role of its attached images, ``all:`` or ``#N`` choosing the images it changes."""
@@ -195,7 +193,7 @@ async def edit(
     return [ctx.reply(f"✏️ {text} ({which}{using})", where=where), queued]
 
 
-async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)  # a cancelled post stays closed
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
@@ -208,7 +206,7 @@ async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
-async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
     """The acted-on turn's job again with a new seed; undo afterwards returns to the turn it replaced."""
     thread, turn = await rules.acted_turn(conv, ctx)
     if turn.status == TurnStatus.PENDING:
@@ -253,7 +251,7 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
 
 
-async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def undo(conv: Imaging, ctx: Ctx) -> list[Action]:
     """Back to the state before the acted-on result (the current one by default): its parent,
     or for a regenerate the result it replaced. The next edit branches from there."""
     thread, turn = await rules.acted_turn(conv, ctx)
@@ -270,7 +268,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
 
-async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
     """The post's running jobs; outside a post (or in one with nothing running) the user's persona training."""
     thread = await rules.thread_of(conv, ctx)
     if thread is None or not await conv.store.thread_jobs(thread.id):
@@ -288,14 +286,12 @@ async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
 
 
-async def _cancel_jobs(conv: Conversation, jobs: list[Job]) -> None:
+async def _cancel_jobs(conv: Cancelling, jobs: list[Job]) -> None:
     for job in jobs:
-        if not await conv.queue.cancel(job.id):
-            # not in the queue (lost by a redis restart, or held): cancel it in storage
-            await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+        await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled")
 
 
-async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
+async def _unusable(conv: Stored, turn: Turn, wanted: str) -> str:
     """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
     job = await conv.store.job_for_turn(turn.id)
     what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
@@ -303,7 +299,7 @@ async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
     return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"
 
 
-async def _spec_of(conv: Conversation, turn: Turn) -> JobSpec | None:
+async def _spec_of(conv: Stored, turn: Turn) -> JobSpec | None:
     """The job spec that rendered ``turn`` (targets and context live there, not in the turn)."""
     job = await conv.store.job_for_turn(turn.id)
     return JobSpec.model_validate(job.spec) if job is not None else None

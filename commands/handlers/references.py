@@ -7,20 +7,16 @@ did not say its role, a :class:`~commands.events.ChooseRole` asks, and the click
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands import references as refs
 from commands.context import Ctx
 from commands.events import Action
 from commands.handlers import posts
+from commands.ports import Rendering
 from commands.validation import InputError
 from engine.specs import ReferenceRole, ReferenceSpec
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-
-async def choose(conv: Conversation, ctx: Ctx, *, role: ReferenceRole, key: str) -> list[Action]:
+async def choose(conv: Rendering, ctx: Ctx, *, role: ReferenceRole, key: str) -> list[Action]:
     """``reference``: the role picked for a waiting image (a button on :class:`ChooseRole`)."""
     rows = refs.pending(ctx.user)
     hit = [row for row in rows if key and key in (row.get("batch"), row.get("key"))]
