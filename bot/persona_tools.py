@@ -22,8 +22,6 @@ from storage.persona_versions import find_version, version_in_use
 from storage.repository import Store
 from storage.settings import Settings
 
-DEFAULT_USER = "console:console"
-
 
 class ToolError(Exception):
     """A clear message for the command line; nothing was written."""
