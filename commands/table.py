@@ -38,7 +38,17 @@ _PRODUCT = Arg(
     takes="words",
     missing="name the product (see /product list)",
 )
-_NEW_NAME = Arg("name", "str", "", required=True, min=1, max=40, positional=True, takes="words")
+_NEW_NAME = Arg(
+    "name",
+    "str",
+    "",
+    required=True,
+    min=1,
+    max=40,
+    positional=True,
+    takes="words",
+    error="a persona name has 1-40 letters, digits, spaces, '-', '_' or '.'",
+)
 _TEXT_ONLY = frozenset({"console", "wecom"})
 #: offered on no front end as a command of its own: the buttons of a role question send it
 _BUTTON_ONLY: frozenset[str] = frozenset()
@@ -207,7 +217,11 @@ COMMANDS: tuple[Command, ...] = (
                 aliases=("添加",),
                 handler=products.add,
                 args=(
-                    replace(_NEW_NAME, description="a name for the product"),
+                    replace(
+                        _NEW_NAME,
+                        description="a name for the product",
+                        error="a product name has 1-40 letters, digits, spaces, '-', '_' or '.'",
+                    ),
                     Arg("image", "attachment", "the product's image", role=ReferenceRole.PRODUCT, shown="(+ image)"),
                 ),
             ),

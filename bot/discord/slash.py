@@ -23,6 +23,7 @@ from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, ROLE_ID_TEMPLATE
 from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
 from commands.table import COMMANDS
+from engine.specs import ReferenceRole
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,12 @@ def result_view(turn_id: int, buttons: Sequence[Button]) -> discord.ui.View:
     return view
 
 
-_ROLE_LABEL = {"product": "Product 商品", "scene": "Scene 场景", "face": "Face 人脸"}
-_ROLE_EMOJI = {"product": "🛍️", "scene": "🏞️", "face": "🙂"}
+_ROLE_LABEL = {
+    ReferenceRole.PRODUCT: "Product 商品",
+    ReferenceRole.SCENE: "Scene 场景",
+    ReferenceRole.FACE: "Face 人脸",
+}
+_ROLE_EMOJI = {ReferenceRole.PRODUCT: "🛍️", ReferenceRole.SCENE: "🏞️", ReferenceRole.FACE: "🙂"}
 
 
 class RoleButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ROLE_ID_TEMPLATE):
