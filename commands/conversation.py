@@ -6,9 +6,11 @@ end registers. All state (personas, threads, turns, jobs) lives in storage, so a
 front end or the worker loses nothing.
 
 What each command does is in ``commands/handlers/`` (personas, posts and turns, information),
-which commands exist in ``commands/table.py``, and the rules every front end inherits (owner,
-limits, open and idle posts) in ``commands/rules.py``. This class keeps the entry point, the
-lookups front ends need, and job submission.
+which commands exist in ``commands/table.py`` (their arguments bound by ``commands/args.py``),
+and the rules every front end inherits (owner, limits, open and idle posts) in
+``commands/rules.py``. Handlers see this class through the narrow protocols of
+``commands/ports.py``. This class keeps the entry point, the lookups front ends need, and job
+submission.
 """
 
 from __future__ import annotations

@@ -47,14 +47,13 @@ async def train(
 
 
 async def use(conv: Stored, ctx: Ctx, *, name: str, version: str) -> list[Action]:
-    version_word = version
     persona = await rules.own_persona(conv, ctx, name)
-    if version_word.lower() in ("blend", "v0", "0", "混合"):
+    if version.lower() in ("blend", "v0", "0", "混合"):
         await conv.store.set_active_version(persona.id, 0)
         return [ctx.reply(f"{persona.name} now renders with its blend (the LoRA mix).")]
-    match = _VERSION.match(version_word)
+    match = _VERSION.match(version)
     if match is None:
-        raise InputError(f"not a version: {version_word!r}; usage: {ctx.usage}")
+        raise InputError(f"not a version: {version!r}; usage: {ctx.usage}")
     number = int(match.group(1))
     if find_version(persona.versions, number) is None:
         raise InputError(f"{persona.name} has no version v{number}; versions: {version_names(persona)}")
