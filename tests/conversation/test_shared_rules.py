@@ -45,3 +45,27 @@ def test_reference_roles_are_one_enum_that_specs_accept_as_words() -> None:
     assert [str(role) for role in ReferenceRole] == ["product", "scene", "face"]
     assert ReferenceSpec.model_validate({"role": "scene", "key": "k"}).role is ReferenceRole.SCENE
     assert ReferenceSpec(role=ReferenceRole.FACE, key="k").model_dump(mode="json")["role"] == "face"
+
+
+def test_the_conversation_offers_everything_the_handlers_ports_ask_for() -> None:
+    import inspect
+    import re
+
+    from commands import ports
+    from commands.conversation import Conversation
+
+    assigned = set(re.findall(r"self\.(\w+) = ", inspect.getsource(Conversation.__init__)))
+    protocols = [
+        value for value in vars(ports).values() if inspect.isclass(value) and value.__module__ == ports.__name__
+    ]
+    assert len(protocols) >= 5
+    for protocol in protocols:
+        for klass in protocol.__mro__:
+            if klass.__module__ != ports.__name__:
+                continue
+            assert set(klass.__annotations__) <= assigned, klass.__name__
+            for name, member in vars(klass).items():
+                if inspect.isfunction(member) and not name.startswith("_"):
+                    offered = [p for p in inspect.signature(getattr(Conversation, name)).parameters if p != "self"]
+                    asked = [p for p in inspect.signature(member).parameters if p != "self"]
+                    assert offered == asked, name
