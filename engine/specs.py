@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +25,14 @@ class JobKind(StrEnum):
     TRAIN_PERSONA = "train_persona"  # candidates -> identity filter -> a persona LoRA version
 
 
-ReferenceRole = Literal["product", "scene", "face"]
+class ReferenceRole(StrEnum):
+    """The role an image plays in a render (region edits add a ``mask`` role beside these)."""
+
+    PRODUCT = "product"
+    SCENE = "scene"
+    FACE = "face"
+
+
 EngineFamily = Literal["kontext", "klein"]
 
 
@@ -63,6 +70,20 @@ class TrainParams(BaseModel):
     rank: int | None = Field(default=None, ge=1, le=128)
     #: steps between checkpoints (tiny: 5, real: 50)
     checkpoint_every: int | None = Field(default=None, ge=1, le=5000)
+
+
+class TrainDefaults(NamedTuple):
+    """What a ``TrainParams`` field left ``None`` becomes."""
+
+    images: int
+    steps: int
+    rank: int
+    checkpoint_every: int
+
+
+#: training defaults for test-sized (tiny) models and for real ones
+TINY_TRAIN_DEFAULTS = TrainDefaults(images=4, steps=20, rank=16, checkpoint_every=5)
+REAL_TRAIN_DEFAULTS = TrainDefaults(images=32, steps=500, rank=16, checkpoint_every=50)
 
 
 class RenderParams(BaseModel):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import JobCancelled
 from engine.render.job_render import derive_seed
-from engine.specs import JobResult, JobSpec, TrainParams
+from engine.specs import REAL_TRAIN_DEFAULTS, TINY_TRAIN_DEFAULTS, JobResult, JobSpec, TrainParams
 from engine.training.data import candidate_prompts, caption, filter_candidates, trigger_word
 from engine.training.loop import BlobCheckpoints, Sample, TrainConfig, train_lora
 
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: defaults: (images, steps, rank, checkpoint every) for test-sized and real models
-TINY_DEFAULTS = (4, 20, 16, 5)
-REAL_DEFAULTS = (32, 500, 16, 50)
+#: defaults: (images, steps, rank, checkpoint every) for test-sized and real models (engine.specs)
+TINY_DEFAULTS = TINY_TRAIN_DEFAULTS
+REAL_DEFAULTS = REAL_TRAIN_DEFAULTS
 LEARNING_RATE = 1e-4
 
 
