@@ -210,7 +210,7 @@ def _timed_render(
     start = time.perf_counter()
     with torch.inference_mode():
         given: Image.Image | torch.Tensor | None = context
-        if refs and lp.family == "kontext":  # composed into the context, as engine.render.references does
+        if refs and not lp.family.native_references:  # composed into the context, as engine.render.references does
             composite = compose_context(context, refs, args.width, args.height, lp.multiple_of)
             given = encode_context(lp, composite, *composite.size)
         image = render(
@@ -223,7 +223,7 @@ def _timed_render(
             seed=seed,
             context=given,
             on_step=on_step,
-            references=refs if lp.family == "klein" else (),
+            references=refs if lp.family.native_references else (),
         )
     _sync(lp.device)
     end = time.perf_counter()
@@ -330,7 +330,7 @@ def _measure(lp: LoadedPipeline, args: argparse.Namespace, count: int, edit: boo
 def _header(lp: LoadedPipeline, args: argparse.Namespace, device: torch.device, load_s: float) -> dict:
     return {
         "model": args.model,
-        "family": lp.family,
+        "family": lp.family.name,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "dtype": str(lp.dtype).removeprefix("torch."),

@@ -3,7 +3,7 @@
 klein conditions on reference images natively: each is VAE-encoded and its tokens join the image
 tokens (each reference at its own time offset in the 4-axis RoPE), so the current image of an
 edit, the persona's portrait, products and a scene all go in as one list (at most
-:data:`engine.specs.KLEIN_MAX_REFERENCES`). The prompt is encoded by a Qwen3 model whose hidden
+:attr:`engine.render.families.KLEIN.max_references`). The prompt is encoded by a Qwen3 model whose hidden
 states of three layers are stacked (``text_encoder_out_layers``).
 
 Every reference is brought into the shape klein accepts (:func:`fit_reference`): at least 64 px a
