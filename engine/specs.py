@@ -274,8 +274,3 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
-
-
-def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
-    """The LoRA library of ``family`` under ``lora_dir`` (:meth:`FamilyFacts.lora_root`)."""
-    return FAMILY_FACTS[family].lora_root(lora_dir, model)

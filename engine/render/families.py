@@ -79,6 +79,16 @@ class RenderFamily(FamilyFacts):
         """The tiny model's transformer with random weights, for shapes (call it under ``torch.device("meta")``)."""
         raise NotImplementedError
 
+    def _tiny_in(self, torch_dtype: torch.dtype) -> Any:
+        """The tiny pipeline (offline: nothing may reach the hub) in ``torch_dtype``."""
+        import torch
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        pipe = self.build_tiny()
+        if torch_dtype != torch.float32:
+            pipe.to(dtype=torch_dtype)
+        return pipe
+
     def load(self, model: str, torch_dtype: torch.dtype) -> Any:
         """The family's pipeline of ``model`` (its tiny model built offline, anything else through
         ``from_pretrained``), on the CPU, progress bars off."""
@@ -116,15 +126,10 @@ class KontextFamily(RenderFamily):
         return FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
 
     def load(self, model: str, torch_dtype: torch.dtype) -> Any:
-        import torch
         from diffusers import FluxKontextPipeline
 
         if model == self.tiny_model:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            pipe = self.build_tiny()
-            if torch_dtype != torch.float32:
-                pipe.to(dtype=torch_dtype)
-            return pipe
+            return self._tiny_in(torch_dtype)
         folder = Path(model).expanduser()
         source = str(folder) if folder.is_dir() else model
         log.info("loading %s (%s, %s)", source, torch_dtype, self.label)
@@ -157,19 +162,19 @@ class KleinFamily(RenderFamily):
         return Flux2Transformer2DModel(**TINY_KLEIN_TRANSFORMER_CONFIG)
 
     def load(self, model: str, torch_dtype: torch.dtype) -> Any:
-        from engine.render.klein import load_klein_pipeline
+        from engine.render.klein_pipeline import load_klein_pipeline
 
         if model == self.tiny_model:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            return self._tiny_in(torch_dtype)
         return load_klein_pipeline(model, torch_dtype)
 
     def text_encoding(self, pipe: Any) -> tuple[int, tuple[int, ...]]:
-        from engine.render.klein import out_layers
+        from engine.render.klein_pipeline import out_layers
 
         return min(REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length)), out_layers(pipe)  # Qwen3
 
     def encode_prompt(self, lp: LoadedPipeline, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from engine.render.klein import encode_klein_prompt
+        from engine.render.klein_pipeline import encode_klein_prompt
 
         embeds = encode_klein_prompt(
             lp.pipe, prompt, lp.execution_device, lp.max_sequence_length, lp.text_encoder_out_layers

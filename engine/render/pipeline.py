@@ -1,4 +1,4 @@
-"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.render.klein), and
+"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.render.klein_pipeline), and
 rendering with it.
 
 ``load_pipeline("tiny")`` builds the tiny random pipeline (engine.render.tiny_kontext); any other model is a hub
@@ -175,7 +175,7 @@ def render_batch(
     klein takes ``references`` (images, in order) after the ``context`` image (which must then be
     an image, not latents); Kontext takes none here: engine.render.references composes them into the
     context first. klein's ``encode_reference(index, pixels, encode)`` may stand in for the VAE
-    encode of reference ``index`` (engine.render.klein.encoding_references: cached latents).
+    encode of reference ``index`` (engine.render.klein_pipeline.encoding_references: cached latents).
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
@@ -206,7 +206,7 @@ def render_batch(
     started = time.perf_counter()
     pipe = lp.pipe
     if lp.family.native_references:  # klein: the context and references as one image list
-        from engine.render.klein import decode_klein, render_klein
+        from engine.render.klein_pipeline import decode_klein, render_klein
 
         if isinstance(context, torch.Tensor):
             raise ValueError("klein takes the current image as an image, not as latents")

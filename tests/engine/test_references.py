@@ -165,7 +165,7 @@ def test_compose_context_puts_references_in_a_strip_beside_the_main_image() -> N
 
 
 def test_klein_takes_tiny_and_very_wide_product_images(klein_engine) -> None:
-    from engine.render.klein import fit_reference
+    from engine.render.klein_pipeline import fit_reference
 
     assert min(fit_reference(Image.new("RGB", (20, 20)), 64 * 64, 16).size) >= 64
     wide = fit_reference(Image.new("RGB", (900, 60)), 64 * 64, 16)

@@ -32,16 +32,9 @@ MAX_REFERENCE_ASPECT = 8.0
 
 
 def load_klein_pipeline(model: str, torch_dtype: torch.dtype) -> Flux2KleinPipeline:
-    """``tiny-klein`` built offline, anything else (hub id or folder) through from_pretrained."""
+    """A klein pipeline (hub id or folder) through from_pretrained (the tiny one: RenderFamily.load)."""
     from diffusers import Flux2KleinPipeline
 
-    if model == "tiny-klein":
-        from engine.render.tiny_klein import build_tiny_klein_pipeline
-
-        pipe = build_tiny_klein_pipeline()
-        if torch_dtype != torch.float32:
-            pipe.to(dtype=torch_dtype)
-        return pipe
     source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
     log.info("loading %s (%s, FLUX.2 klein)", source, torch_dtype)
     pipe = Flux2KleinPipeline.from_pretrained(source, dtype=torch_dtype)
