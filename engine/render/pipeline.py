@@ -1,11 +1,10 @@
-"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.render.klein_pipeline), and
-rendering with it.
+"""Loading the one pipeline of a process, and rendering with it (both engine families).
 
-``load_pipeline("tiny")`` builds the tiny random pipeline (engine.render.tiny_kontext); any other model is a hub
-id or a local folder loaded with ``FluxKontextPipeline.from_pretrained`` (bf16 on CUDA, optional
-model CPU offload). :func:`render` does text-to-image (no context) and Kontext edits (a context
-image or its cached latents) with explicit output size, a per-step progress callback and a
-cancel check at every step.
+``load_pipeline(model)`` asks the model's RenderFamily (engine.render.families) to load it: ``tiny`` /
+``tiny-klein`` built offline, anything else a hub id or a local folder through ``from_pretrained``
+(bf16 on CUDA, optional model CPU offload). :func:`render` does text-to-image (no context) and edits
+(a context image, its cached latents on Kontext, or klein's image list with references) with explicit
+output size, a per-step progress callback and a cancel check at every step.
 """
 
 from __future__ import annotations
