@@ -41,8 +41,7 @@ from engine.specs import (
     JobSpec,
     PersonaSpec,
     RenderParams,
-    family_root,
-    model_family,
+    family_facts,
 )
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
@@ -87,9 +86,9 @@ class Conversation:
 
     # -- queries for front ends --------------------------------------------------------------
     async def archetypes(self) -> list[str]:
-        """Archetype folders of the engine family's LoRA library (engine.specs.family_root)."""
+        """Archetype folders of the engine family's LoRA library (engine.specs.FamilyFacts.lora_root)."""
         model = self.config.engine_model
-        root = family_root(self.config.lora_dir, model_family(model), model)
+        root = family_facts(model).lora_root(self.config.lora_dir, model)
         found = (
             sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.safetensors")))
             if root.is_dir()

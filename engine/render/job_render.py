@@ -176,8 +176,9 @@ class JobRender:
         encoding = time.perf_counter()
         context: Any = None
         keys = ([context_key] if context_key is not None else []) + list(references)
-        images = [self.image(key) for key in references] if lp.family == "klein" else []
-        if lp.family == "klein":
+        native = lp.family.native_references  # klein: the context and references as an image list
+        images = [self.image(key) for key in references] if native else []
+        if native:
             context = self.image(context_key) if context_key is not None else None
         elif references:
             context = kontext_context(self, context_key, list(references), width, height)
@@ -204,7 +205,7 @@ class JobRender:
             on_step=lambda i, _n: self.progress.step(i * batch, _n),
             cancel=cancel,
             references=images,
-            encode_reference=self._cached_reference(keys) if lp.family == "klein" else None,
+            encode_reference=self._cached_reference(keys) if native else None,
         )
         self.stats["renders"] += batch
         self.stats["batches"] += batch > 1

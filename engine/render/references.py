@@ -5,7 +5,7 @@ Which images a render sees (:class:`RenderInputs`: a main image and extra refere
 * FLUX.2 klein takes a list natively, in this order: the current image (edits; for a post's
   further images, its first image), the persona's portrait (its consented photo, or the portrait
   it was created with), face references, products, the scene. At most
-  :data:`~engine.specs.KLEIN_MAX_REFERENCES` in all, else :class:`~engine.specs.ReferenceLimitError`.
+  :attr:`~engine.render.families.RenderFamily.max_references` in all, else :class:`~engine.specs.ReferenceLimitError`.
 * FLUX.1 Kontext has one context image, so the references are composed into it
   (:func:`compose_context`): the main image (the current image, or a post's scene, or a photo
   persona's photo) at the output size with the other references in a strip on its right, each
@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 
-from engine.specs import KLEIN_MAX_REFERENCES, EngineFamily, JobSpec, ReferenceLimitError, ReferenceSpec
+from engine.specs import JobSpec, ReferenceLimitError, ReferenceSpec
 
 if TYPE_CHECKING:
+    from engine.render.families import RenderFamily
     from engine.render.job_render import JobRender
 
 #: order of roles in a klein reference list (after the current image and the persona's portrait)
@@ -74,27 +75,28 @@ def portrait_key(spec: JobSpec) -> str | None:
     return spec.persona.photo_key or spec.persona.reference_key
 
 
-def check_limit(inputs: RenderInputs, what: str) -> RenderInputs:
-    if inputs.count > KLEIN_MAX_REFERENCES:
+def check_limit(inputs: RenderInputs, family: RenderFamily, what: str) -> RenderInputs:
+    limit = family.max_references
+    if limit is not None and inputs.count > limit:
         listed = ", ".join(inputs.labels)
         raise ReferenceLimitError(
-            f"FLUX.2 klein takes at most {KLEIN_MAX_REFERENCES} reference images per render; {what} would need "
-            f"{inputs.count} ({listed}). Remove {inputs.count - KLEIN_MAX_REFERENCES} product or scene image(s)."
+            f"{family.label} takes at most {limit} reference images per render; {what} would need "
+            f"{inputs.count} ({listed}). Remove {inputs.count - limit} product or scene image(s)."
         )
     return inputs
 
 
-def first_image_inputs(spec: JobSpec, family: EngineFamily) -> RenderInputs:
+def first_image_inputs(spec: JobSpec, family: RenderFamily) -> RenderInputs:
     """The first image of a post (GENERATE)."""
     scene = scene_key(spec)
     refs = [ref for ref in _ordered(spec.references) if ref.key != scene]
-    if family == "klein":
+    if family.native_references:
         inputs = RenderInputs()
         inputs.add(portrait_key(spec), "the persona's portrait")
         for ref in refs:
             inputs.add(ref.key, _label(ref))
         inputs.add(scene, "the scene")
-        return check_limit(inputs, "this post")
+        return check_limit(inputs, family, "this post")
     photo = spec.persona.photo_key
     main = scene or photo
     inputs = RenderInputs(main=main, labels=["the scene" if scene else "the persona's photo"] if main else [])
@@ -105,31 +107,31 @@ def first_image_inputs(spec: JobSpec, family: EngineFamily) -> RenderInputs:
     return inputs
 
 
-def variation_inputs(spec: JobSpec, family: EngineFamily, first_key: str) -> RenderInputs:
+def variation_inputs(spec: JobSpec, family: RenderFamily, first_key: str) -> RenderInputs:
     """A post's further images: variations of its first image (which already shows the scene and
     the products). klein also sees the portrait and products, as many as fit."""
     inputs = RenderInputs(main=first_key, labels=["the post's first image"])
-    if family == "klein":
+    if family.native_references:
         inputs.add(portrait_key(spec), "the persona's portrait")
         for ref in _ordered(spec.references):
-            if ref.role != "scene" and inputs.count < KLEIN_MAX_REFERENCES:
+            if ref.role != "scene" and inputs.count < (family.max_references or 0):
                 inputs.add(ref.key, _label(ref))
     return inputs
 
 
-def edit_inputs(spec: JobSpec, family: EngineFamily, current_key: str) -> RenderInputs:
+def edit_inputs(spec: JobSpec, family: RenderFamily, current_key: str) -> RenderInputs:
     """An edit of ``current_key``: the post's and this edit's references join the current image."""
     inputs = RenderInputs(main=current_key, labels=["the current image"])
-    if family == "klein":
+    if family.native_references:
         inputs.add(portrait_key(spec), "the persona's portrait")
     for ref in _ordered(spec.references):
         inputs.add(ref.key, _label(ref))
-    return check_limit(inputs, "this edit") if family == "klein" else inputs
+    return check_limit(inputs, family, "this edit")
 
 
-def check_job(spec: JobSpec, family: EngineFamily, *, edit: bool) -> None:
+def check_job(spec: JobSpec, family: RenderFamily, *, edit: bool) -> None:
     """Raise :class:`ReferenceLimitError` before any render when a job has too many references."""
-    if family != "klein":
+    if family.max_references is None:  # composed into the context: no limit
         return
     if edit:
         for index in spec.targets:

@@ -59,15 +59,26 @@ def train_config(spec: JobSpec, toy: bool, resolution: int) -> tuple[int, TrainC
 def train_persona(
     engine: Engine,
     spec: JobSpec,
+    on_progress: Callable[..., None] | None = None,
+    cancel: threading.Event | None = None,
+) -> JobResult:
+    """Run a train_persona job on ``engine``, holding it (loaded, one job at a time) throughout."""
+    with engine.hold():
+        return _train(engine, spec, on_progress, cancel)
+
+
+def _train(
+    engine: Engine,
+    spec: JobSpec,
     on_progress: Callable[..., None] | None,
     cancel: threading.Event | None,
 ) -> JobResult:
     from engine.render.persona_lora import persona_lora_bytes
-    from engine.training.families import family_of
+    from engine.training.families import train_family_of, training_pipeline_of
 
     started = time.perf_counter()
-    lp = engine.training_pipeline()  # klein: its Base model when ENGINE_TRAIN_MODEL names one
-    family = family_of(lp)
+    lp = training_pipeline_of(engine)  # klein: its Base model when ENGINE_TRAIN_MODEL names one
+    family = train_family_of(lp)
     resolution = spec.params.width if lp.toy else 1024
     count, config = train_config(spec, lp.toy, resolution)
     render_steps = count * spec.params.steps
