@@ -27,7 +27,7 @@ import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.specs import (
     KLEIN_FACTS,
@@ -41,7 +41,6 @@ from engine.specs import (
 if TYPE_CHECKING:
     import torch
 
-    from engine.render.pipeline import LoadedPipeline
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,17 @@ REAL_MAX_SEQUENCE_LENGTH = 512
 
 def _facts(facts: FamilyFacts) -> dict[str, Any]:
     return {field.name: getattr(facts, field.name) for field in fields(facts)}
+
+
+class PipelineState(Protocol):
+    """What a family reads of the loaded pipeline (engine.render.pipeline.LoadedPipeline)."""
+
+    pipe: Any
+    max_sequence_length: int
+    text_encoder_out_layers: tuple[int, ...]
+
+    @property
+    def execution_device(self) -> torch.device: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,12 +110,12 @@ class RenderFamily(FamilyFacts):
         raise NotImplementedError
 
     # -- rendering -----------------------------------------------------------------------------
-    def encode_prompt(self, lp: LoadedPipeline, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_prompt(self, lp: PipelineState, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The prompt's sequence embeddings and pooled embedding (``None`` where the family has
         none); the persona LoRAs never touch the text encoders."""
         raise NotImplementedError
 
-    def inpaint_pipeline(self, lp: LoadedPipeline) -> Any:
+    def inpaint_pipeline(self, lp: PipelineState) -> Any:
         """Region edits (extension point): the family's masked-edit pipeline built from ``lp``'s
         loaded components (``from_pipe``)."""
         raise NotImplementedError(f"region edits are not available on {self.label} yet")
@@ -140,7 +150,7 @@ class KontextFamily(RenderFamily):
     def text_encoding(self, pipe: Any) -> tuple[int, tuple[int, ...]]:
         return min(REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length)), ()  # T5
 
-    def encode_prompt(self, lp: LoadedPipeline, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_prompt(self, lp: PipelineState, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         embeds, pooled, _ = lp.pipe.encode_prompt(
             prompt=prompt, prompt_2=None, device=lp.execution_device, max_sequence_length=lp.max_sequence_length
         )
@@ -173,7 +183,7 @@ class KleinFamily(RenderFamily):
 
         return min(REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length)), out_layers(pipe)  # Qwen3
 
-    def encode_prompt(self, lp: LoadedPipeline, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_prompt(self, lp: PipelineState, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         from engine.render.klein_pipeline import encode_klein_prompt
 
         embeds = encode_klein_prompt(

@@ -14,13 +14,13 @@ Which images a render sees (:class:`RenderInputs`: a main image and extra refere
   costs a third more context tokens. (FLUX.1 Redux image tokens were measured against this, see
   README "Engine families": they carry a SigLIP summary of the image, not its details.)
 
-The rest of this module is plain data work; only :func:`kontext_context` touches the pipeline.
+This module is plain data work; engine.render.job_render encodes what it composes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
@@ -28,7 +28,6 @@ from engine.specs import JobSpec, ReferenceLimitError, ReferenceSpec
 
 if TYPE_CHECKING:
     from engine.render.families import RenderFamily
-    from engine.render.job_render import JobRender
 
 #: order of roles in a klein reference list (after the current image and the persona's portrait)
 _ROLE_ORDER = {"face": 0, "product": 1, "scene": 2}
@@ -171,21 +170,3 @@ def compose_context(
     for i, image in enumerate(others):
         canvas.paste(ImageOps.pad(image.convert("RGB"), (strip, cell), color=_BACKGROUND), (width, i * cell))
     return canvas
-
-
-def kontext_context(job: JobRender, main: str | None, extra: list[str], width: int, height: int) -> Any:
-    """Latents of the composed context of a Kontext render (cached per thread like a plain context)."""
-    from engine.render.pipeline import encode_context
-
-    lp = job.pipeline
-    key = "+".join([main or "-", *extra])
-    with job.cache.lock:  # the storer threads re-key this cache beside the render
-        latents = job.cache.latents.get((key, width, height))
-    if latents is None:
-        main_image = job.image(main) if main is not None else None
-        composite = compose_context(main_image, [job.image(k) for k in extra], width, height, lp.multiple_of)
-        latents = encode_context(lp, composite, *composite.size)
-        job.stats["context_encodes"] += 1
-        with job.cache.lock:
-            job.cache.latents[(key, width, height)] = latents
-    return latents
