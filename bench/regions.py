@@ -96,7 +96,7 @@ def family_figures(name: str, args: argparse.Namespace) -> dict:
         outside_kept = outside_kept and bool(kept.all())
     full_s, masked_s = statistics.median(full), statistics.median(masked)
     return {
-        "family": lp.family,
+        "family": lp.family.name,
         "size": size,
         "steps": steps,
         "region_share": round(float(region.coverage), 3),

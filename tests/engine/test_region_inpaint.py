@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.render.inpaint_inputs import klein_references, kontext_reference
 from engine.render.pipeline import load_pipeline
-from engine.render.regions.inpaint import inpaint_pipeline, klein_references, render_region
+from engine.render.regions.inpaint import inpaint_pipeline, render_region
 from engine.render.regions.masks import prepare_region
 
 pytestmark = pytest.mark.slow
@@ -65,9 +66,11 @@ def test_the_inpaint_pipeline_shares_the_loaded_modules(lp) -> None:
     assert pipe.transformer is lp.pipe.transformer and pipe.vae is lp.pipe.vae
 
 
-def test_klein_references_get_one_size_so_none_is_cropped() -> None:
+def test_references_take_the_shape_each_family_needs() -> None:
     refs = klein_references([Image.new("RGB", (64, 128)), Image.new("RGB", (200, 50))], 64 * 64, 16)
-    assert refs[0].size == refs[1].size
+    assert refs[0].size == refs[1].size  # klein crops every reference to the first one's size
+    one = kontext_reference([Image.new("RGB", (300, 300)), Image.new("RGB", (50, 100))], 64 * 64, 16)
+    assert one is not None and one.width * one.height <= 64 * 64 * 1.3  # one image for Kontext
 
 
 def test_klein_gives_every_sample_all_references_when_their_counts_match() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.config import EngineConfig
 from engine.render.engine import Engine
 from engine.render.regions.masks import NothingFound, RegionError
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec, RegionSpec
@@ -21,7 +22,7 @@ _counter = iter(range(1_000_000))
 @pytest.fixture(scope="module")
 def klein_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     root = tmp_path_factory.mktemp("klein-regions")
-    eng = Engine(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "blobs"))
+    eng = Engine(EngineConfig(model="tiny-klein", lora_dir=root / "loras"), BlobStore(root / "blobs"))
     eng.load()
     return eng
 

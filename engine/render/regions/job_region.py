@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from engine.render.regions.segmentation import Segmenter
     from storage.blobs import BlobStore
 
+
 def tryon_prompt(instruction: str, names: list[str]) -> str:
     garment = ", ".join(names) if names else "the garment in the reference image"
     extra = f" {instruction.strip()}." if instruction.strip() else ""
@@ -100,9 +101,9 @@ def region_edit(job: JobRender, edit_text: str) -> tuple[list[str], list[GateRes
         image = job.image(keys[index])
         shape = prepare_region(mask_from_image_bytes(job.blobs.get(mask_key), image.size), image_number=index + 1)
         inputs = refs.edit_inputs(spec, lp.family, keys[index])
-        if lp.family == "klein":
+        if lp.family.native_references:  # klein: portrait, faces, products, scene
             extra = [job.image(k) for k in inputs.extra]
-        else:
+        else:  # Kontext: one reference, the products (the garment of a try-on)
             extra = [job.image(r.key) for r in spec.references if r.role == "product"]
         if shape.full:  # (almost) everything: a normal edit of this image
             width, height = job.size_like(keys[index])
