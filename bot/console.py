@@ -179,12 +179,13 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
 
 
 #: ``@<role>=path`` attaches with a role; a bare ``@path`` is a scene image
-_ROLE_TOKEN = re.compile(r"^@(product|scene|face)=(.+)$")
+_ROLE_TOKEN = re.compile(r"^@(product|scene|face|mask)=(.+)$")
 
 
 def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
     """``@path/to/scene.png`` words attach that file (the console's upload) as a scene image;
-    ``@product=path``, ``@scene=path`` and ``@face=path`` attach it with that role."""
+    ``@product=path``, ``@scene=path`` and ``@face=path`` attach it with that role; ``@mask=path`` is
+    the mask of a region edit (white = change)."""
     words: list[str] = []
     files: list[Attachment] = []
     try:

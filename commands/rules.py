@@ -7,7 +7,7 @@ from commands.context import Ctx
 from commands.ids import parse_id
 from commands.ports import Stored
 from commands.validation import InputError
-from storage.models import Persona, Thread, ThreadStatus, Turn, User
+from storage.models import Persona, Thread, ThreadStatus, Turn, TurnStatus, User
 
 
 def check_owner(conv: Stored, ctx: Ctx, thread: Thread) -> None:
@@ -104,3 +104,11 @@ async def own_persona(conv: Stored, ctx: Ctx, name: str) -> Persona:
         names = ", ".join(p.name for p in await conv.store.list_personas(ctx.user.id)) or "none yet"
         raise InputError(f"you have no persona named {name!r} (yours: {names})")
     return persona
+
+
+async def unusable(conv: Stored, turn: Turn, wanted: str) -> str:
+    """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
+    job = await conv.store.job_for_turn(turn.id)
+    what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
+    reason = f" ({job.error})" if job is not None and job.error and turn.status == TurnStatus.FAILED else ""
+    return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"

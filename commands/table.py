@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from commands.args import usage
 from commands.command import Arg, Command
-from commands.handlers import info, posts, references, studio
+from commands.handlers import edits, info, posts, references, studio
 from commands.params import BOUNDS, COUNT_BOUNDS, SEED_HINT
 from commands.references import ROLE_WORDS
+from commands.regions import MASK_ROLE
 from commands.table_groups import PERSONA, PRODUCT
 from commands.validation import MAX_TEXT_CHARS
 from engine.specs import ReferenceRole
@@ -97,6 +98,48 @@ COMMANDS: tuple[Command, ...] = (
                 positional=True,
                 shown="<key>",
                 missing="that image is no longer waiting (it was used already); send it again",
+            ),
+        ),
+    ),
+    Command(
+        "edit",
+        "Edit this post's image; region= changes only that part (a mask image too)",
+        "修改图片；区域= 只改那一部分（也可附蒙版图）",
+        aliases=("编辑",),
+        handler=edits.edit_command,
+        args=(
+            Arg(
+                "instruction",
+                "str",
+                "what to change",
+                required=True,
+                min=1,
+                max=MAX_TEXT_CHARS,
+                positional=True,
+                takes="text",
+                missing="say what to change",
+            ),
+            Arg("region", "str", "only this part of the image, in words (e.g. top, hat)", max=100, aliases=("区域",)),
+            Arg("image", "str", "which image: a number, or all", max=3, shown="[image=N|all]"),
+            Arg("product", "str", "products from your library (comma-separated)", max=200, autocomplete="products"),
+            Arg("mask", "attachment", "a mask image: white = change, black = keep", role=MASK_ROLE),
+            Arg("product_image", "attachment", "a product image for this edit", role=ReferenceRole.PRODUCT),
+        ),
+    ),
+    Command(
+        "tryon",
+        "Dress the persona in a product from your library (or an attached garment photo)",
+        "试穿：让人设穿上商品库里的服装（或附上的服装图）",
+        aliases=("试穿",),
+        handler=edits.tryon,
+        args=(
+            Arg("product", "str", "the garment, from your library", positional=True, autocomplete="products"),
+            Arg("region", "str", "the part it replaces, in words (default: the clothes)", max=100, aliases=("区域",)),
+            Arg(
+                "product_image",
+                "attachment",
+                "a garment photo (on a mannequin or laid flat)",
+                role=ReferenceRole.PRODUCT,
             ),
         ),
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from commands.regions import describe as describe_region
 from storage.models import Turn
 
 
@@ -22,7 +23,9 @@ def describe_turn(turn: Turn) -> str:
     what = turn.instruction or "(no instruction)"
     scores = ", ".join(format_score(s) for s in (turn.identity_scores or [])) or "no images yet"
     flags = " ✅" if turn.approved else ""
-    return f"#{turn.id} {turn.kind}: {what} — {scores} [{turn.status}]{flags}"
+    region = describe_region(turn.params)
+    where = f" ({region})" if region else ""
+    return f"#{turn.id} {turn.kind}: {what}{where} — {scores} [{turn.status}]{flags}"
 
 
 def render_tree(turns: Sequence[Turn], current_id: int | None) -> str:

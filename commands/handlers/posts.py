@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 from commands import references as refs
-from commands import rules
+from commands import regions, rules
 from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
+from commands.handlers import edits
 from commands.job_cancel import cancel_job
 from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
@@ -119,85 +119,16 @@ async def message(conv: Rendering, ctx: Ctx) -> list[Action]:
 async def edit(
     conv: Rendering, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
 ) -> list[Action]:
-    """An edit instruction, with ``product=<name>`` first, a ``product:`` / ``scene:`` / ``face:`` word
-    naming the role of its attached images, ``all:`` or ``#N`` choosing the images it changes."""
-    rules.check_owner(conv, ctx, thread)
-    rules.check_open(thread)
-    text = check_text(text, "instruction")
-    names, text = refs.product_prefix(text)
-    role, text = refs.role_prefix(text)
-    text = check_text(text, "instruction")
-    targets: list[int] | None = None
-    if text.lower().startswith(("all:", "all：")):
-        text = check_text(text[4:], "instruction")
-        targets = []  # filled below: every image
-    elif match := re.match(r"^#(\d)\s*[:：]?\s*(.+)$", text, re.S):
-        targets = [int(match.group(1)) - 1]
-        text = check_text(match.group(2), "instruction")
-    current = await rules.current_turn(conv, thread)
-    if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, current, "edit it"))
-    if current is None or current.status != TurnStatus.DONE or not current.image_keys:
-        raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
-    await rules.check_idle(conv, thread)
-    count = len(current.image_keys)
-    if targets == []:
-        targets = list(range(count))
-    targets = targets or [int((thread.settings or {}).get("target", 0))]
-    if any(not 0 <= t < count for t in targets):
-        raise InputError(f"this post has {count} image(s); use #1 to #{count}")
-    library = await refs.library(conv, ctx.user.id, names)
-    attachments = ctx.event.attachments if not chosen else ()
-    refs.check_attachments(attachments)
-    waiting = refs.pending_refs(ctx.user)
-    known = refs.from_dicts(thread.references) + library + list(chosen) + waiting
-    said = [replace(a, role=a.role or role) for a in attachments]
-    refs.check_limit(conv.config.engine_model, known, editing=True, attached=said)
-    await rules.check_limits(conv, ctx.user)
-    if attachments and role is None and any(a.role is None for a in attachments):
-        return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
-    attached = [
-        ReferenceSpec(role=r or ReferenceRole.SCENE, key=k)
-        for r, k in await refs.store_attachments(conv, attachments, role)
-    ]
-    edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
-    if waiting:
-        ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
-    persona = await conv.store.get_persona(thread.persona_id)
-    params = conv.params(ctx.user, thread)
-    spec = JobSpec(
-        job_id=uuid.uuid4().hex,
-        kind=JobKind.EDIT,
-        user_id=ctx.user.id,
-        thread_id=thread.id,
-        persona=conv.persona_spec(persona),
-        prompt=text,
-        context_keys=list(current.image_keys),
-        targets=targets,
-        seed=conv.seed(ctx.user, thread),
-        params=params,
-        references=edit_refs,
-    )
-    where = ctx.where_thread(thread)
-    turn = dict(
-        parent_id=current.id,
-        kind=TurnKind.EDIT,
-        instruction=text,
-        params=params.model_dump(),
-        references=refs.as_dicts(edit_refs),
-    )
-    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
-    which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
-    extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
-    using = f", with {refs.describe(extra)}" if extra else ""
-    return [ctx.reply(f"✏️ {text} ({which}{using})", where=where), queued]
+    """An edit instruction (commands.handlers.edits: its leading words choose images, products,
+    the role of its attached images, a region or a mask)."""
+    return await edits.edit(conv, ctx, thread, edits.read_instruction(text), chosen)
 
 
 async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)  # a cancelled post stays closed
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, turn, "approve it"))
+        raise InputError(await rules.unusable(conv, turn, "approve it"))
     if turn.status != TurnStatus.DONE:
         raise InputError("that result is not finished; approve it when its images are there")
     await conv.store.set_approved(turn.id, True)
@@ -232,6 +163,7 @@ async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
         seed=random.randrange(2**31),  # regenerate = same spec, a new seed
         params=params,
         references=list(before.references) if before else refs.from_dicts(turn.references),
+        region=before.region if before else None,  # the same masks (recorded on the job by the worker)
     )
     turn_params = {
         **params.model_dump(),
@@ -239,6 +171,8 @@ async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
         "of_kind": base_kind,
         "replaces": turn.id,  # undo after a regenerate goes back to this result
     }
+    if before is not None and before.region is not None:
+        turn_params["region"] = regions.region_params(before.region)
     where = ctx.where_thread(thread)
     new_turn = dict(
         parent_id=turn.parent_id,
@@ -289,14 +223,6 @@ async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
 async def _cancel_jobs(conv: Cancelling, jobs: list[Job]) -> None:
     for job in jobs:
         await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled")
-
-
-async def _unusable(conv: Stored, turn: Turn, wanted: str) -> str:
-    """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
-    job = await conv.store.job_for_turn(turn.id)
-    what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
-    reason = f" ({job.error})" if job is not None and job.error and turn.status == TurnStatus.FAILED else ""
-    return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"
 
 
 async def _spec_of(conv: Stored, turn: Turn) -> JobSpec | None:

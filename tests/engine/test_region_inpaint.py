@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.render.inpaint_inputs import klein_references, kontext_reference
 from engine.render.pipeline import load_pipeline
-from engine.render.regions.inpaint import inpaint_pipeline, render_region
+from engine.render.regions.inpaint import cover_blocks, inpaint_pipeline, render_region
 from engine.render.regions.masks import prepare_region
 
 pytestmark = pytest.mark.slow
@@ -57,13 +57,29 @@ def test_same_seed_same_result_alone_or_in_a_batch(lp) -> None:
     kwargs = dict(prompt="a red top", image=image, region=region, steps=2, guidance=2.5, area=64 * 64)
     batch = render_region(lp, seeds=[11, 12], references=_refs()[:1], **kwargs)
     alone = render_region(lp, seeds=[12], references=_refs()[:1], **kwargs)
-    assert np.array_equal(np.asarray(batch[1].image), np.asarray(alone[0].image))
+    again = render_region(lp, seeds=[12], references=_refs()[:1], **kwargs)
+    assert np.array_equal(np.asarray(alone[0].image), np.asarray(again[0].image))  # exact
+    # in a batch: the same noise; batched float arithmetic may round a few values by one level
+    diff = np.abs(np.asarray(batch[1].image, dtype=np.int16) - np.asarray(alone[0].image, dtype=np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_the_inpaint_pipeline_shares_the_loaded_modules(lp) -> None:
     pipe = inpaint_pipeline(lp)
     assert pipe is inpaint_pipeline(lp)  # made once
     assert pipe.transformer is lp.pipe.transformer and pipe.vae is lp.pipe.vae
+
+
+def test_a_scattered_mask_still_depends_on_the_seed(lp) -> None:
+    """Single pixels far apart vanish in the pipelines' latent-space mask unless grown to whole cells."""
+    image = _image()
+    mask = np.zeros((72, 96), dtype=bool)
+    mask[10:60:9, 12:90:11] = True
+    region = prepare_region(mask)
+    kwargs = dict(prompt="x", image=image, region=region, steps=2, guidance=2.5, area=64 * 64)
+    one, two = render_region(lp, seeds=[1], **kwargs)[0], render_region(lp, seeds=[2], **kwargs)[0]
+    assert not np.array_equal(np.asarray(one.image), np.asarray(two.image))
+    assert cover_blocks(np.eye(4, dtype=bool), 2).sum() == 8
 
 
 def test_references_take_the_shape_each_family_needs() -> None:

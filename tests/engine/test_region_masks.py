@@ -74,6 +74,13 @@ def test_region_is_dilated_and_feathered_inside_the_hard_mask() -> None:
     assert edge.max() < 1.0  # the rim fades
 
 
+def test_a_thin_mask_is_repainted_in_full() -> None:
+    mask = np.zeros((100, 100), bool)
+    mask[50, 10:90] = True  # one pixel thick: erosion alone would fade it away
+    region = prepare_region(mask)
+    assert (region.alpha[mask] == 1.0).all()
+
+
 def test_almost_everything_is_a_normal_edit() -> None:
     mask = np.ones((100, 100), bool)
     mask[:1, :1] = False

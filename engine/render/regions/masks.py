@@ -3,7 +3,8 @@
 A mask comes from an attached image (:func:`mask_from_image_bytes`, any size, resized to the
 image), from words or from clicks (engine.render.regions.segmentation). :func:`prepare_region`
 checks it and turns it into a :class:`Region`: the *hard* mask (the mask dilated a little) and an
-*alpha* feathered inward (1 deep inside, falling to 0 at the hard mask's edge, 0 outside).
+*alpha* feathered inward (1 on the mask itself and deep inside, falling to 0 at the hard mask's
+edge, 0 outside; a thin mask is never faded away).
 :func:`composite` puts a rendered image over the original with that alpha and takes the original
 wherever the hard mask is black, so outside it the result is the original pixel for pixel.
 
@@ -150,6 +151,7 @@ def prepare_region(mask: np.ndarray, *, what: str = "the mask", image_number: in
         hard = np.ones_like(hard)
         return Region(hard=hard, alpha=np.ones(hard.shape, np.float32), coverage=1.0, full=True)
     alpha = feather_inward(hard, max(2, round(FEATHER_SHARE * long)))
+    alpha = np.maximum(alpha, mask.astype(np.float32))  # the mask itself is always repainted in full
     return Region(hard=hard, alpha=alpha, coverage=coverage, full=False)
 
 
