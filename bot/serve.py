@@ -59,7 +59,9 @@ async def run_front_ends(settings: Settings) -> int:
         from bot.web import WebConfig, WebFrontEnd, make_state
 
         web_config = WebConfig.from_settings(settings)
-        web = WebFrontEnd(web_config, make_state(web_config, app.store, app.blobs, app.conversation.queue))
+        web = WebFrontEnd(
+            web_config, make_state(web_config, app.store, app.blobs, app.conversation.queue, app.conversation)
+        )
         front_ends.insert(0, web)  # first: it is up (health checks answer) before the chat front ends
         queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
         log.info("starting %s; jobs: %s", " + ".join(names), queue)

@@ -151,11 +151,16 @@ class StudioReads:
 
 
 def spec_image_keys(spec: object) -> set[str]:
-    """Blob keys a job spec names: ``context_keys`` and the ``key`` of each of its ``references``."""
+    """Blob keys a job spec names: ``context_keys``, the ``key`` of each of its ``references`` and a
+    region edit's masks (``region.mask_key``, ``region.mask_keys``)."""
     if not isinstance(spec, dict):
         return set()
     keys = {key for key in spec.get("context_keys") or [] if isinstance(key, str)}
     for ref in spec.get("references") or []:
         if isinstance(ref, dict) and isinstance(ref.get("key"), str):
             keys.add(ref["key"])
+    region = spec.get("region")
+    if isinstance(region, dict):
+        masks = [region.get("mask_key"), *(region.get("mask_keys") or [])]
+        keys.update(key for key in masks if isinstance(key, str))
     return keys

@@ -59,6 +59,8 @@ class TurnNode:
     references: list[dict[str, str]]
     current: bool
     children: list[TurnNode] = field(default_factory=list)
+    #: a region turn's masks by image index (shown over those images)
+    masks: dict[int, str] = field(default_factory=dict)
 
 
 async def post(request: web.Request) -> web.Response:
@@ -72,6 +74,7 @@ async def post(request: web.Request) -> web.Response:
     for turn in turns:
         references = _references(turn, specs.get(turn.job_id or ""), thread)
         nodes[turn.id] = TurnNode(turn, references, current=turn.id == thread.current_turn_id)
+        nodes[turn.id].masks = _masks(turn, specs.get(turn.job_id or ""))
     roots: list[TurnNode] = []
     for node in nodes.values():
         parent = nodes.get(node.turn.parent_id) if node.turn.parent_id is not None else None
@@ -179,3 +182,17 @@ def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list
     if not found and turn.parent_id is None and thread.scene_key:
         found = [{"role": "scene", "key": thread.scene_key}]
     return found
+
+
+def _masks(turn: Turn, spec: dict[str, Any] | None) -> dict[int, str]:
+    """A region turn's mask per image it changed: the worker's masks in ``targets`` order, or the
+    attached mask (every target) until the worker has made them."""
+    region = (turn.params or {}).get("region")
+    if not isinstance(region, dict):
+        return {}
+    targets = [t for t in (spec or {}).get("targets") or [0] if isinstance(t, int)]
+    made = [key for key in region.get("mask_keys") or [] if isinstance(key, str)]
+    if len(made) == len(targets):
+        return dict(zip(targets, made, strict=True))
+    attached = region.get("mask_key")
+    return {target: attached for target in targets} if isinstance(attached, str) else {}

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from bot.frontend import ConversationPort
 from bot.web.auth import Viewer, viewer_of
 from bot.web.pages import _int, _own_thread
 from bot.web.state import STATE, WebState
+from commands.events import Attachment, Event, EventKind, Reply
+from commands.regions import MASK_ROLE
 from engine.render.regions.masks import RegionError
-from storage.models import Thread
+from storage.models import Thread, User
 
 MAX_POINTS = 64
 
@@ -105,6 +109,34 @@ async def edit(request: web.Request) -> web.Response:
     found = await _mask(state, key, _points(body))
     ok, text = await state.region_edits(viewer.user, thread, index, found.png(), instruction.strip())
     return web.Response(text=text, status=200 if ok else 400)
+
+
+def edits_through(
+    conversation: ConversationPort,
+) -> Callable[[User, Thread, int, bytes, str], Awaitable[tuple[bool, str]]]:
+    """The page's edits as chat events of the post's owner on the post's platform: ``#N mask:
+    <instruction>`` with the mask attached (role ``mask``), aimed at the post's current turn, so the
+    conversation treats it like a chat edit (checks, limits, the new turn) and the result is
+    delivered into the post's chat thread."""
+
+    async def send(user: User, thread: Thread, index: int, mask_png: bytes, instruction: str) -> tuple[bool, str]:
+        event = Event(
+            platform=thread.platform,
+            user_id=user.platform_user_id,
+            user_name=user.display_name,
+            kind=EventKind.MESSAGE,
+            text=f"#{index + 1} mask: {instruction}",
+            attachments=(Attachment(filename="mask.png", data=mask_png, content_type="image/png", role=MASK_ROLE),),
+            channel_id=thread.channel_id,
+            thread_id=thread.thread_id,
+            turn_id=thread.current_turn_id,
+        )
+        actions = await conversation.handle(event)
+        said = [action.text for action in actions if isinstance(action, Reply)]
+        refused = any(text.startswith("⚠️") for text in said)
+        return not refused, "\n".join(said) or "sent"
+
+    return send
 
 
 def add_routes(app: web.Application) -> None:

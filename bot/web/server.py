@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.frontend import FrontEndBase
+from bot.frontend import ConversationPort, FrontEndBase
 from bot.web import admin, auth, ops, pages, regions
 from bot.web.config import WebConfig
 from bot.web.state import STATE, WebState
@@ -73,7 +73,15 @@ async def _to_gallery(_request: web.Request) -> web.Response:
     raise web.HTTPFound("/studio/posts")
 
 
-def make_state(config: WebConfig, store: Store, blobs: BlobStore, queue: JobQueue | None) -> WebState:
+def make_state(
+    config: WebConfig,
+    store: Store,
+    blobs: BlobStore,
+    queue: JobQueue | None,
+    conversation: ConversationPort | None = None,
+) -> WebState:
+    """The server's state; with ``conversation`` (the chat front ends' own, ``persona-studio run``)
+    the "Edit a region" page can send its edits into posts."""
     redis = None
     if config.redis_url:
         import redis.asyncio as aioredis
@@ -90,6 +98,7 @@ def make_state(config: WebConfig, store: Store, blobs: BlobStore, queue: JobQueu
         redis=redis,
         queue=queue,
         previews=MaskPreviews(config.seg_model),
+        region_edits=regions.edits_through(conversation) if conversation is not None else None,
     )
 
 

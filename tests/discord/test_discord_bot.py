@@ -83,7 +83,13 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
         "status",
         "gallery",
         "help",
+        "edit",
+        "tryon",
     }
+    edit = next(c for c in sync.json if c["name"] == "edit")  # region edits: words or a mask image
+    assert {o["name"]: o["type"] for o in edit["options"]} == {
+        "instruction": 3, "region": 3, "image": 3, "product": 3, "mask": 11, "product_image": 11,
+    }  # fmt: skip
     create = next(o for o in next(c for c in sync.json if c["name"] == "persona")["options"] if o["name"] == "create")
     archetype = next(o for o in create["options"] if o["name"] == "archetype")
     assert [c["value"] for c in archetype["choices"]] == ["sweet", "boss"]
@@ -100,7 +106,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
 async def test_commands_sync_globally_without_guild_ids(fake: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot(StandInConversation(), guild_sync=False)
     sync = await fake.wait_request(route="sync_global_commands")
-    assert len(sync.json) == 13 and not fake.requests_for("sync_guild_commands")
+    assert len(sync.json) == 15 and not fake.requests_for("sync_guild_commands")
 
 
 async def test_a_whole_post_conversation(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:

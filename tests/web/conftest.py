@@ -99,7 +99,7 @@ async def start_studio(tmp_path: Path, engine: FakeEngine | None = None, **overr
     engine = engine or PaintingEngine(blobs=BlobStore(settings.blob_dir))
     app = await build_app(settings, engine=engine)
     config = WebConfig.from_settings(settings)
-    web = WebFrontEnd(config, make_state(config, app.store, app.blobs, app.conversation.queue))
+    web = WebFrontEnd(config, make_state(config, app.store, app.blobs, app.conversation.queue, app.conversation))
     await web.start()
     return Studio(settings=settings, app=app, web=web, engine=engine, tmp_path=tmp_path)
 

@@ -46,6 +46,30 @@ async def test_clicks_show_the_mask_after_each_click(studio: Studio, browser: An
     assert segmenter.stats["embeddings"] == 1 and segmenter.stats["masks"] == 2  # the embedding once
 
 
+async def test_an_instruction_makes_a_new_turn_that_the_chat_gets(studio: Studio, browser: Any) -> None:
+    page, post = await _open(studio, browser)
+    chat = studio.console("ann")  # the post's chat: its results are delivered here
+    before = {turn.id for turn in await studio.app.store.turns(post)}
+    box = await page.locator("#picture").bounding_box()
+    assert box is not None
+    await page.touchscreen.tap(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)  # a phone tap
+    await page.wait_for_function("document.getElementById('stage').dataset.previews === '1'")
+    await page.fill("#instruction", "make it red linen")
+    await page.click("#submit")
+    await page.wait_for_url(f"**/studio/posts/{post}")
+    turns = [turn for turn in await studio.app.store.turns(post) if turn.id not in before]
+    assert len(turns) == 1 and turns[0].instruction == "make it red linen"
+    region = turns[0].params["region"]
+    assert region["source"] == "mask" and studio.app.blobs.exists(region["mask_key"])
+    await chat.wait_job(str(turns[0].job_id), limit_s=60)
+    assert (await studio.app.store.get_job(str(turns[0].job_id))).delivered
+    assert f"Edit #{turns[0].id}: make it red linen" in chat.stream.getvalue()  # type: ignore[attr-defined]
+    await page.reload()
+    mask = page.locator(f"img[alt='mask of turn {turns[0].id} image 1']")
+    assert await mask.count() == 1  # the turn tree shows the mask over the image
+    assert await mask.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
 async def test_another_users_post_and_a_forged_form_are_refused(studio: Studio, http: aiohttp.ClientSession) -> None:
     await make_posts(studio, "ann", "mia", ["latte on a balcony"])
     ann = await studio.app.store.user("console", "ann")
