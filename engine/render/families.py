@@ -132,6 +132,8 @@ class RenderFamily(FamilyFacts):
     def inpaint_pipeline(self, lp: PipelineState) -> Any:
         """Region edits: the family's masked-edit pipeline built from ``lp``'s loaded components
         (``from_pipe``: one transformer in memory, the persona LoRA slot active in it), made once."""
+        if not self.inpaint_class:
+            raise NotImplementedError(f"region edits are not available on {self.label}")
         pipe = _INPAINT.get(lp.pipe)
         if pipe is None:
             import diffusers

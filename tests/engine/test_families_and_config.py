@@ -44,10 +44,9 @@ def test_lora_library_folder_per_family(tmp_path: Path) -> None:
     assert KONTEXT.lora_root(tmp_path, "tiny") == tmp_path / "kontext"
 
 
-def test_region_edits_are_an_extension_point_not_a_silent_no_op() -> None:
-    with pytest.raises(NotImplementedError, match=r"region edits are not available on FLUX\.2 klein"):
-        KLEIN.inpaint_pipeline(None)  # type: ignore[arg-type]
-    assert KONTEXT.latent_rgb_factors is None and KLEIN.latent_rgb_factors is None
+def test_each_family_names_its_inpaint_pipeline_for_region_edits() -> None:
+    assert (KONTEXT.inpaint_class, KLEIN.inpaint_class) == ("FluxKontextInpaintPipeline", "Flux2KleinInpaintPipeline")
+    assert KONTEXT.latent_rgb_factors is None and KLEIN.latent_rgb_factors is None  # previews: still to come
 
 
 def test_engine_config_is_built_once_from_settings(tmp_path: Path) -> None:
