@@ -77,7 +77,8 @@ class Segmenter:
         self.stats: Counter[str] = Counter()
         self._cache: LRUCache[str, _Embedding] = LRUCache(maxsize=cache_size)
         self._lock = threading.RLock()
-        self._models: tuple[Any, Any, Any, Any] | None = None
+        self._detector: tuple[Any, Any] | None = None  # (model, processor), loaded when words come
+        self._sam: tuple[Any, Any] | None = None  # loaded on the first mask
 
     @classmethod
     def from_models(
@@ -85,39 +86,61 @@ class Segmenter:
     ) -> Segmenter:
         """A segmenter of models already built (tests, benches)."""
         segmenter = cls("given", **kwargs)
-        segmenter._models = (detector.to(segmenter.device), detector_processor, sam.to(segmenter.device), sam_processor)
+        segmenter._detector = (detector.to(segmenter.device), detector_processor)
+        segmenter._sam = (sam.to(segmenter.device), sam_processor)
         return segmenter
 
+    def _names(self) -> list[str]:
+        names = [part.strip() for part in self.spec.split(",")]
+        if len(names) != 2 or not all(names):
+            raise ValueError(f"ENGINE_SEG_MODEL must be 'tiny' or '<detector>,<sam>', not {self.spec!r}")
+        return names
+
     def load(self) -> None:
+        """Load both models now (each otherwise loads on its first use: clicks need SAM only)."""
+        self.models  # noqa: B018
+
+    @property
+    def detector(self) -> tuple[Any, Any]:
         with self._lock:
-            if self._models is not None:
-                return
-            if self.spec == "tiny":
-                from engine.render.regions.tiny_segmentation import build_tiny_owlv2, build_tiny_sam
+            if self._detector is None:
+                if self.spec == "tiny":
+                    from engine.render.regions.tiny_segmentation import build_tiny_owlv2
 
-                detector, detector_processor = build_tiny_owlv2()
-                sam, sam_processor = build_tiny_sam(hq=True)
-            else:
-                from transformers import AutoModel, AutoModelForZeroShotObjectDetection, AutoProcessor
+                    model, processor = build_tiny_owlv2()
+                else:
+                    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-                names = [part.strip() for part in self.spec.split(",")]
-                if len(names) != 2 or not all(names):
-                    raise ValueError(f"ENGINE_SEG_MODEL must be 'tiny' or '<detector>,<sam>', not {self.spec!r}")
-                detector = AutoModelForZeroShotObjectDetection.from_pretrained(_source(names[0])).eval()
-                detector_processor = AutoProcessor.from_pretrained(_source(names[0]))
-                sam = AutoModel.from_pretrained(_source(names[1])).eval()
-                sam_processor = AutoProcessor.from_pretrained(_source(names[1]))
-            self._models = (detector.to(self.device), detector_processor, sam.to(self.device), sam_processor)
+                    name = _source(self._names()[0])
+                    model = AutoModelForZeroShotObjectDetection.from_pretrained(name).eval()
+                    processor = AutoProcessor.from_pretrained(name)
+                self._detector = (model.to(self.device), processor)
+            return self._detector
+
+    @property
+    def sam(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._sam is None:
+                if self.spec == "tiny":
+                    from engine.render.regions.tiny_segmentation import build_tiny_sam
+
+                    model, processor = build_tiny_sam(hq=True)
+                else:
+                    from transformers import AutoModel, AutoProcessor
+
+                    name = _source(self._names()[1])
+                    model, processor = AutoModel.from_pretrained(name).eval(), AutoProcessor.from_pretrained(name)
+                self._sam = (model.to(self.device), processor)
+            return self._sam
 
     @property
     def models(self) -> tuple[Any, Any, Any, Any]:
-        self.load()
-        assert self._models is not None
-        return self._models
+        """(detector, its processor, SAM, its processor), loading what is not loaded yet."""
+        return (*self.detector, *self.sam)
 
     @property
     def hq(self) -> bool:
-        return self.models[2].config.model_type == "sam_hq"
+        return self.sam[0].config.model_type == "sam_hq"
 
     # -- SAM ----------------------------------------------------------------------------------
     def embedding(self, image: Image.Image, key: str | None = None) -> _Embedding:
@@ -127,7 +150,7 @@ class Segmenter:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            _, _, sam, processor = self.models
+            sam, processor = self.sam
             inputs = processor(images=image.convert("RGB"), return_tensors="pt")
             with torch.inference_mode():
                 pixels = inputs["pixel_values"].to(self.device, sam.dtype)
@@ -150,7 +173,7 @@ class Segmenter:
         """SAM's masks (N x H x W bool) for ``points`` (1 x P x 2, image pixels) with ``labels``
         (1 x P), or for ``boxes`` (N x 4, image pixels): one mask per box."""
         embedding = self.embedding(image, key)
-        _, _, sam, processor = self.models
+        sam, processor = self.sam
         sx, sy = self._scale(embedding)
         feed: dict[str, torch.Tensor] = {}
         if "points" in prompts:
@@ -186,7 +209,7 @@ class Segmenter:
         queries = [q.strip() for q in words.split(",") if q.strip()]
         if not queries:
             raise RegionError("say which region: region=<words>, e.g. region=top")
-        detector, processor, _, _ = self.models
+        detector, processor = self.detector
         rgb = image.convert("RGB")
         inputs = processor(text=[queries], images=rgb, return_tensors="pt").to(self.device)
         with torch.inference_mode():
