@@ -55,7 +55,8 @@ class Running(JobEvent):
     attempt: int = 0
     #: what the step is doing, when it says more than a step count ("training step 3/20 · loss 0.41")
     note: str | None = None
-    #: number of the job's latest live preview (read it with ``bus.previews.get(job_id)``); None: none yet
+    #: number of the job's latest live preview (read it with ``bus.previews.get(job_id)``); None: none yet, or
+    #: not yet known where this event was made (a reader keeps the highest number it saw)
     preview: int | None = None
 
     @classmethod
