@@ -5,8 +5,7 @@ its previews arrive; owner (or admin) only; a cancelled job keeps its last previ
 from __future__ import annotations
 
 import io
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,55 +13,22 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from engine.errors import JobCancelled
-from engine.previews import PreviewFrame
-from engine.specs import JobKind, JobResult, JobSpec
 from storage.blobs import BlobStore
 from tests.conversation.helpers import queued, run
+from tests.fakes.previews import PREVIEWS, STEPS, PreviewingEngine
 from tests.web.conftest import PaintingEngine, Studio, start_studio, stop_studio
 
-STEPS = 8
-#: the preview made after each of these steps, and its colour
-PREVIEWS = {2: (220, 30, 30), 4: (30, 30, 220)}
 WAIT_MS = 20_000  # failure guard only: every wait ends on what the page shows
 
 
-class PreviewingEngine(PaintingEngine):
-    """The painting engine; a generate job takes one step per ``steps.release()`` and shows a red,
-    then a blue preview after steps 2 and 4 (the engine's real previews: tests/engine/test_previews.py)."""
-
-    def __init__(self, blobs: BlobStore) -> None:
-        super().__init__(blobs=blobs)
-        self.steps = threading.Semaphore(0)
-
-    def run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[..., None] | None = None,
-        cancel: threading.Event | None = None,
-        on_model_free: Callable[[], None] | None = None,
-        on_preview: Callable[[PreviewFrame], None] | None = None,
-    ) -> JobResult:
-        if spec.kind != JobKind.GENERATE:
-            return super().run(spec, on_progress, cancel)
-        self.specs.append(spec)
-        for step in range(1, STEPS + 1):
-            while not self.steps.acquire(timeout=0.02):
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelled(spec.job_id)
-            if on_progress is not None:
-                on_progress(step, STEPS)
-            if step in PREVIEWS and on_preview is not None:
-                out = io.BytesIO()
-                Image.new("RGB", (64, 48), PREVIEWS[step]).save(out, format="JPEG")
-                on_preview(PreviewFrame(spec.job_id, len([s for s in PREVIEWS if s <= step]), step, STEPS,
-                                        out.getvalue(), 64, 48))  # fmt: skip
-        return self._paint(spec, on_progress)
+class SlowPaintingEngine(PreviewingEngine, PaintingEngine):
+    """A generate job takes one step per ``steps.release()`` and shows a red, then a blue preview
+    after steps 2 and 4; results are painted per user and post."""
 
 
 @pytest.fixture
 async def live_studio(tmp_path: Path) -> AsyncIterator[Studio]:
-    studio = await start_studio(tmp_path, engine=PreviewingEngine(BlobStore(tmp_path / "blobs")))
+    studio = await start_studio(tmp_path, engine=SlowPaintingEngine(blobs=BlobStore(tmp_path / "blobs")))
     yield studio
     studio.engine.steps.release(100)  # nothing left waiting
     await stop_studio(studio)
@@ -189,3 +155,22 @@ async def test_only_the_owner_or_an_admin_sees_a_job(live_studio: Studio, http: 
             assert f'href="/studio/jobs/{job_id}"' in await response.text()
         async with boss.get(urls[1]) as response:
             assert response.status == 200 and (await response.json())["preview"] == 1
+
+
+async def test_a_link_with_next_lands_on_the_live_page_and_never_elsewhere(
+    live_studio: Studio, http: aiohttp.ClientSession
+) -> None:
+    from commands.web_links import job_page, studio_link
+    from storage.settings import web_secret
+
+    studio = live_studio
+    _, job_id = await _running_post(studio)
+    ann = await studio.app.store.user("console", "ann")
+    secret = web_secret(studio.settings)
+    link = studio_link(secret, studio.base, ann.id, job_page(job_id))
+    async with http.get(link) as response:
+        assert response.status == 200 and str(response.url) == f"{studio.base}/studio/jobs/{job_id}"
+    token = link.split("/s/")[1].split("?")[0]
+    for bad in ("https://evil.example/x", "//evil.example/studio/", "/studio/../s/x", "/elsewhere"):
+        async with http.get(f"{studio.base}/s/{token}", params={"next": bad}) as response:
+            assert str(response.url) == f"{studio.base}/studio/posts", bad
