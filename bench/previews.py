@@ -56,7 +56,7 @@ def measure(model: str, size: int, steps: int) -> dict[str, Any]:
     turn = out.timings["denoise"] + out.timings["vae_decode"]
     return {
         "model": model,
-        "family": lp.family,
+        "family": lp.family.name,
         "size": [size, size],
         "steps": steps,
         "previews": len(frames),

@@ -14,14 +14,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from storage.blobs import BlobStore
+from commands.persona_spec import persona_spec
+from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import Persona
 from storage.persona_versions import find_version, version_in_use
 from storage.repository import Store
 from storage.settings import Settings
-
-DEFAULT_USER = "console:console"
 
 
 class ToolError(Exception):
@@ -95,14 +94,13 @@ async def run_export(settings: Settings, name: str, user: str, out: Path) -> lis
         persona = await find_persona(Store(db), user, name)
     finally:
         await db.dispose()
-    return export_persona(persona, BlobStore(settings.blob_dir), out)
+    return export_persona(persona, open_blob_store(settings), out)
 
 
 async def run_eval(settings: Settings, name: str, user: str, renders: int, version: str | None) -> dict[str, Any]:
     import asyncio
 
     from engine.render.engine import Engine
-    from engine.specs import PersonaSpec
     from engine.training.evaluation import evaluate_identity
 
     db = Database(settings.database_url)
@@ -111,17 +109,7 @@ async def run_eval(settings: Settings, name: str, user: str, renders: int, versi
     finally:
         await db.dispose()
     number = parse_version(version, persona)
-    chosen = find_version(persona.versions, number) if number else None
-    spec = PersonaSpec(
-        persona_id=persona.id,
-        archetype=persona.archetype,
-        lora_mix=[(str(n), float(w)) for n, w in persona.lora_mix],
-        seed=persona.seed,
-        reference_key=persona.reference_key,
-        embedding=persona.face_embedding,
-        version=number,
-        version_lora_key=chosen["lora_key"] if chosen else None,
-    )
-    engine = Engine.from_settings(settings, BlobStore(settings.blob_dir))
+    spec = persona_spec(persona, number)
+    engine = Engine.from_settings(settings, open_blob_store(settings))
     result = await asyncio.to_thread(evaluate_identity, engine, spec, renders)
     return {"persona": persona.name, "version": f"v{number}" if number else "blend", **result}

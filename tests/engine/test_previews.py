@@ -13,21 +13,15 @@ import torch
 from diffusers import Flux2KleinPipeline, FluxKontextPipeline
 from PIL import Image
 
+from engine.config import EngineConfig
 from engine.jobs.events import Cancelled, Done, Running
 from engine.jobs.progress import LocalBus, RedisBus
 from engine.jobs.runner import JobRunner
 from engine.previews import MemoryPreviews, PreviewFrame, RedisPreviews
 from engine.render.engine import Engine
-from engine.render.previews import (
-    FLUX1_RGB,
-    FLUX2_RGB,
-    RGB_BY_FAMILY,
-    clean_estimate,
-    preview_image,
-    preview_steps,
-    project,
-    spatial_latents,
-)
+from engine.render.families import KLEIN, KONTEXT
+from engine.render.latent_rgb import FLUX1_RGB, FLUX2_RGB
+from engine.render.previews import clean_estimate, preview_image, preview_steps, project
 from engine.specs import JobKind, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -50,7 +44,7 @@ class FakeClock:
 @pytest.fixture(scope="module")
 def klein_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     root = tmp_path_factory.mktemp("klein-previews")
-    eng = Engine(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "b"))
+    eng = Engine(EngineConfig(model="tiny-klein", lora_dir=root / "loras"), BlobStore(root / "b"))
     eng.load()
     return eng
 
@@ -99,8 +93,9 @@ def test_preview_steps_are_a_quarter_half_and_three_quarters_never_the_last() ->
 
 def test_factors_fit_each_familys_latent_channels(engine: Engine, klein_engine: Engine) -> None:
     assert (FLUX1_RGB.channels, FLUX2_RGB.channels) == (16, 32)
-    assert RGB_BY_FAMILY["kontext"].channels == engine.pipeline.pipe.vae.config.latent_channels
-    assert RGB_BY_FAMILY["klein"].channels == klein_engine.pipeline.pipe.vae.config.latent_channels
+    assert (KONTEXT.latent_rgb, KLEIN.latent_rgb) == (FLUX1_RGB, FLUX2_RGB)
+    assert engine.pipeline.family.latent_rgb.channels == engine.pipeline.pipe.vae.config.latent_channels
+    assert klein_engine.pipeline.family.latent_rgb.channels == klein_engine.pipeline.pipe.vae.config.latent_channels
     with pytest.raises(ValueError, match="projects 16 channels, the latents have 32"):
         project(torch.zeros(1, 32, 4, 4), FLUX1_RGB)
 
@@ -109,7 +104,7 @@ def test_kontext_packed_tokens_unpack_to_the_spatial_latents(engine: Engine) -> 
     spatial = torch.randn(2, 16, 8, 12)  # a 96 x 64 render: 1/8 of its size
     packed = FluxKontextPipeline._pack_latents(spatial, 2, 16, 8, 12)
     assert packed.shape == (2, 4 * 6, 64)
-    assert torch.equal(spatial_latents("kontext", engine.pipeline.pipe, packed, width=96, height=64), spatial)
+    assert torch.equal(KONTEXT.spatial_latents(engine.pipeline.pipe, packed, width=96, height=64), spatial)
 
 
 def test_klein_patchified_tokens_unpatchify_to_the_spatial_latents(klein_engine: Engine) -> None:
@@ -118,11 +113,11 @@ def test_klein_patchified_tokens_unpatchify_to_the_spatial_latents(klein_engine:
     patches = Flux2KleinPipeline._patchify_latents(spatial)  # (2, 128, 4, 6)
     tokens = Flux2KleinPipeline._pack_latents(patches)  # (2, 24, 128), what the step callback sees
     assert tokens.shape == (2, 24, 128)
-    assert torch.equal(spatial_latents("klein", pipe, tokens, width=96, height=64), spatial)
+    assert torch.equal(KLEIN.spatial_latents(pipe, tokens, width=96, height=64), spatial)
     ids = Flux2KleinPipeline._prepare_latent_ids(patches)  # the pipeline's own token placement agrees
     assert torch.equal(Flux2KleinPipeline._unpack_latents_with_ids(tokens, ids, 4, 6), patches)
     with pytest.raises(ValueError, match="24 tokens, a 64x64 render has 16"):
-        spatial_latents("klein", pipe, tokens, width=64, height=64)
+        KLEIN.spatial_latents(pipe, tokens, width=64, height=64)
 
 
 def test_projection_is_the_factors_plus_bias_mapped_to_bytes() -> None:
