@@ -16,8 +16,13 @@ family), computed from the step's latents in the pipeline's ``callback_on_step_e
 The projection is applied to the flow-matching estimate of the clean image, not to the noisy
 latents themselves: with the Euler scheduler the step's velocity is ``(x_next - x_prev) / (σ_next - σ)``
 and the clean estimate ``x_prev - σ · velocity``; at 25 % of the steps the noisy latents are still
-mostly noise, the estimate already shows the composition. It needs the previous step's latents, kept
-(one copy) only at the step before a preview is due.
+mostly noise, the estimate already shows the composition. It needs the previous step's latents,
+kept only at the step before a preview is due.
+
+Cheap by construction (:class:`TokenProjection`): the projection is folded into the packed token
+space once (unit tokens through the family's own unpacking), so a step's work is one small matmul
+of its tokens (no unpacking, and what is kept of the previous step is its 12 numbers per token);
+:func:`project` is the same projection on unpacked latents (the reference the tests compare with).
 
 When (:class:`PreviewSchedule`): after about 25 %, 50 % and 75 % of a render's steps
 (:func:`preview_steps`), never more often than ``min_interval_s`` (PREVIEW_MIN_INTERVAL_S, default 2 s)
@@ -98,7 +103,8 @@ def encode_jpeg(image: Image.Image, quality: int = PREVIEW_JPEG_QUALITY) -> byte
 def clean_estimate(pipe: Any, step: int, latents: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
     """The flow-matching estimate of the clean latents after step ``step`` (1-based), from that step's
     latents and the previous step's (Euler: ``x0 = x_prev - σ · (x - x_prev) / (σ_next - σ)``).
-    The latents themselves when that cannot be told: no previous latents, another scheduler."""
+    The latents themselves when that cannot be told: no previous latents, another scheduler. Affine
+    with weights summing to 1, so it may be taken of any linear projection of the latents."""
     scheduler = pipe.scheduler
     sigmas = getattr(scheduler, "sigmas", None)
     euler = type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
@@ -144,6 +150,7 @@ class Previewer:
     made: int = 0
     #: seconds spent making them (projection, resize, JPEG; reported by bench/previews.py)
     seconds: float = 0.0
+    _projections: dict[tuple[int, str], TokenProjection] = field(default_factory=dict, repr=False)
 
     def for_render(
         self, width: int, height: int, steps: int, job_step: Callable[[int], tuple[int, int]]
@@ -151,16 +158,15 @@ class Previewer:
         """The hook of one render of ``steps`` steps at ``width`` x ``height``; ``job_step(step)`` gives
         the job-wide ``(step, total)`` of its step ``step`` (the progress events' numbers)."""
         due = preview_steps(steps) if self.family.latent_rgb is not None else frozenset()
-        rgb = self.family.latent_rgb
-        previous: torch.Tensor | None = None
+        previous: torch.Tensor | None = None  # the previous step's tokens, projected (no bias)
 
         def on_latents(step: int, latents: torch.Tensor) -> None:
             nonlocal previous
             if step in due and self.schedule.allow():
                 started = time.perf_counter()
-                estimate = clean_estimate(self.pipe, step, latents, previous)
-                assert rgb is not None
-                frames = project(self.family.spatial_latents(self.pipe, estimate, width, height), rgb)
+                projection = self._projection(latents)
+                estimate = clean_estimate(self.pipe, step, projection.apply(latents), previous)
+                frames = projection.frames(estimate, width, height, self.pipe.vae_scale_factor * 2)
                 image = preview_image(frames, self.side)
                 self.made += 1
                 self.schedule.mark()
@@ -169,6 +175,59 @@ class Previewer:
                 frame = PreviewFrame(self.job_id, self.made, done, total, jpeg, w, h, images, time.time())
                 self.seconds += time.perf_counter() - started
                 self.emit(frame)
-            previous = latents.detach().clone() if step + 1 in due else None
+            if step + 1 in due:
+                started = time.perf_counter()
+                previous = self._projection(latents).apply(latents)
+                self.seconds += time.perf_counter() - started
+            else:
+                previous = None
 
         return on_latents
+
+    def _projection(self, latents: torch.Tensor) -> TokenProjection:
+        key = (int(latents.shape[-1]), str(latents.device))
+        if self._projections.get(key) is None:
+            self._projections[key] = TokenProjection.of(self.family, self.pipe, key[0], latents.device)
+        return self._projections[key]
+
+
+@dataclass(frozen=True)
+class TokenProjection:
+    """A family's latent -> RGB projection folded into the step callback's token space: one matmul per
+    step takes the packed tokens ``(B, T, K)`` to the RGB of each token's ``cell`` x ``cell`` pixels of
+    the latent grid (no unpacking of the latents, no copy of them kept between steps). Linear, so the
+    clean-image estimate can be taken after it; the bias is added last (:meth:`frames`)."""
+
+    matrix: torch.Tensor  # (K, cell * cell * 3)
+    bias: torch.Tensor  # (cell * cell * 3,)
+    cell: int
+
+    @classmethod
+    def of(cls, family: RenderFamily, pipe: Any, token_channels: int, device: torch.device) -> TokenProjection:
+        """Built by passing unit tokens through the family's own unpacking (``spatial_latents``)."""
+        rgb = family.latent_rgb
+        assert rgb is not None
+        side = pipe.vae_scale_factor * 2  # one token's pixels a side
+        unit = torch.eye(token_channels).reshape(token_channels, 1, token_channels)
+        spatial = family.spatial_latents(pipe, unit, side, side)  # (K, C, cell, cell)
+        factors = torch.tensor(rgb.factors, dtype=torch.float32)
+        matrix = torch.einsum("kchw,cr->khwr", spatial.float(), factors).reshape(token_channels, -1)
+        cell = int(spatial.shape[-1])
+        bias = torch.tensor(rgb.bias, dtype=torch.float32).repeat(cell * cell)
+        return cls(matrix.to(device), bias.to(device), cell)
+
+    def apply(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T, K)`` tokens -> ``(B, T, cell * cell * 3)`` RGB without the bias (float32)."""
+        return tokens.float() @ self.matrix
+
+    def frames(self, projected: torch.Tensor, width: int, height: int, patch: int) -> torch.Tensor:
+        """Projected tokens of a ``width`` x ``height`` render (``patch`` pixels a token) -> ``(B, h, w, 3)``
+        uint8 frames on the CPU, at the latent grid's size."""
+        rows, cols = height // patch, width // patch
+        batch, tokens, _ = projected.shape
+        if tokens != rows * cols:
+            raise ValueError(f"the latents have {tokens} tokens, a {width}x{height} render has {rows * cols}")
+        cell = self.cell
+        pixels = (projected + self.bias).reshape(batch, rows, cols, cell, cell, 3).permute(0, 1, 3, 2, 4, 5)
+        pixels = pixels.reshape(batch, rows * cell, cols * cell, 3)
+        return ((pixels + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).cpu()

@@ -21,7 +21,7 @@ from engine.previews import MemoryPreviews, PreviewFrame, RedisPreviews
 from engine.render.engine import Engine
 from engine.render.families import KLEIN, KONTEXT
 from engine.render.latent_rgb import FLUX1_RGB, FLUX2_RGB
-from engine.render.previews import clean_estimate, preview_image, preview_steps, project
+from engine.render.previews import TokenProjection, clean_estimate, preview_image, preview_steps, project
 from engine.specs import JobKind, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -118,6 +118,21 @@ def test_klein_patchified_tokens_unpatchify_to_the_spatial_latents(klein_engine:
     assert torch.equal(Flux2KleinPipeline._unpack_latents_with_ids(tokens, ids, 4, 6), patches)
     with pytest.raises(ValueError, match="24 tokens, a 64x64 render has 16"):
         KLEIN.spatial_latents(pipe, tokens, width=64, height=64)
+
+
+@pytest.mark.parametrize("family", ["kontext", "klein"])
+def test_the_token_space_projection_equals_unpacking_then_projecting(
+    family: str, engine: Engine, klein_engine: Engine
+) -> None:
+    eng = engine if family == "kontext" else klein_engine
+    pipe, fam = eng.pipeline.pipe, eng.pipeline.family
+    torch.manual_seed(1)
+    tokens = torch.randn(2, 4 * 6, pipe.transformer.config.in_channels)  # a 96 x 64 render, two images
+    reference = project(fam.spatial_latents(pipe, tokens, width=96, height=64), fam.latent_rgb)
+    fast = TokenProjection.of(fam, pipe, tokens.shape[-1], tokens.device)
+    frames = fast.frames(fast.apply(tokens), width=96, height=64, patch=16)
+    assert frames.shape == reference.shape == (2, 8, 12, 3)
+    assert (frames.int() - reference.int()).abs().max() <= 1  # float rounding only
 
 
 def test_projection_is_the_factors_plus_bias_mapped_to_bytes() -> None:
