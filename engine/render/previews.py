@@ -32,10 +32,11 @@ preview: a grid of its images (at most :data:`GRID_IMAGES`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,8 +166,9 @@ class Previewer:
             if step in due and self.schedule.allow():
                 started = time.perf_counter()
                 projection = self._projection(latents)
-                estimate = clean_estimate(self.pipe, step, projection.apply(latents), previous)
-                frames = projection.frames(estimate, width, height, self.pipe.vae_scale_factor * 2)
+                with _one_thread(latents):
+                    estimate = clean_estimate(self.pipe, step, projection.apply(latents), previous)
+                    frames = projection.frames(estimate, width, height, self.pipe.vae_scale_factor * 2)
                 image = preview_image(frames, self.side)
                 self.made += 1
                 self.schedule.mark()
@@ -177,7 +179,8 @@ class Previewer:
                 self.emit(frame)
             if step + 1 in due:
                 started = time.perf_counter()
-                previous = self._projection(latents).apply(latents)
+                with _one_thread(latents):
+                    previous = self._projection(latents).apply(latents)
                 self.seconds += time.perf_counter() - started
             else:
                 previous = None
@@ -189,6 +192,21 @@ class Previewer:
         if self._projections.get(key) is None:
             self._projections[key] = TokenProjection.of(self.family, self.pipe, key[0], latents.device)
         return self._projections[key]
+
+
+@contextlib.contextmanager
+def _one_thread(latents: torch.Tensor) -> Iterator[None]:
+    """On the CPU, a preview's few small tensor ops run on one torch thread: spread over the busy
+    intra-op pool they wait on its synchronisation (about 100x slower on a loaded 2-core host)."""
+    if latents.device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
