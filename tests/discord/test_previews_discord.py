@@ -163,3 +163,37 @@ async def test_status_message_carries_previews_within_the_channels_edit_interval
     assert gaps and min(gaps) >= interval * 0.95, gaps
     span = done.at - edits[0].at
     assert len(edits) <= 3 + span / interval, (len(edits), span)
+
+
+async def test_a_cancelled_turn_keeps_its_last_preview_on_discord(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/gated.sqlite",
+        blob_dir=tmp_path / "gated-blobs",
+        lora_dir=tmp_path / "loras",
+        engine_model="tiny",
+        redis_url=None,
+    )
+    engine = PreviewingEngine(blobs=BlobStore(settings.blob_dir))  # steps when released: 2 red, 4 blue
+    application = await build_app(settings, engine=engine)
+    try:
+        await start_bot(application.conversation, progress_interval=0.0)
+        thread_id = await _post(fake, application)
+        engine.steps.release(3)
+        shown = await fake.wait_request(lambda r: r.vars.get("channel_id") == str(thread_id) and bool(r.files),
+                                        route="edit_message", timeout_s=JOB_TIMEOUT_S)  # fmt: skip
+        status_id = int(shown.vars["message_id"])
+        await fake.send_interaction(fake.slash_command("cancel", {}, channel_id=thread_id))
+        cancelled = await fake.wait_request(
+            lambda r: r.vars.get("message_id") == str(status_id) and "Cancelled" in str((r.json or {}).get("content")),
+            route="edit_message",
+            timeout_s=JOB_TIMEOUT_S,
+        )
+        assert cancelled.json["content"] == "🚫 Cancelled — its last preview (at 25 %) stays here."
+        assert "attachments" not in cancelled.json and not cancelled.files  # the preview is left as it was
+        kept = fake.messages[status_id]["attachments"]
+        assert [a["filename"] for a in kept] == [PREVIEW_FILENAME]
+    finally:
+        engine.steps.release(100)
+        await application.close()
