@@ -1,14 +1,15 @@
 """Making live previews of a render from its latents, between denoising steps.
 
-No VAE decode: a linear projection of the latent channels to RGB (:class:`LatentRGB`, one per
-family), computed from the step's latents in the pipeline's ``callback_on_step_end``
+No VAE decode: a linear projection of the latent channels to RGB (the family's ``latent_rgb``, data
+in engine.render.latent_rgb), computed from the step's latents in the pipeline's ``callback_on_step_end``
 (engine.render.pipeline.render_batch's ``on_latents``), upscaled to about 512 px and JPEG-encoded.
+How a family's packed latents unpack is its ``spatial_latents`` (engine.render.families):
 
 * FLUX.1 Kontext: the callback's latents are packed 2x2 tokens ``(B, h/16 * w/16, 64)``; unpacked by
   the pipeline's own ``_unpack_latents`` into 16 channels at 1/8 of the image size.
 * FLUX.2 klein: the callback's latents are patchified ``(B, h/16 * w/16, 128)`` tokens in row-major
   order, normalised with the VAE's batch-norm statistics; unpatchified by the pipeline's own
-  ``_unpatchify_latents`` into 32 channels at 1/8 of the image size. The FLUX.2 factors below were
+  ``_unpatchify_latents`` into 32 channels at 1/8 of the image size. The FLUX.2 factors were
   fitted in that normalised space (ComfyUI's FLUX.2 VAE applies the batch norm inside its own
   encoder/decoder, ``batch_norm_latent`` in comfy/sd.py, and its sampler previews what the model
   sees), so the batch norm is not undone here.
