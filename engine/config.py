@@ -59,6 +59,9 @@ class EngineConfig:
     #: ENGINE_SEG_MODEL: region edits' detector and SAM (engine.render.regions.segmentation);
     #: empty: ``tiny`` with a tiny model, else the production checkpoints
     seg_model: str = ""
+    #: PREVIEWS, PREVIEW_MIN_INTERVAL_S: live previews of running renders (engine.render.previews)
+    previews: bool = True
+    preview_min_interval_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -82,4 +85,6 @@ class EngineConfig:
             persona_rank=settings.engine_persona_rank,
             train_model=settings.engine_train_model or None,
             seg_model=settings.engine_seg_model,
+            previews=settings.previews,
+            preview_min_interval_s=settings.preview_min_interval_s,
         )

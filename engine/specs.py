@@ -146,6 +146,13 @@ class JobSpec(BaseModel):
     #: EDIT: change only this region of each target (engine.render.regions)
     region: RegionSpec | None = None
 
+    def with_region_masks(self, keys: Sequence[str]) -> JobSpec:
+        """This region edit with its masks (made by a worker, maybe an earlier attempt), unless it
+        has them already or is not a region edit."""
+        if self.region is None or self.region.mask_keys or not keys:
+            return self
+        return self.model_copy(update={"region": self.region.model_copy(update={"mask_keys": list(keys)})})
+
 
 class JobResult(BaseModel):
     """What a finished job produced. Images are blob keys; the blobs are already stored."""
@@ -325,3 +332,8 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
+
+
+def snap(value: float, multiple: int) -> int:
+    """Round ``value`` to the nearest positive multiple of ``multiple`` (image sides, reference strips)."""
+    return max(multiple, round(value / multiple) * multiple)

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine import metrics
@@ -29,6 +30,7 @@ from engine.errors import JobCancelled
 from engine.jobs.events import Running
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import ProgressBus
+from engine.previews import PreviewFrame, PreviewStore
 from engine.render.regions.masks import RegionError
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
@@ -103,15 +105,20 @@ class JobRunner:
         if job is None:
             log.info("job %s already finished; skipping", spec.job_id)
             return None
-        spec = _with_recorded_masks(spec, job.spec)
+        spec = spec.with_region_masks(((job.spec or {}).get("region") or {}).get("mask_keys") or [])
         waited = metrics.seconds_between(job.created_at, job.started_at)
         if job.attempts == 1 and waited is not None:
             metrics.JOB_WAIT.labels(kind=job.kind).observe(waited)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        previews: PreviewStore | None = getattr(self.bus, "previews", None)
+        if previews is not None:
+            await previews.drop(spec.job_id)  # an earlier attempt's preview (a killed worker's) is not this one's
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
         last_db_write = 0.0
         first_step: int | None = None  # a resumed job (training) starts past step 0
+        #: the latest progress (step, total, eta) and preview number, for the events that announce previews
+        now: dict[str, Any] = {"step": 0, "total": 0, "eta": None, "preview": None}
 
         def on_progress(step: int, total: int, note: str | None = None) -> None:  # called in the engine's thread
             nonlocal last_db_write, first_step
@@ -120,18 +127,38 @@ class JobRunner:
             elapsed = time.monotonic() - started
             done = step - first_step
             eta = elapsed / done * (total - step) if done > 0 else None
-            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta, note=note)
+            now.update(step=step, total=total, eta=eta)
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta, note=note, preview=now["preview"])
             _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
             if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
                 last_db_write = time.monotonic()
                 write = self.store.set_progress(spec.job_id, step / total)
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
 
+        async def announce(frame: PreviewFrame) -> None:  # stored first: whoever hears of it can read it
+            if previews is None:
+                return
+            await previews.put(frame)
+            now["preview"] = frame.seq
+            step, total = max(now["step"], frame.step), now["total"] or frame.total
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=now["eta"], preview=frame.seq)
+            await self.bus.publish(event)
+
+        announcing: list[concurrent.futures.Future[None]] = []
+
+        def on_preview(frame: PreviewFrame) -> None:  # called in the engine's thread
+            announcing.append(asyncio.run_coroutine_threadsafe(announce(frame), loop))
+            _log_failure(announcing[-1], "preview")
+
         def on_region_masks(keys: list[str]) -> None:  # engine thread: recorded before anything renders
             asyncio.run_coroutine_threadsafe(self.store.set_region_masks(spec.job_id, keys), loop).result()
 
         try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
-            result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free, on_region_masks)
+            hooks = _Hooks(on_progress, on_model_free, on_preview if previews is not None else None, on_region_masks)
+            try:
+                result = await _in_thread(cancel, self._run, spec, hooks, cancel)
+            finally:  # every preview is stored before the outcome, which drops a done job's preview
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in announcing), return_exceptions=True)
         except asyncio.CancelledError:
             # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
             # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
@@ -154,18 +181,13 @@ class JobRunner:
         await self._record(spec, result)
         return result
 
-    def _run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None],
-        cancel: threading.Event,
-        on_model_free: Callable[[], None] | None,
-        on_region_masks: Callable[[list[str]], None],
-    ) -> JobResult:
+    def _run(self, spec: JobSpec, hooks: _Hooks, cancel: threading.Event) -> JobResult:
         self.engine.load()
         self.readiness = "ready"
         engine = self.engine.loaded_engine() if isinstance(self.engine, _EngineOnLoad) else self.engine
-        return run_job(engine, spec, on_progress, cancel, on_model_free, on_region_masks)
+        return run_job(
+            engine, spec, hooks.on_progress, cancel, hooks.on_model_free, hooks.on_preview, hooks.on_region_masks
+        )
 
     async def _record(self, spec: JobSpec, result: JobResult) -> None:
         result_json = result.model_dump(mode="json")
@@ -268,17 +290,29 @@ def import_engine_modules(face_backend: str = "dlib") -> None:
         load_embedder("dlib")
 
 
+@dataclass
+class _Hooks:
+    """What a job's engine run reports to: progress, the model being free, live previews."""
+
+    on_progress: Callable[..., None]
+    on_model_free: Callable[[], None] | None = None
+    on_preview: Callable[[PreviewFrame], None] | None = None
+    on_region_masks: Callable[[list[str]], None] | None = None
+
+
 def run_job(
     engine: EngineLike,
     spec: JobSpec,
     on_progress: Callable[..., None] | None = None,
     cancel: threading.Event | None = None,
     on_model_free: Callable[[], None] | None = None,
+    on_preview: Callable[[PreviewFrame], None] | None = None,
     on_region_masks: Callable[[list[str]], None] | None = None,
 ) -> JobResult:
     """The one choice between training and rendering: a train_persona job goes to
     engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``
-    (a region edit's ``on_region_masks`` records its masks before it renders)."""
+    (with ``on_model_free``, ``on_preview`` and a region edit's ``on_region_masks``, which records its
+    masks before it renders, where the engine takes them)."""
     if spec.kind in TRAINING_KINDS:
         from engine.training.persona_job import train_persona  # heavy: imported only where a model runs
 
@@ -289,26 +323,19 @@ def run_job(
     extra: dict[str, Any] = {}
     if on_model_free is not None and _takes(engine, "on_model_free"):
         extra["on_model_free"] = on_model_free
+    if on_preview is not None and _takes(engine, "on_preview"):
+        extra["on_preview"] = on_preview
     if spec.region is not None and on_region_masks is not None and _takes(engine, "on_region_masks"):
         extra["on_region_masks"] = on_region_masks
     return engine.run(spec, on_progress=on_progress, cancel=cancel, **extra)
 
 
-def _takes(engine: Any, parameter: str) -> bool:
+def _takes(engine: Any, argument: str) -> bool:
+    """Whether ``engine.run`` takes ``argument`` (engines for tests take only some)."""
     try:
-        return parameter in inspect.signature(engine.run).parameters
+        return argument in inspect.signature(engine.run).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _with_recorded_masks(spec: JobSpec, stored: dict[str, Any] | None) -> JobSpec:
-    """A region edit's spec with the masks an earlier attempt recorded (storage), if any."""
-    if spec.region is None or spec.region.mask_keys:
-        return spec
-    keys = ((stored or {}).get("region") or {}).get("mask_keys") or []
-    if not keys:
-        return spec
-    return spec.model_copy(update={"region": spec.region.model_copy(update={"mask_keys": list(keys)})})
 
 
 class _EngineOnLoad:
@@ -339,9 +366,10 @@ class _EngineOnLoad:
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
+        on_preview: Callable[[PreviewFrame], None] | None = None,
         on_region_masks: Callable[[list[str]], None] | None = None,
     ) -> JobResult:
-        return run_job(self.loaded_engine(), spec, on_progress, cancel, on_model_free, on_region_masks)
+        return run_job(self.loaded_engine(), spec, on_progress, cancel, on_model_free, on_preview, on_region_masks)
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

@@ -46,7 +46,7 @@ def test_lora_library_folder_per_family(tmp_path: Path) -> None:
 
 def test_each_family_names_its_inpaint_pipeline_for_region_edits() -> None:
     assert (KONTEXT.inpaint_class, KLEIN.inpaint_class) == ("FluxKontextInpaintPipeline", "Flux2KleinInpaintPipeline")
-    assert KONTEXT.latent_rgb_factors is None and KLEIN.latent_rgb_factors is None  # previews: still to come
+    assert (KONTEXT.latent_rgb.channels, KLEIN.latent_rgb.channels) == (16, 32)  # live previews: implemented
 
 
 def test_engine_config_is_built_once_from_settings(tmp_path: Path) -> None:
