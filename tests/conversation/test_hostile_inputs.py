@@ -95,7 +95,7 @@ async def test_names_that_differ_only_in_case_are_one_persona(hostile: tuple[App
     ann = _console(app, tmp_path, "ann")
     await run(ann, "/persona create sweet Mia")
     refused = errors(await ann.send("/persona create sweet mia"))
-    assert refused and "already have a persona named 'mia'" in refused[0]
+    assert refused and "already has a persona named 'mia'" in refused[0]
     await run(ann, "/persona create sweet Mila")
     deleted = await ann.send("/persona delete mia")
     assert "Persona Mia deleted" in texts(deleted)

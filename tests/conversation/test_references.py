@@ -51,7 +51,7 @@ async def test_product_library_crud_and_chinese_aliases(app: App, console: Conso
     assert "mug" in texts(await console.send("/product list"))
     shown = await console.send("/product show MUG")  # names are looked up case-insensitively
     assert isinstance(shown[0], Images) and shown[0].images[0].blob_key == sha(mug)
-    assert "already have a product named 'mug'" in err(await console.send(f"/product add mug @{tmp_path / 'mug.png'}"))
+    assert "already has a product named 'mug'" in err(await console.send(f"/product add mug @{tmp_path / 'mug.png'}"))
     assert "attach the product's image" in err(await console.send("/product add cap"))
     assert "1-40 letters" in err(await console.send(f"/product add {'x' * 41} @{tmp_path / 'mug.png'}"))
 
