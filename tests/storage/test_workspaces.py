@@ -153,3 +153,28 @@ async def test_filters_of_a_workspaces_posts(store: Store) -> None:
     assert [t.id for t in await store.list_threads_in(shop.id, persona_id=mia.id, author_id=bob.id)] == [posts[1].id]
     assert [t.id for t in await store.list_threads_in(shop.id, status="in_review")] == [posts[1].id]
     assert await store.list_threads_in((await store.workspace("discord", "9")).id) == []
+
+
+async def test_studio_reads_show_a_workspace_and_nothing_of_another(store: Store) -> None:
+    from storage.studio_reads import StudioReads
+
+    reads = StudioReads(store.db)
+    ann, bob = await store.user("discord", "1", "Ann"), await store.user("discord", "2", "Bob")
+    shop, rival = await store.workspace("discord", "1001"), await store.workspace("discord", "1002")
+    mia = await store.create_persona(ann.id, "Mia", "sweet", MIX, seed=1, workspace_id=shop.id)
+    await store.persona_ready(mia.id, "p" * 64, None)
+    theirs = await store.create_persona(bob.id, "Mia", "sweet", MIX, seed=1, workspace_id=rival.id)
+    await store.persona_ready(theirs.id, "q" * 64, None)
+    await store.create_product(bob.id, "mug", "m" * 64, workspace_id=shop.id)
+    mine = await store.create_thread(platform="discord", owner_id=bob.id, persona_id=mia.id, title="t", prompt="p")
+    turn = await store.add_turn(thread_id=mine.id, parent_id=None, kind="generate", image_keys=["a" * 64])
+    await store.set_current_turn(mine.id, turn.id)
+    other = await store.create_thread(platform="discord", owner_id=bob.id, persona_id=theirs.id, title="t", prompt="p")
+    await store.add_turn(thread_id=other.id, parent_id=None, kind="generate", image_keys=["b" * 64])
+
+    cards = await reads.post_cards(workspace_id=shop.id)
+    assert [(c.id, c.author_name, c.persona_name, c.cover_key) for c in cards] == [(mine.id, "Bob", "Mia", "a" * 64)]
+    assert await reads.post_cards(workspace_id=shop.id, owner_id=ann.id) == []
+    assert [c.id for c in await reads.post_cards(bob.id)] == [other.id, mine.id]  # an author's, everywhere
+    assert await reads.workspace_image_keys(shop.id) == {"a" * 64, "p" * 64, "m" * 64}
+    assert await reads.workspace_post_counts(shop.id) == {mia.id: 1}
