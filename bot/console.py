@@ -31,6 +31,7 @@ from commands.events import (
     OpenThread,
     Progress,
     Reply,
+    ReviewRequest,
     Where,
 )
 from commands.parser import parse_text
@@ -137,8 +138,12 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
                 target.write_bytes(action.data)
                 self.saved.append(target)
                 self._line(f"{action.text}\n  📦 {target}")
+            elif isinstance(action, Reply) and action.where.user_id not in ("", self.user):
+                self._line(f"→ {action.where.user_id}: {action.text}")  # to another user of this console
             elif isinstance(action, OpenThread | Reply):
                 self._line(action.text)
+            elif isinstance(action, ReviewRequest):
+                self._line(f"→ {', '.join(action.reviewers)}: {action.text}\n  ✅ /approve  ↩️ /reject <reason>")
             elif isinstance(action, ChooseRole):
                 self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 

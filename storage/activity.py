@@ -20,7 +20,7 @@ from storage.models import Activity, Thread, ThreadStatus, Turn, User
 from storage.rows import found
 
 
-class Action(StrEnum):
+class PostAction(StrEnum):
     CREATED = "created"
     EDITED = "edited"
     REGENERATED = "regenerated"
@@ -36,7 +36,7 @@ class ActivityEntry(NamedTuple):
     user_id: int | None
     #: the user's display name, else their platform id ("" for a removed user)
     who: str
-    action: Action
+    action: PostAction
     turn_id: int | None
     detail: str
 
@@ -59,7 +59,7 @@ class ReviewStateError(ValueError):
     """The post is not in the state the review step needs (e.g. approving a post not in review)."""
 
 
-def _entry(thread_id: int, user_id: int | None, action: Action, turn_id: int | None, detail: str) -> Activity:
+def _entry(thread_id: int, user_id: int | None, action: PostAction, turn_id: int | None, detail: str) -> Activity:
     return Activity(thread_id=thread_id, user_id=user_id, action=action, turn_id=turn_id, detail=detail[:2000])
 
 
@@ -67,7 +67,7 @@ class ActivityRecords:
     db: Database
 
     async def log_activity(
-        self, thread_id: int, user_id: int | None, action: Action, *, turn_id: int | None = None, detail: str = ""
+        self, thread_id: int, user_id: int | None, action: PostAction, *, turn_id: int | None = None, detail: str = ""
     ) -> None:
         async with self.db.session() as s:
             s.add(_entry(thread_id, user_id, action, turn_id, detail))
@@ -88,7 +88,7 @@ class ActivityRecords:
                 at=row.created_at,
                 user_id=row.user_id,
                 who=(user.display_name or user.platform_user_id) if user is not None else "",
-                action=Action(row.action),
+                action=PostAction(row.action),
                 turn_id=row.turn_id,
                 detail=row.detail,
             )
@@ -102,7 +102,7 @@ class ActivityRecords:
             thread = await self._open_thread(s, thread_id, *_LIVE)
             thread.status = ThreadStatus.IN_REVIEW
             thread.review_turn_id = turn_id
-            s.add(_entry(thread_id, user_id, Action.SUBMITTED, turn_id, ""))
+            s.add(_entry(thread_id, user_id, PostAction.SUBMITTED, turn_id, ""))
 
     async def approve_turn(self, thread_id: int, turn_id: int, user_id: int) -> None:
         """Approve the turn (a reviewer's or, review off, the author's ✅): the post is approved."""
@@ -111,7 +111,7 @@ class ActivityRecords:
             await s.execute(update(Turn).where(Turn.id == turn_id).values(approved=True))
             thread.status = ThreadStatus.APPROVED
             thread.review_turn_id = None
-            s.add(_entry(thread_id, user_id, Action.APPROVED, turn_id, ""))
+            s.add(_entry(thread_id, user_id, PostAction.APPROVED, turn_id, ""))
 
     async def send_back(self, thread_id: int, user_id: int, reason: str) -> int | None:
         """A reviewer requests changes: the post is open again. Returns the turn it was about."""
@@ -120,7 +120,7 @@ class ActivityRecords:
             turn_id = thread.review_turn_id
             thread.status = ThreadStatus.OPEN
             thread.review_turn_id = None
-            s.add(_entry(thread_id, user_id, Action.SENT_BACK, turn_id, reason))
+            s.add(_entry(thread_id, user_id, PostAction.SENT_BACK, turn_id, reason))
             return turn_id
 
     @staticmethod

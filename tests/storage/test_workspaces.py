@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.activity import Action, ReviewStateError
+from storage.activity import PostAction, ReviewStateError
 from storage.models import ThreadStatus, WorkspaceRole
 from storage.repository import DuplicateName, Store
 
@@ -102,7 +102,7 @@ async def test_review_round_trip_is_logged(store: Store) -> None:
     shop = await store.workspace("discord", "1001")
     mia = await store.create_persona(author.id, "Mia", "sweet", MIX, seed=1, workspace_id=shop.id)
     post = await store.create_thread(platform="discord", owner_id=author.id, persona_id=mia.id, title="t", prompt="p")
-    await store.log_activity(post.id, author.id, Action.CREATED, detail="a latte")
+    await store.log_activity(post.id, author.id, PostAction.CREATED, detail="a latte")
     first = await store.add_turn(thread_id=post.id, parent_id=None, kind="generate", instruction="a latte")
     with pytest.raises(ReviewStateError, match="is open"):
         await store.send_back(post.id, lead.id, "too dark")  # nothing in review
@@ -114,7 +114,7 @@ async def test_review_round_trip_is_logged(store: Store) -> None:
     assert (reopened.status, reopened.review_turn_id) == (ThreadStatus.OPEN, None)
 
     second = await store.add_turn(thread_id=post.id, parent_id=first.id, kind="edit", instruction="brighter")
-    await store.log_activity(post.id, author.id, Action.EDITED, turn_id=second.id, detail="brighter")
+    await store.log_activity(post.id, author.id, PostAction.EDITED, turn_id=second.id, detail="brighter")
     await store.submit_for_review(post.id, second.id, author.id)
     assert (await store.get_thread(post.id)).review_turn_id == second.id
     await store.approve_turn(post.id, second.id, lead.id)
@@ -123,12 +123,12 @@ async def test_review_round_trip_is_logged(store: Store) -> None:
 
     log = [(e.who, e.action, e.turn_id, e.detail) for e in await store.activity(post.id)]
     assert log == [
-        ("Ann", Action.CREATED, None, "a latte"),
-        ("Ann", Action.SUBMITTED, first.id, ""),
-        ("Lee", Action.SENT_BACK, first.id, "too dark"),
-        ("Ann", Action.EDITED, second.id, "brighter"),
-        ("Ann", Action.SUBMITTED, second.id, ""),
-        ("Lee", Action.APPROVED, second.id, ""),
+        ("Ann", PostAction.CREATED, None, "a latte"),
+        ("Ann", PostAction.SUBMITTED, first.id, ""),
+        ("Lee", PostAction.SENT_BACK, first.id, "too dark"),
+        ("Ann", PostAction.EDITED, second.id, "brighter"),
+        ("Ann", PostAction.SUBMITTED, second.id, ""),
+        ("Lee", PostAction.APPROVED, second.id, ""),
     ]
     assert (await store.activity(post.id))[2].as_dict()["action"] == "sent_back"
 
