@@ -58,11 +58,14 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
         user: str = "console",
         stream: TextIO | None = None,
         live: bool | None = None,
+        workspace: str = "",
     ) -> None:
         super().__init__()
         self.conversation = conversation
         self.out_dir = Path(out_dir)
         self.user = user
+        #: the console's workspace ("" = ``local``, shared by every console user of this database)
+        self.workspace = workspace
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live  # \r progress bars on a terminal
         self.saved: list[Path] = []
@@ -95,6 +98,7 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
         event = Event(
             platform=PLATFORM,
             user_id=self.user,
+            workspace=self.workspace,
             user_name=self.user,
             kind=parsed.kind,
             command=parsed.command,
