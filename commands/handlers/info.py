@@ -23,7 +23,7 @@ async def history(conv: Stored, ctx: Ctx) -> list[Action]:
     if thread.owner_id != ctx.user.id and not ctx.reviews:
         rules.check_owner(conv, ctx, thread)  # the manifest-like detail (seeds) is for the team's leads
     turns = await conv.store.turns(thread.id)
-    text = f"Post #{thread.id} [{thread.status}]: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
+    text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
     text += "\nActivity:\n" + render_activity(await conv.store.activity(thread.id))
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 

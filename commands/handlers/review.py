@@ -41,8 +41,8 @@ async def approve(conv: Imaging, ctx: Ctx) -> list[Action]:
         await conv.store.approve_turn(thread.id, turn.id, ctx.user.id)
     except ReviewStateError as exc:
         raise InputError(str(exc)) from None
-    by = "" if authored else f" by {who(ctx.user)}"
-    text = f"✅ Approved{by}: turn #{turn.id} of post #{thread.id}. /export downloads the approved images."
+    by = "" if authored else f" of post #{thread.id} (by {who(ctx.user)})"
+    text = f"✅ Approved turn #{turn.id}{by}. /export downloads the approved images."
     return await _to_post_and_author(conv, ctx, thread, text)
 
 

@@ -166,7 +166,7 @@ async def test_an_unexpected_error_is_logged_answered_and_the_session_goes_on(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(app.store, "list_threads", broken)
+    monkeypatch.setattr(app.store, "list_threads_in", broken)
     with caplog.at_level(logging.ERROR):
         answer = await ann.send("/threads")
     assert [a.text for a in answer if isinstance(a, Reply)] == [TEXT_UNEXPECTED]

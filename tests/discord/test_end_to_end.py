@@ -216,7 +216,8 @@ async def ready_persona(fake: FakeDiscord, studio: Studio, name: str = "mia") ->
     saves the portrait job in tests about something else."""
     owner = await studio.owner(fake)
     mix = studio.engine.draw_mix("sweet", 7)
-    persona = await studio.store.create_persona(owner.id, name, "sweet", mix, 7)
+    guild = await studio.store.workspace("discord", str(fake.guild_id))  # the server's workspace
+    persona = await studio.store.create_persona(owner.id, name, "sweet", mix, 7, workspace_id=guild.id)
     await studio.store.persona_ready(persona.id, None, None, mix)
     return persona
 

@@ -94,7 +94,7 @@ async def test_review_round_trip_with_three_users_of_one_company(tmp_path: Path)
         card2 = review_cards(fake, CAROL)[-1]
         ok = next(b for b in card2["button_list"] if b["text"] == "通过")
         await h.post(card_click_xml(CAROL, event_key=ok["key"], task_id=card2["task_id"], response_code="rc-c2"))
-        await wait_for(fake, lambda f: said(f, BOB, "Approved by"))
+        await wait_for(fake, lambda f: said(f, BOB, f"(by {CAROL})"))
         approved = int(ok["key"].split(":")[1])
         assert (await store.get_turn(approved)).approved and not (await store.get_turn(turn_id)).approved
         assert (await store.get_thread(post.id)).status == ThreadStatus.APPROVED
