@@ -14,7 +14,7 @@ its corp id was not known; the first WeCom event binds it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 LOCAL = "local"
@@ -45,3 +45,14 @@ def home_key(platform: str, platform_user_id: str, homes: Mapping[str, str] | No
     if platform in _ONE_PER_INSTALLATION:
         return WorkspaceKey(platform, _ONE_PER_INSTALLATION[platform])
     return personal_key(platform, platform_user_id)
+
+
+def configured_homes(wecom_corp_id: str | None, discord_guild_ids: Sequence[int]) -> dict[str, str]:
+    """The shared home workspaces an installation's settings name, for migration 0007: its WeCom
+    company, and its Discord server when it names exactly one (``DISCORD_GUILD_IDS``)."""
+    homes: dict[str, str] = {}
+    if wecom_corp_id:
+        homes["wecom"] = wecom_corp_id
+    if len(discord_guild_ids) == 1:
+        homes["discord"] = str(discord_guild_ids[0])
+    return homes

@@ -186,3 +186,10 @@ async def test_0007_on_an_empty_database(database_url: str) -> None:
         assert await _rows(db, "SELECT id FROM workspaces") == []
     finally:
         await db.dispose()
+
+
+def test_the_settings_name_the_homes_of_wecom_and_a_single_discord_server() -> None:
+    from storage.workspace_keys import configured_homes
+
+    assert configured_homes("ww-corp-1", [9001]) == {"wecom": "ww-corp-1", "discord": "9001"}
+    assert configured_homes(None, [9001, 9002]) == {}  # several servers: users' own workspaces
