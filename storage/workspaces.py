@@ -140,7 +140,14 @@ class WorkspaceRecords:
             s.add(Notice(user_id=user_id, text=text))
 
     async def take_notices(self, user_id: int) -> list[str]:
-        """The user's notices not shown yet, oldest first; they count as shown from now on."""
+        """The user's notices not shown yet, oldest first; they count as shown from now on. (Asked
+        on every event: a read first, a write only when there is something to show.)"""
+        async with self.db.read() as s:
+            waiting = await s.scalar(
+                select(Notice.id).where(Notice.user_id == user_id, Notice.shown_at.is_(None)).limit(1)
+            )
+        if waiting is None:
+            return []
         async with self.db.session() as s:
             rows = list(
                 await s.scalars(

@@ -41,13 +41,13 @@ async def completions(fake: FakeDiscord, user: dict[str, Any], channel_id: int) 
 async def test_a_team_in_one_server_and_nothing_across_servers(
     studio: Studio, fake: FakeDiscord, start_bot: StartBot
 ) -> None:
-    shop = fake.add_guild("Shop", managers_only=True)
+    shop = fake.add_guild("Shop")
     channel = fake.add_text_channel(shop, "studio")
     lead, ann, bob = fake.add_user("lead"), fake.add_user("ann"), fake.add_user("bob")
     fake.add_member(shop, lead, manager=True)
     for user in (fake.bot_user, ann, bob):
         fake.add_member(shop, user)
-    rival = fake.add_guild("Rival", managers_only=True)
+    rival = fake.add_guild("Rival")
     rival_channel = fake.add_text_channel(rival, "general")
     eve = fake.add_user("eve")
     for user in (fake.bot_user, eve):

@@ -272,9 +272,9 @@ class FakeDiscord:
         self.users[uid] = user
         return user
 
-    def add_guild(self, name: str, *, managers_only: bool = False) -> int:
-        """A guild whose @everyone may do anything; with ``managers_only`` Manage Server is kept
-        for its "Manager" role (:meth:`add_member` with ``manager=True``)."""
+    def add_guild(self, name: str) -> int:
+        """A guild whose @everyone may do anything but manage it: Manage Server (and Administrator)
+        belong to its "Manager" role (:meth:`add_member` with ``manager=True``)."""
         gid = self.snowflake()
         self.guilds[gid] = {
             "id": str(gid),
@@ -318,11 +318,10 @@ class FakeDiscord:
             "application_id": None,
         }
         self.members[gid] = {}
-        if managers_only:
-            roles = self.guilds[gid]["roles"]
-            roles[0]["permissions"] = str(ALL_PERMISSIONS & ~(MANAGE_GUILD | ADMINISTRATOR))
-            manager = {**roles[0], "id": str(self.snowflake()), "name": "Manager", "position": 1}
-            roles.append({**manager, "permissions": str(ALL_PERMISSIONS)})
+        roles = self.guilds[gid]["roles"]
+        roles[0]["permissions"] = str(ALL_PERMISSIONS & ~(MANAGE_GUILD | ADMINISTRATOR))
+        manager = {**roles[0], "id": str(self.snowflake()), "name": "Manager", "position": 1}
+        roles.append({**manager, "permissions": str(ALL_PERMISSIONS)})
         return gid
 
     def _role_permissions(self, guild_id: int, role_ids: list[str]) -> int:
