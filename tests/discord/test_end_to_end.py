@@ -488,7 +488,7 @@ async def test_strangers_change_nothing(studio: Studio, fake: FakeDiscord, start
     await fake.send_interaction(fake.slash_command("approve", user=fake.stranger, channel_id=thread_id))
     refusal = await fake.wait_request(route="followup", since=mark)
     assert refusal.json["flags"] & MESSAGE_FLAG_EPHEMERAL
-    assert content(refusal).startswith("⚠️ Only the owner of this post can change it.")
+    assert content(refusal).startswith("⚠️ Only the author of this post (or an admin) can change it.")
 
     # A stranger's plain message in the thread is conversation, not an instruction.
     mark = fake.mark()
