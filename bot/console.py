@@ -37,6 +37,7 @@ from commands.events import (
 from commands.parser import parse_text
 from commands.texts import progress_bar
 from engine.jobs.events import FINISHED_STATES
+from engine.specs import ReferenceRole
 
 PLATFORM = "console"
 log = logging.getLogger(__name__)
@@ -152,6 +153,12 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
                 self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 
     def _progress(self, action: Progress) -> None:
+        if action.preview is not None:  # a live preview: a file beside the post's images
+            folder = self.out_dir / (f"post-{action.where.thread_db_id}" if action.where.thread_db_id else "previews")
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"preview-{action.job_id[:8]}-{action.preview.seq}.jpg"
+            target.write_bytes(action.preview.jpeg)
+            self._line(f"👁 {action.preview.percent} %: {target}")
         if action.state == "queued":
             ahead = f", {action.position} ahead" if action.position else ""
             self._line(f"⏳ queued{ahead}")
@@ -203,7 +210,7 @@ def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
     if tokens is None:
         return line, ()
     for token in tokens:
-        role, path = "scene", None
+        role, path = ReferenceRole.SCENE.value, None
         if match := _ROLE_TOKEN.match(token):
             role, path = match.group(1), Path(match.group(2)).expanduser()
         elif token.startswith("@"):

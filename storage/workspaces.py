@@ -79,6 +79,17 @@ class WorkspaceRecords:
         await self.join_workspace(workspace.id, user.id, WorkspaceRole.ADMIN if key.personal else WorkspaceRole.MEMBER)
         return workspace
 
+    async def last_workspace_of(self, user_id: int) -> Workspace | None:
+        """The workspace the user joined last (for a studio link that names none)."""
+        async with self.db.read() as s:
+            return await s.scalar(
+                select(Workspace)
+                .join(Membership, Membership.workspace_id == Workspace.id)
+                .where(Membership.user_id == user_id)
+                .order_by(Membership.id.desc())
+                .limit(1)
+            )
+
     async def set_review(self, workspace_id: int, on: bool) -> None:
         async with self.db.session() as s:
             await s.execute(update(Workspace).where(Workspace.id == workspace_id).values(review=on))

@@ -17,8 +17,9 @@ from aiohttp import web
 from bot.web.auth import viewer_of
 from bot.web.state import STATE
 from commands.export import build_export
+from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
-from storage.models import Thread, ThreadStatus, Turn
+from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnKind
 
 #: content-addressed: an image or thumbnail URL never changes what it serves
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -76,7 +77,9 @@ async def post(request: web.Request) -> web.Response:
     activity = await state.store.activity(thread.id)
     author = await state.store.get_user(thread.owner_id)
     turns = await state.store.turns(thread.id)
-    specs = {job.id: job.spec for job in await state.store.thread_jobs(thread.id, unfinished_only=False)}
+    jobs = await state.store.thread_jobs(thread.id, unfinished_only=False)
+    specs = {job.id: job.spec for job in jobs}
+    live = [job for job in jobs if not JobStatus(job.status).finished]  # each has a live page (bot.web.live)
     nodes = {}
     for turn in turns:
         references = _references(turn, specs.get(turn.job_id or ""), thread)
@@ -93,6 +96,7 @@ async def post(request: web.Request) -> web.Response:
         persona=persona,
         roots=roots,
         approved=approved,
+        live=live,
         activity=activity,
         author=author.display_name or author.platform_user_id,
     )
@@ -189,8 +193,9 @@ def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list
         for ref in spec.get("references") or []
         if isinstance(ref, dict) and isinstance(ref.get("key"), str)
     ]
-    if not found and turn.kind == "generate":
-        found = [{"role": "scene", "key": key} for key in spec.get("context_keys") or [] if isinstance(key, str)]
+    scene = ReferenceRole.SCENE.value
+    if not found and turn.kind == TurnKind.GENERATE:
+        found = [{"role": scene, "key": key} for key in spec.get("context_keys") or [] if isinstance(key, str)]
     if not found and turn.parent_id is None and thread.scene_key:
-        found = [{"role": "scene", "key": thread.scene_key}]
+        found = [{"role": scene, "key": thread.scene_key}]
     return found
