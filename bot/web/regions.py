@@ -25,6 +25,7 @@ from commands.events import Attachment, Event, EventKind, Reply
 from commands.regions import MASK_ROLE
 from engine.render.regions.masks import RegionError
 from storage.models import Thread, User
+from storage.repository import Store
 
 MAX_POINTS = 64
 
@@ -38,7 +39,7 @@ async def _current_images(state: WebState, thread: Thread) -> list[str]:
 async def page(request: web.Request) -> web.Response:
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    thread = await _own_thread(request, viewer.user.id)
+    thread = await _own_thread(request, viewer.workspace_id)
     images = await _current_images(state, thread)
     if not images:
         raise web.HTTPNotFound(text="This post has no image to edit yet.")
@@ -55,7 +56,7 @@ async def _request(request: web.Request) -> tuple[WebState, Viewer, Thread, str,
     """The checked body of a region POST: the state, viewer, post, image key and index, the JSON."""
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    thread = await _own_thread(request, viewer.user.id)
+    thread = await _own_thread(request, viewer.workspace_id)
     try:
         body = json.loads(await request.text())
     except ValueError:
@@ -112,14 +113,15 @@ async def edit(request: web.Request) -> web.Response:
 
 
 def edits_through(
-    conversation: ConversationPort,
+    conversation: ConversationPort, store: Store
 ) -> Callable[[User, Thread, int, bytes, str], Awaitable[tuple[bool, str]]]:
-    """The page's edits as chat events of the post's owner on the post's platform: ``#N mask:
+    """The page's edits as chat events of the viewer in the post's workspace and platform: ``#N mask:
     <instruction>`` with the mask attached (role ``mask``), aimed at the post's current turn, so the
     conversation treats it like a chat edit (checks, limits, the new turn) and the result is
     delivered into the post's chat thread."""
 
     async def send(user: User, thread: Thread, index: int, mask_png: bytes, instruction: str) -> tuple[bool, str]:
+        workspace = await store.get_workspace(thread.workspace_id)
         event = Event(
             platform=thread.platform,
             user_id=user.platform_user_id,
@@ -130,6 +132,7 @@ def edits_through(
             channel_id=thread.channel_id,
             thread_id=thread.thread_id,
             turn_id=thread.current_turn_id,
+            workspace=workspace.external_id,
         )
         actions = await conversation.handle(event)
         said = [action.text for action in actions if isinstance(action, Reply)]

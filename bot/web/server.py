@@ -102,7 +102,7 @@ def make_state(
         redis=redis,
         queue=queue,
         previews=MaskPreviews(config.seg_model),
-        region_edits=regions.edits_through(conversation) if conversation is not None else None,
+        region_edits=regions.edits_through(conversation, store) if conversation is not None else None,
     )
 
 

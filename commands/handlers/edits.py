@@ -23,6 +23,7 @@ from commands.events import Action, Attachment
 from commands.ports import Rendering
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec, RegionSpec
+from storage.activity import PostAction
 from storage.models import Thread, TurnKind, TurnStatus
 
 
@@ -79,7 +80,7 @@ async def edit(
     targets = targets or [int((thread.settings or {}).get("target", 0))]
     if any(not 0 <= t < count for t in targets):
         raise InputError(f"this post has {count} image(s); use #1 to #{count}")
-    library = await refs.library(conv, ctx.user.id, ask.names)
+    library = await refs.library(conv, ctx.workspace.id, ask.names)
     if ask.tryon and not library and not any(a.role == ReferenceRole.PRODUCT for a in ctx.event.attachments):
         raise InputError("a try-on needs a product: /tryon <product from your library>, or attach its image")
     mask, attachments = regions.split_mask(ctx.event.attachments if not chosen else (), ask.said_mask)
@@ -131,6 +132,7 @@ async def edit(
         references=refs.as_dicts(edit_refs),
     )
     queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.EDITED, detail=ask.text)
     which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
     extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
     using = f", with {refs.describe(extra)}" if extra else ""

@@ -1,4 +1,5 @@
-"""Posts and their turns: ``/post``, edit instructions, ✅ approve, 🔁 regen, ↩️ undo, ❌ cancel."""
+"""Posts and their turns: ``/post``, edit instructions, 🔁 regen, ↩️ undo, ❌ cancel (✅ approve and
+review: commands.handlers.review)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from commands.job_cancel import cancel_job
 from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec
+from storage.activity import PostAction
 from storage.models import Job, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
 
 
@@ -29,7 +31,7 @@ async def post(
     if chosen.status == "failed":
         raise InputError(f"persona {chosen.name} could not be created; create it again with /persona create")
     refs.check_attachments(ctx.event.attachments)
-    library = await refs.library(conv, ctx.user.id, products)
+    library = await refs.library(conv, ctx.workspace.id, products)
     waiting = refs.pending_refs(ctx.user)
     # an image attached to a post without a role is its scene (as before references had roles)
     roles = [r.role for r in library + waiting] + [a.role or ReferenceRole.SCENE for a in ctx.event.attachments]
@@ -52,7 +54,9 @@ async def post(
         channel_id=ctx.event.channel_id,
         scene_key=scene_key,
         references=refs.as_dicts(post_refs),
+        workspace_id=ctx.workspace.id,
     )
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CREATED, detail=prompt)
     if waiting:
         ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
     spec = JobSpec(
@@ -124,19 +128,6 @@ async def edit(
     return await edits.edit(conv, ctx, thread, edits.read_instruction(text), chosen)
 
 
-async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
-    thread, turn = await rules.acted_turn(conv, ctx)
-    rules.check_open(thread)  # a cancelled post stays closed
-    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await rules.unusable(conv, turn, "approve it"))
-    if turn.status != TurnStatus.DONE:
-        raise InputError("that result is not finished; approve it when its images are there")
-    await conv.store.set_approved(turn.id, True)
-    await conv.store.set_thread_status(thread.id, ThreadStatus.APPROVED)
-    text = f"✅ Approved turn #{turn.id}. /export downloads the approved images."
-    return [ctx.reply(text, where=ctx.where_thread(thread))]
-
-
 async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
     """The acted-on turn's job again with a new seed; undo afterwards returns to the turn it replaced."""
     thread, turn = await rules.acted_turn(conv, ctx)
@@ -182,6 +173,9 @@ async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
         references=refs.as_dicts(spec.references),
     )
     queued = await conv.submit(ctx, spec, thread=thread, turn=new_turn, where=where)
+    await conv.store.log_activity(
+        thread.id, ctx.user.id, PostAction.REGENERATED, turn_id=turn.id, detail=turn.instruction
+    )
     return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
 
 
@@ -196,6 +190,7 @@ async def undo(conv: Imaging, ctx: Ctx) -> list[Action]:
         raise InputError("nothing to undo: this is the post's first result")
     previous = await conv.store.get_turn(int(back_to))
     await conv.store.set_current_turn(thread.id, previous.id)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.UNDONE, turn_id=previous.id)
     where = ctx.where_thread(thread)
     text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
     images = await turn_images(conv.blobs, previous)
@@ -217,6 +212,7 @@ async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
         await _cancel_jobs(conv, jobs)
         return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
     await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CANCELLED)
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
 
 

@@ -58,6 +58,7 @@ from storage.db import Database
 from storage.models import JobStatus
 from storage.repository import Store
 from storage.settings import Settings
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ class WorkerState:
         self.cancel_flags: dict[str, threading.Event] = {}
 
     async def prepare(self) -> None:
-        await self.db.upgrade()
+        await self.db.upgrade(
+            home_workspaces=configured_homes(self.settings.wecom_corp_id, self.settings.discord_guild_ids)
+        )
         if self._engine is None:
             from engine.render.engine import Engine
 
