@@ -11,9 +11,10 @@ import asyncio
 import os
 
 from bot.app import build_app
-from bot.wecom import WeComFrontEnd
+from bot.wecom import WeComConfig, WeComFrontEnd
 from bot.wecom.rate_limit import RateLimiter
 from engine.jobs.noop_engine import NoopEngine
+from storage.inbox import Inbox
 from storage.settings import load_settings
 
 
@@ -21,7 +22,9 @@ async def main() -> None:
     settings = load_settings()
     app = await build_app(settings, engine=NoopEngine())
     limiter = RateLimiter(int(os.environ.get("TEST_SENDS_PER_MINUTE", "30")))
-    front = WeComFrontEnd(settings, app.conversation, rate_limiter=limiter)
+    front = WeComFrontEnd(
+        WeComConfig.from_settings(settings), app.conversation, inbox=Inbox(app.db), rate_limiter=limiter
+    )
     await front.start()
     print("READY", flush=True)
     await front.wait_closed()
