@@ -30,8 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.specs import default_video_params  # noqa: E402
 from engine.video.clip_job import make_clip  # noqa: E402
-from engine.video.clip_pipeline import default_video_params, load_video_pipeline  # noqa: E402
+from engine.video.clip_pipeline import load_video_pipeline  # noqa: E402
 
 
 def _source(width: int, height: int) -> Image.Image:

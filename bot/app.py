@@ -52,6 +52,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     queue = make_queue(settings.redis_url, store, factory)
     config = ConversationConfig(
         engine_model=settings.engine_model,
+        video_model=settings.engine_video_model,
         lora_dir=settings.lora_dir,
         admin_ids=tuple(settings.admin_ids),
         max_running_jobs=settings.max_running_jobs,

@@ -14,6 +14,8 @@ def is_admin(admin_ids: tuple[str, ...], platform: str, user_id: str) -> bool:
 @dataclass(frozen=True)
 class ConversationConfig:
     engine_model: str = "tiny"
+    #: ENGINE_VIDEO_MODEL: its defaults (fps, steps, size) go into /video's jobs
+    video_model: str = "tiny"
     lora_dir: Path = Path("./data/loras")
     admin_ids: tuple[str, ...] = ()
     max_running_jobs: int = 2

@@ -22,7 +22,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
+from commands.events import Action, Button, ClipOut, ImageOut, Images, Progress, Reply, Where
 from commands.texts import format_score
 from commands.training_texts import training_summary
 from engine import metrics
@@ -223,6 +223,23 @@ class Delivery:
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
+        if turn.kind == TurnKind.VIDEO:
+            clip = await clip_out(self.blobs, turn)
+            if clip is not None:
+                poster = await image_out(self.blobs, turn.params["video"]["poster_key"], "poster.png", clip.caption)
+                text = f"Video #{turn.id}: {turn.instruction} · {clip.caption} · {result.get('seconds', 0):.1f}s"
+                return [
+                    done,
+                    Images(
+                        where=where,
+                        turn_id=turn.id,
+                        job_id=job.id,
+                        text=text,
+                        images=(poster,),
+                        buttons=RESULT_BUTTONS,
+                        clip=clip,
+                    ),
+                ]
         images = await turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
         what = turn.instruction if turn.kind != TurnKind.GENERATE else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
@@ -289,6 +306,40 @@ async def image_out(blobs: BlobStore, key: str, filename: str, caption: str = ""
         path = str(blobs.path(key))
         return ImageOut(
             blob_key=key, path=path, filename=filename, caption=caption, width=info.width, height=info.height
+        )
+
+    return await asyncio.to_thread(describe)
+
+
+async def clip_out(blobs: BlobStore, turn: Any) -> ClipOut | None:
+    """The clip of a video turn (None for other turns): paths in the blob store, facts, a caption
+    with its length, frame rate and the identity score of its sampled frames."""
+    video = (turn.params or {}).get("video")
+    if not video:
+        return None
+
+    def describe() -> ClipOut:
+        identity = video.get("identity") or {}
+        note = identity.get("note") or ""
+        score = format_score(identity.get("score"))
+        caption = f"{video['seconds']:g} s · {video['fps']} fps · {video['width']}x{video['height']} · {score}"
+        if note and note != "ok":
+            caption += f" ({note})"
+        small = video.get("small_key")
+        return ClipOut(
+            blob_key=video["key"],
+            path=str(blobs.path(video["key"])),
+            filename=f"post{turn.thread_id}-turn{turn.id}.mp4",
+            size=int(video["bytes"]),
+            seconds=float(video["seconds"]),
+            fps=int(video["fps"]),
+            frames=int(video["frames"]),
+            width=int(video["width"]),
+            height=int(video["height"]),
+            poster_path=str(blobs.path(video["poster_key"])),
+            small_path=str(blobs.path(small)) if small else None,
+            small_size=video.get("small_bytes"),
+            caption=caption,
         )
 
     return await asyncio.to_thread(describe)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from commands.args import usage
 from commands.command import Arg, Command
-from commands.handlers import info, posts, references, studio
+from commands.handlers import info, posts, references, studio, video
 from commands.params import BOUNDS, COUNT_BOUNDS, SEED_HINT
 from commands.references import ROLE_WORDS
 from commands.table_groups import PERSONA, PRODUCT
 from commands.validation import MAX_TEXT_CHARS
-from engine.specs import ReferenceRole
+from engine.specs import MAX_SECONDS, MIN_SECONDS, ReferenceRole
 
 _TEXT_ONLY = frozenset({"console", "wecom"})
 #: offered on no front end as a command of its own: the buttons of a role question send it
@@ -135,6 +135,34 @@ COMMANDS: tuple[Command, ...] = (
         handler=posts.cancel,
         result_action=True,
         emoji="❌",
+    ),
+    Command(
+        "video",
+        "🎬 A short clip of this post's approved image (image 1, or #N)",
+        f"视频：把已通过的图片做成 {MIN_SECONDS:g}-{MAX_SECONDS:g} 秒短视频",
+        aliases=("视频", "clip"),
+        handler=video.video,
+        args=(
+            Arg("image", "str", "which image of the approved result: #N (default #1)", max=4, prefix="#", shown="[#N]"),
+            Arg(
+                "seconds",
+                "float",
+                f"length in seconds ({MIN_SECONDS:g}-{MAX_SECONDS:g})",
+                min=MIN_SECONDS,
+                max=MAX_SECONDS,
+                error="'{name}={value}' is not valid (expected {low}-{high} seconds)",
+                shown=f"[seconds={MIN_SECONDS:g}..{MAX_SECONDS:g}]",
+            ),
+            Arg(
+                "motion",
+                "str",
+                "how it moves: 'she lifts the cup and smiles'",
+                positional=True,
+                takes="text",
+                max=MAX_TEXT_CHARS,
+                shown="[motion=<words>]",
+            ),
+        ),
     ),
     Command(
         "history",

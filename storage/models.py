@@ -41,6 +41,7 @@ class TurnKind(StrEnum):
     EDIT = "edit"
     REGENERATE = "regenerate"
     VARIATION = "variation"
+    VIDEO = "video"  # a clip of an approved image (params["video"] names the MP4)
 
 
 class TurnStatus(StrEnum):

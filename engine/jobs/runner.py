@@ -185,6 +185,9 @@ class JobRunner:
                 persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
             )
             return
+        if spec.kind == JobKind.VIDEO:
+            await self._record_clip(spec, result, result_json)
+            return
         scores, notes = await self._by_image(spec, result)
         await finish_job(
             self.store,
@@ -194,6 +197,27 @@ class JobRunner:
             result={**result_json, "identity_notes": notes},
             seconds=result.seconds,
             turn_update={"image_keys": result.image_keys, "identity_scores": scores, "seed": spec.seed},
+            make_current=True,
+        )
+
+    async def _record_clip(self, spec: JobSpec, result: JobResult, result_json: dict[str, Any]) -> None:
+        """A clip's turn keeps the post's images (the clip animates one of them: the next edit starts
+        from them); the clip itself is in the turn's ``params["video"]``."""
+        turn = await self.store.turn_for_job(spec.job_id)
+        parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
+        update: dict[str, Any] = {"seed": result.seeds[0] if result.seeds else spec.seed}
+        if turn is not None:
+            update["params"] = {**(turn.params or {}), "video": result.video}
+            update["image_keys"] = list(parent.image_keys) if parent else list(spec.context_keys[:1])
+            update["identity_scores"] = list(parent.identity_scores) if parent else []
+        await finish_job(
+            self.store,
+            self.bus,
+            spec.job_id,
+            JobStatus.DONE,
+            result=result_json,
+            seconds=result.seconds,
+            turn_update=update,
             make_current=True,
         )
 
@@ -274,6 +298,10 @@ def run_job(
         if on_model_free is not None:
             on_model_free()
         return result
+    if spec.kind == JobKind.VIDEO and hasattr(engine, "yield_model"):  # the Engine (test doubles run clips themselves)
+        from engine.video.video_job import run_video  # heavy: imported only where a model runs
+
+        return run_video(engine, spec, on_progress, cancel, on_model_free)  # type: ignore[arg-type]
     if on_model_free is not None and _takes_on_model_free(engine):
         return engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
     return engine.run(spec, on_progress=on_progress, cancel=cancel)

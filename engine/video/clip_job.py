@@ -11,6 +11,7 @@ next step boundary.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +22,11 @@ from PIL import Image
 
 from engine.render.identity import NOTE_BELOW, NOTE_NO_FACE, NOTE_NO_REFERENCE, NOTE_OK, Embedder, similarity
 from engine.render.job_render import derive_seed
+from engine.specs import VideoParams
 from engine.video.clip_pipeline import LoadedVideoPipeline, render_frames
-from engine.video.mp4 import encode_mp4, poster_png
-from engine.video.params import VideoParams
+from engine.video.mp4 import encode_mp4, fit_mp4, poster_png
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Clip:
     identity: FrameIdentity
     #: seconds by stage: video_render, identity_gate, mp4_encode
     timings: dict[str, float] = field(default_factory=dict)
+    #: a lower-bitrate copy no larger than the upload limit, when :attr:`mp4` is larger (else None)
+    small: bytes | None = None
 
     @property
     def seconds(self) -> float:
@@ -149,8 +154,10 @@ def make_clip(
     on_progress: Callable[..., None] | None = None,
     cancel: threading.Event | None = None,
     between_steps: Callable[[], None] | None = None,
+    upload_bytes: int | None = None,
 ) -> Clip:
     """Animate ``image`` into a clip of ``params.seconds`` at ``params.fps`` (see the module doc).
+    A clip larger than ``upload_bytes`` also gets a lower-bitrate copy that fits (:attr:`Clip.small`).
 
     A cancelled render raises engine.render.pipeline.RenderCancelled."""
     progress = ClipProgress(params, on_progress)
@@ -186,6 +193,12 @@ def make_clip(
     encoding = time.perf_counter()
     mp4 = encode_mp4(frames, params.fps)
     poster = poster_png(frames)
+    small = None
+    if upload_bytes is not None and len(mp4) > upload_bytes:
+        try:
+            small = fit_mp4(frames, params.fps, upload_bytes, encoded=mp4)
+        except ValueError as exc:  # delivered as it is: a front end with a lower limit says so
+            log.warning("no upload-sized copy of the clip: %s", exc)
     timings["mp4_encode"] = time.perf_counter() - encoding
     return Clip(
         mp4=mp4,
@@ -198,4 +211,5 @@ def make_clip(
         tries=tries,
         identity=FrameIdentity(verdict.score, verdict.note, verdict.frames),
         timings={stage: round(seconds, 4) for stage, seconds in timings.items()},
+        small=small,
     )

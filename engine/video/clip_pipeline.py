@@ -24,12 +24,10 @@ import torch
 from PIL import Image
 
 from engine.render.pipeline import RenderCancelled, fit_size, resolve_device, resolve_dtype
-from engine.specs import is_toy_model
-from engine.video.params import VideoParams
+from engine.specs import TINY_VIDEO_MODEL, VideoParams, is_toy_model
 
 log = logging.getLogger(__name__)
 
-TINY_VIDEO_MODELS = frozenset({"tiny"})
 _REAL_MAX_SEQUENCE_LENGTH = 512
 #: what the clip should not look like (with guidance > 1 it is the unconditional branch)
 NEGATIVE_PROMPT = (
@@ -61,14 +59,6 @@ class RenderedFrames:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def default_video_params(model: str, toy: bool | None = None) -> VideoParams:
-    """Tiny (test-sized) models: 64x64, 8 fps, 4 steps, no guidance; real weights (Wan 2.2 TI2V-5B):
-    720p (1280x704 area), 24 fps (its native rate), 30 steps, guidance 5."""
-    if toy if toy is not None else (model in TINY_VIDEO_MODELS or is_toy_model(model)):
-        return VideoParams(seconds=3, fps=8, steps=4, guidance=1.0, width=64, height=64)
-    return VideoParams(seconds=5, fps=24, steps=30, guidance=5.0, width=1280, height=704)
-
-
 def load_video_pipeline(
     model: str = "tiny", *, device: str | None = None, dtype: str = "auto", cpu_offload: bool = False
 ) -> LoadedVideoPipeline:
@@ -77,7 +67,7 @@ def load_video_pipeline(
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    if model in TINY_VIDEO_MODELS:
+    if model == TINY_VIDEO_MODEL:
         from engine.video.tiny_wan import build_tiny_video_pipeline
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,10 +14,10 @@ from PIL import Image
 
 from engine.render.identity import NOTE_BELOW, NOTE_NO_FACE, NOTE_NO_REFERENCE, NOTE_OK
 from engine.render.pipeline import RenderCancelled
+from engine.specs import VideoParams, default_video_params, wan_frame_count
 from engine.video.clip_job import frame_identity, gate_clip, make_clip, sampled_frames
-from engine.video.clip_pipeline import default_video_params, load_video_pipeline
+from engine.video.clip_pipeline import load_video_pipeline
 from engine.video.mp4 import encode_mp4, fit_mp4, probe_mp4
-from engine.video.params import VideoParams, wan_frame_count
 from storage.settings import DEFAULT_IDENTITY_THRESHOLDS
 from tests.engine.conftest import INSIGHTFACE_IMAGES
 
