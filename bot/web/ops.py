@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.web.state import STATE, WebState
 from engine import metrics
-from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEY
+from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEYS
 from storage.models import JobStatus
 
 CHECK_TIMEOUT_S = 3.0
@@ -59,7 +59,8 @@ async def readiness(state: WebState) -> dict[str, tuple[bool, str]]:
         checks["worker"] = (False, "unknown: redis is unreachable")
         return checks
     try:
-        line = await asyncio.wait_for(state.redis.get(HEALTH_CHECK_KEY), CHECK_TIMEOUT_S)
+        lines = await asyncio.wait_for(state.redis.mget(HEALTH_CHECK_KEYS), CHECK_TIMEOUT_S)  # any queue's worker
+        line = next((x for x in lines if x), None)
     except Exception as exc:
         line, checks["worker"] = None, (False, f"heartbeat unreadable: {_reason(exc)}")
     if "worker" not in checks:

@@ -30,6 +30,7 @@ from engine.jobs import routing
 from engine.jobs.events import Queued
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import LocalBus, ProgressBus, RedisBus
+from engine.jobs.queues import ARQ_QUEUES, IMAGES, arq_queue_of, queue_of_spec
 from engine.specs import JobSpec
 from storage.models import JobStatus
 from storage.repository import Store
@@ -65,20 +66,24 @@ class JobQueue(Protocol):
 @dataclass
 class _Running:
     job_id: str
+    queue: str = IMAGES
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class EmbeddedQueue:
-    """In-process queue: FIFO, ``concurrency`` jobs at a time (one per GPU)."""
+    """In-process queues (images, video, training; engine.jobs.queues): FIFO each, ``concurrency``
+    jobs at a time of each. Jobs of different queues run side by side and take turns on the model
+    through the engine lock, which a clip lends to waiting jobs between its steps: an image turn
+    never waits in line behind a clip."""
 
     def __init__(self, store: Store, runner_factory: Callable[[ProgressBus], Any], *, concurrency: int = 1) -> None:
         self.store = store
         self.bus = LocalBus()
         self._runner_factory = runner_factory
         self._runner: Any = None
-        self._waiting: list[dict[str, Any]] = []
+        self._waiting: dict[str, list[dict[str, Any]]] = {name: [] for name in ARQ_QUEUES}
         self._running: dict[str, _Running] = {}
-        self._wake = asyncio.Event()
+        self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in ARQ_QUEUES}
         #: runs the workers' task group; cancelling it stops every worker
         self._workers: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
@@ -94,11 +99,12 @@ class EmbeddedQueue:
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
-            self._waiting.append(job.spec)
+            self._waiting[queue_of_spec(job.spec)].append(job.spec)
         if hasattr(self._runner, "start_warm"):
             self._warming = self._runner.start_warm()
         self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
-        self._wake.set()
+        for wake in self._wake.values():
+            wake.set()
 
     @property
     def readiness(self) -> str:
@@ -107,8 +113,9 @@ class EmbeddedQueue:
 
     async def _run_workers(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for i in range(self._concurrency):
-                group.create_task(self._work(), name=f"embedded-worker-{i}")
+            for queue in ARQ_QUEUES:
+                for i in range(self._concurrency):
+                    group.create_task(self._work(queue), name=f"embedded-{queue}-worker-{i}")
 
     async def close(self) -> None:
         for running in self._running.values():
@@ -122,16 +129,19 @@ class EmbeddedQueue:
         self._workers = self._warming = None
 
     async def enqueue(self, spec: JobSpec) -> None:
-        self._waiting.append(spec.model_dump(mode="json"))
-        await self.bus.publish(Queued.build(spec.job_id, position=len(self._waiting) - 1 + len(self._running)))
-        self._wake.set()
+        spec_json = spec.model_dump(mode="json")
+        queue = queue_of_spec(spec_json)
+        self._waiting[queue].append(spec_json)
+        await self.bus.publish(Queued.build(spec.job_id, position=await self.position(spec.job_id)))
+        self._wake[queue].set()
 
     async def cancel(self, job_id: str) -> bool:
-        for index, spec in enumerate(self._waiting):
-            if spec["job_id"] == job_id:
-                del self._waiting[index]
-                await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
-                return True
+        for waiting in self._waiting.values():
+            for index, spec in enumerate(waiting):
+                if spec["job_id"] == job_id:
+                    del waiting[index]
+                    await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
+                    return True
         running = self._running.get(job_id)
         if running is not None:
             running.cancel.set()
@@ -139,20 +149,23 @@ class EmbeddedQueue:
         return False
 
     async def position(self, job_id: str) -> int | None:
-        for index, spec in enumerate(self._waiting):
-            if spec["job_id"] == job_id:
-                return index + len(self._running)
+        """Jobs ahead in its own queue: waiting before it, and those of that queue running."""
+        for queue, waiting in self._waiting.items():
+            for index, spec in enumerate(waiting):
+                if spec["job_id"] == job_id:
+                    return index + sum(1 for r in self._running.values() if r.queue == queue)
         return None
 
-    async def _work(self) -> None:
-        """One model slot: run a job, and take the next once the job's renders are done."""
+    async def _work(self, queue: str) -> None:
+        """One slot of ``queue``: run a job, and take the next once the job's renders are done."""
         loop = asyncio.get_running_loop()
+        waiting, wake = self._waiting[queue], self._wake[queue]
         while True:
-            while not self._waiting:
-                self._wake.clear()
-                await self._wake.wait()
-            spec = self._waiting.pop(0)
-            running = _Running(spec["job_id"])
+            while not waiting:
+                wake.clear()
+                await wake.wait()
+            spec = waiting.pop(0)
+            running = _Running(spec["job_id"], queue)
             self._running[running.job_id] = running
             model_free = asyncio.Event()
             task = asyncio.create_task(
@@ -221,7 +234,12 @@ class ArqQueue:
             present = await pipe.execute()
         requeued = 0
         for job, there in zip(jobs, present, strict=True):
-            if not there and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
+            queue_name = arq_queue_of(job.kind)  # each job back into its own queue
+            if (
+                not there
+                and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id, _queue_name=queue_name)
+                is not None
+            ):
                 requeued += 1
         if requeued:
             log.info("queued %d unfinished job(s) again that redis had lost", requeued)
@@ -261,7 +279,8 @@ class ArqQueue:
     async def enqueue(self, spec: JobSpec) -> None:
         await self.start()
         spec_json = spec.model_dump(mode="json")
-        if self.route_warm:
+        queue_name = arq_queue_of(spec.kind)
+        if self.route_warm and queue_name == ARQ_QUEUES[IMAGES]:  # warmth matters to image turns
             try:
                 worker = await routing.pin(self.pool, spec_json)
             except Exception as exc:  # routing is a hint: without it any worker takes the job
@@ -269,7 +288,7 @@ class ArqQueue:
             else:
                 if worker is not None:
                     log.debug("job %s pinned to warm worker %s", spec.job_id, worker)
-        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec_json, _job_id=spec.job_id)
+        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec_json, _job_id=spec.job_id, _queue_name=queue_name)
         if job is None:
             log.info("job %s was already queued", spec.job_id)
         if self.wake_workers:
@@ -284,7 +303,8 @@ class ArqQueue:
         the engine stops at its next step and the worker records the cancel.
         """
         await self.start()
-        in_queue = await self.pool.zscore(ARQ_QUEUE_NAME, job_id) is not None
+        queue_name = await self._queue_holding(job_id)
+        in_queue = queue_name is not None
         running = bool(await self.pool.exists(IN_PROGRESS_PREFIX + job_id))
         if not in_queue and not running:
             return False
@@ -292,14 +312,15 @@ class ArqQueue:
         await self.pool.zadd(ARQ_ABORT_KEY, {job_id: now_ms()})
         if self.wake_workers:
             await self.pool.publish(WAKE_CHANNEL, job_id)
-        if not running and await self.pool.zrem(ARQ_QUEUE_NAME, job_id):
+        if not running and queue_name is not None and await self.pool.zrem(queue_name, job_id):
             await self.pool.delete(ARQ_JOB_PREFIX + job_id)
             await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
         return True
 
     async def position(self, job_id: str) -> int | None:
         await self.start()
-        rank = await self.pool.zrank(ARQ_QUEUE_NAME, job_id)
+        queue_name = await self._queue_holding(job_id)
+        rank = await self.pool.zrank(queue_name, job_id) if queue_name is not None else None
         if rank is None:
             return None
         if await self.pool.exists(IN_PROGRESS_PREFIX + job_id):
@@ -307,6 +328,14 @@ class ArqQueue:
         # arq keeps running jobs in the queue set until they finish: like the embedded queue's
         # position, the rank counts them as ahead
         return int(rank)
+
+    async def _queue_holding(self, job_id: str) -> str | None:
+        """The arq queue (redis key) that holds ``job_id``, if any."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for name in ARQ_QUEUES.values():
+                pipe.zscore(name, job_id)
+            scores = await pipe.execute()
+        return next((name for name, score in zip(ARQ_QUEUES.values(), scores, strict=True) if score is not None), None)
 
 
 def redis_settings(url: str) -> Any:

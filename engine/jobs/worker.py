@@ -1,7 +1,7 @@
 """The arq GPU worker: ``persona-studio worker``.
 
-One pipeline per process, loaded once at start-up; one job at a time (``max_jobs=1``). Failed
-jobs are retried with backoff; on the last try they are marked failed and the user is told.
+One pipeline per process, loaded once at start-up; one job at a time per queue. Failed jobs are
+retried with backoff; on the last try they are marked failed and the user is told.
 
 Lease: arq marks a job in progress with a key that lives ``job_timeout + 10 s`` and never renews
 it. We keep the generous timeout (a 4-image post on a small GPU takes minutes) but PEXPIRE that
@@ -9,31 +9,31 @@ key to :data:`LEASE_S` every :data:`HEARTBEAT_S` while the job runs, so when a w
 its job becomes runnable for another worker within about :data:`LEASE_S` seconds. The engine runs
 in a thread, so the heartbeat keeps beating while a step computes.
 
-Waking: arq polls redis every ``poll_delay``; its default 0.5 s adds up to half a second to every
-turn, and polling every few ms keeps an idle worker busy. :class:`StudioWorker` waits between
-polls on a pub/sub message that the client publishes on enqueue and cancel (and polls at least
-every :data:`IDLE_POLL_S`), so a job starts a few milliseconds after it is queued.
+Waking: instead of arq's 0.5 s poll, :class:`StudioWorker` waits between polls on a pub/sub message
+published on enqueue and cancel (polling at least every :data:`IDLE_POLL_S`): a job starts within ms.
 
 Cancel: arq's own abort cancels the job's asyncio task, which cannot tell an abort from a
 shutdown. :class:`StudioWorker` reads arq's abort set itself and sets the running job's cancel
 flag instead: the engine stops at its next step and the cancel is recorded. A task cancelled by
 a shutdown is not recorded as cancelled: arq runs the job again.
 
-Redis restarts: a poll that fails on a lost connection is logged and tried again (the redis
-client reconnects); if arq's loop still gives up, :func:`serve` starts it again without
-reloading the pipeline.
+Redis restarts: a failed poll is logged and tried again; if arq's loop still gives up, it is
+started again without reloading the pipeline. Queues (engine.jobs.queues): one arq loop per queue
+of WORKER_QUEUES, sharing the process's engine; a video-only worker loads no image pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq.constants import health_check_key_suffix
@@ -51,6 +51,7 @@ from engine.jobs.queue import (
     now_ms,
     redis_settings,
 )
+from engine.jobs.queues import ARQ_QUEUES, IMAGES, TRAINING, queue_of_spec
 from engine.jobs.runner import JobRunner
 from engine.metrics import publish_worker_metrics
 from storage.blobs import open_blob_store
@@ -70,7 +71,8 @@ IDLE_POLL_S = 0.5  # poll at least this often without a wake message (deferred r
 OUTAGE_RETRY_S = 1.0  # wait between polls while redis is unreachable
 RETRY_BACKOFF_S = (2.0, 10.0, 30.0)
 HEALTH_CHECK_INTERVAL_S = 10
-HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our queue
+HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our (images) queue
+HEALTH_CHECK_KEYS = [name + health_check_key_suffix for name in ARQ_QUEUES.values()]
 #: waits between attempts to subscribe to WAKE_CHANNEL again (0.05 s doubling up to OUTAGE_RETRY_S)
 WAKE_BACKOFF = ExponentialBackoff(cap=OUTAGE_RETRY_S, base=0.05)
 ABORT_MAX_AGE_MS = 3600_000  # abort requests for jobs no worker runs are dropped after this
@@ -81,9 +83,17 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 class WorkerState:
     """What a worker process keeps between jobs (and between arq restarts)."""
 
-    def __init__(self, settings: Settings, engine: Any | None = None, worker_id: str = WORKER_ID) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Any | None = None,
+        worker_id: str = WORKER_ID,
+        queues: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        #: the queues this process takes jobs from (WORKER_QUEUES): one arq worker loop each
+        self.queues = tuple(queues or settings.worker_queue_list)
         self.db = Database(settings.database_url)
         self.store = Store(self.db)
         self.blobs = open_blob_store(settings)
@@ -94,10 +104,15 @@ class WorkerState:
     async def prepare(self) -> None:
         await self.db.upgrade()
         if self._engine is None:
+            from engine.config import EngineConfig
             from engine.render.engine import Engine
 
-            self._engine = Engine.from_settings(self.settings, self.blobs)
-            log.info("loading the pipeline (%s)", self.settings.engine_model)
+            config = EngineConfig.from_settings(self.settings)
+            if IMAGES not in self.queues and TRAINING not in self.queues:  # a clip worker renders no stills
+                config = dataclasses.replace(config, load_images=False)
+            self._engine = Engine(config, self.blobs)
+            what = self.settings.engine_model if config.load_images else "the face embedder only"
+            log.info("loading the pipeline (%s) for the queues %s", what, ", ".join(self.queues))
             await asyncio.to_thread(self._engine.load)
 
     @property
@@ -122,8 +137,9 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     deadline: asyncio.Timeout | None = None
     try:
         try:
-            warm = await routing.record_start(redis, state.worker_id, spec_json)
-            log.info("job %s starts (thread %s, warm here: %s)", job_id, spec_json.get("thread_id"), warm)
+            if queue_of_spec(spec_json) == IMAGES:  # warmth is an image turn's: clips and training leave it
+                warm = await routing.record_start(redis, state.worker_id, spec_json)
+                log.info("job %s starts (thread %s, warm here: %s)", job_id, spec_json.get("thread_id"), warm)
         except Exception as exc:  # routing is a hint: a redis blip must not stop the job
             log.warning("could not record where job %s runs: %s", job_id, exc)
         if await redis.zscore(ARQ_ABORT_KEY, job_id) is not None:
@@ -276,7 +292,7 @@ def _worker_class() -> type:
     return StudioWorker
 
 
-def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]:
+def worker_options(state: WorkerState, *, burst: bool = False, queue: str = IMAGES) -> dict[str, Any]:
     from arq import func
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -286,6 +302,7 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         "functions": [func(run_job, name=ARQ_FUNCTION, max_tries=MAX_TRIES, timeout=ARQ_TIMEOUT_S)],
         "redis_settings": redis_settings(state.settings.redis_url or ""),
         "on_startup": on_startup,
+        "queue_name": ARQ_QUEUES[queue],  # its health check key follows it
         "max_jobs": 1,
         "job_timeout": ARQ_TIMEOUT_S,
         "poll_delay": 0,  # StudioWorker waits for a wake message (or IDLE_POLL_S) between polls
@@ -300,15 +317,26 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
     }
 
 
-def make_worker(state: WorkerState, *, burst: bool = False) -> Any:
-    return _worker_class()(**worker_options(state, burst=burst))
+def make_worker(state: WorkerState, *, burst: bool = False, queue: str = IMAGES) -> Any:
+    return _worker_class()(**worker_options(state, burst=burst, queue=queue))
 
 
 async def serve(state: WorkerState, *, burst: bool = False) -> None:
-    """Run arq until stopped; start it again if it gives up on redis."""
+    """Run one arq worker loop per queue of ``state.queues`` until stopped. The loops share the
+    process's engine: their jobs take turns on the model (a clip lends it between its steps)."""
     await state.prepare()
+    if len(state.queues) == 1:
+        await _serve_queue(state, state.queues[0], burst)
+        return
+    async with asyncio.TaskGroup() as group:
+        for queue in state.queues:
+            group.create_task(_serve_queue(state, queue, burst), name=f"arq-worker-{queue}")
+
+
+async def _serve_queue(state: WorkerState, queue: str, burst: bool) -> None:
+    """Run arq on ``queue`` until stopped; start it again if it gives up on redis."""
     while True:
-        worker = make_worker(state, burst=burst)
+        worker = make_worker(state, burst=burst, queue=queue)
         try:
             await worker.main()
             return  # burst mode finished
@@ -330,9 +358,10 @@ async def health(redis_url: str) -> str | None:
 
     client = aioredis.Redis.from_url(redis_url)
     try:
-        raw = await client.get(HEALTH_CHECK_KEY)
+        lines = await client.mget(HEALTH_CHECK_KEYS)  # a worker of any queue
     finally:
         await client.aclose()
+    raw = next((line for line in lines if line), None)
     return raw.decode() if raw else None
 
 
