@@ -88,7 +88,7 @@ def fit_mp4(frames: np.ndarray, fps: int, max_bytes: int, *, encoded: bytes | No
     seconds = len(frames) / fps
     bitrate = int(max_bytes * 8 * _FIT_MARGIN / seconds)
     for _ in range(_FIT_TRIES):
-        if bitrate < 50_000:
+        if bitrate < 16_000:  # below this x264 cannot hold even a small clip together
             break
         data = encode_mp4(frames, fps, bitrate=bitrate)
         if len(data) <= max_bytes:
