@@ -66,7 +66,7 @@ async def test_over_the_limit_the_lower_bitrate_copy_goes(
 async def test_with_neither_fitting_the_poster_goes_with_a_note(
     fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
 ) -> None:
-    sent, _, small = await _deliver_clip(fake, start_bot, tmp_path, lambda full, small: len(small) // 2)
+    sent, _, _ = await _deliver_clip(fake, start_bot, tmp_path, lambda full, small: len(small) // 2)
     posted = [r for r in sent if r.status == 200]
     assert posted[-1].files[0].filename.startswith("poster")
     assert "over this server's upload limit" in posted[-1].json["content"]
