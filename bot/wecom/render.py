@@ -1,4 +1,5 @@
-"""Actions as WeCom messages: text, images, files, and a result card with 通过 / 重来 / 撤销.
+"""Actions as WeCom messages: text, images, clips (video messages), files, and a result card with
+通过 / 重来 / 撤销.
 
 Everything goes out through the API (:mod:`bot.wecom.api`). Progress is sent once per state
 (queued, started, done/failed/cancelled), never per step, to stay within about 30 messages a
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from bot.wecom.api import CARD_BUTTONS, WeComAPI, WeComAPIError
+from bot.wecom.api import CARD_BUTTONS, VIDEO_LIMIT_BYTES, WeComAPI, WeComAPIError
 from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,13 @@ class ActionRenderer:
         short = len(summary) <= 44 and "\n" not in summary
         if summary and (not card_buttons or not short):
             await api.send_text(user, summary)
-        for image in action.images:
+        clip = action.clip.fitting(VIDEO_LIMIT_BYTES) if action.clip is not None else None
+        if action.clip is not None and clip is not None:  # a video message instead of the poster
+            path, _size = clip
+            data = await asyncio.to_thread(Path(path).read_bytes)
+            media_id = await api.upload_media(data, action.clip.filename, "video", "video/mp4")
+            await api.send_video(user, media_id, title=f"#{action.turn_id}", description=action.clip.caption)
+        for image in action.images if clip is None else ():
             data = await asyncio.to_thread(Path(image.path).read_bytes)
             media_id = await api.upload_image(data, image.filename or Path(image.path).name)
             await api.send_image(user, media_id)
