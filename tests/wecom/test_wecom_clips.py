@@ -49,6 +49,7 @@ async def test_a_clip_goes_out_as_a_video_message_with_the_result_card(
 ) -> None:
     action, mp4 = _result(tmp_path)
     await _send(fake_wecom, http, action)
+    assert next(iter(fake_wecom.uploads.values())).data == mp4
     kinds = [m["msgtype"] for m in fake_wecom.messages_to("alice")]
     assert "video" in kinds and "image" not in kinds and kinds[-1] == "template_card"
     video = next(m for m in fake_wecom.messages_to("alice", "video"))["video"]
