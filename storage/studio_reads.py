@@ -104,6 +104,14 @@ class StudioReads:
                 select(Turn.image_keys).join(Thread, Thread.id == Turn.thread_id).where(Thread.owner_id == owner_id)
             )
             keys = {key for keys in turn_keys for key in (keys or []) if isinstance(key, str)}
+            clips = await s.scalars(  # a clip's MP4 and poster (Turn.params["video"])
+                select(Turn.params)
+                .join(Thread, Thread.id == Turn.thread_id)
+                .where(Thread.owner_id == owner_id, Turn.kind == "video")
+            )
+            for params in clips:
+                video = (params or {}).get("video") or {}
+                keys.update(str(video[k]) for k in ("key", "poster_key", "small_key") if video.get(k))
             scenes = await s.scalars(
                 select(Thread.scene_key).where(Thread.owner_id == owner_id, Thread.scene_key.is_not(None))
             )

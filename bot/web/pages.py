@@ -127,6 +127,21 @@ async def image(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, headers=headers)
 
 
+async def video(request: web.Request) -> web.StreamResponse:
+    """A clip's MP4, for the post page's <video> (Range requests work on local files)."""
+    state = request.app[STATE]
+    key = await _own_key(request)
+    headers = {"Cache-Control": IMMUTABLE, "Content-Type": "video/mp4"}
+    try:
+        path = await asyncio.to_thread(state.blobs.path, key)
+        if await asyncio.to_thread(path.is_file):
+            return web.FileResponse(path, headers=headers)
+        data = await asyncio.to_thread(state.blobs.get, key)
+    except (BlobNotFound, FileNotFoundError):
+        raise web.HTTPNotFound() from None
+    return web.Response(body=data, headers=headers)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 

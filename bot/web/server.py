@@ -60,6 +60,7 @@ def make_web_app(state: WebState) -> web.Application:
     app.router.add_get("/studio/personas", pages.personas)
     app.router.add_get("/studio/img/{key}", pages.image)
     app.router.add_get("/studio/thumb/{key}.webp", pages.thumbnail)
+    app.router.add_get("/studio/video/{key}.mp4", pages.video)
     app.router.add_get("/studio/admin", admin.admin)
     app.router.add_post("/studio/admin/jobs/{job_id}/cancel", admin.cancel)
     if state.redis is not None:
