@@ -33,7 +33,7 @@ async def test_a_clip_of_the_approved_image_arrives_as_an_mp4(
 ) -> None:
     await start_bot(studio.app.conversation)
     await create_persona(fake, studio)
-    thread, first = await open_post(fake, studio, count=1)
+    _, first = await open_post(fake, studio, count=1)
     thread_id = int(first.vars["channel_id"])
     mark = fake.mark()
     await fake.send_interaction(fake.slash_command("approve", channel_id=thread_id))
