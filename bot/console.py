@@ -153,6 +153,12 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
                 self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 
     def _progress(self, action: Progress) -> None:
+        if action.preview is not None:  # a live preview: a file beside the post's images
+            folder = self.out_dir / (f"post-{action.where.thread_db_id}" if action.where.thread_db_id else "previews")
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"preview-{action.job_id[:8]}-{action.preview.seq}.jpg"
+            target.write_bytes(action.preview.jpeg)
+            self._line(f"👁 {action.preview.percent} %: {target}")
         if action.state == "queued":
             ahead = f", {action.position} ahead" if action.position else ""
             self._line(f"⏳ queued{ahead}")

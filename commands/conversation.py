@@ -31,6 +31,7 @@ from commands.params import effective_params, pick_seed
 from commands.persona_spec import persona_spec
 from commands.table import find, help_text
 from commands.validation import InputError
+from commands.web_links import job_page, studio_link
 from engine import metrics
 from engine.jobs.outcomes import finish_job
 from engine.jobs.queue import JobQueue
@@ -62,6 +63,10 @@ class Conversation:
         self.config = config
         self.delivery = Delivery(store, blobs, threaded=config.threaded_platforms)
         self.delivery.finished_hooks.append(self._job_finished)
+        if config.web_secret and config.web_public_url:  # running jobs link to their live page
+            self.delivery.live_link = lambda user_id, job_id: studio_link(
+                config.web_secret, config.web_public_url, user_id, job_page(job_id)
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -173,8 +173,24 @@ class OpenThread(Action):
 
 
 @dataclass(frozen=True)
+class PreviewOut:
+    """A live preview of a running job (engine.previews): a JPEG of its image(s) as they form."""
+
+    seq: int  # 1, 2, 3 ... within the job's attempt
+    percent: int  # how far the job was when it was made
+    jpeg: bytes = field(repr=False, default=b"")
+    width: int = 0
+    height: int = 0
+    images: int = 1  # > 1: a grid of a batch's images
+
+
+@dataclass(frozen=True)
 class Progress(Action):
-    """Where a job is: waiting (``position`` ahead of it), running (step/total) or finished."""
+    """Where a job is: waiting (``position`` ahead of it), running (step/total) or finished.
+
+    A running job's progress carries its latest live preview when there is a new one (``preview``;
+    each preview once), and ``live_url``: a private link to its live page in the web studio (when
+    the installation has one)."""
 
     job_id: str = ""
     state: str = ""  # queued | running | done | failed | cancelled
@@ -183,6 +199,8 @@ class Progress(Action):
     total: int = 0
     eta_s: float | None = None
     text: str = ""
+    preview: PreviewOut | None = None
+    live_url: str = ""
 
 
 @dataclass(frozen=True)

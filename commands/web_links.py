@@ -9,6 +9,7 @@ and :func:`read_token` rejects one older than its lifetime.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
@@ -35,8 +36,22 @@ def sign_token(secret: str, user_id: int) -> str:
     return _serializer(secret).dumps({"u": int(user_id)})
 
 
-def studio_link(secret: str, public_url: str, user_id: int) -> str:
-    return f"{public_url.rstrip('/')}{LINK_PATH}{sign_token(secret, user_id)}"
+def studio_link(secret: str, public_url: str, user_id: int, page: str = "") -> str:
+    """The user's link; ``page`` (a studio path, e.g. ``/studio/jobs/<id>``) is where it lands."""
+    link = f"{public_url.rstrip('/')}{LINK_PATH}{sign_token(secret, user_id)}"
+    return f"{link}?next={quote(page, safe='/')}" if page else link
+
+
+def job_page(job_id: str) -> str:
+    """The studio path of a job's live page (bot.web.live)."""
+    return f"/studio/jobs/{quote(job_id, safe='')}"
+
+
+def safe_next(page: str | None) -> str | None:
+    """``page`` when it is a studio path a link may land on (never another site), else None."""
+    if not page or not page.startswith("/studio/") or "//" in page or "\\" in page or ".." in page:
+        return None
+    return page
 
 
 def read_token(secret: str, token: str, max_age_s: float) -> LinkClaims:

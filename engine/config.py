@@ -63,6 +63,9 @@ class EngineConfig:
     adapter_capacity: int = 8
     #: with compiling on, render the default size once at load so the first job does not compile
     warm: bool = True
+    #: PREVIEWS, PREVIEW_MIN_INTERVAL_S: live previews of running renders (engine.render.previews)
+    previews: bool = True
+    preview_min_interval_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -88,4 +91,6 @@ class EngineConfig:
             video_model=settings.engine_video_model,
             video_cpu_offload=settings.engine_video_cpu_offload,
             video_upload_mb=settings.video_upload_mb,
+            previews=settings.previews,
+            preview_min_interval_s=settings.preview_min_interval_s,
         )

@@ -15,6 +15,7 @@ to the thread just created.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,6 +34,7 @@ from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Pro
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
+PREVIEW_FILENAME = "preview.jpg"
 
 _A = TypeVar("_A", bound=Action)
 _Opened = dict[int, tuple[int, int]]  # post threads opened while rendering one answer: db id -> (channel, thread)
@@ -235,8 +237,18 @@ class ActionRenderer:
         channel = await self._target(where, None)
         return await channel.send(text)
 
-    async def _edit_status(self, channel_id: int, message_id: int, text: str) -> None:
-        await self.client.get_partial_messageable(channel_id).get_partial_message(message_id).edit(content=text)
+    async def _edit_status(
+        self, channel_id: int, message_id: int, text: str, *, image: bytes | None = None, clear: bool = False
+    ) -> None:
+        """Edit a status message (the bot's own: no interaction token involved); ``image`` replaces
+        its attachment with a live preview, ``clear`` removes it."""
+        message = self.client.get_partial_messageable(channel_id).get_partial_message(message_id)
+        if image is not None:
+            await message.edit(content=text, attachments=[discord.File(io.BytesIO(image), filename=PREVIEW_FILENAME)])
+        elif clear:
+            await message.edit(content=text, attachments=[])
+        else:
+            await message.edit(content=text)
 
     async def _send_images(self, channel: Any, action: Images) -> None:
         message = await send_images(channel, action, images_text(action), self.upload_limits)

@@ -1,10 +1,10 @@
 """Who is looking: the signed link from chat, kept in a cookie for the pages that follow.
 
 ``/s/<token>`` (the link ``/gallery`` sends) checks the token and puts it in an HttpOnly cookie,
-then redirects to the gallery, so page and image URLs stay short and the token never appears in
-them (nor, with ``Referrer-Policy: no-referrer``, in a Referer). Every studio request checks the
-cookie's token again: its signature and its age. A forged, altered or expired one gets 403 with
-the same text, whatever was wrong with it.
+then redirects to the gallery (or to the studio page of its ``next``), so page and image URLs stay
+short and the token never appears in them (nor, with ``Referrer-Policy: no-referrer``, in a
+Referer). Every studio request checks the cookie's token again: its signature and its age. A
+forged, altered or expired one gets 403 with the same text, whatever was wrong with it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bot.web.state import STATE, WebState
-from commands.web_links import BadLink, LinkClaims, read_token
+from commands.web_links import BadLink, LinkClaims, read_token, safe_next
 from storage.models import User
 from storage.rows import NotFound
 
@@ -51,12 +51,13 @@ async def _viewer(state: WebState, token: str) -> Viewer:
 
 
 async def enter(request: web.Request) -> web.Response:
-    """``GET /s/<token>``: check the link, keep it in the cookie, go to the gallery."""
+    """``GET /s/<token>``: check the link, keep it in the cookie, go to the gallery (or to the studio
+    page its ``next`` names, e.g. a running job's live page)."""
     state = request.app[STATE]
     token = request.match_info["token"]
     viewer = await _viewer(state, token)
     left_s = max(1, int(viewer.claims.signed_at + state.link_max_age_s - time.time()))
-    response = web.HTTPSeeOther("/studio/posts")
+    response = web.HTTPSeeOther(safe_next(request.query.get("next")) or "/studio/posts")
     response.set_cookie(
         COOKIE,
         token,

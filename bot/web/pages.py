@@ -18,7 +18,7 @@ from bot.web.state import STATE
 from commands.export import build_export
 from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
-from storage.models import Thread, ThreadStatus, Turn, TurnKind
+from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnKind
 from storage.rows import NotFound
 
 #: content-addressed: an image or thumbnail URL never changes what it serves
@@ -68,7 +68,9 @@ async def post(request: web.Request) -> web.Response:
     thread = await _own_thread(request, viewer.user.id)
     persona = await state.store.get_persona(thread.persona_id)
     turns = await state.store.turns(thread.id)
-    specs = {job.id: job.spec for job in await state.store.thread_jobs(thread.id, unfinished_only=False)}
+    jobs = await state.store.thread_jobs(thread.id, unfinished_only=False)
+    specs = {job.id: job.spec for job in jobs}
+    live = [job for job in jobs if not JobStatus(job.status).finished]  # each has a live page (bot.web.live)
     nodes = {}
     for turn in turns:
         references = _references(turn, specs.get(turn.job_id or ""), thread)
@@ -78,7 +80,9 @@ async def post(request: web.Request) -> web.Response:
         parent = nodes.get(node.turn.parent_id) if node.turn.parent_id is not None else None
         (parent.children if parent is not None else roots).append(node)
     approved = any(turn.approved for turn in turns)
-    return state.render("post.html", viewer=viewer, thread=thread, persona=persona, roots=roots, approved=approved)
+    return state.render(
+        "post.html", viewer=viewer, thread=thread, persona=persona, roots=roots, approved=approved, live=live
+    )
 
 
 async def export(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@
 Everything goes out through the API (:mod:`bot.wecom.api`). Progress is sent once per state
 (queued, started, done/failed/cancelled), never per step, to stay within about 30 messages a
 minute per user; progress messages are optional: they are skipped near the send limit and their
-failures are logged, never raised.
+failures are logged, never raised. Live previews are never sent (a card cannot be updated again
+and again): the "started" message carries a link to the job's live page in the web studio.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class ActionRenderer:
             return f"⏳ 已排队{ahead}。Queued."
         if state == "running":
             eta = f"，预计 {round(action.eta_s)} 秒" if action.eta_s else ""
-            return f"🎨 开始生成{eta}。Started."
+            live = f"\n实时预览 Live preview: {action.live_url}" if action.live_url else ""
+            return f"🎨 开始生成{eta}。Started.{live}"
         if state == "done":
             return "✅ 生成完成。Done."
         if state == "failed":
