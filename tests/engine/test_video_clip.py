@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engine.render.identity import NOTE_BELOW, NOTE_NO_FACE, NOTE_NO_REFERENCE, NOTE_OK
@@ -224,3 +225,18 @@ def test_make_clip_runs_the_gate_on_the_rendered_frames(lvp, dlib_embedder, face
     )  # fmt: skip
     assert clip.tries == 2 and clip.identity.note == NOTE_NO_FACE and clip.identity.score is None
     assert any("new seed" in e[2] for e in seen) and seen[-1][1] == 8  # total grew by one render's steps
+
+
+@needs_ffprobe
+def test_a_saved_wan_folder_loads_through_from_pretrained_and_makes_a_clip(lvp, tmp_path) -> None:
+    """The production path: ENGINE_VIDEO_MODEL names a folder (WanImageToVideoPipeline.from_pretrained,
+    the VAE loaded apart in float32); the tiny weights saved there read as a test-sized model."""
+    from engine.specs import is_toy_model
+
+    lvp.pipe.save_pretrained(tmp_path / "wan")
+    loaded = load_video_pipeline(str(tmp_path / "wan"))
+    assert type(loaded.pipe).__name__ == "WanImageToVideoPipeline" and loaded.pipe.config.expand_timesteps
+    assert loaded.pipe.vae.dtype == torch.float32 and loaded.toy and loaded.multiple_of == 32
+    assert is_toy_model(str(tmp_path / "wan")) and default_video_params(str(tmp_path / "wan")).fps == 8
+    clip = make_clip(loaded, _source(), "x", default_video_params("tiny"), 3)
+    assert probe_mp4(clip.mp4).frames == 24
