@@ -30,8 +30,6 @@ needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffpr
 def lvp():  # -> engine.video.clip_pipeline.LoadedVideoPipeline
     """The tiny video pipeline, run on one torch thread: its many small 3-D convolutions are several
     times faster so on a busy 2-core host (as ENGINE_THREADS would set it for a worker)."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield load_video_pipeline("tiny")

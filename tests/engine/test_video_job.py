@@ -74,3 +74,19 @@ def test_an_image_job_runs_between_the_steps_of_a_clip(engine, source_key) -> No
     steps = engine.default_params().steps
     assert image_done_at == [2] * steps  # all its steps ran at the clip's next step boundary
     assert clip_step["now"] == 12 and result.video is not None and result.video["frames"] == 24
+
+
+def test_a_video_only_engine_loads_no_image_pipeline(engine, source_key, tmp_path) -> None:
+    """WORKER_QUEUES=video: the worker's engine loads the face embedder, and Wan on its first clip."""
+    import dataclasses
+
+    from engine.render.engine import Engine
+
+    clips_only = Engine(dataclasses.replace(engine.config, load_images=False), engine.blobs)
+    clips_only.load()
+    assert clips_only.loaded and clips_only.embedder is not None and clips_only._lp is None
+    spec = _spec(engine, JobKind.VIDEO, persona=PersonaSpec(archetype="sweet"), prompt="x",
+                 context_keys=[source_key], video=default_video_params("tiny"))  # fmt: skip
+    result = run_job(clips_only, spec)
+    assert result.video is not None and result.video["frames"] == 24
+    assert clips_only._lp is None  # still no image pipeline
