@@ -28,11 +28,17 @@ class ModelLock:
         #: how often a holder let waiting jobs through (tests and metrics read it)
         self.yields = 0
 
-    def acquire(self) -> bool:
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (again, for its holder); ``blocking=False``: only if it is free and no one waits."""
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
                 self._depth += 1
+                return True
+            if not blocking:
+                if self._owner is not None or self._queue:
+                    return False
+                self._owner, self._depth = me, 1
                 return True
             self._wait_turn(me, 1)
         return True

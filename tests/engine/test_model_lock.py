@@ -88,3 +88,15 @@ def test_yield_keeps_the_depth_of_a_reentrant_holder() -> None:
 def test_yield_without_holding_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         ModelLock().yield_to_waiters()
+
+
+def test_a_non_blocking_acquire_takes_only_a_free_lock() -> None:
+    lock = ModelLock()
+    taken: list[bool] = []
+    with lock:
+        t = threading.Thread(target=lambda: taken.append(lock.acquire(blocking=False)))
+        t.start()
+        t.join(WAIT_S)
+    assert taken == [False]
+    assert lock.acquire(blocking=False) and lock.held_by_me()
+    lock.release()
