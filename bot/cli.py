@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from storage.settings import Settings, SettingsError, hide_password, load_settings
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger("persona_studio")
 
@@ -34,7 +35,7 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     async def upgrade() -> str | None:
         db = Database(settings.database_url)
         try:
-            await db.upgrade()
+            await db.upgrade(home_workspaces=configured_homes(settings.wecom_corp_id, settings.discord_guild_ids))
             return await db.current_revision()
         finally:
             await db.dispose()

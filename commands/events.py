@@ -84,6 +84,12 @@ class Event:
     thread_id: int | None = None
     turn_id: int | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: the workspace the event happened in (storage.workspace_keys): a Discord guild id, the WeCom
+    #: corp id, ``dm:<user id>`` for a Discord DM; "" = the platform's default (console ``local``)
+    workspace: str = ""
+    workspace_name: str = ""
+    #: the platform says the user manages the workspace (Discord: Manage Server): an admin of it
+    workspace_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,3 +228,20 @@ class FileOut(Action):
     filename: str = ""
     data: bytes = b""
     text: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewRequest(Action):
+    """Ask the workspace's reviewers to approve turn ``turn_id`` of a post submitted for review.
+
+    ``where`` is the post. Front ends with threads post ``text`` there mentioning ``reviewers``
+    (platform user ids) with Approve / Request changes buttons; the others send each reviewer a
+    card (通过 / 退回). Approve is the REACTION ``approve``, request changes the REACTION
+    ``reject`` (then the reviewer gives the reason: ``/reject <reason>``), both with ``turn_id``.
+    """
+
+    turn_id: int = 0
+    text: str = ""
+    reviewers: tuple[str, ...] = ()
+    #: the submitted images (front ends without threads show them to each reviewer)
+    images: tuple[ImageOut, ...] = ()

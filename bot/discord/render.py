@@ -25,11 +25,11 @@ import discord
 
 from bot.discord.config import DiscordConfig
 from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
-from bot.discord.slash import role_view
+from bot.discord.slash import review_view, role_view
 from bot.discord.translate import UserFacingError, channel_ids
 from bot.discord.uploads import UploadLimits, add_reactions, card_files, send_file, send_images
 from bot.frontend import ConversationPort, split_text
-from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, Where
+from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, ReviewRequest, Where
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ def message_chunks(text: str) -> list[str]:
     breaks where that keeps them at least half full; an empty text is one "…"."""
     chunks = [chunk.strip("\n") for chunk in split_text(text.strip() or "…", MESSAGE_LIMIT)]
     return [chunk for chunk in chunks if chunk]
+
+
+async def send_review_request(channel: Any, action: ReviewRequest) -> discord.Message:
+    """The request in the post's thread, mentioning (and pinging only) the reviewers, with Approve /
+    Request changes buttons."""
+    reviewers = [r for r in action.reviewers if r.isdigit()]
+    mentions = " ".join(f"<@{r}>" for r in reviewers)
+    return await channel.send(
+        f"{mentions} {action.text}".strip()[:2000],
+        view=review_view(action.turn_id),
+        allowed_mentions=discord.AllowedMentions(users=[discord.Object(int(r)) for r in reviewers]),
+    )
 
 
 def images_text(action: Images) -> str | None:
@@ -188,6 +200,9 @@ class ActionRenderer:
             elif isinstance(action, ChooseRole):  # buttons in the channel the images came from
                 channel = await self._target(_resolve(action, opened).where, fallback)
                 await channel.send(f"<@{action.where.user_id}> {action.text}", view=role_view(action.key))
+            elif isinstance(action, ReviewRequest):  # in the post's thread, mentioning the reviewers
+                channel = await self._target(_resolve(action, opened).where, fallback)
+                await send_review_request(channel, action)
             else:
                 log.warning("no Discord rendering for %r", action)
 

@@ -31,6 +31,8 @@ class Viewer:
     claims: LinkClaims
     token: str
     admin: bool
+    #: the workspace the link was asked from: the studio shows its posts, personas and images only
+    workspace_id: int = 0
 
     def csrf(self, secret: str) -> str:
         """The form token of this session (cancel buttons post it back)."""
@@ -47,7 +49,15 @@ async def _viewer(state: WebState, token: str) -> Viewer:
         user = await state.store.get_user(claims.user_id)
     except (BadLink, NotFound):
         raise forbidden() from None
-    return Viewer(user=user, claims=claims, token=token, admin=state.is_admin(user.platform, user.platform_user_id))
+    if claims.workspace_id is None:  # a link naming no workspace: where the user was last
+        last = await state.store.last_workspace_of(user.id)
+        workspace_id = last.id if last is not None else (await state.store.home_workspace(user)).id
+    elif await state.store.role_of(claims.workspace_id, user.id) is None:
+        raise forbidden()
+    else:
+        workspace_id = claims.workspace_id
+    admin = state.is_admin(user.platform, user.platform_user_id)
+    return Viewer(user=user, claims=claims, token=token, admin=admin, workspace_id=workspace_id)
 
 
 async def enter(request: web.Request) -> web.Response:

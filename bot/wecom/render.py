@@ -18,7 +18,7 @@ from pathlib import Path
 from cachetools import LRUCache
 
 from bot.wecom.api import CARD_BUTTONS, VIDEO_LIMIT_BYTES, WeComAPI, WeComAPIError
-from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply
+from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, ReviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class ActionRenderer:
                 log.warning("wecom: an action without a user was dropped")
                 continue
             try:
+                if isinstance(action, ReviewRequest):  # a card to each reviewer, not to the author
+                    for reviewer in action.reviewers:
+                        await self._render_review(reviewer, action)
+                    continue
                 await self._render_one(user, action)
             except (WeComAPIError, OSError) as exc:
                 if isinstance(action, Progress):
@@ -104,6 +108,21 @@ class ActionRenderer:
             await api.send_card(
                 user, turn_id=action.turn_id, title=f"结果 #{action.turn_id} · Result", desc=desc, buttons=card_buttons
             )
+
+    async def _render_review(self, reviewer: str, action: ReviewRequest) -> None:
+        """The submitted images and a card with 通过 / 退回 (退回 asks for the reason: 退回 <原因>)."""
+        api = self._api()
+        await api.send_text(reviewer, plain_text(action.text))
+        for image in action.images:
+            data = await asyncio.to_thread(Path(image.path).read_bytes)
+            await api.send_image(reviewer, await api.upload_image(data, image.filename or Path(image.path).name))
+        await api.send_card(
+            reviewer,
+            turn_id=action.turn_id,
+            title=f"审核 #{action.turn_id} · Review",
+            desc="通过 / 退回（退回后发送：退回 <原因>）",
+            buttons=("approve", "reject"),
+        )
 
     def _progress_text(self, action: Progress) -> str | None:
         """Text for the first Progress of each state of a job; None for repeats (per-step running)."""

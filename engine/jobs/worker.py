@@ -59,6 +59,7 @@ from storage.db import Database
 from storage.models import JobStatus
 from storage.repository import Store
 from storage.settings import Settings
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class WorkerState:
         self.cancel_flags: dict[str, threading.Event] = {}
 
     async def prepare(self) -> None:
-        await self.db.upgrade()
+        await self.db.upgrade(
+            home_workspaces=configured_homes(self.settings.wecom_corp_id, self.settings.discord_guild_ids)
+        )
         if self._engine is None:
             from engine.config import EngineConfig
             from engine.render.engine import Engine
@@ -111,8 +114,7 @@ class WorkerState:
             if IMAGES not in self.queues and TRAINING not in self.queues:  # a clip worker renders no stills
                 config = dataclasses.replace(config, load_images=False)
             self._engine = Engine(config, self.blobs)
-            what = self.settings.engine_model if config.load_images else "the face embedder only"
-            log.info("loading the pipeline (%s) for the queues %s", what, ", ".join(self.queues))
+            log.info("loading the engine for the queues %s (images: %s)", ",".join(self.queues), config.load_images)
             await asyncio.to_thread(self._engine.load)
 
     @property
@@ -325,9 +327,6 @@ async def serve(state: WorkerState, *, burst: bool = False) -> None:
     """Run one arq worker loop per queue of ``state.queues`` until stopped. The loops share the
     process's engine: their jobs take turns on the model (a clip lends it between its steps)."""
     await state.prepare()
-    if len(state.queues) == 1:
-        await _serve_queue(state, state.queues[0], burst)
-        return
     async with asyncio.TaskGroup() as group:
         for queue in state.queues:
             group.create_task(_serve_queue(state, queue, burst), name=f"arq-worker-{queue}")

@@ -120,7 +120,8 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
 async def _post(fake: FakeDiscord, app: App) -> int:
     """A ready persona (straight in storage) and ``/post``; the post thread's id."""
     owner = await app.store.user("discord", fake.owner["id"])
-    persona = await app.store.create_persona(owner.id, "mia", "sweet", [("sweet/a", 1.0)], 7)
+    guild = await app.store.workspace("discord", str(fake.guild_id))  # the server's workspace
+    persona = await app.store.create_persona(owner.id, "mia", "sweet", [("sweet/a", 1.0)], 7, workspace_id=guild.id)
     await app.store.persona_ready(persona.id, None, None, [("sweet/a", 1.0)])
     mark = fake.mark()
     await fake.send_interaction(fake.slash_command("post", {"persona": "mia", "prompt": "latte", "count": 1}))
