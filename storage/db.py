@@ -10,12 +10,13 @@ session that tries to write is an error. PostgreSQL goes through asyncpg with th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
@@ -24,6 +25,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: execution option naming a read-only connection (its SQLite transaction opens without IMMEDIATE)
 READ_ONLY_OPTION = "persona_studio_read_only"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+#: the PostgreSQL advisory lock key migrations run under ("persona-studio migrate", 63 bits)
+MIGRATION_LOCK_KEY = 0x7073_6D69_6772_6174
 
 
 def is_sqlite(url: str) -> bool:
@@ -119,8 +122,12 @@ class Database:
                 await session.rollback()
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Apply the Alembic migrations up to ``revision``."""
-        async with self.engine.begin() as connection:
+        """Apply the Alembic migrations up to ``revision``, one process at a time: on PostgreSQL
+        under a transaction-scoped advisory lock, on a SQLite file under a file lock beside it
+        (processes starting together wait for the first one and then find the head in place)."""
+        async with _sqlite_migration_lock(self.url), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await connection.run_sync(_upgrade_sync, revision)
 
     async def current_revision(self) -> str | None:
@@ -129,6 +136,30 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _sqlite_migration_lock(url: str) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``<database file>.migrate.lock`` (nothing for other databases
+    and in-memory SQLite); taken in a thread so the event loop keeps running while it waits."""
+    database = make_url(url).database if is_sqlite(url) else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    handle = await asyncio.to_thread(_open_lock_file, database)
+    try:
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
+
+
+def _open_lock_file(database: str) -> Any:
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".migrate.lock").open("a")
 
 
 def alembic_config(connection: Any = None) -> Any:
