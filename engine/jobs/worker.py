@@ -155,10 +155,12 @@ def _backoff(job_try: int) -> float:
 
 
 async def _heartbeat(redis: Any, job_id: str) -> None:
+    """Renew the job's lease; SET, not PEXPIRE: a redis restarted empty gets the key back, so the
+    front end's reconciler sees the job is held (engine.jobs.queue.ArqQueue.reconcile)."""
     key = IN_PROGRESS_PREFIX + job_id
     while True:
         try:
-            await redis.pexpire(key, int(LEASE_S * 1000))
+            await redis.set(key, b"1", px=int(LEASE_S * 1000))
         except Exception as exc:  # a redis blip must not kill the job
             log.warning("lease heartbeat for %s failed: %s", job_id, exc)
         await asyncio.sleep(HEARTBEAT_S)
