@@ -149,3 +149,27 @@ async def test_job_lifecycle_and_exactly_once_delivery(store: Store) -> None:
     await store.confirm_delivery("job-1")
     assert await store.undelivered_jobs("console") == []
     assert await store.claim_delivery("job-1", reclaim_before=claimed_at + timedelta(days=1)) is False
+
+
+async def test_two_trainings_of_one_user_at_once_store_one(store: Store) -> None:
+    """Issue 20 item 5: two /persona train at two front ends at once: the database keeps one
+    (a unique partial index), whatever the commands layer checked before; other kinds and other
+    users are not limited, and a finished training frees the slot."""
+    import asyncio
+
+    from storage.job_records import TrainingInProgress
+
+    ann, bob = await store.user("wecom", "ann"), await store.user("wecom", "bob")
+
+    async def train(job_id: str, user_id: int) -> object:
+        return await store.create_job(job_id, "train_persona", {}, user_id=user_id, thread_id=None, platform="wecom")
+
+    results = await asyncio.gather(train("t1", ann.id), train("t2", ann.id), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Job", "TrainingInProgress"]
+    await train("t3", bob.id)  # another user
+    await store.create_job("e1", "edit", {}, user_id=ann.id, thread_id=None, platform="wecom")
+    kept = next(r for r in results if not isinstance(r, Exception)).id
+    with pytest.raises(TrainingInProgress):
+        await train("t4", ann.id)
+    await store.finish_job(kept, JobStatus.CANCELLED)
+    await train("t5", ann.id)
