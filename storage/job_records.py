@@ -83,6 +83,11 @@ class JobRecords:
             job.started_at = utcnow()
             return job
 
+    async def job_status(self, job_id: str) -> str | None:
+        """A job's status alone (one indexed read; a running job polls it for cancels)."""
+        async with self.db.read() as s:
+            return await s.scalar(select(Job.status).where(Job.id == job_id))
+
     async def set_progress(self, job_id: str, progress: float) -> None:
         async with self.db.session() as s:
             await s.execute(update(Job).where(Job.id == job_id).values(progress=progress))

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from engine import metrics
 from engine.errors import JobCancelled
 from engine.jobs.events import Running
-from engine.jobs.outcomes import finish_job
+from engine.jobs.outcomes import finish_job, outcome_event
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: at most this often a running job writes its progress to the database (events go out every step)
 DB_PROGRESS_INTERVAL_S = 2.0
+#: at most this often a running job reads whether storage says it was cancelled (by any process)
+CANCEL_CHECK_INTERVAL_S = 0.5
 
 
 class EngineLike(Protocol):
@@ -105,11 +107,11 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
-        last_db_write = 0.0
+        last_db_write = last_cancel_check = 0.0
         first_step: int | None = None  # a resumed job (training) starts past step 0
 
         def on_progress(step: int, total: int, note: str | None = None) -> None:  # called in the engine's thread
-            nonlocal last_db_write, first_step
+            nonlocal last_db_write, last_cancel_check, first_step
             if first_step is None:
                 first_step = step - 1
             elapsed = time.monotonic() - started
@@ -121,6 +123,10 @@ class JobRunner:
                 last_db_write = time.monotonic()
                 write = self.store.set_progress(spec.job_id, step / total)
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
+            if time.monotonic() - last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
+                last_cancel_check = time.monotonic()
+                check = self._stop_if_finished_elsewhere(spec.job_id, cancel)
+                _log_failure(asyncio.run_coroutine_threadsafe(check, loop), "cancel check")
 
         try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
             result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free)
@@ -131,7 +137,8 @@ class JobRunner:
             raise
         except Exception as exc:
             if isinstance(exc, JobCancelled) or cancel.is_set():
-                await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled")
+                if not await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled"):
+                    await self._announce_outcome(spec.job_id)  # recorded by another process
                 return None
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
@@ -139,7 +146,9 @@ class JobRunner:
             log.exception("job %s failed", spec.job_id)
             await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
             return None
-        await self._record(spec, result)
+        if not await self._record(spec, result):
+            await self._announce_outcome(spec.job_id)  # finished elsewhere while it ran
+            return None
         return result
 
     def _run(
@@ -155,12 +164,13 @@ class JobRunner:
             return self.engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
         return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
 
-    async def _record(self, spec: JobSpec, result: JobResult) -> None:
+    async def _record(self, spec: JobSpec, result: JobResult) -> bool:
+        """Store the result; False when storage already had an outcome (cancelled elsewhere)."""
         result_json = result.model_dump(mode="json")
         if spec.kind == JobKind.TRAIN_PERSONA:
             persona = await self.store.get_persona(spec.persona.persona_id)
             update = new_version(persona.versions, spec.job_id, result.training or {})
-            await finish_job(  # the job and the persona's new version in one transaction
+            return await finish_job(  # the job and the persona's new version in one transaction
                 self.store,
                 self.bus,
                 spec.job_id,
@@ -169,11 +179,10 @@ class JobRunner:
                 seconds=result.seconds,
                 persona_update=(spec.persona.persona_id, update),
             )
-            return
         if spec.kind == JobKind.CREATE_PERSONA:
             mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
             persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}
-            await finish_job(  # the job and its persona in one transaction
+            return await finish_job(  # the job and its persona in one transaction
                 self.store,
                 self.bus,
                 spec.job_id,
@@ -182,9 +191,8 @@ class JobRunner:
                 seconds=result.seconds,
                 persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
             )
-            return
         scores, notes = await self._by_image(spec, result)
-        await finish_job(
+        return await finish_job(
             self.store,
             self.bus,
             spec.job_id,
@@ -211,9 +219,27 @@ class JobRunner:
         notes = spread_by_targets(result.identity_notes, spec.targets, [], size, "")
         return scores, notes
 
-    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
-        """Record a failed or cancelled outcome (first outcome only) and publish it."""
-        await finish_job(self.store, self.bus, spec.job_id, status, error=error)
+    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> bool:
+        """Record a failed or cancelled outcome (first outcome only) and publish it; whether it
+        was recorded here."""
+        return await finish_job(self.store, self.bus, spec.job_id, status, error=error)
+
+    async def _stop_if_finished_elsewhere(self, job_id: str, cancel: threading.Event) -> None:
+        """Set ``cancel`` when storage says the job finished: an admin's cancel in the web
+        process, a user's in a front end without redis, any process on the database."""
+        if cancel.is_set():
+            return
+        status = await self.store.job_status(job_id)
+        if status is not None and JobStatus(status).finished:
+            log.info("job %s was %s elsewhere; stopping it", job_id, status)
+            cancel.set()
+
+    async def _announce_outcome(self, job_id: str) -> None:
+        """Publish the outcome another process recorded (its bus may not reach this one's
+        front ends: no redis), so the user hears the job stopped."""
+        job = await self.store.get_job(job_id)
+        if job is not None and job.status in (JobStatus.CANCELLED, JobStatus.FAILED):  # done: told already
+            await self.bus.publish(outcome_event(job_id, JobStatus(job.status), error=job.error))
 
 
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
