@@ -40,6 +40,7 @@ from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
 from engine.jobs import routing
+from engine.jobs.core_share import CoreShare, host_workers
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import RedisBus
 from engine.jobs.queue import (
@@ -90,6 +91,8 @@ class WorkerState:
         self._engine = engine
         #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
         self.cancel_flags: dict[str, threading.Event] = {}
+        #: this worker's share of the host's cores (torch threads), counted from the alive keys
+        self.cores = CoreShare(settings, worker_id)
 
     async def prepare(self) -> None:
         await self.db.upgrade()
@@ -117,6 +120,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     runner = JobRunner(state.engine, state.store, bus)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
+    state.cores.apply()  # between jobs: the host's worker count may have changed
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
@@ -172,10 +176,18 @@ def _worker_class() -> type:
     class StudioWorker(Worker):  # type: ignore[misc]
         """arq's worker, woken by pub/sub, surviving redis outages, cancelling through flags."""
 
-        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], worker_id: str, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            cancel_flags: dict[str, threading.Event],
+            worker_id: str,
+            cores: CoreShare | None = None,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.cancel_flags = cancel_flags
             self.worker_id = worker_id
+            self.cores = cores
             self._alive_task: asyncio.Task[None] | None = None
             self.wake = asyncio.Event()
             self._wake_task: asyncio.Task[None] | None = None
@@ -224,6 +236,10 @@ def _worker_class() -> type:
             while True:
                 try:
                     await routing.beat(self.pool, self.worker_id)
+                    if self.cores is not None:
+                        self.cores.observe(await host_workers(self.pool, self.worker_id))
+                        if not self.cancel_flags:  # idle: no job computes under the change
+                            self.cores.apply()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -299,6 +315,7 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         "handle_signals": False,
         "cancel_flags": state.cancel_flags,
         "worker_id": state.worker_id,
+        "cores": state.cores,
     }
 
 
