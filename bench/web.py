@@ -37,9 +37,9 @@ sys.path.insert(0, str(_BENCH.parent))
 import aiohttp  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from bot.web import WebFrontEnd, make_state  # noqa: E402
+from bot.web import WebConfig, WebFrontEnd, make_state  # noqa: E402
 from commands.web_links import studio_link  # noqa: E402
-from storage.blobs import BlobStore  # noqa: E402
+from storage.blobs import BlobStore, open_blob_store  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models import ThreadStatus, TurnStatus  # noqa: E402
 from storage.repository import Store  # noqa: E402
@@ -112,9 +112,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         db = Database(settings.database_url)
         await db.upgrade()
-        store, blobs = Store(db), BlobStore(settings.blob_dir)
+        store, blobs = Store(db), open_blob_store(settings)
         user_id = await populate(store, blobs, args.posts, args.size)
-        web = WebFrontEnd(settings, make_state(settings, store, blobs, None))
+        config = WebConfig.from_settings(settings)
+        web = WebFrontEnd(config, make_state(config, store, blobs, None))
         await web.start()
         base = f"http://127.0.0.1:{port}"
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.frontend import FrontEndTasks
+from bot.frontend import ConversationClient, FrontEndBase
 from commands.conversation import Conversation
 from commands.events import (
     BUTTON_EMOJI,
@@ -41,8 +41,11 @@ PLATFORM = "console"
 log = logging.getLogger(__name__)
 
 
-class ConsoleFrontEnd:
-    """One console user's conversation: typed lines in, actions printed (images saved to files)."""
+class ConsoleFrontEnd(ConversationClient, FrontEndBase):
+    """One console user's conversation: typed lines in, actions printed (images saved to files).
+
+    It takes the whole :class:`~commands.conversation.Conversation` (not only the port): a
+    script waits for its jobs' deliveries to be recorded (:meth:`wait_job`)."""
 
     platform = PLATFORM
 
@@ -55,6 +58,7 @@ class ConsoleFrontEnd:
         stream: TextIO | None = None,
         live: bool | None = None,
     ) -> None:
+        super().__init__()
         self.conversation = conversation
         self.out_dir = Path(out_dir)
         self.user = user
@@ -64,25 +68,15 @@ class ConsoleFrontEnd:
         self.actions: list[Action] = []
         self._finished: dict[str, asyncio.Event] = {}
         self._bar_open = False
-        self.tasks = FrontEndTasks(PLATFORM)
-        self._stopped = asyncio.Event()
-        conversation.add_deliverer(PLATFORM, self.deliver)  # at once: tests send without start()
+        self.register_deliverer()  # at once: tests send without start()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self.tasks.open()
         await self.deliver_pending()
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         await self.tasks.close()
-        self._stopped.set()
-
-    async def wait_closed(self) -> None:
-        await self._stopped.wait()
-
-    async def deliver_pending(self) -> int:
-        """Deliver the results that finished while the console was closed."""
-        return await self.conversation.deliver_pending(PLATFORM)
 
     # -- input -------------------------------------------------------------------------------
     async def send(self, line: str) -> list[Action]:

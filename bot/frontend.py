@@ -1,4 +1,5 @@
-"""The one interface every front end implements, its background task group, and text splitting.
+"""The one interface every front end implements, the one port to the conversation, the shared
+base of front ends, their background task group, and text splitting.
 
 A front end (Discord, WeCom, the console) translates platform events into commands
 :class:`~commands.events.Event` objects and renders the actions that come back. What the rest of
@@ -13,6 +14,12 @@ the program needs of it is small:
 * ``wait_closed()`` returns (or raises) when the front end stopped serving by itself;
 * ``tasks``: its own :class:`FrontEndTasks`, an :class:`asyncio.TaskGroup` for background work.
 
+:class:`ConversationPort` is everything a front end may ask of the conversation
+(``commands.conversation.Conversation`` is the one implementation; tests use stand-ins).
+:class:`FrontEndBase` holds the lifecycle front ends share (start/stop/wait_closed around their own
+``open``/``close``); :class:`ConversationClient` what chat front ends share (registering the
+deliverer, delivering what finished while they were away).
+
 :func:`serve` starts any number of front ends the same way (``persona-studio run``). A new
 platform is one package in ``bot/`` whose front end implements :class:`FrontEnd`.
 """
@@ -25,9 +32,39 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
-from commands.events import Action
+from commands.delivery import DeliverFn
+from commands.events import Action, Event
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ConversationClient",
+    "ConversationPort",
+    "DeliverFn",
+    "FrontEnd",
+    "FrontEndBase",
+    "FrontEndTasks",
+    "serve",
+    "split_text",
+    "utf8_size",
+]
+
+
+class ConversationPort(Protocol):
+    """What front ends need of ``commands.conversation.Conversation``: the one port between them."""
+
+    async def handle(self, event: Event) -> list[Action]: ...
+    def add_deliverer(self, platform: str, deliver: DeliverFn) -> None: ...
+    async def deliver_pending(self, platform: str) -> int: ...
+    # post threads on platforms that have threads (Discord)
+    async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None: ...
+    async def abandon_thread(self, thread_db_id: int) -> None: ...
+    async def thread_owner(self, platform: str, thread_id: int) -> str | None: ...
+    async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool: ...
+    # autocompletion
+    async def archetypes(self) -> list[str]: ...
+    async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
+    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
 
 
 class FrontEndTasks:
@@ -110,6 +147,72 @@ class FrontEnd(Protocol):
     async def deliver(self, actions: Sequence[Action]) -> None: ...
     async def deliver_pending(self) -> int: ...
     async def wait_closed(self) -> None: ...
+
+
+class FrontEndBase:
+    """The lifecycle every front end shares: :meth:`start` runs :meth:`open`, :meth:`stop` runs
+    :meth:`close` and then wakes :meth:`wait_closed`. A front end that never delivers (the web
+    studio) keeps the no-op :meth:`deliver` and :meth:`deliver_pending`."""
+
+    platform: str
+
+    def __init__(self, tasks: FrontEndTasks | None = None) -> None:
+        self.tasks = tasks if tasks is not None else FrontEndTasks(self.platform)
+        self._stopped = asyncio.Event()
+
+    async def open(self) -> None:
+        """Connect or start serving (subclasses)."""
+
+    async def close(self) -> None:
+        """End what :meth:`open` started (subclasses)."""
+
+    async def start(self) -> None:
+        await self.open()
+
+    async def stop(self) -> None:
+        try:
+            await self.close()
+        finally:
+            self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()
+
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        return None
+
+    async def deliver_pending(self) -> int:
+        return 0
+
+
+class ConversationClient:
+    """What chat front ends share: a conversation, deliveries registered under ``platform``, and
+    the results that finished while the front end was away delivered on start.
+
+    Mixed into the object that renders (the Discord client, the WeCom callback handler, the
+    console); it sets ``conversation``, ``platform`` and ``deliver``.
+    """
+
+    conversation: ConversationPort
+    platform: str
+
+    async def deliver(self, actions: Sequence[Action]) -> None:
+        raise NotImplementedError
+
+    def register_deliverer(self) -> None:
+        """From now on the conversation delivers this platform's job progress and results here."""
+        self.conversation.add_deliverer(self.platform, self.deliver)
+
+    async def deliver_pending(self) -> int:
+        """Deliver the results that finished while the front end was away (failures are logged)."""
+        try:
+            count = await self.conversation.deliver_pending(self.platform)
+        except Exception:
+            log.exception("%s: delivering pending results failed", self.platform)
+            return 0
+        if count:
+            log.info("%s: delivered %d result(s) finished while the front end was away", self.platform, count)
+        return count
 
 
 async def serve(*front_ends: FrontEnd) -> None:

@@ -14,14 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import Persona
 from storage.persona_versions import find_version, version_in_use
 from storage.repository import Store
 from storage.settings import Settings
-
-DEFAULT_USER = "console:console"
 
 
 class ToolError(Exception):
@@ -95,7 +93,7 @@ async def run_export(settings: Settings, name: str, user: str, out: Path) -> lis
         persona = await find_persona(Store(db), user, name)
     finally:
         await db.dispose()
-    return export_persona(persona, BlobStore(settings.blob_dir), out)
+    return export_persona(persona, open_blob_store(settings), out)
 
 
 async def run_eval(settings: Settings, name: str, user: str, renders: int, version: str | None) -> dict[str, Any]:
@@ -122,6 +120,6 @@ async def run_eval(settings: Settings, name: str, user: str, renders: int, versi
         version=number,
         version_lora_key=chosen["lora_key"] if chosen else None,
     )
-    engine = Engine.from_settings(settings, BlobStore(settings.blob_dir))
+    engine = Engine.from_settings(settings, open_blob_store(settings))
     result = await asyncio.to_thread(evaluate_identity, engine, spec, renders)
     return {"persona": persona.name, "version": f"v{number}" if number else "blend", **result}

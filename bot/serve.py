@@ -16,8 +16,6 @@ from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-WECOM_REQUIRED = ("wecom_agent_id", "wecom_secret", "wecom_token", "wecom_aes_key")
-
 
 def check_front_end_settings(settings: Settings) -> list[str]:
     """Names of the front ends to start; SettingsError when one is half configured."""
@@ -25,12 +23,9 @@ def check_front_end_settings(settings: Settings) -> list[str]:
     if settings.discord_enabled:
         names.append("discord")
     if settings.wecom_enabled:
-        missing = [name.upper() for name in WECOM_REQUIRED if getattr(settings, name) is None]
-        if missing:
-            raise SettingsError(
-                f"setting {missing[0]}: needed because WECOM_CORP_ID is set (also missing: "
-                f"{', '.join(missing[1:]) or 'nothing else'})"
-            )
+        from bot.wecom.config import WeComConfig
+
+        WeComConfig.from_settings(settings)  # raises when a required setting is missing
         names.append("wecom")
     return names
 
@@ -53,16 +48,21 @@ async def run_front_ends(settings: Settings) -> int:
     front_ends: list[FrontEnd] = []
     try:
         if "discord" in names:
-            from bot.discord import DiscordFrontEnd
+            from bot.discord import DiscordConfig, DiscordFrontEnd
 
-            front_ends.append(DiscordFrontEnd(settings, app.conversation))
+            front_ends.append(DiscordFrontEnd(DiscordConfig.from_settings(settings), app.conversation))
         if "wecom" in names:
-            from bot.wecom import WeComFrontEnd
+            from bot.wecom import WeComConfig, WeComFrontEnd
+            from bot.wecom.outbox import inbox_owner
+            from storage.inbox import Inbox
 
-            front_ends.append(WeComFrontEnd(settings, app.conversation))
-        from bot.web import WebFrontEnd, make_state
+            wecom = WeComConfig.from_settings(settings)
+            inbox = Inbox(app.db, owner=inbox_owner(wecom.port))  # rows of a dead peer are taken over
+            front_ends.append(WeComFrontEnd(wecom, app.conversation, inbox=inbox))
+        from bot.web import WebConfig, WebFrontEnd, make_state
 
-        web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
+        web_config = WebConfig.from_settings(settings)
+        web = WebFrontEnd(web_config, make_state(web_config, app.store, app.blobs, app.conversation.queue))
         front_ends.insert(0, web)  # first: it is up (health checks answer) before the chat front ends
         queue = "arq via REDIS_URL (start `persona-studio worker`)" if settings.redis_url else "embedded worker"
         log.info("starting %s; jobs: %s", " + ".join(names), queue)
@@ -79,9 +79,9 @@ async def run_web(settings: Settings) -> int:
     """The web studio alone: pages, health and metrics; cancels go through arq when REDIS_URL is
     set (without it, the jobs run inside ``persona-studio run``, and a cancel is recorded in
     storage)."""
-    from bot.web import WebFrontEnd, make_state
+    from bot.web import WebConfig, WebFrontEnd, make_state
     from engine.jobs.queue import ArqQueue
-    from storage.blobs import BlobStore
+    from storage.blobs import open_blob_store
     from storage.db import Database
     from storage.repository import Store
 
@@ -91,7 +91,8 @@ async def run_web(settings: Settings) -> int:
         store = Store(db)
         queue = ArqQueue(settings.redis_url, store) if settings.redis_url else None  # connects on first use
         try:
-            await serve(WebFrontEnd(settings, make_state(settings, store, BlobStore(settings.blob_dir), queue)))
+            config = WebConfig.from_settings(settings)
+            await serve(WebFrontEnd(config, make_state(config, store, open_blob_store(settings), queue)))
         finally:
             if queue is not None:
                 await queue.close()

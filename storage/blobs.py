@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.blob_config import BlobConfig
 from storage.local_blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobInfo, BlobNotFound, BlobStore, check_key, encode_png
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PNG_COMPRESS_LEVEL",
+    "BlobConfig",
     "BlobInfo",
     "BlobNotFound",
     "BlobStore",
@@ -27,10 +29,12 @@ __all__ = [
 ]
 
 
-def open_blob_store(settings: Settings) -> BlobStore:
-    """The blob store the settings name: S3 when BLOB_URL is set, else the folder BLOB_DIR."""
-    if settings.blob_url:
+def open_blob_store(settings: Settings | BlobConfig) -> BlobStore:
+    """The blob store the settings name: S3 when BLOB_URL is set, else the folder BLOB_DIR.
+    Every process opens its blobs here (front ends, web studio, workers, export, evaluation)."""
+    config = settings if isinstance(settings, BlobConfig) else settings.blob_config()
+    if config.url:
         from storage.s3_blobs import S3BlobStore
 
-        return S3BlobStore.from_settings(settings)
-    return BlobStore(settings.blob_dir)
+        return S3BlobStore.from_config(config)
+    return BlobStore(config.folder)

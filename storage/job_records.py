@@ -208,8 +208,8 @@ class JobRecords:
 
     async def release_held(self, thread_db_id: int) -> list[Job]:
         """The post's platform thread exists now: its held jobs become queued, except those whose
-        persona is still being created (they stay held until :meth:`held_jobs_for_persona`'s
-        caller releases them)."""
+        persona is still being created (the conversation releases them here again once it is
+        ready)."""
         async with self.db.session() as s:
             held = list(await s.scalars(select(Job).where(Job.thread_id == thread_db_id, Job.status == JobStatus.HELD)))
             released = []
@@ -227,15 +227,6 @@ class JobRecords:
         async with self.db.read() as s:
             held = await s.scalars(select(Job).where(Job.status == JobStatus.HELD).order_by(Job.created_at))
             return [job for job in held if job_persona_id(job) == persona_id]
-
-    async def release_job(self, job_id: str) -> Job | None:
-        """A held job becomes queued; ``None`` (nothing changed) if it was not held."""
-        async with self.db.session() as s:
-            job = await s.get(Job, job_id, with_for_update=True)
-            if job is None or job.status != JobStatus.HELD:
-                return None
-            job.status = JobStatus.QUEUED
-            return job
 
     async def set_job_spec(self, job_id: str, spec: dict[str, Any]) -> None:
         """Replace a job's spec (a held job's, refreshed with its persona once that is ready)."""

@@ -241,17 +241,6 @@ class Store(JobRecords, ProductRecords):
             rows = await s.scalars(select(Turn).where(Turn.thread_id == thread_db_id).order_by(Turn.id))
             return list(rows)
 
-    async def lineage(self, turn_id: int) -> list[Turn]:
-        """The path from the thread's first turn down to ``turn_id``."""
-        path: list[Turn] = []
-        async with self.db.read() as s:
-            current: int | None = turn_id
-            while current is not None:
-                turn = found(await s.get(Turn, current), "turn", current)
-                path.append(turn)
-                current = turn.parent_id
-        return path[::-1]
-
     async def set_approved(self, turn_id: int, approved: bool = True) -> None:
         async with self.db.session() as s:
             await s.execute(update(Turn).where(Turn.id == turn_id).values(approved=approved))

@@ -24,12 +24,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from storage.blob_config import BlobConfig, S3Access
 from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, check_key, check_name
-
-if TYPE_CHECKING:
-    from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +37,19 @@ KEEP_RECENT_S = 60.0
 EVICT_TO = 0.8
 
 
-def parse_blob_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix/")`` (prefix "" when none)."""
-    if not url.startswith("s3://"):
-        raise ValueError("expected s3://bucket or s3://bucket/prefix")
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise ValueError("expected s3://bucket or s3://bucket/prefix")
-    prefix = prefix.strip("/")
-    return bucket, (prefix + "/" if prefix else "")
-
-
-def make_s3_client(settings: Settings) -> Any:
-    """A boto3 S3 client from the AWS_* settings (unset ones fall back to boto3's own lookup)."""
+def make_s3_client(access: S3Access) -> Any:
+    """A boto3 S3 client (unset values fall back to boto3's own lookup)."""
     import boto3
     from botocore.config import Config
 
-    secret = settings.aws_secret_access_key
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=settings.aws_endpoint_url,
-        region_name=settings.aws_region,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=secret.get_secret_value() if secret is not None else None,
+        endpoint_url=access.endpoint_url,
+        region_name=access.region,
+        aws_access_key_id=access.access_key_id,
+        aws_secret_access_key=access.secret_access_key,
         config=Config(
-            s3={"addressing_style": settings.blob_s3_addressing_style},
+            s3={"addressing_style": access.addressing_style},
             retries={"max_attempts": 5, "mode": "standard"},
             max_pool_connections=16,
         ),
@@ -86,9 +72,9 @@ class S3BlobStore(BlobStore):
         self._cached: int | None = None  # bytes in the cache, counted on first need
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3BlobStore:
-        bucket, prefix = parse_blob_url(settings.blob_url or "")
-        return cls(settings.blob_dir, make_s3_client(settings), bucket, prefix, settings.blob_cache_mb * 2**20)
+    def from_config(cls, config: BlobConfig) -> S3BlobStore:
+        bucket, prefix = config.bucket_and_prefix
+        return cls(config.folder, make_s3_client(config.s3), bucket, prefix, config.cache_bytes)
 
     def object_key(self, key: str) -> str:
         return self.prefix + check_key(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from storage.blob_config import BlobConfig, S3Access, parse_blob_url
 
 #: Default identity threshold per face backend, on the 0-1 similarity scale of engine.render.identity.
 DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
@@ -173,8 +174,6 @@ class Settings(BaseSettings):
     def _blob_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from storage.s3_blobs import parse_blob_url
-
         parse_blob_url(value)  # raises with the expected form
         return value
 
@@ -224,6 +223,22 @@ class Settings(BaseSettings):
         if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
             return Path(url.database).expanduser().parent
         return Path(self.blob_dir).expanduser().parent
+
+    def blob_config(self) -> BlobConfig:
+        """The blob store's settings (storage.blob_config), passed whole to open_blob_store."""
+        secret = self.aws_secret_access_key
+        return BlobConfig(
+            folder=Path(self.blob_dir),
+            url=self.blob_url,
+            cache_bytes=self.blob_cache_mb * 2**20,
+            s3=S3Access(
+                endpoint_url=self.aws_endpoint_url,
+                region=self.aws_region,
+                access_key_id=self.aws_access_key_id,
+                secret_access_key=secret.get_secret_value() if secret is not None else None,
+                addressing_style=self.blob_s3_addressing_style,
+            ),
+        )
 
     def masked(self) -> dict[str, str]:
         """Every setting as ENV_NAME -> text, secrets shown as ``****`` plus their last 2 chars."""
@@ -297,8 +312,3 @@ def hide_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # not a URL at all: nothing to hide in it
         return url
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

@@ -37,11 +37,7 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     for name in list(os.environ):
         if name.startswith(("DISCORD_", "WECOM_", "AWS_")) or name in {"REDIS_URL", "DATABASE_URL", "BLOB_URL"}:
             monkeypatch.delenv(name, raising=False)
-    from storage.settings import get_settings
-
-    get_settings.cache_clear()
     yield
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 Modules here import ``discord`` absolutely, so this package never shadows discord.py.
 """
 
-from bot.discord.client import ConversationLike, PersonaBot
+from bot.discord.client import PersonaBot
+from bot.discord.config import DiscordConfig
 from bot.discord.front_end import DiscordFrontEnd, run_discord
 from bot.discord.permissions import REQUIRED_PERMISSIONS, invite_url
 
-__all__ = ["REQUIRED_PERMISSIONS", "ConversationLike", "DiscordFrontEnd", "PersonaBot", "invite_url", "run_discord"]
+__all__ = ["REQUIRED_PERMISSIONS", "DiscordConfig", "DiscordFrontEnd", "PersonaBot", "invite_url", "run_discord"]

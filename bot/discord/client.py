@@ -38,7 +38,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import discord
 import yarl
@@ -46,47 +46,33 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bot.discord.config import DiscordConfig
 from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRONG_TEXT
 from bot.discord.progress import PROGRESS_INTERVAL_S
 from bot.discord.reactions import ResultReactions
 from bot.discord.render import ActionRenderer, InteractionOutput, MessageOutput
 from bot.discord.slash import ResultButton, RoleButton, build_commands
 from bot.discord.translate import PLATFORM, UserFacingError, channel_ids, download_attachments, strip_mentions
-from bot.frontend import FrontEndTasks
-from commands.delivery import DeliverFn
+from bot.frontend import ConversationClient, ConversationPort, FrontEndTasks
 from commands.events import Action, Event, EventKind
-from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 
 
-class ConversationLike(Protocol):
-    """What the adapter needs of ``commands.conversation.Conversation``."""
-
-    async def handle(self, event: Event) -> list[Action]: ...
-    async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None: ...
-    def add_deliverer(self, platform: str, deliver: DeliverFn) -> None: ...
-    async def deliver_pending(self, platform: str) -> int: ...
-    async def archetypes(self) -> list[str]: ...
-    async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
-    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
-    async def thread_owner(self, platform: str, thread_id: int) -> str | None: ...
-    async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool: ...
-    async def abandon_thread(self, thread_db_id: int) -> None: ...
-
-
 # -- the client --------------------------------------------------------------------------------
 
 
-class PersonaBot(ResultReactions, discord.Client):
-    """A discord.py client that adapts Discord to a :class:`ConversationLike`."""
+class PersonaBot(ResultReactions, ConversationClient, discord.Client):
+    """A discord.py client that adapts Discord to the conversation (:class:`bot.frontend.ConversationPort`)."""
+
+    platform = PLATFORM
 
     def __init__(
         self,
-        conversation: ConversationLike,
-        settings: Settings,
+        conversation: ConversationPort,
+        config: DiscordConfig,
         *,
         message_content: bool = True,
         progress_interval: float = PROGRESS_INTERVAL_S,
@@ -100,11 +86,11 @@ class PersonaBot(ResultReactions, discord.Client):
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(intents=intents, **options)
         self.conversation = conversation
-        self.settings = settings
+        self.config = config
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
         self.renderer = ActionRenderer(
-            self, conversation, settings, on_result=self._remember_turn, progress_interval=progress_interval
+            self, conversation, config, on_result=self._remember_turn, progress_interval=progress_interval
         )
         self._init_reactions()
         self.tasks = FrontEndTasks("discord")
@@ -116,7 +102,7 @@ class PersonaBot(ResultReactions, discord.Client):
 
     # -- start ---------------------------------------------------------------------------------
     async def login(self, token: str) -> None:
-        base = self.settings.discord_api_base
+        base = self.config.api_base
         if base:
             base = base.rstrip("/")
             if not re.search(r"/api/v\d+$", base):
@@ -141,7 +127,7 @@ class PersonaBot(ResultReactions, discord.Client):
             self.tree.add_command(command)
         await self.sync_commands()
         self.add_dynamic_items(ResultButton, RoleButton)
-        self.conversation.add_deliverer(PLATFORM, self.deliver)
+        self.register_deliverer()
 
     async def connect(self, *, reconnect: bool = True) -> None:
         """Connect; if Discord refuses the Message Content intent (close 4014), connect again
@@ -160,8 +146,8 @@ class PersonaBot(ResultReactions, discord.Client):
             await super().connect(reconnect=reconnect)
 
     async def sync_commands(self) -> None:
-        if self.settings.discord_guild_ids:
-            for guild_id in self.settings.discord_guild_ids:
+        if self.config.guild_ids:
+            for guild_id in self.config.guild_ids:
                 guild = discord.Object(guild_id)
                 self.tree.copy_global_to(guild=guild)
                 try:
@@ -179,17 +165,6 @@ class PersonaBot(ResultReactions, discord.Client):
         if not self._delivered_pending:
             self._delivered_pending = True
             self.tasks.spawn(self.deliver_pending(), name="discord-deliver-pending")
-
-    async def deliver_pending(self) -> int:
-        """Deliver the results that finished while the bot was away."""
-        try:
-            count = await self.conversation.deliver_pending(PLATFORM)
-        except Exception:
-            log.exception("delivering pending results failed")
-            return 0
-        if count:
-            log.info("delivered %d results finished while the bot was away", count)
-        return count
 
     async def close(self) -> None:
         await self.renderer.close()

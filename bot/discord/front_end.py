@@ -15,37 +15,32 @@ from typing import Any
 
 import discord
 
-from bot.discord.client import ConversationLike, PersonaBot
+from bot.discord.client import PersonaBot
+from bot.discord.config import DiscordConfig
 from bot.discord.translate import PLATFORM
-from bot.frontend import FrontEndTasks, serve
+from bot.frontend import ConversationPort, FrontEndBase, serve
 from commands.events import Action
 from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 
-class DiscordFrontEnd:
+class DiscordFrontEnd(FrontEndBase):
     """The Discord bot of one application token."""
 
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, conversation: ConversationLike, **client_options: Any) -> None:
-        self.settings = settings
-        self.client = PersonaBot(conversation, settings, **client_options)  # falls back if the intent is refused
+    def __init__(self, config: DiscordConfig, conversation: ConversationPort, **client_options: Any) -> None:
+        self.config = config
+        self.client = PersonaBot(conversation, config, **client_options)  # falls back if the intent is refused
+        super().__init__(self.client.tasks)
         self._connection: asyncio.Task[None] | None = None
 
-    @property
-    def tasks(self) -> FrontEndTasks:
-        return self.client.tasks
-
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Log in (commands are synced and buttons registered then) and connect in the background."""
-        if self.settings.discord_token is None:
-            raise SettingsError(
-                "setting DISCORD_TOKEN: the bot token from the Developer Portal (Bot > Token) is needed"
-            )
+        token = self.config.require_token()
         try:
-            await self.client.login(self.settings.discord_token.get_secret_value())
+            await self.client.login(token)
         except discord.LoginFailure:
             await self.client.close()
             raise SettingsError(
@@ -61,7 +56,7 @@ class DiscordFrontEnd:
         if self._connection is not None:
             await asyncio.shield(self._connection)
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if not self.client.is_closed():
             await self.client.close()
         if self._connection is not None:
@@ -75,6 +70,6 @@ class DiscordFrontEnd:
         return await self.client.deliver_pending()
 
 
-async def run_discord(settings: Settings, conversation: ConversationLike) -> None:
+async def run_discord(settings: Settings, conversation: ConversationPort) -> None:
     """Run the Discord front end until cancelled."""
-    await serve(DiscordFrontEnd(settings, conversation))
+    await serve(DiscordFrontEnd(DiscordConfig.from_settings(settings), conversation))

@@ -21,8 +21,8 @@ from bot.discord.translate import PLATFORM, channel_ids, parse_custom_id
 from commands.events import EMOJI_BUTTON, Button, Event, EventKind
 
 if TYPE_CHECKING:
-    from bot.discord.client import ConversationLike
     from bot.discord.render import ActionRenderer
+    from bot.frontend import ConversationPort
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ REMEMBERED_RESULTS = 10_000
 class ResultReactions:
     """Button clicks and reactions on results, for the Discord client it is mixed into."""
 
-    conversation: ConversationLike
+    conversation: ConversationPort
     renderer: ActionRenderer
     user: discord.ClientUser | None
     cached_messages: Any

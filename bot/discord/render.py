@@ -18,17 +18,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import discord
 
+from bot.discord.config import DiscordConfig
 from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
 from bot.discord.slash import role_view
 from bot.discord.translate import UserFacingError, channel_ids
 from bot.discord.uploads import UploadLimits, add_reactions, card_files, send_file, send_images
-from bot.frontend import split_text
+from bot.frontend import ConversationPort, split_text
 from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, Where
-from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -135,28 +135,21 @@ class MessageOutput(Output):
 # -- actions to messages -----------------------------------------------------------------------
 
 
-class ThreadBinder(Protocol):
-    """What the renderer needs of the conversation: post threads bound to Discord threads."""
-
-    async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None: ...
-    async def abandon_thread(self, thread_db_id: int) -> None: ...
-
-
 class ActionRenderer:
     """Sends actions to Discord for ``client``; ``on_result(message id, turn id)`` hears of each result."""
 
     def __init__(
         self,
         client: discord.Client,
-        conversation: ThreadBinder,
-        settings: Settings,
+        conversation: ConversationPort,
+        config: DiscordConfig,
         *,
         on_result: Callable[[int, int], None],
         progress_interval: float = PROGRESS_INTERVAL_S,
     ) -> None:
         self.client = client
         self.conversation = conversation
-        self.settings = settings
+        self.config = config
         self.on_result = on_result
         self.progress = ProgressBoard(self._send_status, self._edit_status, progress_interval)
         self.upload_limits = UploadLimits()
@@ -264,7 +257,7 @@ class ActionRenderer:
 
     async def _create_post_thread(self, action: OpenThread, output: InteractionOutput | None) -> tuple[int, int]:
         """Post the post message, start the thread from it, bind it; (channel id, thread id)."""
-        archive = self.settings.discord_auto_archive_minutes
+        archive = self.config.auto_archive_minutes
         title = (action.title or "Post").strip()[:100] or "Post"
         text = action.text or title
         here = output.interaction.channel if output is not None else None

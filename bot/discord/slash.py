@@ -20,6 +20,7 @@ import discord
 from discord import app_commands
 
 from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, ROLE_ID_TEMPLATE, custom_id, role_id
+from bot.frontend import ConversationPort
 from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
 from commands.table import COMMANDS
@@ -29,20 +30,12 @@ log = logging.getLogger(__name__)
 AUTOCOMPLETE_TIMEOUT_S = 2.5
 
 
-class PersonaCatalog(Protocol):
-    """What autocompletion needs of the conversation."""
-
-    async def archetypes(self) -> list[str]: ...
-    async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
-    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]: ...
-
-
 @runtime_checkable
 class InteractionHost(Protocol):
     """The client that commands and buttons hand their interactions to."""
 
     @property
-    def conversation(self) -> PersonaCatalog: ...
+    def conversation(self) -> ConversationPort: ...
 
     async def run_command(
         self,

@@ -7,23 +7,21 @@ arq client for cancels when REDIS_URL is set.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.frontend import FrontEndTasks
+from bot.frontend import FrontEndBase
 from bot.web import admin, auth, ops, pages
+from bot.web.config import WebConfig
 from bot.web.state import STATE, WebState
 from bot.web.thumbnails import Thumbnails
-from commands.events import Action
 from commands.web_links import LINK_PATH
 from engine.jobs.queue import JobQueue
 from storage.blobs import BlobStore
 from storage.repository import Store
-from storage.settings import Settings, web_secret
 from storage.studio_reads import StudioReads
 
 log = logging.getLogger(__name__)
@@ -73,60 +71,45 @@ async def _to_gallery(_request: web.Request) -> web.Response:
     raise web.HTTPFound("/studio/posts")
 
 
-def make_state(settings: Settings, store: Store, blobs: BlobStore, queue: JobQueue | None) -> WebState:
+def make_state(config: WebConfig, store: Store, blobs: BlobStore, queue: JobQueue | None) -> WebState:
     redis = None
-    if settings.redis_url:
+    if config.redis_url:
         import redis.asyncio as aioredis
 
-        redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        redis = aioredis.Redis.from_url(config.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
     return WebState(
         store=store,
         reads=StudioReads(store.db),
         blobs=blobs,
-        thumbnails=Thumbnails(blobs, settings.data_dir / "thumbs"),
-        secret=web_secret(settings),
-        link_max_age_s=settings.web_link_hours * 3600,
-        admin_ids=tuple(settings.admin_ids),
+        thumbnails=Thumbnails(blobs, config.thumbs_dir),
+        secret=config.secret,
+        link_max_age_s=config.link_max_age_s,
+        admin_ids=config.admin_ids,
         redis=redis,
         queue=queue,
     )
 
 
-class WebFrontEnd:
-    """The web server as one of the front ends :func:`bot.frontend.serve` runs."""
+class WebFrontEnd(FrontEndBase):
+    """The web server as one of the front ends :func:`bot.frontend.serve` runs (nothing is
+    delivered to a browser: :meth:`deliver` is the base's no-op)."""
 
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, state: WebState) -> None:
-        self.settings = settings
+    def __init__(self, config: WebConfig, state: WebState) -> None:
+        super().__init__()
+        self.config = config
         self.state = state
-        self.tasks = FrontEndTasks(PLATFORM)
         self.runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         self.runner = web.AppRunner(make_web_app(self.state), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.web_host, self.settings.web_port)
+        site = web.TCPSite(self.runner, self.config.host, self.config.port)
         await site.start()
-        log.info(
-            "web studio on http://%s:%s (links: %s)",
-            self.settings.web_host,
-            self.settings.web_port,
-            self.settings.effective_web_public_url,
-        )
+        log.info("web studio on http://%s:%s (links: %s)", self.config.host, self.config.port, self.config.public_url)
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-        self._stopped.set()
-
-    async def deliver(self, actions: Sequence[Action]) -> None:
-        return None  # nothing is delivered to a browser
-
-    async def deliver_pending(self) -> int:
-        return 0
-
-    async def wait_closed(self) -> None:
-        await self._stopped.wait()

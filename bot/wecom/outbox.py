@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 
 from bot.wecom.api import WeComAPIError
@@ -109,6 +110,12 @@ class InboxKeeper:
         for item_id in sorted(rows):
             self.handle(rows[item_id])
         return len(rows)
+
+
+def inbox_owner(port: int) -> str:
+    """How a front end names itself in its inbox rows: host and port, the same after a restart
+    (it takes its own rows back at once) and apart from a second front end."""
+    return f"{socket.gethostname()}:{port}"
 
 
 def payload_of(item: InboxItem) -> dict[str, str]:

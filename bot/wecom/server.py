@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from bot.frontend import FrontEndTasks
+from bot.frontend import ConversationClient, ConversationPort, FrontEndTasks
 from bot.wecom.api import CLICKED_LABELS, WeComAPI, WeComAPIError
+from bot.wecom.config import WeComConfig
 from bot.wecom.crypto import DecryptError, InvalidSignatureError, ReceiverMismatchError, WeComCrypto
 from bot.wecom.envelope import MAX_BODY_BYTES, BadCallback, check_agent, check_timestamp, dedupe_key, open_envelope
 from bot.wecom.outbox import InboxKeeper, is_replying, payload_of, send_reply
@@ -33,9 +33,8 @@ from bot.wecom.rate_limit import RateLimiter
 from bot.wecom.render import ActionRenderer
 from bot.wecom.tokens import LayeredTokenStore, MemoryTokenStore, RedisTokenStore, TokenStore, token_key
 from bot.wecom.translate import PLATFORM, to_event
-from commands.events import Action, Event, EventKind
+from commands.events import Action, EventKind
 from storage.inbox import Inbox
-from storage.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -45,68 +44,32 @@ MIN_KEY_RETENTION_S = 3600.0
 PURGE_EVERY = 1000  # accepted callbacks between two purges of old done rows
 TEXT_FAILED = "抱歉，处理这条消息时出错了，请稍后再试。\nSorry, something went wrong; please try again."
 
-DeliverFn = Callable[[Sequence[Action]], Awaitable[None]]
 
+class WeComBot(ConversationClient):
+    """The callback handlers of one self-built app, and its background processing of them.
 
-class ConversationLike(Protocol):
-    """What the adapter needs of ``commands.conversation.Conversation``."""
+    ``inbox`` holds every acknowledged callback (on the installation's database)."""
 
-    async def handle(self, event: Event) -> list[Action]: ...
-    @property
-    def store(self) -> Any: ...
-    def add_deliverer(self, platform: str, deliver: DeliverFn) -> None: ...
-    async def deliver_pending(self, platform: str) -> int: ...
-
-
-def _required(settings: Settings) -> tuple[str, int, str, str, str]:
-    missing = [
-        name
-        for name, value in (
-            ("WECOM_CORP_ID", settings.wecom_corp_id),
-            ("WECOM_AGENT_ID", settings.wecom_agent_id),
-            ("WECOM_SECRET", settings.wecom_secret),
-            ("WECOM_TOKEN", settings.wecom_token),
-            ("WECOM_AES_KEY", settings.wecom_aes_key),
-        )
-        if value is None or value == ""
-    ]
-    if missing:
-        names = ", ".join(missing)
-        raise SettingsError(f"setting {missing[0]}: the WeCom front end needs it (missing: {names})")
-    assert settings.wecom_corp_id and settings.wecom_agent_id is not None
-    assert settings.wecom_secret and settings.wecom_token and settings.wecom_aes_key
-    return (
-        settings.wecom_corp_id,
-        settings.wecom_agent_id,
-        settings.wecom_secret.get_secret_value(),
-        settings.wecom_token.get_secret_value(),
-        settings.wecom_aes_key.get_secret_value(),
-    )
-
-
-class WeComBot:
-    """The callback handlers of one self-built app, and its background processing of them."""
+    platform = PLATFORM
 
     def __init__(
         self,
-        settings: Settings,
-        conversation: ConversationLike,
+        config: WeComConfig,
+        conversation: ConversationPort,
         *,
+        inbox: Inbox,
         session: aiohttp.ClientSession | None = None,
         redis: Any = None,
         rate_limiter: RateLimiter | None = None,
         token_store: TokenStore | None = None,
-        inbox: Inbox | None = None,
         clock: Callable[[], float] = time.time,
         keep_every_s: float | None = None,
     ) -> None:
-        corp_id, agent_id, secret, token, aes_key = _required(settings)
-        self.settings = settings
+        self.config = config
         self.conversation = conversation
-        self.corp_id = corp_id
-        self.agent_id = agent_id
-        self.crypto = WeComCrypto(token, aes_key, corp_id)
-        self._secret = secret
+        self.corp_id = corp_id = config.corp_id
+        self.agent_id = agent_id = config.agent_id
+        self.crypto = WeComCrypto(config.token, config.aes_key, corp_id)
         self._session = session
         self._own_session = session is None
         self._redis = redis
@@ -114,10 +77,9 @@ class WeComBot:
         self._rate_limiter = rate_limiter
         self._token_store = token_store
         #: every acknowledged callback is stored here first; its unique key is the dedupe
-        #: its owner names this front end (host and port: the same after a restart, apart from a
-        #: second front end); rows of one that stopped renewing its lease are taken over
-        owner = f"{socket.gethostname()}:{settings.wecom_port}"
-        self.inbox = inbox if inbox is not None else Inbox(conversation.store.db, owner=owner)
+        #: (its owner, bot.wecom.outbox.inbox_owner, names this front end; rows of one that
+        #: stopped renewing its lease are taken over)
+        self.inbox = inbox
         #: the inbox's platform column: one app's callbacks apart from another's on one database
         self.inbox_platform = f"{PLATFORM}:{corp_id}:{agent_id}"
         keeper_options = {} if keep_every_s is None else {"every_s": keep_every_s}
@@ -125,7 +87,7 @@ class WeComBot:
         #: inbox rows being worked on here (never twice at once)
         self._in_hand: set[int] = set()
         self.clock = clock
-        self.replay_window_s = float(settings.wecom_replay_window_s)
+        self.replay_window_s = config.replay_window_s
         self.key_retention = timedelta(seconds=max(MIN_KEY_RETENTION_S, 2 * self.replay_window_s))
         self._accepted = 0
         self._api: WeComAPI | None = None
@@ -149,10 +111,10 @@ class WeComBot:
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        if self._redis is None and self.settings.redis_url:
+        if self._redis is None and self.config.redis_url:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(self.settings.redis_url)
+            self._redis = aioredis.from_url(self.config.redis_url)
             self._own_redis = True
         token_store = self._token_store
         if token_store is None:
@@ -162,15 +124,15 @@ class WeComBot:
             token_store = LayeredTokenStore(shared) if shared is not None else MemoryTokenStore()
         self._api = WeComAPI(
             corp_id=self.corp_id,
-            secret=self._secret,
+            secret=self.config.secret,
             agent_id=self.agent_id,
             session=self._session,
-            base_url=self.settings.wecom_api_base,
+            base_url=self.config.api_base,
             token_store=token_store,
             rate_limiter=self._rate_limiter,
         )
         await self.tasks.open()
-        self.conversation.add_deliverer(PLATFORM, self.deliver)
+        self.register_deliverer()
         self.tasks.spawn(self.deliver_pending(), name="wecom-deliver-pending")
         await self.process_inbox()
 
@@ -215,17 +177,6 @@ class WeComBot:
     async def drain(self) -> None:
         """Wait until every background task (callbacks, pending deliveries) has finished."""
         await self.tasks.drain()
-
-    async def deliver_pending(self) -> int:
-        """Deliver the results that finished while the front end was away."""
-        try:
-            count = await self.conversation.deliver_pending(PLATFORM)
-        except Exception:
-            log.exception("wecom: delivering pending results failed")
-            return 0
-        if count:
-            log.info("wecom: delivered %d pending result(s) from before the start", count)
-        return count
 
     # -- HTTP handlers
 

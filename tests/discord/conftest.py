@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.discord import PersonaBot
+from bot.discord import DiscordConfig, PersonaBot
 from storage.settings import load_settings
 from tests.fakes.discord_server import FakeDiscord
 
@@ -41,7 +41,7 @@ async def start_bot(fake: FakeDiscord) -> AsyncIterator[StartBot]:
         )
         options.setdefault("guild_ready_timeout", 0.05)
         options.setdefault("progress_interval", 0.2)
-        bot = PersonaBot(conversation, settings, **options)
+        bot = PersonaBot(conversation, DiscordConfig.from_settings(settings), **options)
         await bot.login(fake.token)
         task = asyncio.create_task(bot.connect())
         running.append((bot, task))

@@ -55,9 +55,9 @@ async def test_held_jobs_wait_for_their_persona(store: Store) -> None:
     await store.persona_ready(pending.id, "cd" * 32, [0.25])
     for job in await store.held_jobs_for_persona(pending.id):
         await store.set_job_spec(job.id, _spec(job.id, pending.id, reference_key="cd" * 32))
-        released = await store.release_job(job.id)
-        assert released is not None and released.status == JobStatus.QUEUED
-    assert await store.release_job("a") is None  # no longer held
+    released = await store.release_held(threads[0])
+    assert [job.id for job in released] == ["a", "c"] and {job.status for job in released} == {JobStatus.QUEUED}
+    assert await store.release_held(threads[0]) == []  # no longer held
     assert (await store.get_job("c")).spec["persona"]["reference_key"] == "cd" * 32
     assert await store.held_jobs_for_persona(pending.id) == []
 

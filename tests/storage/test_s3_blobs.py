@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from storage.blob_config import parse_blob_url
 from storage.blobs import BlobNotFound, BlobStore, open_blob_store
-from storage.s3_blobs import KEEP_RECENT_S, S3BlobStore, parse_blob_url
+from storage.s3_blobs import KEEP_RECENT_S, S3BlobStore
 from storage.settings import SettingsError, load_settings
 from tests.s3_server import S3Bucket
 

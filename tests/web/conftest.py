@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
-from bot.web import WebFrontEnd, make_state
+from bot.web import WebConfig, WebFrontEnd, make_state
 from commands.events import Event, EventKind, Reply
 from engine.specs import JobKind, JobResult, JobSpec
 from storage.blobs import BlobStore
@@ -98,7 +98,8 @@ async def start_studio(tmp_path: Path, engine: FakeEngine | None = None, **overr
     settings = web_settings(tmp_path, **overrides)
     engine = engine or PaintingEngine(blobs=BlobStore(settings.blob_dir))
     app = await build_app(settings, engine=engine)
-    web = WebFrontEnd(settings, make_state(settings, app.store, app.blobs, app.conversation.queue))
+    config = WebConfig.from_settings(settings)
+    web = WebFrontEnd(config, make_state(config, app.store, app.blobs, app.conversation.queue))
     await web.start()
     return Studio(settings=settings, app=app, web=web, engine=engine, tmp_path=tmp_path)
 

@@ -55,7 +55,8 @@ async def test_gallery_in_chat_is_private_and_has_a_wecom_alias(studio: Studio) 
     chat = studio.console("ann")
     actions = await chat.send("画廊")
     assert [a.private for a in actions if isinstance(a, Reply)] == [True]
-    assert "/help" and "/gallery" in (await chat.send("/help"))[0].text  # type: ignore[union-attr]
+    help_text = (await chat.send("/help"))[0].text  # type: ignore[union-attr]
+    assert "/help" in help_text and "/gallery" in help_text
 
 
 async def test_thumbnails_are_made_once_and_cached(studio: Studio, http: aiohttp.ClientSession) -> None:

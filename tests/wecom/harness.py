@@ -26,7 +26,7 @@ import xmltodict
 from aiohttp.test_utils import TestClient, TestServer
 from wechatpy.enterprise.crypto import WeChatCrypto
 
-from bot.wecom import CALLBACK_PATH, WECOM_BOT, WeComBot, create_wecom_app
+from bot.wecom import CALLBACK_PATH, WECOM_BOT, WeComBot, WeComConfig, create_wecom_app
 from commands.events import Action, Event
 from storage.db import Database
 from storage.inbox import Inbox
@@ -226,13 +226,15 @@ class WeComHarness:
         if self._own_fake:
             await self.fake.start()
         self.settings = wecom_settings(self.fake.base_url, **self.settings_overrides)
-        if "inbox" not in self.bot_options and not hasattr(self.conversation, "store"):
+        if "inbox" not in self.bot_options and hasattr(self.conversation, "store"):
+            self.bot_options["inbox"] = Inbox(self.conversation.store.db)
+        elif "inbox" not in self.bot_options:
             # a stand-in conversation has no storage: the inbox gets a SQLite file of its own
             self._folder = tempfile.TemporaryDirectory(prefix="wecom-inbox-")
             self._db = Database(f"sqlite+aiosqlite:///{self._folder.name}/inbox.db")
             await self._db.upgrade()
             self.bot_options["inbox"] = Inbox(self._db)
-        self.app = create_wecom_app(self.settings, self.conversation, **self.bot_options)
+        self.app = create_wecom_app(WeComConfig.from_settings(self.settings), self.conversation, **self.bot_options)
         self.client = TestClient(TestServer(self.app, host="127.0.0.1"))
         await self.client.start_server()
         return self
