@@ -171,3 +171,19 @@ async def test_two_trainings_of_one_user_at_once_store_one(store: Store) -> None
         await train("t4", ann.id)
     await store.finish_job(kept, JobStatus.CANCELLED)
     await train("t5", ann.id)
+
+
+async def test_a_failed_persona_gives_its_name_to_the_next_create(store: Store) -> None:
+    """Issue 20 item 12: a photo persona whose photo had no face (status failed) does not keep its
+    name; a live one does."""
+    owner = await store.user("wecom", "ann")
+    failed = await store.create_persona(owner.id, "Mia", "photo", [], 1, photo_key="blob:photo")
+    await store.create_job("j-photo", "create_persona", {}, user_id=owner.id, thread_id=None, platform="wecom")
+    await store.finish_job(
+        "j-photo", JobStatus.FAILED, error="no face", persona_update=(failed.id, {"status": "failed"})
+    )
+    again = await store.create_persona(owner.id, "mia", "sweet", [("sweet/a", 1.0)], 2)
+    assert again.id != failed.id
+    assert [p.id for p in await store.list_personas(owner.id)] == [again.id]
+    with pytest.raises(DuplicateName):  # a live (pending or ready) persona keeps its name
+        await store.create_persona(owner.id, "MIA", "sweet", [("sweet/a", 1.0)], 3)
