@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from engine import metrics
 from engine.errors import JobCancelled
 from engine.jobs.events import Running
+from engine.jobs.failures import Failure, classify, is_user_error
 from engine.jobs.outcomes import finish_job, outcome_event
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
@@ -140,11 +141,17 @@ class JobRunner:
                 if not await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled"):
                     await self._announce_outcome(spec.job_id)  # recorded by another process
                 return None
+            if is_user_error(exc):  # the user's input, not the program: no traceback, no retry
+                failure = classify(exc)
+                log.info("job %s refused: %s [error %s]", spec.job_id, exc, failure.error_id)
+                await self.record_failure(spec, failure, exc)
+                return None
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
                 raise
-            log.exception("job %s failed", spec.job_id)
-            await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            failure = classify(exc)
+            log.error("job %s failed [error %s, %s]", spec.job_id, failure.error_id, failure.kind, exc_info=exc)
+            await self.record_failure(spec, failure, exc)
             return None
         if not await self._record(spec, result):
             await self._announce_outcome(spec.job_id)  # finished elsewhere while it ran
@@ -223,6 +230,14 @@ class JobRunner:
         """Record a failed or cancelled outcome (first outcome only) and publish it; whether it
         was recorded here."""
         return await finish_job(self.store, self.bus, spec.job_id, status, error=error)
+
+    async def record_failure(self, spec: JobSpec, failure: Failure, exc: BaseException) -> bool:
+        """Record a failure: the user's text (kind's message and error id) as the job's error,
+        the exception's own text (internal details) only in ``result["failure"]["detail"]``."""
+        detail = {**failure.as_json(), "detail": f"{type(exc).__name__}: {exc}"}
+        return await finish_job(
+            self.store, self.bus, spec.job_id, JobStatus.FAILED, error=failure.user_text, result={"failure": detail}
+        )
 
     async def _stop_if_finished_elsewhere(self, job_id: str, cancel: threading.Event) -> None:
         """Set ``cancel`` when storage says the job finished: an admin's cancel in the web

@@ -39,7 +39,7 @@ from typing import Any
 from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
-from engine.jobs import routing
+from engine.jobs import failures, routing
 from engine.jobs.core_share import CoreShare, host_workers
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import RedisBus
@@ -139,7 +139,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         if deadline is None or not deadline.expired():
             raise Retry(defer=_backoff(ctx["job_try"])) from None
         log.error("job %s ran longer than %d s; giving up", job_id, JOB_TIMEOUT_S)
-        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s")
+        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=failures.timed_out(JOB_TIMEOUT_S).user_text)
         return None
     except asyncio.CancelledError:
         raise  # worker shutting down: arq runs the job again
