@@ -43,6 +43,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     await db.upgrade()
     store = Store(db)
     blobs = open_blob_store(settings)
+    log.info("blob store: %s", await asyncio.to_thread(blobs.check))  # BlobStoreUnavailable: no start
     if engine is not None:
         factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
     else:

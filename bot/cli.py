@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from storage.blobs import BlobStoreUnavailable
 from storage.settings import Settings, SettingsError, hide_password, load_settings
 
 log = logging.getLogger("persona_studio")
@@ -214,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(settings, args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BlobStoreUnavailable as exc:  # checked at start: say what, not a traceback
+        print(f"persona-studio: blob store unavailable: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

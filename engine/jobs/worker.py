@@ -96,6 +96,7 @@ class WorkerState:
 
     async def prepare(self) -> None:
         await self.db.upgrade()
+        log.info("blob store: %s", await asyncio.to_thread(self.blobs.check))  # BlobStoreUnavailable: no start
         if self._engine is None:
             from engine.render.engine import Engine
 
