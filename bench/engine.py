@@ -148,7 +148,8 @@ FULL_QWEN3_STANDIN = {
 
 def build_full_klein_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
     """klein 4B transformer and the full FLUX.2 VAE with random weights, on ``device`` in ``dtype``."""
-    from engine.render.klein import out_layers
+    from engine.render.families import KLEIN
+    from engine.render.klein_pipeline import out_layers
     from engine.render.tiny_klein import build_random_klein_pipeline
 
     pipe = build_random_klein_pipeline(
@@ -161,7 +162,7 @@ def build_full_klein_random(device: torch.device, dtype: torch.dtype) -> LoadedP
         dtype=dtype,
     )
     return LoadedPipeline(
-        pipe, "full-klein", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False, family="klein",
+        pipe, "full-klein", device, dtype, 512, pipe.vae_scale_factor * 2, toy=False, family=KLEIN,
         text_encoder_out_layers=out_layers(pipe),
     )  # fmt: skip
 
@@ -210,7 +211,7 @@ def _timed_render(
     start = time.perf_counter()
     with torch.inference_mode():
         given: Image.Image | torch.Tensor | None = context
-        if refs and lp.family == "kontext":  # composed into the context, as engine.render.references does
+        if refs and not lp.family.native_references:  # composed into the context, as engine.render.references does
             composite = compose_context(context, refs, args.width, args.height, lp.multiple_of)
             given = encode_context(lp, composite, *composite.size)
         image = render(
@@ -223,7 +224,7 @@ def _timed_render(
             seed=seed,
             context=given,
             on_step=on_step,
-            references=refs if lp.family == "klein" else (),
+            references=refs if lp.family.native_references else (),
         )
     _sync(lp.device)
     end = time.perf_counter()
@@ -285,14 +286,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _load(args: argparse.Namespace, device: torch.device) -> tuple[LoadedPipeline, float]:
     """The model of ``args`` with its defaults filled in; and the seconds loading took."""
-    from engine.specs import model_family
+    from engine.render.families import KLEIN, family_of
+    from engine.specs import TINY_MODELS
 
-    klein = args.model == "full-klein" or model_family(args.model) == "klein"
-    big = args.model not in ("tiny", "tiny-klein")
-    args.width = args.width or (1024 if big else 64)
-    args.height = args.height or (1024 if big else 64)
-    args.steps = args.steps or (28 if big and not klein else 4)
-    args.guidance = args.guidance if args.guidance is not None else (1.0 if klein else 2.5)
+    family = KLEIN if args.model == "full-klein" else family_of(args.model)
+    defaults = family.default_params(toy=args.model in TINY_MODELS)  # full / full-klein: real-size defaults
+    args.width = args.width or defaults.width
+    args.height = args.height or defaults.height
+    args.steps = args.steps or defaults.steps
+    args.guidance = args.guidance if args.guidance is not None else defaults.guidance
     started = time.perf_counter()
     if args.model == "full":
         lp = build_full_random(device, resolve_dtype(args.dtype, device))
@@ -330,7 +332,7 @@ def _measure(lp: LoadedPipeline, args: argparse.Namespace, count: int, edit: boo
 def _header(lp: LoadedPipeline, args: argparse.Namespace, device: torch.device, load_s: float) -> dict:
     return {
         "model": args.model,
-        "family": lp.family,
+        "family": lp.family.name,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "dtype": str(lp.dtype).removeprefix("torch."),

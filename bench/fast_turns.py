@@ -40,7 +40,7 @@ def _timed(lp: LoadedPipeline, fn: Any) -> tuple[float, Any]:
 
 def _random_personas(lp: LoadedPipeline, count: int, rank: int) -> list[dict[str, torch.Tensor]]:
     """``count`` merged persona LoRAs (3 random rank-``rank`` members each) for ``lp``'s transformer."""
-    model = "tiny-klein" if lp.family == "klein" else "tiny"
+    model = lp.family.tiny_model
     if lp.toy:
         root = Path(tempfile.mkdtemp(prefix="bench-loras-"))
         files = write_tiny_library(root, archetypes=("a",), per_archetype=3 * count, rank=rank, model=model)
@@ -90,7 +90,7 @@ def measure(lp: LoadedPipeline, args: Any) -> dict:
 
     with torch.inference_mode():
         start = render_batch(lp, prompt=embeds, seeds=[0], **kw)[0]
-    context: Any = start.latents if lp.family == "kontext" else start.image
+    context: Any = start.latents if lp.family.context_as_latents else start.image
 
     # -- a batch of 4 vs 4 one by one (eager: no graph per batch size) ----------------
     edit(context, [30, 31, 32, 33])  # warm-up
@@ -146,7 +146,7 @@ def _turns(lp: LoadedPipeline, args: Any, current: Image.Image, products: list, 
         prompt = cache.get("prompt")
         if prompt is None:
             prompt = cache["prompt"] = encode_prompt(lp, args.prompt + " (edit)")
-        if lp.family == "kontext":  # the current image + products composed: one context per current image
+        if not lp.family.native_references:  # the current image + products composed: one context per current image
             key = ("ctx", id(current))
             if key not in cache:
                 composite = compose_context(current, products, args.width, args.height, lp.multiple_of)

@@ -74,12 +74,12 @@ def bench_png() -> dict[str, Any]:
 
 
 def _engine(root: Path, **kwargs: Any) -> Any:
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
-    engine = Engine(
-        model="tiny", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "blobs"), **kwargs
-    )
+    config = EngineConfig(model="tiny", lora_dir=root / "loras", identity_threshold=0.55, **kwargs)
+    engine = Engine(config, BlobStore(root / "blobs"))
     engine.load()
     return engine
 

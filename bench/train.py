@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.render.pipeline import load_pipeline, resolve_device, resolve_dtype  # noqa: E402
-from engine.training.families import family_of  # noqa: E402
+from engine.training.families import train_family_of  # noqa: E402
 from engine.training.loop import Sample, TrainConfig, train_lora  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats(device)
     config = TrainConfig(steps=args.steps, rank=args.rank, resolution=args.size, checkpoint_every=10**9)
     last[0] = time.perf_counter()
-    outcome = train_lora(lp, family_of(lp), samples, config, on_step=on_step)
+    outcome = train_lora(lp, train_family_of(lp), samples, config, on_step=on_step)
     timed = times[args.warmup :] or times
     result = {
         "model": args.model,

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from commands.persona_spec import persona_spec
 from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import Persona
@@ -100,7 +101,6 @@ async def run_eval(settings: Settings, name: str, user: str, renders: int, versi
     import asyncio
 
     from engine.render.engine import Engine
-    from engine.specs import PersonaSpec
     from engine.training.evaluation import evaluate_identity
 
     db = Database(settings.database_url)
@@ -109,17 +109,7 @@ async def run_eval(settings: Settings, name: str, user: str, renders: int, versi
     finally:
         await db.dispose()
     number = parse_version(version, persona)
-    chosen = find_version(persona.versions, number) if number else None
-    spec = PersonaSpec(
-        persona_id=persona.id,
-        archetype=persona.archetype,
-        lora_mix=[(str(n), float(w)) for n, w in persona.lora_mix],
-        seed=persona.seed,
-        reference_key=persona.reference_key,
-        embedding=persona.face_embedding,
-        version=number,
-        version_lora_key=chosen["lora_key"] if chosen else None,
-    )
+    spec = persona_spec(persona, number)
     engine = Engine.from_settings(settings, open_blob_store(settings))
     result = await asyncio.to_thread(evaluate_identity, engine, spec, renders)
     return {"persona": persona.name, "version": f"v{number}" if number else "blend", **result}

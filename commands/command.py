@@ -1,25 +1,27 @@
 """What a command is: its name, aliases, typed arguments, descriptions and handler.
 
-The rows themselves are in :mod:`commands.table`.
+The rows themselves are in :mod:`commands.table`; :mod:`commands.args` binds an event's words or
+options to a row's arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from commands.context import Ctx
-    from commands.events import Action
-
-Handler = Callable[[Any, "Ctx"], Awaitable[list["Action"]]]
+#: ``async def handler(conv, ctx, **arguments) -> list[Action]``; arguments are the row's, typed
+Handler = Callable[..., Awaitable[list[Any]]]
 ArgKind = Literal["str", "int", "float", "attachment"]
+#: how a positional text argument takes words: one word, the remaining non-option words, or the
+#: rest of the line from its first word on (``key=value`` words included: a prompt)
+Takes = Literal["word", "words", "text"]
 
 
 @dataclass(frozen=True)
 class Arg:
-    """A typed argument: a Discord option, ``key=value`` in text front ends."""
+    """A typed argument: a Discord option; in text front ends a word in order (``positional``) or
+    ``key=value`` (any argument can be given as ``key=value``)."""
 
     name: str
     kind: ArgKind
@@ -33,6 +35,21 @@ class Arg:
     autocomplete: str | None = None
     #: attachments: the reference role of the image given in this option (None: not said)
     role: str | None = None
+    #: text front ends: a word in order (see ``Command.args`` order), not only ``key=value``
+    positional: bool = False
+    takes: Takes = "word"
+    #: accepted words (compared lower-cased) -> the value bound
+    choices: tuple[tuple[str, str], ...] = ()
+    #: other ``key=`` names in text front ends
+    aliases: tuple[str, ...] = ()
+    #: the refusal for a bad value; ``{name}``, ``{value}``, ``{low}``, ``{high}`` are filled in
+    error: str = ""
+    #: the refusal when a required argument is missing (default: the row's usage)
+    missing: str = ""
+    #: offered in text front ends only (not a Discord option)
+    text_only: bool = False
+    #: how ``/help`` shows it (default ``<name>``, ``[name]`` or ``[name=…]``; attachments: not shown)
+    shown: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,11 +57,12 @@ class Command:
     name: str
     summary: str  # one line, English: help and Discord's description
     summary_zh: str  # one line, Chinese: WeCom's help
-    usage: str = ""  # how it is typed in text front ends (help)
     aliases: tuple[str, ...] = ()
     args: tuple[Arg, ...] = ()
     subcommands: tuple[Command, ...] = ()
-    handler: Handler | None = None  # subcommands are dispatched by their group's handler
+    handler: Handler | None = None  # a group's rows have theirs; the group itself has none
+    #: a group: the subcommand run when none is named (``/persona`` lists)
+    default_subcommand: str = ""
     #: None = every front end; else the platforms that offer it
     platforms: frozenset[str] | None = None
     #: approve/regen/undo/cancel: also a reaction or a button on a result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commands.command import Command
 from commands.events import Event, Reply, Where
 from storage.models import Thread, User
 
@@ -13,7 +12,8 @@ from storage.models import Thread, User
 class Ctx:
     event: Event
     user: User
-    command: Command | None = None  # the table row being run (None for plain messages)
+    #: the usage line of the table row being run ("" for plain messages)
+    usage: str = ""
 
     def where_user(self) -> Where:
         return Where(

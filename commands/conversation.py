@@ -6,26 +6,29 @@ end registers. All state (personas, threads, turns, jobs) lives in storage, so a
 front end or the worker loses nothing.
 
 What each command does is in ``commands/handlers/`` (personas, posts and turns, information),
-which commands exist in ``commands/table.py``, and the rules every front end inherits (owner,
-limits, open and idle posts) in ``commands/rules.py``. This class keeps the entry point, the
-lookups front ends need, and job submission.
+which commands exist in ``commands/table.py`` (their arguments bound by ``commands/args.py``),
+and the rules every front end inherits (owner, limits, open and idle posts) in
+``commands/rules.py``. Handlers see this class through the narrow protocols of
+``commands/ports.py``. This class keeps the entry point, the lookups front ends need, and job
+submission.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
-from commands import rules
+from commands.args import bind, resolve, usage
+from commands.config import ConversationConfig
 from commands.context import Ctx
 from commands.delivery import DeliverFn, Delivery, image_out
 from commands.events import Action, Event, EventKind, ImageOut, Progress, Reply, Where
 from commands.export import build_export
 from commands.handlers import posts
+from commands.job_cancel import cancel_job
 from commands.params import effective_params, pick_seed
+from commands.persona_spec import persona_spec
 from commands.table import find, help_text
 from commands.validation import InputError
 from engine import metrics
@@ -38,12 +41,10 @@ from engine.specs import (
     JobSpec,
     PersonaSpec,
     RenderParams,
-    family_root,
-    model_family,
+    family_facts,
 )
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
-from storage.persona_versions import version_in_use
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,6 @@ log = logging.getLogger(__name__)
 TEXT_UNEXPECTED = "⚠️ Something went wrong on our side; nothing was changed by it. Please try again."
 #: a post whose platform thread was not opened within this time is closed on the next start
 STALE_HELD_S = 600
-
-
-@dataclass(frozen=True)
-class ConversationConfig:
-    engine_model: str = "tiny"
-    lora_dir: Path = Path("./data/loras")
-    admin_ids: tuple[str, ...] = ()
-    max_running_jobs: int = 2
-    max_waiting_jobs: int = 8
-    #: may users create personas from a photo of a real person (ALLOW_PHOTO_PERSONAS)
-    allow_photo_personas: bool = True
-    #: platforms whose posts live in platform threads: jobs start once the thread is bound
-    threaded_platforms: frozenset[str] = frozenset({"discord"})
-    #: /gallery links: signed with web_secret, starting with web_public_url (unset: no web studio)
-    web_public_url: str = ""
-    web_secret: str = ""
-    web_link_hours: float = 24.0
 
 
 class Conversation:
@@ -102,9 +86,9 @@ class Conversation:
 
     # -- queries for front ends --------------------------------------------------------------
     async def archetypes(self) -> list[str]:
-        """Archetype folders of the engine family's LoRA library (engine.specs.family_root)."""
+        """Archetype folders of the engine family's LoRA library (engine.specs.FamilyFacts.lora_root)."""
         model = self.config.engine_model
-        root = family_root(self.config.lora_dir, model_family(model), model)
+        root = family_facts(model).lora_root(self.config.lora_dir, model)
         found = (
             sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.safetensors")))
             if root.is_dir()
@@ -134,7 +118,7 @@ class Conversation:
         thread = await self.store.find_thread(platform, thread_id)
         if thread is None:
             return False
-        if rules.is_admin(self, platform, user_id):
+        if self.config.is_admin(platform, user_id):
             return True
         return (await self.store.get_user(thread.owner_id)).platform_user_id == user_id
 
@@ -150,8 +134,8 @@ class Conversation:
         """The front end could not open the platform thread of a post: cancel its waiting jobs
         (nothing to deliver, nothing counted against the user's limit) and close the post."""
         for job in await self.store.thread_jobs(thread_db_id):
-            await self.queue.cancel(job.id)
-            await self.finish(job.id, JobStatus.CANCELLED, error="the post's thread could not be opened")
+            error = "the post's thread could not be opened"
+            await cancel_job(self.store, self.queue, self.queue.bus, job.id, error=error)
             await self.store.confirm_delivery(job.id)
         await self.store.set_thread_status(thread_db_id, ThreadStatus.CANCELLED)
 
@@ -183,10 +167,13 @@ class Conversation:
             command = find(word)
             if event.kind == EventKind.REACTION and (command is None or not command.result_action):
                 return [ctx.error(f"Unknown action {word!r}.")]
-            if command is None or command.handler is None:
+            if command is None:
                 return [ctx.error(f"Unknown command /{word}. Try /help.")]
-            ctx.command = command
-            return await command.handler(self, ctx)
+            row, words = resolve(command, event.options, event.args)
+            group = command if row is not command else None
+            assert row.handler is not None, f"/{command.name} {row.name} has no handler"
+            ctx.usage = usage(row, group)
+            return await row.handler(self, ctx, **bind(row, words, event.options, group))
         except InputError as exc:
             return [ctx.error(str(exc))]
 
@@ -275,18 +262,7 @@ class Conversation:
 
     @staticmethod
     def persona_spec(persona: Persona) -> PersonaSpec:
-        version = version_in_use(persona)
-        return PersonaSpec(
-            persona_id=persona.id,
-            archetype=persona.archetype,
-            lora_mix=[(str(n), float(w)) for n, w in persona.lora_mix],
-            seed=persona.seed,
-            reference_key=persona.reference_key,
-            embedding=persona.face_embedding,
-            photo_key=persona.photo_key,
-            version=int(version["version"]) if version else 0,
-            version_lora_key=version["lora_key"] if version else None,
-        )
+        return persona_spec(persona)
 
     async def image(self, key: str, filename: str, caption: str = "") -> ImageOut:
         return await image_out(self.blobs, key, filename, caption)

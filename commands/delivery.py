@@ -30,7 +30,7 @@ from engine.jobs.events import FINISHED_STATES, JobEvent, Running
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.blobs import BlobStore
-from storage.models import Job, JobStatus, utcnow
+from storage.models import Job, JobStatus, TurnKind, utcnow
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class Delivery:
         if turn is None:
             return [done]
         images = await turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
-        what = turn.instruction if turn.kind != "generate" else "first images"
+        what = turn.instruction if turn.kind != TurnKind.GENERATE else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
         return [
             done,

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.specs import ReferenceRole
+
 
 class EventKind(StrEnum):
     COMMAND = "command"  # /persona, /post, /approve ... (text or slash command)
@@ -41,7 +43,7 @@ EMOJI_BUTTON["↩"] = Button.UNDO
 
 
 #: the roles a reference image plays; ``None`` on an attachment means "not said"
-REFERENCE_ROLES = ("product", "scene", "face")
+REFERENCE_ROLES: tuple[str, ...] = tuple(ReferenceRole)
 
 
 @dataclass(frozen=True)

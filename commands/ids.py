@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-from commands.validation import InputError
-
 #: the largest value of a storage ``Integer`` primary key (PostgreSQL int4)
 MAX_DB_ID = 2**31 - 1
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
@@ -26,11 +24,3 @@ def parse_id(text: str | int | None) -> int | None:
         return None
     value = int(raw)
     return value if 1 <= value <= MAX_DB_ID else None
-
-
-def require_id(text: str | int | None, usage: str) -> int:
-    """:func:`parse_id`, or InputError(``usage``)."""
-    value = parse_id(text)
-    if value is None:
-        raise InputError(usage)
-    return value

@@ -7,35 +7,46 @@ import random
 from typing import Any
 
 from annotated_types import Ge, Le
+from pydantic import BaseModel
 
 from commands.validation import InputError
-from engine.specs import RenderParams, default_params, size_limits
+from engine.specs import JobSpec, RenderParams, TrainParams, default_params, size_limits
 
 SETTING_KEYS = ("steps", "guidance", "size", "seed")
 SEED_LIMIT = 2**32
+SEED_HINT = f"0 to {SEED_LIMIT - 1}, or random"
 
 
-def _bounds(field: str) -> tuple[float, float]:
-    """``(low, high)`` of a RenderParams field, read from its pydantic constraints."""
+def field_bounds(model: type[BaseModel], field: str) -> tuple[float, float]:
+    """``(low, high)`` of a pydantic model's field, read from its ``ge=`` / ``le=`` constraints."""
     low = high = None
-    for rule in RenderParams.model_fields[field].metadata:
+    for rule in model.model_fields[field].metadata:
         if isinstance(rule, Ge):
             low = rule.ge
         elif isinstance(rule, Le):
             high = rule.le
-    assert low is not None and high is not None, f"RenderParams.{field} needs ge= and le="
+    assert low is not None and high is not None, f"{model.__name__}.{field} needs ge= and le="
     return float(low), float(high)
 
 
 #: the one source of the steps and guidance ranges (``/settings``, Discord's options, the hints)
-BOUNDS: dict[str, tuple[float, float]] = {"steps": _bounds("steps"), "guidance": _bounds("guidance")}
+BOUNDS: dict[str, tuple[float, float]] = {
+    "steps": field_bounds(RenderParams, "steps"),
+    "guidance": field_bounds(RenderParams, "guidance"),
+}
+#: images per post (``/post count=N``)
+COUNT_BOUNDS = field_bounds(JobSpec, "count")
+#: ``/persona train`` options: images, steps, rank
+TRAIN_BOUNDS: dict[str, tuple[float, float]] = {
+    name: field_bounds(TrainParams, name) for name in ("images", "steps", "rank")
+}
 
 
 def _hint(key: str) -> str:
     if key in BOUNDS:
         low, high = BOUNDS[key]
         return f"{low:g}-{high:g}"
-    return {"size": "WxH", "seed": f"0 to {SEED_LIMIT - 1}, or random"}[key]
+    return {"size": "WxH", "seed": SEED_HINT}[key]
 
 
 def effective_params(

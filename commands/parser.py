@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from commands.events import EMOJI_BUTTON, EventKind
 from commands.table import find
-from commands.words import split_options
 
-__all__ = ["ParsedText", "parse_text", "split_options"]
+__all__ = ["ParsedText", "parse_text"]
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from commands.context import Ctx
 from commands.events import REFERENCE_ROLES, Action, Attachment, ChooseRole
+from commands.ports import Imaging, Stored
 from commands.validation import InputError, check_image
-from engine.specs import ReferenceSpec, reference_limit
+from engine.specs import ReferenceRole, ReferenceSpec, reference_limit
 
 if TYPE_CHECKING:
-    from commands.conversation import Conversation
     from storage.models import Thread, User
 
-ROLE_WORDS: dict[str, str] = {
-    "product": "product",
-    "商品": "product",
-    "scene": "scene",
-    "场景": "scene",
-    "face": "face",
-    "人脸": "face",
+ROLE_WORDS: dict[str, ReferenceRole] = {
+    "product": ReferenceRole.PRODUCT,
+    "商品": ReferenceRole.PRODUCT,
+    "scene": ReferenceRole.SCENE,
+    "场景": ReferenceRole.SCENE,
+    "face": ReferenceRole.FACE,
+    "人脸": ReferenceRole.FACE,
 }
-ROLE_LABELS: dict[str, str] = {"product": "商品 product", "scene": "场景 scene", "face": "人脸 face"}
+ROLE_LABELS: dict[str, str] = {
+    ReferenceRole.PRODUCT: "商品 product",
+    ReferenceRole.SCENE: "场景 scene",
+    ReferenceRole.FACE: "人脸 face",
+}
 _ROLE_PREFIX = re.compile(r"^(product|scene|face|商品|场景|人脸)\s*[:：]\s*", re.I)
 _PRODUCT_PREFIX = re.compile(r"^product\s*=\s*(\S+)\s*", re.I)
 #: user settings keys: images sent alone, waiting for the next post or edit; an edit waiting for a role
@@ -79,14 +83,14 @@ def check_attachments(attachments: Sequence[Attachment]) -> None:
 
 
 async def store_attachments(
-    conv: Conversation, attachments: Sequence[Attachment], role: str | None = None
+    conv: Imaging, attachments: Sequence[Attachment], role: str | None = None
 ) -> list[tuple[str | None, str]]:
     """Validate every attachment, then store them: ``[(role or None, blob key), ...]``."""
     check_attachments(attachments)
     return [(a.role or role, await asyncio.to_thread(conv.blobs.put, a.data)) for a in attachments]
 
 
-async def library(conv: Conversation, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
+async def library(conv: Stored, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
     """The named products of the user's library as references; InputError naming a missing one."""
     refs = []
     for name in names:
@@ -94,7 +98,7 @@ async def library(conv: Conversation, owner_id: int, names: Sequence[str]) -> li
         if product is None:
             owned = ", ".join(p.name for p in await conv.store.list_products(owner_id)) or "none yet"
             raise InputError(f"you have no product named {name!r} (yours: {owned}); add it with /product add")
-        refs.append(ReferenceSpec(role="product", key=product.image_key, name=product.name))
+        refs.append(ReferenceSpec(role=ReferenceRole.PRODUCT, key=product.image_key, name=product.name))
     return refs
 
 
@@ -107,7 +111,7 @@ def pending_refs(user: User) -> list[ReferenceSpec]:
     edit = (user.settings or {}).get(PENDING_EDIT) or {}
     waiting = edit.get("batch")
     return [
-        ReferenceSpec(role=row.get("role") or "scene", key=row["key"])
+        ReferenceSpec(role=row.get("role") or ReferenceRole.SCENE, key=row["key"])
         for row in pending(user)
         if waiting is None or row.get("batch") != waiting
     ]
@@ -140,7 +144,7 @@ ASK = "What is this image? 这张图是？ 商品 product / 场景 scene / 人�
 
 
 async def park(
-    conv: Conversation, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
+    conv: Imaging, ctx: Ctx, attachments: tuple[Attachment, ...], *, edit: tuple[Thread, str] | None = None
 ) -> list[Action]:
     """Store images for the next post or edit (``edit``: for that edit, once their role is chosen)."""
     stored = await store_attachments(conv, attachments)
@@ -160,7 +164,7 @@ async def park(
 
 def one_scene(refs: Sequence[ReferenceSpec]) -> str | None:
     """The scene image's key (a post starts from it); more than one scene is refused."""
-    scenes = [ref.key for ref in refs if ref.role == "scene"]
+    scenes = [ref.key for ref in refs if ref.role == ReferenceRole.SCENE]
     if len(dict.fromkeys(scenes)) > 1:
         raise InputError("a post takes one scene image; send one scene and the rest as product or face images")
     return scenes[0] if scenes else None

@@ -3,29 +3,20 @@ per-user job limits, open and idle posts, and the lookups that apply them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands.context import Ctx
 from commands.ids import parse_id
+from commands.ports import Stored
 from commands.validation import InputError
 from storage.models import Persona, Thread, ThreadStatus, Turn, User
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-
-def is_admin(conv: Conversation, platform: str, user_id: str) -> bool:
-    admins = conv.config.admin_ids
-    return user_id in admins or f"{platform}:{user_id}" in admins
-
-
-def check_owner(conv: Conversation, ctx: Ctx, thread: Thread) -> None:
-    if thread.owner_id == ctx.user.id or is_admin(conv, ctx.event.platform, ctx.event.user_id):
+def check_owner(conv: Stored, ctx: Ctx, thread: Thread) -> None:
+    if thread.owner_id == ctx.user.id or conv.config.is_admin(ctx.event.platform, ctx.event.user_id):
         return
     raise InputError("only the owner of this post can change it. Start your own with /post.")
 
 
-async def check_limits(conv: Conversation, user: User) -> None:
+async def check_limits(conv: Stored, user: User) -> None:
     jobs = await conv.store.user_jobs(user.id)
     running, waiting = conv.config.max_running_jobs, conv.config.max_waiting_jobs
     if len(jobs) >= running + waiting:
@@ -35,7 +26,7 @@ async def check_limits(conv: Conversation, user: User) -> None:
         )
 
 
-async def check_idle(conv: Conversation, thread: Thread) -> None:
+async def check_idle(conv: Stored, thread: Thread) -> None:
     if await conv.store.thread_jobs(thread.id):
         raise InputError("this post is still rendering; wait for the result (or ❌ cancel) before the next edit")
 
@@ -45,7 +36,7 @@ def check_open(thread: Thread) -> None:
         raise InputError("this post is closed; start a new one with /post")
 
 
-async def thread_of(conv: Conversation, ctx: Ctx) -> Thread | None:
+async def thread_of(conv: Stored, ctx: Ctx) -> Thread | None:
     """The post the event is about: the result it acts on, its platform thread, or the user's
     current post."""
     if ctx.event.turn_id is not None:
@@ -60,7 +51,7 @@ async def thread_of(conv: Conversation, ctx: Ctx) -> Thread | None:
     return await conv.store.get_thread(ctx.user.current_thread_id)
 
 
-async def turn_named(conv: Conversation, turn_id: int) -> Turn:
+async def turn_named(conv: Stored, turn_id: int) -> Turn:
     if parse_id(turn_id) is None:  # out of the column's range: no such turn, and no query
         raise InputError("that result no longer exists")
     try:
@@ -69,27 +60,27 @@ async def turn_named(conv: Conversation, turn_id: int) -> Turn:
         raise InputError("that result no longer exists") from None
 
 
-async def require_thread(conv: Conversation, ctx: Ctx) -> Thread:
+async def require_thread(conv: Stored, ctx: Ctx) -> Thread:
     thread = await thread_of(conv, ctx)
     if thread is None:
         raise InputError("use this inside a post (open one with /post <persona> <prompt>)")
     return thread
 
 
-async def owned_thread(conv: Conversation, ctx: Ctx) -> Thread:
+async def owned_thread(conv: Stored, ctx: Ctx) -> Thread:
     thread = await require_thread(conv, ctx)
     check_owner(conv, ctx, thread)
     return thread
 
 
-async def current_turn(conv: Conversation, thread: Thread) -> Turn | None:
+async def current_turn(conv: Stored, thread: Thread) -> Turn | None:
     if thread.current_turn_id is not None:
         return await conv.store.get_turn(thread.current_turn_id)
     turns = await conv.store.turns(thread.id)
     return turns[0] if turns else None
 
 
-async def acted_turn(conv: Conversation, ctx: Ctx) -> tuple[Thread, Turn]:
+async def acted_turn(conv: Stored, ctx: Ctx) -> tuple[Thread, Turn]:
     """The turn a reaction/button/command acts on: the one it names, else the current turn."""
     if ctx.event.turn_id is not None:
         turn = await turn_named(conv, ctx.event.turn_id)
@@ -105,7 +96,7 @@ async def acted_turn(conv: Conversation, ctx: Ctx) -> tuple[Thread, Turn]:
     return thread, turn
 
 
-async def own_persona(conv: Conversation, ctx: Ctx, name: str) -> Persona:
+async def own_persona(conv: Stored, ctx: Ctx, name: str) -> Persona:
     if not name:
         raise InputError("name the persona (see /persona list)")
     persona = await conv.store.find_persona(ctx.user.id, name)

@@ -1,165 +1,109 @@
 """The command table: every command once — name, aliases, arguments, description, handler.
 
 The text parser (``commands.parser``), ``/help``, Discord's slash-command builder and the
-dispatch in ``Conversation.handle`` all read :data:`COMMANDS`. A new command is one row here plus
-one handler function ``async def handler(conv, ctx) -> list[Action]``.
+dispatch in ``Conversation.handle`` all read :data:`COMMANDS`; :mod:`commands.args` binds each
+row's arguments. A new command is one row here plus one handler function
+``async def handler(conv, ctx, **arguments) -> list[Action]``; a new option is one ``Arg`` in its row.
 """
 
 from __future__ import annotations
 
+from commands.args import usage
 from commands.command import Arg, Command
-from commands.handlers import info, personas, posts, products, references, studio
-from commands.params import BOUNDS
+from commands.handlers import info, posts, references, studio
+from commands.params import BOUNDS, COUNT_BOUNDS, SEED_HINT
+from commands.references import ROLE_WORDS
+from commands.table_groups import PERSONA, PRODUCT
 from commands.validation import MAX_TEXT_CHARS
+from engine.specs import ReferenceRole
 
-_NAME = Arg("name", "str", "the persona", required=True, autocomplete="personas")
-_PRODUCT = Arg("name", "str", "the product", required=True, autocomplete="products")
 _TEXT_ONLY = frozenset({"console", "wecom"})
 #: offered on no front end as a command of its own: the buttons of a role question send it
 _BUTTON_ONLY: frozenset[str] = frozenset()
+_COUNT_LOW, _COUNT_HIGH = COUNT_BOUNDS
+#: ``/settings``: a bad value is refused naming what was typed and the range
+_SETTING_ERROR = "'{name}={value}' is not valid (expected {low}-{high})"
+
 
 COMMANDS: tuple[Command, ...] = (
-    Command(
-        "persona",
-        "Create and manage personas",
-        "创建和管理人设",
-        "/persona create <archetype> [name] | create-from-photo <name> consent=yes | list | show | delete <name> "
-        "| train <name> | use <name> v<N>",
-        aliases=("人设",),
-        handler=personas.persona,
-        subcommands=(
-            Command(
-                "create",
-                "Create a persona: a new face blended from an archetype's LoRAs",
-                "创建人设：由一个风格的多个 LoRA 混合出新面孔",
-                "/persona create <archetype> [name]",
-                aliases=("创建",),
-                args=(
-                    Arg("archetype", "str", "the look to start from", required=True, autocomplete="archetypes"),
-                    Arg("name", "str", "a name for the persona (default: one is made up)", min=1, max=40),
-                ),
-            ),
-            Command(
-                "create-from-photo",
-                "Create a persona from a photo of a real person who agreed to it",
-                "用真人照片创建人设（需本人同意，consent=yes）",
-                "/persona create-from-photo <name> consent=yes (+ face image)",
-                aliases=("照片创建",),
-                args=(
-                    Arg("name", "str", "a name for the persona", required=True, min=1, max=40),
-                    Arg("consent", "str", "type yes: the pictured person agreed to this use", min=1, max=10),
-                    Arg("image", "attachment", "a photo of the face", role="face"),
-                ),
-            ),
-            Command("list", "Your personas", "我的人设", "/persona list", aliases=("列表",)),
-            Command(
-                "show",
-                "Show a persona: its mix, seed and reference face",
-                "查看人设：混合、种子和参考脸",
-                "/persona show <name>",
-                aliases=("查看",),
-                args=(_NAME,),
-            ),
-            Command(
-                "train",
-                "Train a persona LoRA version from renders that match its face",
-                "训练人设：用与参考脸一致的渲染图训练新的 LoRA 版本",
-                "/persona train <name> [images=N] [steps=S] [rank=R]",
-                aliases=("训练",),
-                args=(
-                    _NAME,
-                    Arg("images", "int", "candidate renders (default 32)", min=1, max=128),
-                    Arg("steps", "int", "training steps (default 500)", min=1, max=5000),
-                    Arg("rank", "int", "LoRA rank (default 16)", min=1, max=128),
-                ),
-            ),
-            Command(
-                "use",
-                "Choose the version a persona renders with: v<N> or blend",
-                "切换人设版本：v<N> 或 blend（混合）",
-                "/persona use <name> v<N>|blend",
-                aliases=("使用",),
-                args=(_NAME, Arg("version", "str", "v<N> or blend", required=True, min=1, max=10)),
-            ),
-            Command(
-                "delete",
-                "Delete one of your personas",
-                "删除人设",
-                "/persona delete <name>",
-                aliases=("删除",),
-                args=(_NAME,),
-            ),
-        ),
-    ),
+    PERSONA,
     Command(
         "post",
         "Open a post thread with the first images of a persona",
-        "发帖：用人设生成第一批图片（1-4 张）",
-        "/post <persona> [count=N] [product=<name>[,<name>]] <prompt>",
+        f"发帖：用人设生成第一批图片（{_COUNT_LOW:g}-{_COUNT_HIGH:g} 张）",
         aliases=("发帖",),
         handler=posts.post,
         args=(
-            Arg("persona", "str", "which persona", required=True, autocomplete="personas"),
-            Arg("prompt", "str", "what the picture shows", required=True, min=1, max=MAX_TEXT_CHARS),
-            Arg("count", "int", "how many images (1-4)", min=1, max=4, default=1),
-            Arg("product", "str", "products from your library (comma-separated)", max=200, autocomplete="products"),
-            Arg("product_image", "attachment", "a product image for this post", role="product"),
-            Arg("scene", "attachment", "a scene image to start from", role="scene"),
+            Arg("persona", "str", "which persona", required=True, autocomplete="personas", positional=True),
+            Arg(
+                "prompt",
+                "str",
+                "what the picture shows",
+                required=True,
+                min=1,
+                max=MAX_TEXT_CHARS,
+                positional=True,
+                takes="text",
+                missing="the prompt is empty",
+            ),
+            Arg(
+                "count",
+                "int",
+                f"how many images ({_COUNT_LOW:g}-{_COUNT_HIGH:g})",
+                min=_COUNT_LOW,
+                max=_COUNT_HIGH,
+                default=1,
+                aliases=("n",),
+                shown="[count=N]",
+            ),
+            Arg(
+                "product",
+                "str",
+                "products from your library (comma-separated)",
+                max=200,
+                autocomplete="products",
+                shown="[product=<name>[,<name>]]",
+            ),
+            Arg("product_image", "attachment", "a product image for this post", role=ReferenceRole.PRODUCT),
+            Arg("scene", "attachment", "a scene image to start from", role=ReferenceRole.SCENE),
             # wave 1's name of the scene option: kept so existing clients and habits still work
-            Arg("image", "attachment", "optional scene image to start from", role="scene"),
+            Arg("image", "attachment", "optional scene image to start from", role=ReferenceRole.SCENE),
         ),
     ),
-    Command(
-        "product",
-        "Your product library: the products your posts show",
-        "商品库：帖子里展示的商品",
-        "/product add <name> (+ image) | list | show <name> | delete <name>",
-        aliases=("商品",),
-        handler=products.product,
-        subcommands=(
-            Command(
-                "add",
-                "Add a product to your library with one image",
-                "添加商品（附一张图片，或先发图片再发 商品 添加 <名字>）",
-                "/product add <name> (+ image)",
-                aliases=("添加",),
-                args=(
-                    Arg("name", "str", "a name for the product", required=True, min=1, max=40),
-                    Arg("image", "attachment", "the product's image", role="product"),
-                ),
-            ),
-            Command("list", "Your products", "我的商品", "/product list", aliases=("列表",)),
-            Command(
-                "show",
-                "Show a product's image",
-                "查看商品",
-                "/product show <name>",
-                aliases=("查看",),
-                args=(_PRODUCT,),
-            ),
-            Command(
-                "delete",
-                "Delete a product from your library",
-                "删除商品",
-                "/product delete <name>",
-                aliases=("删除",),
-                args=(_PRODUCT,),
-            ),
-        ),
-    ),
+    PRODUCT,
     Command(
         "reference",
         "The role of an image you sent: product, scene or face",
         "图片的用途：商品 / 场景 / 人脸",
-        "/reference product|scene|face <key>",
         handler=references.choose,
         platforms=_BUTTON_ONLY,
+        args=(
+            Arg(
+                "role",
+                "str",
+                "what the image is",
+                required=True,
+                positional=True,
+                choices=tuple(ROLE_WORDS.items()),
+                error="choose product, scene or face for the image",
+                missing="choose product, scene or face for the image",
+                shown="product|scene|face",
+            ),
+            Arg(
+                "key",
+                "str",
+                "the image waiting for its role",
+                required=True,
+                positional=True,
+                shown="<key>",
+                missing="that image is no longer waiting (it was used already); send it again",
+            ),
+        ),
     ),
     Command(
         "approve",
         "✅ Approve the current result of this post",
         "通过当前结果",
-        "/approve",
         aliases=("ok", "通过"),
         handler=posts.approve,
         result_action=True,
@@ -169,7 +113,6 @@ COMMANDS: tuple[Command, ...] = (
         "regen",
         "🔁 Regenerate the current result with a new seed",
         "换一个种子重新生成",
-        "/regen",
         aliases=("regenerate", "重来"),
         handler=posts.regen,
         result_action=True,
@@ -179,7 +122,6 @@ COMMANDS: tuple[Command, ...] = (
         "undo",
         "↩️ Go back to the previous image of this post",
         "撤销，回到上一张",
-        "/undo",
         aliases=("撤销",),
         handler=posts.undo,
         result_action=True,
@@ -189,7 +131,6 @@ COMMANDS: tuple[Command, ...] = (
         "cancel",
         "❌ Cancel this post's running job (outside a post: your persona training)",
         "取消正在进行的任务",
-        "/cancel",
         aliases=("取消",),
         handler=posts.cancel,
         result_action=True,
@@ -199,7 +140,6 @@ COMMANDS: tuple[Command, ...] = (
         "history",
         "The turn tree of this post, with identity scores",
         "本帖的修改历史和相似度",
-        "/history",
         aliases=("历史",),
         handler=info.history,
     ),
@@ -207,7 +147,6 @@ COMMANDS: tuple[Command, ...] = (
         "export",
         "Approved images of this post and a manifest, as a zip",
         "导出已通过的图片和 manifest（zip）",
-        "/export",
         aliases=("导出",),
         handler=info.export,
     ),
@@ -215,7 +154,6 @@ COMMANDS: tuple[Command, ...] = (
         "status",
         "Your jobs and their places in the queue",
         "我的任务和排队位置",
-        "/status",
         aliases=("状态",),
         handler=info.status,
     ),
@@ -223,42 +161,84 @@ COMMANDS: tuple[Command, ...] = (
         "settings",
         "Generation settings: in a post for that post, elsewhere your defaults",
         "生成设置：在帖子里只改本帖，否则改默认值",
-        "/settings [post] steps=N guidance=G size=WxH seed=S|random",
         aliases=("设置",),
         handler=info.settings,
         args=(
-            Arg("steps", "int", "denoising steps", min=BOUNDS["steps"][0], max=BOUNDS["steps"][1]),
-            Arg("guidance", "float", "guidance scale", min=BOUNDS["guidance"][0], max=BOUNDS["guidance"][1]),
-            Arg("size", "str", "image size as WxH, e.g. 1024x1024", min=3, max=11),
-            Arg("seed", "str", "a number, or 'random'", min=1, max=20),
+            Arg(
+                "scope",
+                "str",
+                "post: this post's settings",
+                positional=True,
+                text_only=True,
+                shown="[post]",
+                choices=(("post", "post"), ("thread", "post"), ("本帖", "post")),
+            ),
+            Arg(
+                "steps",
+                "int",
+                "denoising steps",
+                min=BOUNDS["steps"][0],
+                max=BOUNDS["steps"][1],
+                error=_SETTING_ERROR,
+                shown="steps=N",
+            ),
+            Arg(
+                "guidance",
+                "float",
+                "guidance scale",
+                min=BOUNDS["guidance"][0],
+                max=BOUNDS["guidance"][1],
+                error=_SETTING_ERROR,
+                shown="guidance=G",
+            ),
+            Arg(
+                "size",
+                "str",
+                "image size as WxH, e.g. 1024x1024",
+                min=3,
+                max=11,
+                shown="size=WxH",
+                error="'{name}={value}' is not valid (expected WxH)",
+            ),
+            Arg(
+                "seed",
+                "str",
+                "a number, or 'random'",
+                min=1,
+                max=20,
+                shown="seed=S|random",
+                error="'{name}={value}' is not valid (expected " + SEED_HINT + ")",
+            ),
         ),
     ),
-    Command(
-        "threads",
-        "List your posts",
-        "我的帖子列表",
-        "/threads",
-        handler=info.threads,
-        platforms=_TEXT_ONLY,
-    ),
+    Command("threads", "List your posts", "我的帖子列表", handler=info.threads, platforms=_TEXT_ONLY),
     Command(
         "thread",
         "Switch to one of your posts",
         "切换到某个帖子",
-        "/thread <id>",
         handler=info.thread,
         platforms=_TEXT_ONLY,
-        args=(Arg("id", "int", "the post number", required=True),),
+        # a string: '#12' works, and a bad number is answered as a missing post (commands.ids)
+        args=(
+            Arg(
+                "id",
+                "str",
+                "the post number",
+                required=True,
+                positional=True,
+                takes="words",
+                missing="usage: /thread <post number>",
+            ),
+        ),
     ),
     Command(
         "gallery",
         "Your posts and personas in the browser: a private link",
         "在浏览器中查看我的帖子和人设（私人链接）",
-        "/gallery",
         aliases=("画廊",),
         handler=studio.gallery,
     ),
-    Command("help", "How Persona Studio works", "帮助", "/help", aliases=("帮助",), handler=info.help),
+    Command("help", "How Persona Studio works", "帮助", aliases=("帮助",), handler=info.help),
 )
 
 _BY_WORD: dict[str, Command] = {}
@@ -282,7 +262,7 @@ def help_text() -> str:
         for row in rows:
             where = "" if command.platforms is None else f" ({', '.join(sorted(command.platforms))})"
             emoji = f" {command.emoji}" if command.emoji else ""
-            lines.append(f"  {row.usage or '/' + row.name}{emoji}")
+            lines.append(f"  {usage(row, command if command.subcommands else None)}{emoji}")
             summary = row.summary[:1].lower() + row.summary[1:]
             lines.append(f"      {summary}{where} · {row.summary_zh}")
         if command.name == "post":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +26,14 @@ class JobKind(StrEnum):
     TRAIN_PERSONA = "train_persona"  # candidates -> identity filter -> a persona LoRA version
 
 
-ReferenceRole = Literal["product", "scene", "face"]
+class ReferenceRole(StrEnum):
+    """The role an image plays in a render (region edits add a ``mask`` role beside these)."""
+
+    PRODUCT = "product"
+    SCENE = "scene"
+    FACE = "face"
+
+
 EngineFamily = Literal["kontext", "klein"]
 
 
@@ -63,6 +71,20 @@ class TrainParams(BaseModel):
     rank: int | None = Field(default=None, ge=1, le=128)
     #: steps between checkpoints (tiny: 5, real: 50)
     checkpoint_every: int | None = Field(default=None, ge=1, le=5000)
+
+
+class TrainDefaults(NamedTuple):
+    """What a ``TrainParams`` field left ``None`` becomes."""
+
+    images: int
+    steps: int
+    rank: int
+    checkpoint_every: int
+
+
+#: training defaults for test-sized (tiny) models and for real ones
+TINY_TRAIN_DEFAULTS = TrainDefaults(images=4, steps=20, rank=16, checkpoint_every=5)
+REAL_TRAIN_DEFAULTS = TrainDefaults(images=32, steps=500, rank=16, checkpoint_every=50)
 
 
 class RenderParams(BaseModel):
@@ -123,15 +145,65 @@ class JobResult(BaseModel):
 #: transformers narrower than this (heads × head dim; FLUX.1 has 3072) are test-sized
 TOY_TRANSFORMER_WIDTH = 512
 
+
+@dataclass(frozen=True, eq=False)
+class FamilyFacts:
+    """What every layer may know of an engine family without loading a model: its names, its
+    reference limit, its render defaults and where its LoRA library lives. The engine's
+    engine.render.families.RenderFamily adds the family's rendering steps to these facts."""
+
+    name: EngineFamily
+    #: for messages: "FLUX.1 Kontext", "FLUX.2 klein"
+    label: str
+    #: ``model_index.json`` ``_class_name`` of its pipelines
+    pipeline_class: str
+    #: the offline, randomly initialised model of the family
+    tiny_model: str
+    #: reference images one render takes in all; ``None``: references are composed into the context
+    max_references: int | None
+    #: render defaults of test-sized and of real weights
+    toy_params: RenderParams
+    real_params: RenderParams
+    #: the tiny model writes its LoRA library in ``LORA_DIR/<name>/`` (Kontext's: ``LORA_DIR`` itself)
+    tiny_library_in_own_folder: bool
+
+    def default_params(self, toy: bool) -> RenderParams:
+        return (self.toy_params if toy else self.real_params).model_copy()
+
+    def lora_root(self, lora_dir: Path, model: str = "") -> Path:
+        """The family's LoRA library: ``lora_dir/<name>/``, or ``lora_dir`` itself when that folder
+        is absent (outside a tiny model that writes its own folder)."""
+        own = Path(lora_dir) / self.name
+        if own.is_dir() or (self.tiny_library_in_own_folder and model == self.tiny_model):
+            return own
+        return Path(lora_dir)
+
+
+KONTEXT_FACTS = FamilyFacts(
+    name="kontext",
+    label="FLUX.1 Kontext",
+    pipeline_class="FluxKontextPipeline",
+    tiny_model="tiny",
+    max_references=None,
+    toy_params=RenderParams(steps=4, guidance=2.5, width=64, height=64, max_tries=2),
+    real_params=RenderParams(steps=28, guidance=2.5, width=1024, height=1024, max_tries=3),
+    tiny_library_in_own_folder=False,
+)
+KLEIN_FACTS = FamilyFacts(
+    name="klein",
+    label="FLUX.2 klein",
+    pipeline_class="Flux2KleinPipeline",
+    tiny_model="tiny-klein",
+    max_references=4,  # BFL's documented limit
+    toy_params=RenderParams(steps=4, guidance=1.0, width=64, height=64, max_tries=2),
+    real_params=RenderParams(steps=4, guidance=1.0, width=1024, height=1024, max_tries=3),  # distilled
+    tiny_library_in_own_folder=True,
+)
+FAMILY_FACTS: dict[EngineFamily, FamilyFacts] = {facts.name: facts for facts in (KONTEXT_FACTS, KLEIN_FACTS)}
 #: the offline, randomly initialised models: name -> family
-TINY_MODELS: dict[str, EngineFamily] = {"tiny": "kontext", "tiny-klein": "klein"}
+TINY_MODELS: dict[str, EngineFamily] = {facts.tiny_model: facts.name for facts in FAMILY_FACTS.values()}
 #: pipeline classes (model_index.json ``_class_name``) -> family
-PIPELINE_FAMILIES: dict[str, EngineFamily] = {
-    "FluxKontextPipeline": "kontext",
-    "Flux2KleinPipeline": "klein",
-}
-#: reference images FLUX.2 [klein] takes in one render (BFL's documented limit)
-KLEIN_MAX_REFERENCES = 4
+PIPELINE_FAMILIES: dict[str, EngineFamily] = {facts.pipeline_class: facts.name for facts in FAMILY_FACTS.values()}
 
 #: archetypes of the random LoRA library written for the tiny model
 TINY_ARCHETYPES = ("sweet", "elegant", "boss", "puppy")
@@ -181,6 +253,7 @@ def model_family(model: str) -> EngineFamily:
 
     ``tiny`` is Kontext, ``tiny-klein`` klein; a local folder or hub id by its model_index.json
     ``_class_name`` (hub ids from the local hub cache only, never the network); Kontext otherwise.
+    Its facts: :func:`family_facts`; its rendering steps: engine.render.families.family_of.
     """
     if model in TINY_MODELS:
         return TINY_MODELS[model]
@@ -188,21 +261,21 @@ def model_family(model: str) -> EngineFamily:
     return PIPELINE_FAMILIES.get(str(index.get("_class_name", "")), "kontext")
 
 
+def family_facts(model: str) -> FamilyFacts:
+    """The facts of ``model``'s engine family (:func:`model_family`)."""
+    return FAMILY_FACTS[model_family(model)]
+
+
 def reference_limit(model: str) -> int | None:
     """Reference images one render may take in all (klein: the current image of an edit, the
     persona's portrait, products and the scene); ``None`` when references are composed (Kontext)."""
-    return KLEIN_MAX_REFERENCES if model_family(model) == "klein" else None
+    return family_facts(model).max_references
 
 
 def default_params(model: str) -> RenderParams:
-    """Render defaults: small and fast for test-sized models; otherwise Kontext-dev's usual ones,
-    or klein's (4 distilled steps, no guidance)."""
-    klein = model_family(model) == "klein"
-    if is_toy_model(model):
-        return RenderParams(steps=4, guidance=1.0 if klein else 2.5, width=64, height=64, max_tries=2)
-    if klein:
-        return RenderParams(steps=4, guidance=1.0, width=1024, height=1024, max_tries=3)
-    return RenderParams(steps=28, guidance=2.5, width=1024, height=1024, max_tries=3)
+    """Render defaults: small and fast for test-sized models; otherwise the family's usual ones
+    (Kontext-dev: 28 steps, guidance 2.5; klein: 4 distilled steps, no guidance)."""
+    return family_facts(model).default_params(is_toy_model(model))
 
 
 def size_limits(model: str) -> tuple[int, int]:
@@ -222,12 +295,3 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
-
-
-def family_root(lora_dir: Path, family: EngineFamily, model: str = "") -> Path:
-    """The LoRA library of ``family`` under ``lora_dir``: its ``<family>/`` folder; Kontext (and
-    klein, outside the tiny model) fall back to ``lora_dir`` itself when that folder is absent."""
-    own = Path(lora_dir) / family
-    if own.is_dir() or model == "tiny-klein":
-        return own
-    return Path(lora_dir)

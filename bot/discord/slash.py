@@ -24,6 +24,7 @@ from bot.frontend import ConversationPort
 from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
 from commands.table import COMMANDS
+from engine.specs import ReferenceRole
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,12 @@ def result_view(turn_id: int, buttons: Sequence[Button]) -> discord.ui.View:
     return view
 
 
-_ROLE_LABEL = {"product": "Product 商品", "scene": "Scene 场景", "face": "Face 人脸"}
-_ROLE_EMOJI = {"product": "🛍️", "scene": "🏞️", "face": "🙂"}
+_ROLE_LABEL = {
+    ReferenceRole.PRODUCT: "Product 商品",
+    ReferenceRole.SCENE: "Scene 场景",
+    ReferenceRole.FACE: "Face 人脸",
+}
+_ROLE_EMOJI = {ReferenceRole.PRODUCT: "🛍️", ReferenceRole.SCENE: "🏞️", ReferenceRole.FACE: "🙂"}
 
 
 class RoleButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ROLE_ID_TEMPLATE):
@@ -189,6 +194,11 @@ def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[Slas
     return [builder.build(command) for command in COMMANDS if command.offered_on(PLATFORM)]
 
 
+def discord_args(row: Command) -> list[Arg]:
+    """The row's arguments that are Discord options (text-only words such as ``/settings post`` are not)."""
+    return [arg for arg in row.args if not arg.text_only]
+
+
 class _Builder:
     def __init__(
         self, bot: InteractionHost, autocomplete: dict[str, Autocomplete], archetypes: list[app_commands.Choice[str]]
@@ -208,10 +218,11 @@ class _Builder:
     def _command(self, row: Command, name: str, action: str | None) -> app_commands.Command[Any, Any, Any]:
         """One slash command (or subcommand) whose callback hands its options to ``run_command``."""
         bot = self.bot
+        args = discord_args(row)
 
         async def callback(interaction: discord.Interaction[Any], **values: Any) -> None:
-            attachments = [values.pop(arg.name, None) for arg in row.args if arg.kind == "attachment"]
-            roles = [arg.role for arg in row.args if arg.kind == "attachment"]
+            attachments = [values.pop(arg.name, None) for arg in args if arg.kind == "attachment"]
+            roles = [arg.role for arg in args if arg.kind == "attachment"]
             for key in _NUMBER_WHEN_DIGITS & values.keys():
                 value = values[key]
                 if isinstance(value, str) and value.strip().isdigit():
@@ -224,11 +235,11 @@ class _Builder:
                 await bot.run_command(interaction, name, options, [a for a, _ in given], [role for _, role in given])
 
         parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        parameters += [self._parameter(arg) for arg in row.args]
+        parameters += [self._parameter(arg) for arg in args]
         callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         slash = app_commands.Command(name=row.name, description=row.summary, callback=callback)
-        slash = app_commands.describe(**{arg.name: arg.description for arg in row.args})(slash)
-        for arg in row.args:
+        slash = app_commands.describe(**{arg.name: arg.description for arg in args})(slash)
+        for arg in args:
             if arg.autocomplete == "archetypes" and self.archetypes:
                 slash = app_commands.choices(**{arg.name: self.archetypes})(slash)
             elif arg.autocomplete is not None:

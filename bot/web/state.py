@@ -13,11 +13,11 @@ from cachetools import TTLCache
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bot.web.thumbnails import Thumbnails
-from engine.jobs.outcomes import finish_job
+from commands.config import is_admin
+from commands.job_cancel import cancel_job
 from engine.jobs.progress import LocalBus, ProgressBus
 from engine.jobs.queue import JobQueue
 from storage.blobs import BlobStore
-from storage.models import JobStatus
 from storage.repository import Store
 from storage.studio_reads import StudioReads
 
@@ -61,7 +61,7 @@ class WebState:
         return self.queue.bus if self.queue is not None else LocalBus()
 
     def is_admin(self, platform: str, platform_user_id: str) -> bool:
-        return platform_user_id in self.admin_ids or f"{platform}:{platform_user_id}" in self.admin_ids
+        return is_admin(self.admin_ids, platform, platform_user_id)
 
     def render(self, template: str, **values: Any) -> web.Response:
         html = self.env.get_template(template).render(**values)
@@ -77,9 +77,4 @@ class WebState:
     async def cancel_job(self, job_id: str) -> bool:
         """Cancel a job that has not finished: through the queue when it holds it, else in
         storage (held, or lost by redis). False when it had already finished or is unknown."""
-        job = await self.store.get_job(job_id)
-        if job is None or JobStatus(job.status).finished:
-            return False
-        if self.queue is not None and await self.queue.cancel(job_id):
-            return True
-        return await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED, error="cancelled by an operator")
+        return await cancel_job(self.store, self.queue, self.bus, job_id, error="cancelled by an operator")

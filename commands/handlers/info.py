@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, FileOut
 from commands.ids import parse_id
-from commands.params import SETTING_KEYS, parse_settings
+from commands.params import parse_settings
+from commands.ports import Informing, Stored
 from commands.texts import render_tree
 from commands.validation import InputError
-from commands.words import split_options
 from storage.models import JobStatus
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-
-async def help(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def help(conv: Informing, ctx: Ctx) -> list[Action]:
     return [ctx.reply(conv.help_text())]
 
 
-async def history(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def history(conv: Stored, ctx: Ctx) -> list[Action]:
     thread = await rules.owned_thread(conv, ctx)  # the manifest-like detail (seeds) is the owner's
     turns = await conv.store.turns(thread.id)
     text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
-async def export(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def export(conv: Informing, ctx: Ctx) -> list[Action]:
     thread = await rules.owned_thread(conv, ctx)
     approved = await conv.store.approved_turns(thread.id)
     if not approved:
@@ -39,7 +34,7 @@ async def export(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [FileOut(where=ctx.where_thread(thread), filename=f"post-{thread.id}.zip", data=data, text=text)]
 
 
-async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def status(conv: Informing, ctx: Ctx) -> list[Action]:
     jobs = await conv.store.user_jobs(ctx.user.id)
     if not jobs:
         return [ctx.reply("No jobs running or waiting.", private=True)]
@@ -54,21 +49,23 @@ async def status(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your jobs:\n" + "\n".join(lines), private=True)]
 
 
-async def settings(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def settings(
+    conv: Informing,
+    ctx: Ctx,
+    *,
+    scope: str | None,
+    steps: int | None,
+    guidance: float | None,
+    size: str | None,
+    seed: str | None,
+) -> list[Action]:
     """Per-post settings inside a platform thread (Discord) or with ``post`` first on platforms
     without threads (``/settings post steps=8``); the user's defaults otherwise."""
-    args = ctx.event.args.strip()
-    post_scope = args.split(" ", 1)[0].lower() in ("post", "thread", "本帖")
-    if post_scope:
-        args = args.partition(" ")[2]
     thread = None
-    if ctx.event.thread_id is not None or post_scope:
+    if ctx.event.thread_id is not None or scope == "post":
         thread = await rules.owned_thread(conv, ctx)
-    changes = {k: v for k, v in ctx.event.options.items() if k in SETTING_KEYS and v is not None}
-    found, rest = split_options(args)
-    if rest:
-        raise InputError("usage: /settings [post] steps=N guidance=G size=WxH seed=S|random")
-    changes.update(found)
+    given = {"steps": steps, "guidance": guidance, "size": size, "seed": seed}
+    changes = {key: value for key, value in given.items() if value is not None}
     parsed = parse_settings(changes, conv.config.engine_model)
     if parsed:
         if thread is not None:
@@ -86,7 +83,7 @@ async def settings(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply(text, private=True)]
 
 
-async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def threads(conv: Stored, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_threads(ctx.user.id)
     if not found:
         return [ctx.reply("No posts yet. /post <persona> <prompt> starts one.")]
@@ -95,11 +92,9 @@ async def threads(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your posts (/thread <id> switches):\n" + "\n".join(lines))]
 
 
-async def thread(conv: Conversation, ctx: Ctx) -> list[Action]:
-    raw = str(ctx.event.options.get("id") or ctx.event.args).strip()
+async def thread(conv: Stored, ctx: Ctx, *, id: str) -> list[Action]:
+    raw = id
     post_id = parse_id(raw)
-    if post_id is None and not raw.lstrip("#").strip():
-        raise InputError("usage: /thread <post number>")
     # a missing post and someone else's get the same answer: nothing tells whether #N exists
     not_yours = InputError(f"you have no post #{raw.lstrip('#').strip()} (/threads lists yours)")
     if post_id is None:
@@ -108,7 +103,7 @@ async def thread(conv: Conversation, ctx: Ctx) -> list[Action]:
         found = await conv.store.get_thread(post_id)
     except LookupError:
         raise not_yours from None
-    if found.owner_id != ctx.user.id and not rules.is_admin(conv, ctx.event.platform, ctx.event.user_id):
+    if found.owner_id != ctx.user.id and not conv.config.is_admin(ctx.event.platform, ctx.event.user_id):
         raise not_yours
     await conv.store.set_current_thread(ctx.user.id, found.id)
     return [ctx.reply(f"Now in post #{found.id}: {found.title}", where=ctx.where_thread(found))]

@@ -1,67 +1,30 @@
-"""``/persona create | list | show | delete`` (``train`` and ``use``: commands.handlers.persona_versions)."""
+"""``/persona create | create-from-photo | list | show | delete`` (``train`` and ``use``:
+commands.handlers.persona_versions); one handler per row of the command table."""
 
 from __future__ import annotations
 
 import random
 import re
 import uuid
-from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.events import Action, Images
-from commands.handlers import persona_versions
+from commands.ports import Creating, Imaging, Rendering, Stored
 from commands.training_texts import versions_text
 from commands.validation import InputError
-from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec, default_params
+from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceRole, ReferenceSpec, default_params
 from storage.repository import DuplicateName
-
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
 NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
-USAGE = (
-    "usage: /persona create <archetype> [name] | create-from-photo <name> consent=yes (+ face image) "
-    "| list | show <name> | delete <name> | train <name> [images=N] [steps=S] [rank=R] | use <name> v<N>|blend"
-)
 #: the archetype recorded for personas made from a photo
 PHOTO_ARCHETYPE = "photo"
 
 
-async def persona(conv: Conversation, ctx: Ctx) -> list[Action]:
-    opts = dict(ctx.event.options)
-    words = ctx.event.args.split()
-    action = str(opts.get("action") or (words[0] if words else "list"))
-    sub = ctx.command.subcommand(action) if ctx.command is not None else None
-    rest = words[1:]
-    if sub is None:
-        raise InputError(USAGE)
-    if sub.name == "create":
-        archetype = str(opts.get("archetype") or (rest[0] if rest else "")).lower()
-        name = str(opts.get("name") or " ".join(rest[1:])).strip()
-        return await create(conv, ctx, archetype, name)
-    if sub.name == "create-from-photo":
-        keyed = dict(word.split("=", 1) for word in rest if "=" in word)
-        name = str(opts.get("name") or " ".join(w for w in rest if "=" not in w)).strip()
-        consent = str(opts.get("consent") or keyed.get("consent") or "").strip().lower()
-        return await create_from_photo(conv, ctx, name, consent)
-    if sub.name == "list":
-        return await list_personas(conv, ctx)
-    if sub.name == "train":
-        return await persona_versions.train(conv, ctx, opts, rest)
-    if sub.name == "use":
-        return await persona_versions.use(conv, ctx, opts, rest)
-    name = str(opts.get("name") or " ".join(rest)).strip()
-    if sub.name == "delete":
-        found = await rules.own_persona(conv, ctx, name)
-        await conv.store.delete_persona(found.id)
-        return [ctx.reply(f"Persona {found.name} deleted. Its posts stay in their threads.")]
-    return await show(conv, ctx, name)
-
-
-async def create(conv: Conversation, ctx: Ctx, archetype: str, name: str) -> list[Action]:
+async def create(conv: Creating, ctx: Ctx, *, archetype: str, name: str | None) -> list[Action]:
+    archetype = archetype.lower()
     archetypes = await conv.archetypes()
     if archetype not in archetypes:
         raise InputError(f"unknown archetype {archetype!r}; choose one of: {', '.join(archetypes)}")
@@ -90,11 +53,11 @@ async def create(conv: Conversation, ctx: Ctx, archetype: str, name: str) -> lis
     ]
 
 
-async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: str) -> list[Action]:
+async def create_from_photo(conv: Rendering, ctx: Ctx, *, name: str, consent: str | None) -> list[Action]:
     """A persona whose face is a real person's, from a photo given with their consent."""
     if not conv.config.allow_photo_personas:
         raise InputError("creating personas from photos is turned off here (ALLOW_PHOTO_PERSONAS=false)")
-    if consent not in ("yes", "是"):
+    if (consent or "").lower() not in ("yes", "是"):
         raise InputError(
             "a persona from a photo needs the pictured person's consent: add consent=yes if you have it "
             "(/persona create-from-photo <name> consent=yes with the face image)"
@@ -104,7 +67,7 @@ async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: st
     attachments = ctx.event.attachments
     if len(attachments) > 1:
         raise InputError("attach one photo of the face")
-    faces = [row for row in refs.pending(ctx.user) if row.get("role") in ("face", None)]
+    faces = [row for row in refs.pending(ctx.user) if row.get("role") in (ReferenceRole.FACE, None)]
     if not attachments and not faces:
         raise InputError("attach a photo of the face (console: @face=path; WeCom: send it, then choose 人脸)")
     if attachments:
@@ -126,13 +89,13 @@ async def create_from_photo(conv: Conversation, ctx: Ctx, name: str, consent: st
         persona=PersonaSpec(persona_id=created.id, archetype=PHOTO_ARCHETYPE, seed=seed, photo_key=key),
         seed=seed,
         params=default_params(conv.config.engine_model),
-        references=[ReferenceSpec(role="face", key=key)],
+        references=[ReferenceSpec(role=ReferenceRole.FACE, key=key)],
     )
     queued = await conv.submit(ctx, spec, thread=None, where=ctx.where_user())
     return [ctx.reply(f"Creating persona {name} from the photo… I'll confirm when its face is read."), queued]
 
 
-async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def list_personas(conv: Stored, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_personas(ctx.user.id)
     if not found:
         return [ctx.reply("You have no personas yet. Create one: /persona create <archetype> [name]")]
@@ -140,7 +103,13 @@ async def list_personas(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("Your personas:\n" + "\n".join(lines))]
 
 
-async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
+async def delete(conv: Stored, ctx: Ctx, *, name: str) -> list[Action]:
+    found = await rules.own_persona(conv, ctx, name)
+    await conv.store.delete_persona(found.id)
+    return [ctx.reply(f"Persona {found.name} deleted. Its posts stay in their threads.")]
+
+
+async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
     mix = "\n".join(f"  {lora} × {weight:.3f}" for lora, weight in found.lora_mix) or (
         "  (none: from a consented photo)" if found.photo_key else "  (being drawn)"
@@ -151,7 +120,7 @@ async def show(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
 
-async def _free_name(conv: Conversation, owner_id: int) -> str:
+async def _free_name(conv: Stored, owner_id: int) -> str:
     taken = {p.name.lower() for p in await conv.store.list_personas(owner_id)}
     for name in PET_NAMES:
         if name.lower() not in taken:

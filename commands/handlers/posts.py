@@ -7,67 +7,47 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 from commands import references as refs
 from commands import rules
 from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
+from commands.job_cancel import cancel_job
+from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
-from commands.words import split_options
-from engine.specs import JobKind, JobSpec, ReferenceSpec
-from storage.models import Job, JobStatus, Thread, ThreadStatus, Turn, TurnStatus
-
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
+from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec
+from storage.models import Job, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
 
 
-async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
-    opts = dict(ctx.event.options)
-    if "persona" in opts:
-        persona_name = str(opts["persona"])
-        count: Any = opts.get("count", 1)
-        prompt = str(opts.get("prompt") or "")
-        products = refs.split_names(opts.get("product"))
-    else:
-        persona_name, _, rest = ctx.event.args.strip().partition(" ")
-        found, words = split_options(rest)
-        count = found.get("count", found.get("n", 1))
-        products = refs.split_names(found.get("product"))
-        prompt = " ".join(words)
-    if not persona_name:
-        raise InputError("usage: /post <persona> [count=N] [product=<name>[,<name>]] <prompt>")
-    try:
-        count = int(count)
-    except (TypeError, ValueError):
-        raise InputError("count must be a number from 1 to 4") from None
-    if not 1 <= count <= 4:
-        raise InputError("count must be from 1 to 4")
+async def post(
+    conv: Rendering, ctx: Ctx, *, persona: str, prompt: str, count: int, product: str | None
+) -> list[Action]:
+    products = refs.split_names(product)
     prompt = check_text(prompt, "prompt")
-    persona = await rules.own_persona(conv, ctx, persona_name)
-    if persona.status == "failed":
-        raise InputError(f"persona {persona.name} could not be created; create it again with /persona create")
+    chosen = await rules.own_persona(conv, ctx, persona)
+    if chosen.status == "failed":
+        raise InputError(f"persona {chosen.name} could not be created; create it again with /persona create")
     refs.check_attachments(ctx.event.attachments)
     library = await refs.library(conv, ctx.user.id, products)
     waiting = refs.pending_refs(ctx.user)
     # an image attached to a post without a role is its scene (as before references had roles)
-    roles = [r.role for r in library + waiting] + [a.role or "scene" for a in ctx.event.attachments]
-    if roles.count("scene") > 1:
+    roles = [r.role for r in library + waiting] + [a.role or ReferenceRole.SCENE for a in ctx.event.attachments]
+    if roles.count(ReferenceRole.SCENE) > 1:
         raise InputError("a post takes one scene image; send the others as product or face images")
-    said = [replace(a, role=a.role or "scene") for a in ctx.event.attachments]
+    said = [replace(a, role=a.role or ReferenceRole.SCENE) for a in ctx.event.attachments]
     refs.check_limit(conv.config.engine_model, library + waiting, editing=False, attached=said)
     await rules.check_limits(conv, ctx.user)
-    stored = await refs.store_attachments(conv, ctx.event.attachments, "scene")
-    attached = [ReferenceSpec(role=role or "scene", key=key) for role, key in stored]
+    stored = await refs.store_attachments(conv, ctx.event.attachments, ReferenceRole.SCENE)
+    attached = [ReferenceSpec(role=role or ReferenceRole.SCENE, key=key) for role, key in stored]
     post_refs = refs.dedupe(library + attached + waiting)
     scene_key = refs.one_scene(post_refs)
     params = conv.params(ctx.user, None)
     thread = await conv.store.create_thread(
         platform=ctx.event.platform,
         owner_id=ctx.user.id,
-        persona_id=persona.id,
-        title=_title(persona.name, prompt),
+        persona_id=chosen.id,
+        title=_title(chosen.name, prompt),
         prompt=prompt,
         channel_id=ctx.event.channel_id,
         scene_key=scene_key,
@@ -80,7 +60,7 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         kind=JobKind.GENERATE,
         user_id=ctx.user.id,
         thread_id=thread.id,
-        persona=conv.persona_spec(persona),
+        persona=conv.persona_spec(chosen),
         prompt=prompt,
         count=count,
         context_keys=[scene_key] if scene_key else [],
@@ -100,32 +80,32 @@ async def post(conv: Conversation, ctx: Ctx) -> list[Action]:
         thread=thread,
         turn=dict(
             parent_id=None,
-            kind="generate",
+            kind=TurnKind.GENERATE,
             instruction=prompt,
             params={**params.model_dump(), "count": count},
             references=refs.as_dicts(post_refs),
         ),
         where=where,
-        hold=threaded or persona.status != "ready",
+        hold=threaded or chosen.status != "ready",
     )
     if not threaded:
         await conv.store.set_current_thread(ctx.user.id, thread.id)
-        if persona.status != "ready":
+        if chosen.status != "ready":
             await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
     scene = f" with {refs.describe(post_refs)}" if post_refs else ""
     waiting = (
-        f"\nPersona {persona.name} is still being created: the post starts when it's ready."
-        if (persona.status != "ready")
+        f"\nPersona {chosen.name} is still being created: the post starts when it's ready."
+        if (chosen.status != "ready")
         else ""
     )
-    text = f"📸 Post #{thread.id} · {persona.name}: {prompt}\nRendering {count} image(s){scene}…{waiting}"
+    text = f"📸 Post #{thread.id} · {chosen.name}: {prompt}\nRendering {count} image(s){scene}…{waiting}"
     actions: list[Action] = [OpenThread(where=where, title=thread.title, text=text)]
     if not threaded:
         actions.append(queued)
     return actions
 
 
-async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def message(conv: Rendering, ctx: Ctx) -> list[Action]:
     """Plain text: inside a post it is an edit instruction; an image alone waits for the next post
     or edit (its role asked for when the platform did not say it)."""
     thread = await rules.thread_of(conv, ctx)
@@ -137,7 +117,7 @@ async def message(conv: Conversation, ctx: Ctx) -> list[Action]:
 
 
 async def edit(
-    conv: Conversation, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
+    conv: Rendering, ctx: Ctx, thread: Thread, text: str, chosen: Sequence[ReferenceSpec] = ()
 ) -> list[Action]:
     """An edit instruction, with ``product=<name>`` first, a ``product:`` / ``scene:`` / ``face:`` word
     naming the role of its attached images, ``all:`` or ``#N`` choosing the images it changes."""
@@ -177,7 +157,8 @@ async def edit(
     if attachments and role is None and any(a.role is None for a in attachments):
         return await refs.park(conv, ctx, attachments, edit=(thread, ctx.event.text))  # a button picks the role
     attached = [
-        ReferenceSpec(role=r or "scene", key=k) for r, k in await refs.store_attachments(conv, attachments, role)
+        ReferenceSpec(role=r or ReferenceRole.SCENE, key=k)
+        for r, k in await refs.store_attachments(conv, attachments, role)
     ]
     edit_refs = refs.dedupe(refs.from_dicts(thread.references) + library + list(chosen) + attached + waiting)
     if waiting:
@@ -200,7 +181,7 @@ async def edit(
     where = ctx.where_thread(thread)
     turn = dict(
         parent_id=current.id,
-        kind="edit",
+        kind=TurnKind.EDIT,
         instruction=text,
         params=params.model_dump(),
         references=refs.as_dicts(edit_refs),
@@ -212,7 +193,7 @@ async def edit(
     return [ctx.reply(f"✏️ {text} ({which}{using})", where=where), queued]
 
 
-async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)  # a cancelled post stays closed
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
@@ -225,7 +206,7 @@ async def approve(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
-async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
     """The acted-on turn's job again with a new seed; undo afterwards returns to the turn it replaced."""
     thread, turn = await rules.acted_turn(conv, ctx)
     if turn.status == TurnStatus.PENDING:
@@ -235,12 +216,12 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     await rules.check_limits(conv, ctx.user)
     persona = await conv.store.get_persona(thread.persona_id)
     params = conv.params(ctx.user, thread)
-    base_kind = turn.kind if turn.kind != "regenerate" else str(turn.params.get("of_kind", "edit"))
+    base_kind = turn.kind if turn.kind != TurnKind.REGENERATE else str(turn.params.get("of_kind", TurnKind.EDIT))
     before = await _spec_of(conv, turn)
     spec = JobSpec(
         job_id=uuid.uuid4().hex,
         kind=JobKind.REGENERATE,
-        of_kind=JobKind.GENERATE if base_kind == "generate" else JobKind.EDIT,
+        of_kind=JobKind.GENERATE if base_kind == TurnKind.GENERATE else JobKind.EDIT,
         user_id=ctx.user.id,
         thread_id=thread.id,
         persona=conv.persona_spec(persona),
@@ -261,7 +242,7 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     where = ctx.where_thread(thread)
     new_turn = dict(
         parent_id=turn.parent_id,
-        kind="regenerate",
+        kind=TurnKind.REGENERATE,
         instruction=turn.instruction,
         params=turn_params,
         references=refs.as_dicts(spec.references),
@@ -270,13 +251,13 @@ async def regen(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
 
 
-async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def undo(conv: Imaging, ctx: Ctx) -> list[Action]:
     """Back to the state before the acted-on result (the current one by default): its parent,
     or for a regenerate the result it replaced. The next edit branches from there."""
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)
     await rules.check_idle(conv, thread)
-    back_to = turn.params.get("replaces") if turn.kind == "regenerate" else turn.parent_id
+    back_to = turn.params.get("replaces") if turn.kind == TurnKind.REGENERATE else turn.parent_id
     if back_to is None:
         raise InputError("nothing to undo: this is the post's first result")
     previous = await conv.store.get_turn(int(back_to))
@@ -287,7 +268,7 @@ async def undo(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [Images(where=where, turn_id=previous.id, text=text, images=images, buttons=RESULT_BUTTONS)]
 
 
-async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
     """The post's running jobs; outside a post (or in one with nothing running) the user's persona training."""
     thread = await rules.thread_of(conv, ctx)
     if thread is None or not await conv.store.thread_jobs(thread.id):
@@ -305,14 +286,12 @@ async def cancel(conv: Conversation, ctx: Ctx) -> list[Action]:
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
 
 
-async def _cancel_jobs(conv: Conversation, jobs: list[Job]) -> None:
+async def _cancel_jobs(conv: Cancelling, jobs: list[Job]) -> None:
     for job in jobs:
-        if not await conv.queue.cancel(job.id):
-            # not in the queue (lost by a redis restart, or held): cancel it in storage
-            await conv.finish(job.id, JobStatus.CANCELLED, error="cancelled")
+        await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled")
 
 
-async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
+async def _unusable(conv: Stored, turn: Turn, wanted: str) -> str:
     """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
     job = await conv.store.job_for_turn(turn.id)
     what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"
@@ -320,7 +299,7 @@ async def _unusable(conv: Conversation, turn: Turn, wanted: str) -> str:
     return f"turn #{turn.id} {what}{reason}, so there is nothing to {wanted}; 🔁 /regen renders it again"
 
 
-async def _spec_of(conv: Conversation, turn: Turn) -> JobSpec | None:
+async def _spec_of(conv: Stored, turn: Turn) -> JobSpec | None:
     """The job spec that rendered ``turn`` (targets and context live there, not in the turn)."""
     job = await conv.store.job_for_turn(turn.id)
     return JobSpec.model_validate(job.spec) if job is not None else None

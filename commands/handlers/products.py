@@ -1,49 +1,19 @@
-"""``/product add | list | show | delete``: each user's library of product images, by name."""
+"""``/product add | list | show | delete``: each user's library of product images, by name (a handler per row)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from commands import references as refs
 from commands.context import Ctx
 from commands.events import Action, Images
 from commands.handlers.personas import NAME_RE
+from commands.ports import Imaging, Stored
 from commands.validation import InputError
 from storage.models import Product
 from storage.repository import DuplicateName
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-USAGE = "usage: /product add <name> (with one image) | list | show <name> | delete <name>"
-
-
-async def product(conv: Conversation, ctx: Ctx) -> list[Action]:
-    opts = dict(ctx.event.options)
-    words = ctx.event.args.split()
-    action = str(opts.get("action") or (words[0] if words else "list"))
-    sub = ctx.command.subcommand(action) if ctx.command is not None else None
-    if sub is None:
-        raise InputError(USAGE)
-    name = str(opts.get("name") or " ".join(words[1:])).strip()
-    if sub.name == "add":
-        return await add(conv, ctx, name)
-    if sub.name == "list":
-        return await list_products(conv, ctx)
-    found = await own_product(conv, ctx, name)
-    if sub.name == "delete":
-        await conv.store.delete_product(found.id)
-        return [ctx.reply(f"Product {found.name} deleted. Posts that used it keep their images.")]
-    image = await conv.image(found.image_key, f"product-{found.name}.png")
-    return [
-        Images(where=ctx.where_user(), text=f"Product {found.name} (sha256 {found.image_key[:12]}…)", images=(image,))
-    ]
-
-
-async def add(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
+async def add(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     """The attached image, or else the image sent just before (``商品 添加 <名字>`` after an image)."""
-    if not name:
-        raise InputError(USAGE)
     if not NAME_RE.match(name):
         raise InputError("a product name has 1-40 letters, digits, spaces, '-', '_' or '.'")
     attachments = ctx.event.attachments
@@ -67,16 +37,27 @@ async def add(conv: Conversation, ctx: Ctx, name: str) -> list[Action]:
     return [Images(where=ctx.where_user(), text=text, images=(await conv.image(key, f"product-{created.name}.png"),))]
 
 
-async def list_products(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def list_products(conv: Stored, ctx: Ctx) -> list[Action]:
     found = await conv.store.list_products(ctx.user.id)
     if not found:
         return [ctx.reply("Your product library is empty. Add one: /product add <name> with an image.")]
     return [ctx.reply("Your products:\n" + "\n".join(f"• {p.name}" for p in found))]
 
 
-async def own_product(conv: Conversation, ctx: Ctx, name: str) -> Product:
-    if not name:
-        raise InputError("name the product (see /product list)")
+async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
+    found = await own_product(conv, ctx, name)
+    image = await conv.image(found.image_key, f"product-{found.name}.png")
+    text = f"Product {found.name} (sha256 {found.image_key[:12]}…)"
+    return [Images(where=ctx.where_user(), text=text, images=(image,))]
+
+
+async def delete(conv: Stored, ctx: Ctx, *, name: str) -> list[Action]:
+    found = await own_product(conv, ctx, name)
+    await conv.store.delete_product(found.id)
+    return [ctx.reply(f"Product {found.name} deleted. Posts that used it keep their images.")]
+
+
+async def own_product(conv: Stored, ctx: Ctx, name: str) -> Product:
     found = await conv.store.find_product(ctx.user.id, name)
     if found is None:
         owned = ", ".join(p.name for p in await conv.store.list_products(ctx.user.id)) or "none yet"

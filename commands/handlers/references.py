@@ -7,27 +7,17 @@ did not say its role, a :class:`~commands.events.ChooseRole` asks, and the click
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands import references as refs
 from commands.context import Ctx
-from commands.events import REFERENCE_ROLES, Action
+from commands.events import Action
 from commands.handlers import posts
+from commands.ports import Rendering
 from commands.validation import InputError
-from engine.specs import ReferenceSpec
-
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
+from engine.specs import ReferenceRole, ReferenceSpec
 
 
-async def choose(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def choose(conv: Rendering, ctx: Ctx, *, role: ReferenceRole, key: str) -> list[Action]:
     """``reference``: the role picked for a waiting image (a button on :class:`ChooseRole`)."""
-    words = ctx.event.args.split()
-    role = str(ctx.event.options.get("role") or (words[0] if words else "")).strip().lower()
-    role = refs.ROLE_WORDS.get(role, role)
-    key = str(ctx.event.options.get("key") or (words[1] if len(words) > 1 else "")).strip()
-    if role not in REFERENCE_ROLES:
-        raise InputError("choose product, scene or face for the image")
     rows = refs.pending(ctx.user)
     hit = [row for row in rows if key and key in (row.get("batch"), row.get("key"))]
     if not hit:
@@ -44,5 +34,7 @@ async def choose(conv: Conversation, ctx: Ctx) -> list[Action]:
         thread = await conv.store.get_thread(int(waiting["thread"]))
         return await posts.edit(conv, ctx, thread, str(waiting["text"]), chosen)
     ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: rows})
-    hint = " To keep it in your library: /product add <name> (商品 添加 <名字>)." if role == "product" else ""
+    hint = (
+        " To keep it in your library: /product add <name> (商品 添加 <名字>)." if role == ReferenceRole.PRODUCT else ""
+    )
     return [ctx.reply(f"Got it: {refs.ROLE_LABELS[role]} image. It goes into your next post or edit.{hint}")]

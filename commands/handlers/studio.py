@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from commands.context import Ctx
 from commands.events import Action
+from commands.ports import Configured
 from commands.validation import InputError
 from commands.web_links import studio_link
 
-if TYPE_CHECKING:
-    from commands.conversation import Conversation
 
-
-async def gallery(conv: Conversation, ctx: Ctx) -> list[Action]:
+async def gallery(conv: Configured, ctx: Ctx) -> list[Action]:
     config = conv.config
     if not config.web_secret or not config.web_public_url:
         raise InputError("the web studio is not set up on this installation")

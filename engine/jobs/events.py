@@ -1,4 +1,4 @@
-"""Typed job progress events: one pydantic model per state, each with a name and a ``build``.
+"""Typed job progress events: one pydantic model per state, each with a ``build``.
 
 Workers publish them on a progress bus (engine.jobs.progress); front ends read them. Redis carries
 their JSON (``event.model_dump_json()``) and :func:`parse_event` turns it back into the right
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -22,9 +22,6 @@ class JobEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    #: the event's name, as a log or a web client would show it
-    name: ClassVar[str] = "job_event"
-
     job_id: str
     state: str
     ts: float
@@ -36,7 +33,6 @@ class JobEvent(BaseModel):
 
 
 class Queued(JobEvent):
-    name: ClassVar[str] = "job_queued"
     state: Literal["queued"] = "queued"
     #: jobs ahead of this one (0 = next); None when unknown
     position: int | None = None
@@ -47,7 +43,6 @@ class Queued(JobEvent):
 
 
 class Running(JobEvent):
-    name: ClassVar[str] = "job_running"
     state: Literal["running"] = "running"
     step: int = 0
     total: int = 0
@@ -71,7 +66,6 @@ class Running(JobEvent):
 
 
 class Done(JobEvent):
-    name: ClassVar[str] = "job_done"
     state: Literal["done"] = "done"
     seconds: float = 0.0
 
@@ -81,7 +75,6 @@ class Done(JobEvent):
 
 
 class Failed(JobEvent):
-    name: ClassVar[str] = "job_failed"
     state: Literal["failed"] = "failed"
     error: str = ""
 
@@ -91,7 +84,6 @@ class Failed(JobEvent):
 
 
 class Cancelled(JobEvent):
-    name: ClassVar[str] = "job_cancelled"
     state: Literal["cancelled"] = "cancelled"
     error: str = "cancelled"
 

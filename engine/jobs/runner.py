@@ -1,6 +1,7 @@
 """Running one job: storage bookkeeping around the engine call, progress on the bus (the JobRunner).
 
-Both queues call :meth:`JobRunner.execute` with the job's JSON spec. The engine runs in a thread
+Both queues call :meth:`JobRunner.execute` with the job's JSON spec; :func:`run_job` chooses between
+training (engine.training) and rendering (the engine's ``run``). The engine runs in a thread
 (``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
 result is written to storage (turn images, job done, thread's current turn) in one transaction
 before the "done" event goes out (engine.jobs.outcomes.finish_job); a job that had already finished
@@ -36,6 +37,8 @@ from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
+#: the kinds engine.training runs (on the render engine's pipeline); all others render
+TRAINING_KINDS = frozenset({JobKind.TRAIN_PERSONA})
 #: at most this often a running job writes its progress to the database (events go out every step)
 DB_PROGRESS_INTERVAL_S = 2.0
 #: at most this often a running job reads whether storage says it was cancelled (by any process)
@@ -167,9 +170,8 @@ class JobRunner:
     ) -> JobResult:
         self.engine.load()
         self.readiness = "ready"
-        if on_model_free is not None and _takes_on_model_free(self.engine):
-            return self.engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
-        return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
+        engine = self.engine.loaded_engine() if isinstance(self.engine, _EngineOnLoad) else self.engine
+        return run_job(engine, spec, on_progress, cancel, on_model_free)
 
     async def _record(self, spec: JobSpec, result: JobResult) -> bool:
         """Store the result; False when storage already had an outcome (cancelled elsewhere)."""
@@ -273,8 +275,14 @@ async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any
 
 #: modules whose import holds the GIL for long stretches (torch's C init, diffusers, dlib):
 #: imported in a thread they stall the event loop by up to ~0.7 s at a time (bench/outside_model.py)
-ENGINE_MODULES = ("torch", "diffusers", "engine.render.pipeline", "engine.render.identity", "engine.render.loras",
-                  "engine.render.engine")
+ENGINE_MODULES = (
+    "torch",
+    "diffusers",
+    "engine.render.pipeline",
+    "engine.render.identity",
+    "engine.render.loras",
+    "engine.render.engine",
+)
 
 
 def import_engine_modules(face_backend: str = "dlib") -> None:
@@ -289,6 +297,27 @@ def import_engine_modules(face_backend: str = "dlib") -> None:
         from engine.render.identity import load_embedder
 
         load_embedder("dlib")
+
+
+def run_job(
+    engine: EngineLike,
+    spec: JobSpec,
+    on_progress: Callable[..., None] | None = None,
+    cancel: threading.Event | None = None,
+    on_model_free: Callable[[], None] | None = None,
+) -> JobResult:
+    """The one choice between training and rendering: a train_persona job goes to
+    engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``."""
+    if spec.kind in TRAINING_KINDS:
+        from engine.training.persona_job import train_persona  # heavy: imported only where a model runs
+
+        result = train_persona(engine, spec, on_progress, cancel)  # type: ignore[arg-type]
+        if on_model_free is not None:
+            on_model_free()
+        return result
+    if on_model_free is not None and _takes_on_model_free(engine):
+        return engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
+    return engine.run(spec, on_progress=on_progress, cancel=cancel)
 
 
 def _takes_on_model_free(engine: Any) -> bool:
@@ -315,6 +344,11 @@ class _EngineOnLoad:
                 self._engine = Engine.from_settings(self._settings, self._blobs)
         self._engine.load()
 
+    def loaded_engine(self) -> Any:
+        """The Engine, built and loaded."""
+        self.load()
+        return self._engine
+
     def run(
         self,
         spec: JobSpec,
@@ -322,8 +356,7 @@ class _EngineOnLoad:
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
     ) -> JobResult:
-        self.load()
-        return self._engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)
+        return run_job(self.loaded_engine(), spec, on_progress, cancel, on_model_free)
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

@@ -1,15 +1,16 @@
 """The Engine: runs job specs (plain JSON data) on the process's one pipeline.
 
 ``Engine.run(spec)`` dispatches on ``spec.kind`` to engine.render.job_kinds (create_persona, generate,
-edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``) or, for train_persona,
-to engine.training.persona_job. It loads the pipeline,
+edit; regenerate runs the spec as its ``of_kind`` with the new ``seed``); train_persona jobs are sent
+to engine.training by the job runner (engine.jobs.runner), which drives this engine through
+:meth:`Engine.hold` and :meth:`Engine.job`. It is built from an EngineConfig (engine.config). It loads the pipeline,
 the face embedder and the persona adapters once (:meth:`Engine.load`), applies the job's LoRA mix
 and keeps per-thread caches (engine.render.caches) between jobs.
 
 The engine lock covers the model's work only: once a job's pixels exist the lock is released
 (``on_model_free`` is called) and its PNGs are encoded, hashed and written by the storer threads
 while the next job may already be rendering. The torch thread count is set at load
-(``threads``; from settings: ENGINE_THREADS, default cores / WORKERS_PER_HOST).
+(EngineConfig.threads; from settings: ENGINE_THREADS, default cores / WORKERS_PER_HOST).
 """
 
 from __future__ import annotations
@@ -21,28 +22,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+from engine.config import EngineConfig
 from engine.errors import JobCancelled
 from engine.metrics import observe_stages
 from engine.render import job_kinds
 from engine.render.caches import ThreadCaches
+from engine.render.families import RenderFamily, family_of
 from engine.render.job_render import JobRender, StepProgress
 from engine.render.loras import LoraLibrary, persona_mix, write_tiny_library
-from engine.specs import (
-    TINY_MODELS,
-    JobKind,
-    JobResult,
-    JobSpec,
-    RenderParams,
-    default_params,
-    family_root,
-    model_family,
-)
-from storage.blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobStore
+from engine.specs import JobKind, JobResult, JobSpec, RenderParams
+from storage.blobs import BlobStore
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the kinds this engine runs (regenerate as its ``of_kind``); engine.jobs.runner sends training elsewhere
+RENDER_KINDS = (JobKind.CREATE_PERSONA, JobKind.GENERATE, JobKind.EDIT, JobKind.REGENERATE)
 _KINDS: dict[JobKind, Callable[[JobRender], JobResult]] = {
     JobKind.CREATE_PERSONA: job_kinds.create_persona,
     JobKind.GENERATE: job_kinds.generate,
@@ -62,54 +57,21 @@ _KINDS: dict[JobKind, Callable[[JobRender], JobResult]] = {
 class Engine:
     """One pipeline, one face embedder and the persona adapters of a worker process."""
 
-    def __init__(
-        self,
-        *,
-        model: str = "tiny",
-        device: str | None = None,
-        dtype: str = "auto",
-        cpu_offload: bool = False,
-        lora_dir: Path,
-        face_backend: str = "dlib",
-        face_model_dir: Path | None = None,
-        identity_threshold: float,
-        blobs: BlobStore,
-        thread_cache_size: int = 16,
-        adapter_capacity: int = 8,
-        threads: int | None = None,
-        png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
-        compile: str = "none",
-        attention: str | None = None,
-        fuse_qkv: bool = False,
-        max_batch: int = 4,
-        persona_slot: bool = True,
-        persona_rank: int = 0,
-        compile_backend: str | Callable[..., Any] = "inductor",
-        warm: bool = True,
-        train_model: str | None = None,
-    ) -> None:
-        self.model = model
-        #: the model persona training runs on (klein: its Base model); None = ``model``
-        self.train_model = train_model or None
-        self._train_lp: LoadedPipeline | None = None
-        self.device = device
-        self.dtype = dtype
-        self.cpu_offload = cpu_offload
-        self.family = model_family(model)
-        self.library = LoraLibrary(family_root(Path(lora_dir), self.family, model))  # a library per family
-        self.face_backend = face_backend
-        self.face_model_dir = face_model_dir
-        self.identity_threshold = identity_threshold
+    def __init__(self, config: EngineConfig, blobs: BlobStore) -> None:
+        self.config = config
         self.blobs = blobs
-        self.adapter_capacity = adapter_capacity
-        self.threads = ThreadCaches(thread_cache_size)
+        self.model = config.model
+        self.family: RenderFamily = family_of(config.model)
+        self.library = LoraLibrary(self.family.lora_root(config.lora_dir, config.model))  # a library per family
+        self.identity_threshold = config.identity_threshold
+        self.thread_caches = ThreadCaches(config.thread_cache_size)
         #: counters of real work done: renders, prompt_encodes, context_encodes, image_decodes
         self.stats: Counter[str] = Counter()
         #: seconds spent: ``model`` (renders), ``locked`` (engine lock held by jobs), ``store``
         #: (PNG encode + write, off the lock), ``settle`` (after the lock, waiting for blob keys)
         self.seconds: Counter[str] = Counter()
-        self.threads_setting = threads
-        self.png_compress_level = png_compress_level
+        #: images of one post rendered as one batch (ENGINE_MAX_BATCH; tests lower it)
+        self.max_batch = config.max_batch
         self._storer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-store")
         self._lock = threading.RLock()  # held for a whole job: one job at a time per engine
         self._library_lock = threading.Lock()  # short: writing the tiny library once
@@ -117,39 +79,11 @@ class Engine:
         self._embedder: Embedder | None = None
         self._adapters: AdapterManager | None = None
         self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
-        #: ENGINE_COMPILE / ENGINE_ATTENTION / ENGINE_FUSE_QKV (engine.render.speedups), the persona slot
-        #: (engine.render.persona_slot) and ENGINE_MAX_BATCH; ``warm``: render the default size at load
-        self.speedups: dict[str, Any] = {
-            "compile": compile, "attention": attention, "fuse_qkv": fuse_qkv, "backend": compile_backend
-        }  # fmt: skip
-        self.max_batch = max_batch
-        self.persona_slot = persona_slot
-        self.persona_rank = persona_rank
-        self.warm = warm
         self.warm_up_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, blobs: BlobStore) -> Engine:
-        return cls(
-            model=settings.engine_model,
-            device=settings.engine_device,
-            dtype=settings.engine_dtype,
-            cpu_offload=settings.engine_cpu_offload,
-            lora_dir=settings.lora_dir,
-            face_backend=settings.face_backend,
-            face_model_dir=settings.face_model_dir,
-            identity_threshold=settings.effective_identity_threshold,
-            blobs=blobs,
-            threads=settings.effective_engine_threads,
-            png_compress_level=settings.png_compress_level,
-            compile=settings.engine_compile,
-            attention=settings.engine_attention,
-            fuse_qkv=settings.engine_fuse_qkv,
-            max_batch=settings.engine_max_batch,
-            persona_slot=settings.engine_persona_slot,
-            persona_rank=settings.engine_persona_rank,
-            train_model=settings.engine_train_model,
-        )
+        return cls(EngineConfig.from_settings(settings), blobs)
 
     # -- loading -----------------------------------------------------------------------------
     @property
@@ -162,16 +96,6 @@ class Engine:
             raise RuntimeError("Engine.load() has not run")
         return self._lp
 
-    def training_pipeline(self) -> LoadedPipeline:
-        """The pipeline persona training uses: the engine's, or on klein with ``train_model`` set
-        the Base transformer beside the engine's VAE and text encoder (loaded once)."""
-        from engine.training.families import training_pipeline
-
-        with self._lock:
-            if self._train_lp is None:
-                self._train_lp = training_pipeline(self.pipeline, self.train_model)
-            return self._train_lp
-
     @property
     def adapters(self) -> AdapterManager:
         if self._adapters is None:
@@ -183,7 +107,7 @@ class Engine:
         return self._embedder
 
     def _ensure_library(self) -> None:
-        if self.model not in TINY_MODELS:
+        if self.model != self.family.tiny_model:
             return
         with self._library_lock:
             if self.library.is_empty():
@@ -202,24 +126,31 @@ class Engine:
             from engine.render.pipeline import load_pipeline
             from engine.render.speedups import apply_speedups, warm_up
 
-            if self.threads_setting is not None:
-                torch.set_num_threads(self.threads_setting)
+            config = self.config
+            if config.threads is not None:
+                torch.set_num_threads(config.threads)
 
             self._ensure_library()
-            embedder = load_embedder(self.face_backend, self.face_model_dir)
-            lp = load_pipeline(self.model, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+            embedder = load_embedder(config.face_backend, config.face_model_dir)
+            lp = load_pipeline(config.model, device=config.device, dtype=config.dtype, cpu_offload=config.cpu_offload)
             slot = None
-            if self.persona_slot:  # before compiling: the slot's first load prepares hot swaps
+            if config.persona_slot:  # before compiling: the slot's first load prepares hot swaps
                 from engine.render.persona_slot import PersonaSlot
 
                 files = [self.library.path(n) for a in self.library.archetypes() for n in self.library.names(a)]
-                slot = PersonaSlot(lp.pipe, target_rank=self.persona_rank, layout=files)
+                slot = PersonaSlot(lp.pipe, target_rank=config.persona_rank, layout=files)
             self._adapters = AdapterManager(
-                lp.pipe, self.library, capacity=self.adapter_capacity, blob_path=self.blobs.path, slot=slot
+                lp.pipe, self.library, capacity=config.adapter_capacity, blob_path=self.blobs.path, slot=slot
             )
             self._adapters.apply([])
-            apply_speedups(lp, **self.speedups)
-            if self.speedups["compile"] != "none" and self.warm:
+            apply_speedups(
+                lp,
+                compile=config.compile,
+                attention=config.attention,
+                fuse_qkv=config.fuse_qkv,
+                backend=config.compile_backend,
+            )
+            if config.compile != "none" and config.warm:
                 params = self._defaults(lp.toy)
                 self.warm_up_s = warm_up(lp, params.width, params.height, params.steps, params.guidance)
             self._embedder = embedder
@@ -228,11 +159,10 @@ class Engine:
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:
         """Tiny (test-sized) models: 64x64, 4 steps; real weights: 1024x1024, 28 steps, guidance 2.5."""
-        return self._defaults(self._lp.toy if self._lp is not None else self.model in TINY_MODELS)
+        return self._defaults(self._lp.toy if self._lp is not None else self.model == self.family.tiny_model)
 
     def _defaults(self, toy: bool) -> RenderParams:
-        tiny = "tiny-klein" if self.family == "klein" else "tiny"
-        return default_params(tiny if toy else self.model)
+        return self.family.default_params(toy)
 
     def archetypes(self) -> list[str]:
         """Archetype folders of the LoRA library (never waits for a running job)."""
@@ -244,7 +174,15 @@ class Engine:
         self._ensure_library()
         return self.library.draw_mix(archetype, seed, k)
 
-    # -- running jobs ------------------------------------------------------------------------
+    # -- running jobs ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Engine]:
+        """The engine loaded and held (the engine lock) for a job that drives it itself (training)."""
+        with self._lock:
+            self.load()
+            yield self
+
+    # -- one job ------------------------------------------------------------------------
     @contextlib.contextmanager
     def job(
         self,
@@ -271,7 +209,7 @@ class Engine:
                 params=spec.params,
                 progress=StepProgress(spec.params.steps, renders, on_progress),
                 cancel=cancel,
-                cache=self.threads.for_thread(spec.thread_id),
+                cache=self.thread_caches.for_thread(spec.thread_id),
                 pipeline=self.pipeline,
                 adapters=self.adapters,
                 embedder=self._embedder,
@@ -280,7 +218,7 @@ class Engine:
                 stats=self.stats,
                 references=self._references,
                 storer=self._storer,
-                png_compress_level=self.png_compress_level,
+                png_compress_level=self.config.png_compress_level,
                 seconds=self.seconds,
                 max_batch=self.max_batch,
             )
@@ -305,15 +243,9 @@ class Engine:
         Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
         one's renders are done and the next job may start, before its images are stored."""
         started = time.perf_counter()
-        if spec.kind == JobKind.TRAIN_PERSONA:
-            from engine.training.persona_job import train_persona
-
-            with self._lock:
-                self.load()
-                result = train_persona(self, spec, on_progress, cancel)
-            if on_model_free is not None:
-                on_model_free()
-            return result
+        if spec.kind not in RENDER_KINDS:
+            kinds = ", ".join(RENDER_KINDS)
+            raise ValueError(f"the render engine runs {kinds} jobs, not {spec.kind} (engine.jobs.runner routes those)")
         with self._lock:
             self.load()
             kind = spec.kind

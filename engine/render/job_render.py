@@ -28,6 +28,7 @@ from cachetools import LRUCache
 from PIL import Image
 
 from engine.render.caches import ThreadCache
+from engine.render.references import compose_context
 from engine.specs import JobResult, JobSpec, PersonaSpec, RenderParams
 from storage.blobs import BlobStore, encode_png
 
@@ -158,7 +159,6 @@ class JobRender:
     ) -> list[Image.Image]:
         """One image per seed with the same prompt and context, as one batch (engine.render.pipeline.render_batch)."""
         from engine.render.pipeline import encode_context, encode_prompt, render_batch, snap
-        from engine.render.references import kontext_context
 
         lp = self.pipeline
         started = time.perf_counter()
@@ -176,8 +176,9 @@ class JobRender:
         encoding = time.perf_counter()
         context: Any = None
         keys = ([context_key] if context_key is not None else []) + list(references)
-        images = [self.image(key) for key in references] if lp.family == "klein" else []
-        if lp.family == "klein":
+        native = lp.family.native_references  # klein: the context and references as an image list
+        images = [self.image(key) for key in references] if native else []
+        if native:
             context = self.image(context_key) if context_key is not None else None
         elif references:
             context = kontext_context(self, context_key, list(references), width, height)
@@ -204,7 +205,7 @@ class JobRender:
             on_step=lambda i, _n: self.progress.step(i * batch, _n),
             cancel=cancel,
             references=images,
-            encode_reference=self._cached_reference(keys) if lp.family == "klein" else None,
+            encode_reference=self._cached_reference(keys) if native else None,
         )
         self.stats["renders"] += batch
         self.stats["batches"] += batch > 1
@@ -309,3 +310,21 @@ class JobRender:
             image = self.blobs.open_image(persona.reference_key)
             self.references[persona.reference_key] = embedder.embed(image)
         return self.references[persona.reference_key]
+
+
+def kontext_context(job: JobRender, main: str | None, extra: list[str], width: int, height: int) -> Any:
+    """Latents of the composed context of a Kontext render (cached per thread like a plain context)."""
+    from engine.render.pipeline import encode_context
+
+    lp = job.pipeline
+    key = "+".join([main or "-", *extra])
+    with job.cache.lock:  # the storer threads re-key this cache beside the render
+        latents = job.cache.latents.get((key, width, height))
+    if latents is None:
+        main_image = job.image(main) if main is not None else None
+        composite = compose_context(main_image, [job.image(k) for k in extra], width, height, lp.multiple_of)
+        latents = encode_context(lp, composite, *composite.size)
+        job.stats["context_encodes"] += 1
+        with job.cache.lock:
+            job.cache.latents[(key, width, height)] = latents
+    return latents

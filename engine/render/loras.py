@@ -4,7 +4,7 @@ A persona is a weighted blend of several real-face LoRAs of one archetype. The l
 ``LORA_DIR`` as ``<archetype>/<name>.safetensors`` in any format ``load_lora_weights`` accepts
 (diffusers/peft, kohya, ...); a LoRA's name is ``"<archetype>/<file stem>"``.
 
-A LoRA fits one transformer, so each engine family has its own library (:func:`family_root`):
+A LoRA fits one transformer, so each engine family has its own library (engine.render.families.RenderFamily.lora_root):
 ``LORA_DIR/klein/`` for FLUX.2 klein, ``LORA_DIR/kontext/`` or else ``LORA_DIR`` itself for
 Kontext. The tiny library is generated per family (``tiny`` into LORA_DIR, ``tiny-klein`` into
 ``LORA_DIR/klein``).
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.specs import TINY_ARCHETYPES, TINY_MODELS, PersonaSpec
+from engine.specs import TINY_ARCHETYPES, PersonaSpec
 
 if TYPE_CHECKING:
     from diffusers import FluxKontextPipeline
@@ -207,18 +207,10 @@ def _tiny_transformer(model: str) -> Any:
     """The tiny transformer of ``model`` (``tiny`` or ``tiny-klein``) on the meta device."""
     import torch
 
+    from engine.render.families import KONTEXT, tiny_family
+
     with torch.device("meta"):
-        if TINY_MODELS.get(model, "kontext") == "klein":
-            from diffusers import Flux2Transformer2DModel
-
-            from engine.render.tiny_klein import TINY_KLEIN_TRANSFORMER_CONFIG
-
-            return Flux2Transformer2DModel(**TINY_KLEIN_TRANSFORMER_CONFIG)
-        from diffusers import FluxTransformer2DModel
-
-        from engine.render.tiny_kontext import TINY_TRANSFORMER_CONFIG
-
-        return FluxTransformer2DModel(**TINY_TRANSFORMER_CONFIG)  # type: ignore[arg-type]
+        return (tiny_family(model) or KONTEXT).tiny_transformer()
 
 
 def write_tiny_library(

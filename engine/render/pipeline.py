@@ -1,32 +1,28 @@
-"""Loading the one pipeline of a process (FLUX.1 Kontext, or FLUX.2 klein: engine.render.klein), and
-rendering with it.
+"""Loading the one pipeline of a process, and rendering with it (both engine families).
 
-``load_pipeline("tiny")`` builds the tiny random pipeline (engine.render.tiny_kontext); any other model is a hub
-id or a local folder loaded with ``FluxKontextPipeline.from_pretrained`` (bf16 on CUDA, optional
-model CPU offload). :func:`render` does text-to-image (no context) and Kontext edits (a context
-image or its cached latents) with explicit output size, a per-step progress callback and a
-cancel check at every step.
+``load_pipeline(model)`` asks the model's RenderFamily (engine.render.families) to load it: ``tiny`` /
+``tiny-klein`` built offline, anything else a hub id or a local folder through ``from_pretrained``
+(bf16 on CUDA, optional model CPU offload). :func:`render` does text-to-image (no context) and edits
+(a context image, its cached latents on Kontext, or klein's image list with references) with explicit
+output size, a per-step progress callback and a cancel check at every step.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import FluxKontextPipeline
 from PIL import Image
 
-from engine.specs import EngineFamily, is_toy_model, model_family
+from engine.render.families import KONTEXT, RenderFamily, family_of
+from engine.specs import is_toy_model
 
 log = logging.getLogger(__name__)
-
-_REAL_MAX_SEQUENCE_LENGTH = 512
 
 
 class RenderCancelled(Exception):
@@ -37,14 +33,14 @@ class RenderCancelled(Exception):
 class LoadedPipeline:
     """The process's pipeline and the facts about it that rendering needs."""
 
-    pipe: FluxKontextPipeline  # or a Flux2KleinPipeline when ``family == "klein"``
+    pipe: FluxKontextPipeline  # or the pipeline class of ``family`` (Flux2KleinPipeline)
     model: str
     device: torch.device
     dtype: torch.dtype
     max_sequence_length: int  # T5 tokens per prompt
     multiple_of: int  # output sides are multiples of this (VAE factor x 2x2 packing)
     toy: bool  # test-sized weights: small defaults make sense
-    family: EngineFamily = "kontext"
+    family: RenderFamily = KONTEXT
     text_encoder_out_layers: tuple[int, ...] = ()  # klein: stacked Qwen3 hidden states
 
     @property
@@ -79,28 +75,11 @@ def load_pipeline(
     model: str = "tiny", *, device: str | None = None, dtype: str = "auto", cpu_offload: bool = False
 ) -> LoadedPipeline:
     """Load the pipeline once. ``tiny`` / ``tiny-klein`` are built offline; anything else goes
-    through from_pretrained, as the family its model_index.json names (engine.specs.model_family)."""
+    through from_pretrained, as the family its model_index.json names (engine.render.families.family_of)."""
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    family = model_family(model)
-    if family == "klein":
-        from engine.render.klein import load_klein_pipeline
-
-        if model == "tiny-klein":
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        pipe = load_klein_pipeline(model, torch_dtype)
-    elif model == "tiny":
-        from engine.render.tiny_kontext import build_tiny_pipeline
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        pipe = build_tiny_pipeline()
-        if torch_dtype != torch.float32:
-            pipe.to(dtype=torch_dtype)
-    else:
-        source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
-        log.info("loading %s (%s) on %s", source, torch_dtype, target)
-        pipe = FluxKontextPipeline.from_pretrained(source, dtype=torch_dtype)
-        pipe.set_progress_bar_config(disable=True)
+    family = family_of(model)
+    pipe = family.load(model, torch_dtype)
     if cpu_offload and target.type == "cuda":
         pipe.enable_model_cpu_offload(device=target)
     else:
@@ -108,30 +87,17 @@ def load_pipeline(
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).eval()
-    if family == "klein":
-        from engine.render.klein import out_layers
-
-        max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer.model_max_length))
-        return LoadedPipeline(
-            pipe,
-            model,
-            target,
-            torch_dtype,
-            max_len,
-            pipe.vae_scale_factor * 2,
-            toy=is_toy_model(pipe.transformer.config),
-            family="klein",
-            text_encoder_out_layers=out_layers(pipe),
-        )
-    max_len = min(_REAL_MAX_SEQUENCE_LENGTH, int(pipe.tokenizer_2.model_max_length))
+    max_sequence_length, out_layers = family.text_encoding(pipe)
     return LoadedPipeline(
         pipe=pipe,
         model=model,
         device=target,
         dtype=torch_dtype,
-        max_sequence_length=max_len,
+        max_sequence_length=max_sequence_length,
         multiple_of=pipe.vae_scale_factor * 2,
         toy=is_toy_model(pipe.transformer.config),
+        family=family,
+        text_encoder_out_layers=out_layers,
     )
 
 
@@ -147,18 +113,8 @@ def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:
 
 
 def encode_prompt(lp: LoadedPipeline, prompt: str) -> PromptEmbeds:
-    """Run the CLIP and T5 encoders on ``prompt`` (the persona LoRAs do not touch them); klein: Qwen3."""
-    if lp.family == "klein":
-        from engine.render.klein import encode_klein_prompt
-
-        embeds = encode_klein_prompt(
-            lp.pipe, prompt, lp.execution_device, lp.max_sequence_length, lp.text_encoder_out_layers
-        )
-        return PromptEmbeds(embeds, None)
-    embeds, pooled, _ = lp.pipe.encode_prompt(
-        prompt=prompt, prompt_2=None, device=lp.execution_device, max_sequence_length=lp.max_sequence_length
-    )
-    return PromptEmbeds(embeds, pooled)
+    """The family's text encoders on ``prompt`` (the persona LoRAs do not touch them)."""
+    return PromptEmbeds(*lp.family.encode_prompt(lp, prompt))
 
 
 def encode_context(lp: LoadedPipeline, image: Image.Image, width: int, height: int) -> torch.Tensor:
@@ -218,7 +174,7 @@ def render_batch(
     klein takes ``references`` (images, in order) after the ``context`` image (which must then be
     an image, not latents); Kontext takes none here: engine.render.references composes them into the
     context first. klein's ``encode_reference(index, pixels, encode)`` may stand in for the VAE
-    encode of reference ``index`` (engine.render.klein.encoding_references: cached latents).
+    encode of reference ``index`` (engine.render.klein_pipeline.encoding_references: cached latents).
 
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
@@ -232,9 +188,9 @@ def render_batch(
         raise RenderCancelled
     if isinstance(prompt, str):
         prompt = encode_prompt(lp, prompt)
-    if lp.family == "kontext" and references:
-        raise ValueError("Kontext takes references composed into its context image (engine.render.references)")
-    if lp.family == "kontext" and isinstance(context, Image.Image):
+    if not lp.family.native_references and references:
+        raise ValueError(f"{lp.family.label} takes references composed into its context (engine.render.references)")
+    if lp.family.context_as_latents and isinstance(context, Image.Image):
         context = encode_context(lp, context, width, height)
 
     def step_end(pipe: FluxKontextPipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
@@ -248,8 +204,8 @@ def render_batch(
     _sync(lp.device)
     started = time.perf_counter()
     pipe = lp.pipe
-    if lp.family == "klein":
-        from engine.render.klein import decode_klein, render_klein
+    if lp.family.native_references:  # klein: the context and references as one image list
+        from engine.render.klein_pipeline import decode_klein, render_klein
 
         if isinstance(context, torch.Tensor):
             raise ValueError("klein takes the current image as an image, not as latents")

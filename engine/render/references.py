@@ -5,7 +5,7 @@ Which images a render sees (:class:`RenderInputs`: a main image and extra refere
 * FLUX.2 klein takes a list natively, in this order: the current image (edits; for a post's
   further images, its first image), the persona's portrait (its consented photo, or the portrait
   it was created with), face references, products, the scene. At most
-  :data:`~engine.specs.KLEIN_MAX_REFERENCES` in all, else :class:`~engine.specs.ReferenceLimitError`.
+  :attr:`~engine.render.families.RenderFamily.max_references` in all, else :class:`~engine.specs.ReferenceLimitError`.
 * FLUX.1 Kontext has one context image, so the references are composed into it
   (:func:`compose_context`): the main image (the current image, or a post's scene, or a photo
   persona's photo) at the output size with the other references in a strip on its right, each
@@ -14,20 +14,20 @@ Which images a render sees (:class:`RenderInputs`: a main image and extra refere
   costs a third more context tokens. (FLUX.1 Redux image tokens were measured against this, see
   README "Engine families": they carry a SigLIP summary of the image, not its details.)
 
-The rest of this module is plain data work; only :func:`kontext_context` touches the pipeline.
+This module is plain data work; engine.render.job_render encodes what it composes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from engine.specs import KLEIN_MAX_REFERENCES, EngineFamily, JobSpec, ReferenceLimitError, ReferenceSpec
+from engine.specs import JobSpec, ReferenceLimitError, ReferenceSpec
 
 if TYPE_CHECKING:
-    from engine.render.job_render import JobRender
+    from engine.render.families import RenderFamily
 
 #: order of roles in a klein reference list (after the current image and the persona's portrait)
 _ROLE_ORDER = {"face": 0, "product": 1, "scene": 2}
@@ -74,27 +74,28 @@ def portrait_key(spec: JobSpec) -> str | None:
     return spec.persona.photo_key or spec.persona.reference_key
 
 
-def check_limit(inputs: RenderInputs, what: str) -> RenderInputs:
-    if inputs.count > KLEIN_MAX_REFERENCES:
+def check_limit(inputs: RenderInputs, family: RenderFamily, what: str) -> RenderInputs:
+    limit = family.max_references
+    if limit is not None and inputs.count > limit:
         listed = ", ".join(inputs.labels)
         raise ReferenceLimitError(
-            f"FLUX.2 klein takes at most {KLEIN_MAX_REFERENCES} reference images per render; {what} would need "
-            f"{inputs.count} ({listed}). Remove {inputs.count - KLEIN_MAX_REFERENCES} product or scene image(s)."
+            f"{family.label} takes at most {limit} reference images per render; {what} would need "
+            f"{inputs.count} ({listed}). Remove {inputs.count - limit} product or scene image(s)."
         )
     return inputs
 
 
-def first_image_inputs(spec: JobSpec, family: EngineFamily) -> RenderInputs:
+def first_image_inputs(spec: JobSpec, family: RenderFamily) -> RenderInputs:
     """The first image of a post (GENERATE)."""
     scene = scene_key(spec)
     refs = [ref for ref in _ordered(spec.references) if ref.key != scene]
-    if family == "klein":
+    if family.native_references:
         inputs = RenderInputs()
         inputs.add(portrait_key(spec), "the persona's portrait")
         for ref in refs:
             inputs.add(ref.key, _label(ref))
         inputs.add(scene, "the scene")
-        return check_limit(inputs, "this post")
+        return check_limit(inputs, family, "this post")
     photo = spec.persona.photo_key
     main = scene or photo
     inputs = RenderInputs(main=main, labels=["the scene" if scene else "the persona's photo"] if main else [])
@@ -105,31 +106,31 @@ def first_image_inputs(spec: JobSpec, family: EngineFamily) -> RenderInputs:
     return inputs
 
 
-def variation_inputs(spec: JobSpec, family: EngineFamily, first_key: str) -> RenderInputs:
+def variation_inputs(spec: JobSpec, family: RenderFamily, first_key: str) -> RenderInputs:
     """A post's further images: variations of its first image (which already shows the scene and
     the products). klein also sees the portrait and products, as many as fit."""
     inputs = RenderInputs(main=first_key, labels=["the post's first image"])
-    if family == "klein":
+    if family.native_references:
         inputs.add(portrait_key(spec), "the persona's portrait")
         for ref in _ordered(spec.references):
-            if ref.role != "scene" and inputs.count < KLEIN_MAX_REFERENCES:
+            if ref.role != "scene" and inputs.count < (family.max_references or 0):
                 inputs.add(ref.key, _label(ref))
     return inputs
 
 
-def edit_inputs(spec: JobSpec, family: EngineFamily, current_key: str) -> RenderInputs:
+def edit_inputs(spec: JobSpec, family: RenderFamily, current_key: str) -> RenderInputs:
     """An edit of ``current_key``: the post's and this edit's references join the current image."""
     inputs = RenderInputs(main=current_key, labels=["the current image"])
-    if family == "klein":
+    if family.native_references:
         inputs.add(portrait_key(spec), "the persona's portrait")
     for ref in _ordered(spec.references):
         inputs.add(ref.key, _label(ref))
-    return check_limit(inputs, "this edit") if family == "klein" else inputs
+    return check_limit(inputs, family, "this edit")
 
 
-def check_job(spec: JobSpec, family: EngineFamily, *, edit: bool) -> None:
+def check_job(spec: JobSpec, family: RenderFamily, *, edit: bool) -> None:
     """Raise :class:`ReferenceLimitError` before any render when a job has too many references."""
-    if family != "klein":
+    if family.max_references is None:  # composed into the context: no limit
         return
     if edit:
         for index in spec.targets:
@@ -169,21 +170,3 @@ def compose_context(
     for i, image in enumerate(others):
         canvas.paste(ImageOps.pad(image.convert("RGB"), (strip, cell), color=_BACKGROUND), (width, i * cell))
     return canvas
-
-
-def kontext_context(job: JobRender, main: str | None, extra: list[str], width: int, height: int) -> Any:
-    """Latents of the composed context of a Kontext render (cached per thread like a plain context)."""
-    from engine.render.pipeline import encode_context
-
-    lp = job.pipeline
-    key = "+".join([main or "-", *extra])
-    with job.cache.lock:  # the storer threads re-key this cache beside the render
-        latents = job.cache.latents.get((key, width, height))
-    if latents is None:
-        main_image = job.image(main) if main is not None else None
-        composite = compose_context(main_image, [job.image(k) for k in extra], width, height, lp.multiple_of)
-        latents = encode_context(lp, composite, *composite.size)
-        job.stats["context_encodes"] += 1
-        with job.cache.lock:
-            job.cache.latents[(key, width, height)] = latents
-    return latents

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CompileMode = Literal["none", "regional", "full"]
 COMPILE_MODES: tuple[str, ...] = ("none", "regional", "full")
 #: peft-wrapped layers that fused Q/K/V would bypass
 _QKV_LAYERS = (".to_q", ".to_k", ".to_v", ".add_q_proj", ".add_k_proj", ".add_v_proj")

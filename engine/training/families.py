@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,11 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from engine.render.engine import Engine
     from engine.render.pipeline import LoadedPipeline
+
+#: each engine's training pipeline (training_pipeline_of): the engine's own, or klein's Base beside it
+_TRAINING_PIPELINES: weakref.WeakKeyDictionary[Engine, LoadedPipeline] = weakref.WeakKeyDictionary()
 
 #: Layers a persona LoRA adapts (diffusers' FLUX DreamBooth LoRA script's default list); the
 #: single-stream blocks' attention shares to_q/k/v, so they are covered as well.
@@ -108,7 +113,7 @@ def _kontext_predict(
     return FluxKontextPipeline._unpack_latents(out, height * scale, width * scale, scale)
 
 
-KONTEXT = TrainFamily(
+KONTEXT_TRAINING = TrainFamily(
     name="flux-kontext",
     transformer=lambda lp: lp.pipe.transformer,
     encode_image=_kontext_encode_image,
@@ -179,7 +184,7 @@ def _klein_predict(
     return out[:, : height * width].permute(0, 2, 1).reshape(batch, channels, height, width)
 
 
-KLEIN = TrainFamily(
+KLEIN_TRAINING = TrainFamily(
     name="flux2-klein",
     transformer=lambda lp: lp.pipe.transformer,
     encode_image=_klein_encode_image,
@@ -189,14 +194,26 @@ KLEIN = TrainFamily(
 )
 
 
-def family_of(lp: LoadedPipeline) -> TrainFamily:
-    """The training family of a loaded pipeline (by its class, as the engine families are picked)."""
-    name = type(lp.pipe).__name__
-    if name in ("FluxKontextPipeline", "FluxPipeline"):
-        return KONTEXT
-    if name == "Flux2KleinPipeline":
-        return KLEIN
-    raise ValueError(f"persona training does not support {name} yet")
+#: the training hooks of each engine family (engine.render.families.RenderFamily.name)
+TRAIN_FAMILIES: dict[str, TrainFamily] = {"kontext": KONTEXT_TRAINING, "klein": KLEIN_TRAINING}
+
+
+def train_family_of(lp: LoadedPipeline) -> TrainFamily:
+    """The training hooks of a loaded pipeline's engine family."""
+    try:
+        return TRAIN_FAMILIES[lp.family.name]
+    except KeyError:
+        raise ValueError(f"persona training does not support {lp.family.label} yet") from None
+
+
+def training_pipeline_of(engine: Engine) -> LoadedPipeline:
+    """The pipeline persona training uses on ``engine`` (:func:`training_pipeline` of its
+    EngineConfig.train_model), loaded once per engine; the engine is held (loaded, locked) meanwhile."""
+    with engine.hold():
+        lp = _TRAINING_PIPELINES.get(engine)
+        if lp is None:
+            lp = _TRAINING_PIPELINES[engine] = training_pipeline(engine.pipeline, engine.config.train_model)
+        return lp
 
 
 def training_pipeline(lp: LoadedPipeline, train_model: str | None) -> LoadedPipeline:
@@ -205,8 +222,8 @@ def training_pipeline(lp: LoadedPipeline, train_model: str | None) -> LoadedPipe
     (read from its ``transformer/`` folder, in ``lp``'s dtype and on its device)."""
     if not train_model:
         return lp
-    if lp.family != "klein":
-        log.warning("ENGINE_TRAIN_MODEL=%s ignored: only klein trains on another model", train_model)
+    if not lp.family.trains_on_base_model:
+        log.warning("ENGINE_TRAIN_MODEL=%s ignored: %s trains on its own model", train_model, lp.family.label)
         return lp
     from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
 

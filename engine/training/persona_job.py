@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import JobCancelled
 from engine.render.job_render import derive_seed
-from engine.specs import JobResult, JobSpec, TrainParams
+from engine.specs import REAL_TRAIN_DEFAULTS, TINY_TRAIN_DEFAULTS, JobResult, JobSpec, TrainParams
 from engine.training.data import candidate_prompts, caption, filter_candidates, trigger_word
 from engine.training.loop import BlobCheckpoints, Sample, TrainConfig, train_lora
 
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: defaults: (images, steps, rank, checkpoint every) for test-sized and real models
-TINY_DEFAULTS = (4, 20, 16, 5)
-REAL_DEFAULTS = (32, 500, 16, 50)
+#: defaults: (images, steps, rank, checkpoint every) for test-sized and real models (engine.specs)
+TINY_DEFAULTS = TINY_TRAIN_DEFAULTS
+REAL_DEFAULTS = REAL_TRAIN_DEFAULTS
 LEARNING_RATE = 1e-4
 
 
@@ -59,15 +59,26 @@ def train_config(spec: JobSpec, toy: bool, resolution: int) -> tuple[int, TrainC
 def train_persona(
     engine: Engine,
     spec: JobSpec,
+    on_progress: Callable[..., None] | None = None,
+    cancel: threading.Event | None = None,
+) -> JobResult:
+    """Run a train_persona job on ``engine``, holding it (loaded, one job at a time) throughout."""
+    with engine.hold():
+        return _train(engine, spec, on_progress, cancel)
+
+
+def _train(
+    engine: Engine,
+    spec: JobSpec,
     on_progress: Callable[..., None] | None,
     cancel: threading.Event | None,
 ) -> JobResult:
     from engine.render.persona_lora import persona_lora_bytes
-    from engine.training.families import family_of
+    from engine.training.families import train_family_of, training_pipeline_of
 
     started = time.perf_counter()
-    lp = engine.training_pipeline()  # klein: its Base model when ENGINE_TRAIN_MODEL names one
-    family = family_of(lp)
+    lp = training_pipeline_of(engine)  # klein: its Base model when ENGINE_TRAIN_MODEL names one
+    family = train_family_of(lp)
     resolution = spec.params.width if lp.toy else 1024
     count, config = train_config(spec, lp.toy, resolution)
     render_steps = count * spec.params.steps

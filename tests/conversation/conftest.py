@@ -25,15 +25,11 @@ def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_engine(shared_dirs: dict[str, Path]) -> Any:
     """The real engine on the tiny random Kontext pipeline, loaded once for the session."""
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
 
-    engine = Engine(
-        model="tiny",
-        device="cpu",
-        lora_dir=shared_dirs["loras"],
-        identity_threshold=0.6,
-        blobs=BlobStore(shared_dirs["blobs"]),
-    )
+    config = EngineConfig(model="tiny", device="cpu", lora_dir=shared_dirs["loras"], identity_threshold=0.6)
+    engine = Engine(config, BlobStore(shared_dirs["blobs"]))
     engine.load()
     return engine
 

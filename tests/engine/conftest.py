@@ -18,11 +18,14 @@ INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").origin).parent
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render.engine.Engine
     """The session's tiny engine, loaded; its LoRA library is written on first load."""
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("engine")
-    eng = Engine(model="tiny", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "blobs"))
+    eng = Engine(
+        EngineConfig(model="tiny", lora_dir=root / "loras", identity_threshold=0.55), BlobStore(root / "blobs")
+    )
     eng.load()
     return eng
 

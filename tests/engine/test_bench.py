@@ -42,7 +42,7 @@ def test_full_size_architecture_is_flux_kontext_dev_sized() -> None:
 def test_full_size_klein_is_flux2_klein_4b_sized() -> None:
     lp = _bench_module().build_full_klein_random(torch.device("meta"), torch.bfloat16)
     transformer = lp.pipe.transformer
-    assert lp.family == "klein" and transformer.config.guidance_embeds is False
+    assert lp.family.name == "klein" and transformer.config.guidance_embeds is False
     assert 3.7e9 < sum(p.numel() for p in transformer.parameters()) < 4.1e9  # klein 4B's transformer: 3.9B
     assert transformer.config.joint_attention_dim == 3 * lp.pipe.text_encoder.config.hidden_size
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from engine.render.families import KONTEXT
 from engine.render.loras import AdapterManager, LoraLibrary, write_tiny_library
 from engine.render.persona_slot import PersonaSlot, merge_loras, read_lora
 from engine.render.pipeline import LoadedPipeline, load_pipeline, render_batch, render_latents
@@ -59,7 +60,7 @@ def _clear_adapters(lp: LoadedPipeline) -> None:
 def test_read_lora_applies_alpha_over_rank(family) -> None:
     lp, library = family
     factors = read_lora(type(lp.pipe), library.path("sweet/sweet_face1"))
-    assert {scale for _, _, scale in factors.values()} == ({2.0} if lp.family == "kontext" else {1.0})
+    assert {scale for _, _, scale in factors.values()} == ({2.0} if lp.family is KONTEXT else {1.0})
     plain = read_lora(type(lp.pipe), library.path("sweet/sweet_face2"))
     assert {scale for _, _, scale in plain.values()} == {1.0}
     with pytest.raises(ValueError, match="no LoRA layers"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.config import EngineConfig
 from engine.metrics import REGISTRY
 from engine.render.engine import Engine
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec
@@ -78,7 +79,9 @@ def test_kontext_reuses_a_threads_context_across_turns(engine: Engine) -> None:
 @pytest.fixture(scope="module")
 def klein(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     root = tmp_path_factory.mktemp("klein-engine")
-    eng = Engine(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "b"))
+    eng = Engine(
+        EngineConfig(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55), BlobStore(root / "b")
+    )
     eng.load()
     return eng
 

@@ -24,7 +24,6 @@ def test_each_state_has_its_class_and_round_trips_as_json() -> None:
         Failed.build("j", error="boom"),
         Cancelled.build("j"),
     ]
-    assert [type(e).name for e in events] == ["job_queued", "job_running", "job_done", "job_failed", "job_cancelled"]
     for event in events:
         again = parse_event(event.model_dump_json())
         assert type(again) is type(event) and again == event

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.render.families import KLEIN
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceSpec, is_toy_model, model_family, reference_limit
 
 
@@ -52,15 +53,16 @@ def test_the_folder_is_read_as_klein_without_loading(klein_folder) -> None:
 
 
 def test_the_saved_folder_and_peft_loras_run_through_the_engine(klein_folder, tmp_path: Path) -> None:
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     folder, lora_dir = klein_folder
     blobs = BlobStore(tmp_path / "blobs")
-    engine = Engine(model=str(folder), lora_dir=lora_dir, identity_threshold=0.55, blobs=blobs)
+    engine = Engine(EngineConfig(model=str(folder), lora_dir=lora_dir, identity_threshold=0.55), blobs)
     assert engine.archetypes() == ["boss", "sweet"]
     engine.load()
-    assert engine.pipeline.family == "klein" and engine.pipeline.pipe.__class__.__name__ == "Flux2KleinPipeline"
+    assert engine.pipeline.family is KLEIN and engine.pipeline.pipe.__class__.__name__ == "Flux2KleinPipeline"
     library_files = len(list(lora_dir.rglob("*.safetensors")))
     assert engine.adapters.disk_loads == library_files  # the persona slot read the library's layers at load
     params = engine.default_params()

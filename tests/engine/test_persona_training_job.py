@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.jobs.runner import run_job
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
 
 
@@ -30,12 +31,12 @@ def test_the_same_job_resumes_from_its_last_checkpoint(engine) -> None:
             raise WorkerDied
 
     with pytest.raises(WorkerDied):
-        engine.run(spec, on_progress=die_at_step_8)
+        run_job(engine, spec, on_progress=die_at_step_8)
     assert engine.blobs.get_named("train/train-resume-1/checkpoint") is not None  # saved at step 6
     renders_before = engine.stats["renders"]
 
     seen: list[tuple[int, int, str | None]] = []
-    result = engine.run(spec, on_progress=lambda s, t, note=None: seen.append((s, t, note)))
+    result = run_job(engine, spec, on_progress=lambda s, t, note=None: seen.append((s, t, note)))
     assert engine.stats["renders"] == renders_before  # the filtered candidates were reused
     report = result.training
     assert report is not None and report["resumed_from_step"] == 6

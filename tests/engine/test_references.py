@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from engine.errors import PhotoHasNoFace
+from engine.render.families import KONTEXT
 from engine.render.references import compose_context, first_image_inputs
 from engine.specs import (
     JobKind,
@@ -23,11 +24,14 @@ from tests.engine.conftest import INSIGHTFACE_IMAGES
 
 @pytest.fixture(scope="module")
 def klein_engine(tmp_path_factory: pytest.TempPathFactory):  # -> engine.render.engine.Engine
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
     root = tmp_path_factory.mktemp("klein")
-    eng = Engine(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55, blobs=BlobStore(root / "blobs"))
+    eng = Engine(
+        EngineConfig(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55), BlobStore(root / "blobs")
+    )
     eng.load()
     return eng
 
@@ -145,7 +149,7 @@ def test_kontext_composes_any_number_of_references(engine) -> None:
     refs = [ReferenceSpec(role="product", key=_drawn(engine.blobs, (50 * i, 20, 90))) for i in range(5)]
     result = engine.run(_spec(engine, JobKind.GENERATE, refs, prompt="p"))
     assert len(result.image_keys) == 1
-    inputs = first_image_inputs(_spec(engine, JobKind.GENERATE, refs), "kontext")
+    inputs = first_image_inputs(_spec(engine, JobKind.GENERATE, refs), KONTEXT)
     assert inputs.main is None and inputs.extra == [r.key for r in refs]
 
 
@@ -161,7 +165,7 @@ def test_compose_context_puts_references_in_a_strip_beside_the_main_image() -> N
 
 
 def test_klein_takes_tiny_and_very_wide_product_images(klein_engine) -> None:
-    from engine.render.klein import fit_reference
+    from engine.render.klein_pipeline import fit_reference
 
     assert min(fit_reference(Image.new("RGB", (20, 20)), 64 * 64, 16).size) >= 64
     wide = fit_reference(Image.new("RGB", (900, 60)), 64 * 64, 16)

@@ -220,11 +220,11 @@ def test_stored_results_are_faithful_pngs_and_the_lock_is_free_before_storing(en
     assert seen == [True]
     key = result.image_keys[0]
     assert not key.startswith("pending:") and engine.blobs.exists(key)
-    cached = engine.threads.for_thread(79).images[key]  # the cache moved to the real key
+    cached = engine.thread_caches.for_thread(79).images[key]  # the cache moved to the real key
     stored = engine.blobs.open_image(key)
     assert stored.format == "PNG" and stored.mode == "RGB"
     assert np.array_equal(np.asarray(stored), np.asarray(cached))  # lossless
-    assert not any(k.startswith("pending:") for k in engine.threads.for_thread(79).images)
+    assert not any(k.startswith("pending:") for k in engine.thread_caches.for_thread(79).images)
 
 
 def test_switching_personas_between_jobs_reads_no_loaded_adapter_again(engine, persona) -> None:

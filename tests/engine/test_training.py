@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.errors import JobCancelled
 from engine.render.persona_lora import persona_lora_bytes, read_metadata
-from engine.training.families import family_of
+from engine.training.families import train_family_of
 from engine.training.loop import Sample, TrainConfig, encode_samples, eval_loss, flow_loss, train_lora
 
 
@@ -39,7 +39,7 @@ class MemoryCheckpoints:
 
 def test_loss_on_a_fixed_noise_batch_falls(lp) -> None:
     config = TrainConfig(steps=30, rank=4, lr=3e-3, resolution=64, checkpoint_every=100, seed=3)
-    outcome = train_lora(lp, family_of(lp), _samples(), config)
+    outcome = train_lora(lp, train_family_of(lp), _samples(), config)
     assert len(outcome.losses) == 30
     assert outcome.eval_after < outcome.eval_before * 0.97, (outcome.eval_before, outcome.eval_after)
     # the adapter is gone again: the pipeline renders as before
@@ -49,7 +49,7 @@ def test_loss_on_a_fixed_noise_batch_falls(lp) -> None:
 def test_saved_lora_reproduces_the_trained_transformer_in_a_fresh_pipeline(lp, tmp_path) -> None:
     from engine.render.tiny_kontext import build_tiny_pipeline
 
-    family = family_of(lp)
+    family = train_family_of(lp)
     config = TrainConfig(steps=6, rank=4, alpha=8.0, lr=3e-3, resolution=64, checkpoint_every=100)
     samples = _samples(1)
     probe = {}
@@ -100,7 +100,7 @@ def test_saved_lora_reproduces_the_trained_transformer_in_a_fresh_pipeline(lp, t
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(lp) -> None:
-    family = family_of(lp)
+    family = train_family_of(lp)
     config = TrainConfig(steps=12, rank=4, lr=3e-3, resolution=64, checkpoint_every=4, seed=9)
     unbroken = train_lora(lp, family, _samples(), config)
 
@@ -139,7 +139,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_unbrok
 
 def test_flow_loss_pairs_each_caption_with_its_own_latents(lp) -> None:
     """Latents and captions are computed once per sample and kept by its index."""
-    family = family_of(lp)
+    family = train_family_of(lp)
     encoded = encode_samples(lp, family, _samples(2), 64)
     assert not torch.equal(encoded[0].latents, encoded[1].latents)
     assert not torch.equal(encoded[0].cond["prompt_embeds"], encoded[1].cond["prompt_embeds"])

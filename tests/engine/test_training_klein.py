@@ -10,24 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.jobs.runner import run_job
 from engine.render.persona_lora import persona_lora_bytes, read_metadata
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
-from engine.training.families import KLEIN, family_of
+from engine.training.families import KLEIN_TRAINING, train_family_of, training_pipeline_of
 from engine.training.loop import TrainConfig, encode_samples, train_lora
 from tests.engine.test_training import _samples
 
 
 def _engine(root: Path, train_model: str | None = None):  # -> engine.render.engine.Engine
+    from engine.config import EngineConfig
     from engine.render.engine import Engine
     from storage.blobs import BlobStore
 
-    eng = Engine(
-        model="tiny-klein",
-        lora_dir=root / "loras",
-        identity_threshold=0.55,
-        blobs=BlobStore(root / "blobs"),
-        train_model=train_model,
-    )
+    config = EngineConfig(model="tiny-klein", lora_dir=root / "loras", identity_threshold=0.55, train_model=train_model)
+    eng = Engine(config, BlobStore(root / "blobs"))
     eng.load()
     return eng
 
@@ -47,8 +44,8 @@ def klein_lp(klein):  # -> engine.render.pipeline.LoadedPipeline
 def test_klein_latents_are_what_its_pipeline_encodes(klein_lp) -> None:
     """Patchified, batch-norm normalised latents: decoding them the way the pipeline ends gives
     back the image (as well as a tiny random VAE can) and their shape is the transformer's."""
-    assert family_of(klein_lp) is KLEIN
-    encoded = encode_samples(klein_lp, KLEIN, _samples(1), 64)[0]
+    assert train_family_of(klein_lp) is KLEIN_TRAINING
+    encoded = encode_samples(klein_lp, KLEIN_TRAINING, _samples(1), 64)[0]
     channels = klein_lp.pipe.transformer.config.in_channels
     assert encoded.latents.shape == (1, channels, 4, 4)  # 64 px / 8 (VAE) / 2 (patches)
     assert encoded.cond["prompt_embeds"].shape[-1] == klein_lp.pipe.transformer.config.joint_attention_dim
@@ -59,7 +56,7 @@ def test_klein_loss_on_a_fixed_noise_batch_falls(klein_lp) -> None:
     # the tiny klein learns slower than the tiny Kontext (measured: 30 steps at 3e-3 move it 0.1 %,
     # 60 at 1e-2 about 9 %)
     config = TrainConfig(steps=60, rank=4, lr=1e-2, resolution=64, checkpoint_every=100, seed=3)
-    outcome = train_lora(klein_lp, KLEIN, _samples(), config)
+    outcome = train_lora(klein_lp, KLEIN_TRAINING, _samples(), config)
     assert len(outcome.losses) == 60
     assert outcome.eval_after < outcome.eval_before * 0.95, (outcome.eval_before, outcome.eval_after)
     assert not any("persona_training" in n for n, _ in klein_lp.pipe.transformer.named_parameters())
@@ -81,14 +78,16 @@ def test_klein_saved_lora_reproduces_the_trained_transformer_with_its_alpha(klei
     def predict(lp) -> torch.Tensor:
         encoded = probe["encoded"]
         with torch.no_grad():
-            return KLEIN.predict(lp, encoded.latents + 0.5 * probe["noise"], torch.tensor([0.5]), encoded.cond, 1.0)
+            return KLEIN_TRAINING.predict(
+                lp, encoded.latents + 0.5 * probe["noise"], torch.tensor([0.5]), encoded.cond, 1.0
+            )
 
     def record() -> None:  # the trained transformer, adapter still on
-        probe["encoded"] = encode_samples(klein_lp, KLEIN, samples, 64)[0]
+        probe["encoded"] = encode_samples(klein_lp, KLEIN_TRAINING, samples, 64)[0]
         probe["noise"] = torch.randn(probe["encoded"].latents.shape, generator=torch.Generator().manual_seed(5))
         probe["trained"] = predict(klein_lp)
 
-    outcome = train_lora(klein_lp, KLEIN, samples, config, after_training=record)
+    outcome = train_lora(klein_lp, KLEIN_TRAINING, samples, config, after_training=record)
     assert outcome.metadata["lora_alpha"] == 8.0 and outcome.metadata["r"] == 4
     path = tmp_path / "lora.safetensors"
     path.write_bytes(persona_lora_bytes(Flux2KleinPipeline, outcome.state, outcome.metadata))
@@ -119,7 +118,7 @@ def test_engine_train_model_trains_on_the_base_transformer_and_renders_with_the_
     build_tiny_klein_pipeline(seed=7).save_pretrained(base_folder)  # other weights than tiny-klein (seed 0)
     eng = _engine(root, train_model=str(base_folder))
 
-    train_lp = eng.training_pipeline()
+    train_lp = training_pipeline_of(eng)
     assert train_lp.pipe.transformer is not eng.pipeline.pipe.transformer
     assert train_lp.pipe.vae is eng.pipeline.pipe.vae and train_lp.pipe.text_encoder is eng.pipeline.pipe.text_encoder
     assert train_lp.pipe.config.is_distilled is False and eng.pipeline.pipe.config.is_distilled is True
@@ -136,7 +135,7 @@ def test_engine_train_model_trains_on_the_base_transformer_and_renders_with_the_
         params=default_params("tiny-klein"),
         train=TrainParams(images=2, steps=4, rank=4, checkpoint_every=2),
     )
-    result = eng.run(spec)
+    result = run_job(eng, spec)  # the job runner sends it to engine.training
     report = result.training
     assert report is not None
     assert report["family"] == "flux2-klein" and report["train_model"] == str(base_folder)

@@ -3,7 +3,7 @@
 klein conditions on reference images natively: each is VAE-encoded and its tokens join the image
 tokens (each reference at its own time offset in the 4-axis RoPE), so the current image of an
 edit, the persona's portrait, products and a scene all go in as one list (at most
-:data:`engine.specs.KLEIN_MAX_REFERENCES`). The prompt is encoded by a Qwen3 model whose hidden
+:attr:`engine.render.families.KLEIN.max_references`). The prompt is encoded by a Qwen3 model whose hidden
 states of three layers are stacked (``text_encoder_out_layers``).
 
 Every reference is brought into the shape klein accepts (:func:`fit_reference`): at least 64 px a
@@ -32,16 +32,9 @@ MAX_REFERENCE_ASPECT = 8.0
 
 
 def load_klein_pipeline(model: str, torch_dtype: torch.dtype) -> Flux2KleinPipeline:
-    """``tiny-klein`` built offline, anything else (hub id or folder) through from_pretrained."""
+    """A klein pipeline (hub id or folder) through from_pretrained (the tiny one: RenderFamily.load)."""
     from diffusers import Flux2KleinPipeline
 
-    if model == "tiny-klein":
-        from engine.render.tiny_klein import build_tiny_klein_pipeline
-
-        pipe = build_tiny_klein_pipeline()
-        if torch_dtype != torch.float32:
-            pipe.to(dtype=torch_dtype)
-        return pipe
     source = str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model
     log.info("loading %s (%s, FLUX.2 klein)", source, torch_dtype)
     pipe = Flux2KleinPipeline.from_pretrained(source, dtype=torch_dtype)
