@@ -57,6 +57,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
         admin_ids=tuple(settings.admin_ids),
         max_running_jobs=settings.max_running_jobs,
         max_waiting_jobs=settings.max_waiting_jobs,
+        max_train_work=settings.max_train_work,
         allow_photo_personas=settings.allow_photo_personas,
         web_public_url=settings.effective_web_public_url,
         web_secret=web_secret(settings),
