@@ -136,7 +136,7 @@ async def edit(
         text = check_text(match.group(2), "instruction")
     current = await rules.current_turn(conv, thread)
     if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, current, "edit it"))
+        raise InputError(await _unusable(conv, current, "edit"))
     if current is None or current.status != TurnStatus.DONE or not current.image_keys:
         raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
     await rules.check_idle(conv, thread)
@@ -197,7 +197,7 @@ async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx)
     rules.check_open(thread)  # a cancelled post stays closed
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, turn, "approve it"))
+        raise InputError(await _unusable(conv, turn, "approve"))
     if turn.status != TurnStatus.DONE:
         raise InputError("that result is not finished; approve it when its images are there")
     await conv.store.set_approved(turn.id, True)
