@@ -117,6 +117,9 @@ class JobSpec(BaseModel):
     references: list[ReferenceSpec] = Field(default_factory=list)
     #: TRAIN_PERSONA: the training options
     train: TrainParams | None = None
+    #: an EDIT sent while the post's first images render: held until this turn is done (its
+    #: images become ``context_keys`` then)
+    wait_for_turn: int | None = None
 
 
 class JobResult(BaseModel):

@@ -218,9 +218,26 @@ class JobRecords:
                 persona = await s.get(Persona, persona_id) if persona_id else None
                 if persona is not None and persona.status != "ready":
                     continue
+                waits_for = (job.spec or {}).get("wait_for_turn")
+                turn = await s.get(Turn, int(waits_for)) if waits_for else None
+                if waits_for and (turn is None or turn.status != TurnStatus.DONE):
+                    continue  # an edit waiting for the post's first images
                 job.status = JobStatus.QUEUED
                 released.append(job)
             return released
+
+    async def held_jobs_waiting_for(self, turn_id: int) -> list[Job]:
+        """Held edits (oldest first) that wait for this turn's images (sent while it rendered)."""
+        async with self.db.read() as s:
+            turn = await s.get(Turn, turn_id)
+            if turn is None:
+                return []
+            held = await s.scalars(
+                select(Job)
+                .where(Job.thread_id == turn.thread_id, Job.status == JobStatus.HELD)
+                .order_by(Job.created_at)
+            )
+            return [job for job in held if (job.spec or {}).get("wait_for_turn") == turn_id]
 
     async def held_jobs_for_persona(self, persona_id: int) -> list[Job]:
         """Held jobs (oldest first) whose spec names this persona: they wait for it to be ready."""
