@@ -45,6 +45,8 @@ class Inbox:
         #: names this front end in the rows it accepts or takes over (None: rows without an owner)
         self.owner = owner
         self.lease = lease
+        self._done_waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._done_flusher: asyncio.Task[None] | None = None
         self._waiting: list[tuple[str, str, dict[str, Any], asyncio.Future[int | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -119,12 +121,33 @@ class Inbox:
             return list(rows)
 
     async def done(self, item_id: int) -> None:
-        async with self.db.session() as s:
-            await s.execute(
-                update(InboxItem)
-                .where(InboxItem.id == item_id)
-                .values(state=InboxState.DONE, done_at=utcnow(), reply=None, retry_at=None)
-            )
+        """Mark a row handled and answered. Group-committed like accepts: the marks of rows
+        finished together are one UPDATE, so handling does not queue the accept path's writes
+        behind one transaction each."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done_waiting.append((item_id, future))
+        if self._done_flusher is None or self._done_flusher.done():
+            self._done_flusher = asyncio.create_task(self._flush_done(), name="inbox-done-flush")
+        await future
+
+    async def _flush_done(self) -> None:
+        while self._done_waiting:
+            batch, self._done_waiting = self._done_waiting[: self.max_batch], self._done_waiting[self.max_batch :]
+            try:
+                async with self.db.session() as s:
+                    await s.execute(
+                        update(InboxItem)
+                        .where(InboxItem.id.in_([item_id for item_id, _ in batch]))
+                        .values(state=InboxState.DONE, done_at=utcnow(), reply=None, retry_at=None)
+                    )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     async def unsent(self, item_id: int, messages: list[dict[str, Any]]) -> datetime:
         """Keep the messages of a reply that could not be sent (in order); the row stays

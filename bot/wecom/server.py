@@ -42,6 +42,9 @@ CALLBACK_PATH = "/wecom/callback"
 #: done inbox rows (dedupe keys) are kept at least this long, and never less than the replay window
 MIN_KEY_RETENTION_S = 3600.0
 PURGE_EVERY = 1000  # accepted callbacks between two purges of old done rows
+#: callbacks handled at once: the rest wait their turn, so the accept path (verify, store, 200)
+#: is never queued behind a crowd of handlers on the event loop and the database
+HANDLING_CONCURRENCY = 2
 TEXT_FAILED = "抱歉，处理这条消息时出错了，请稍后再试。\nSorry, something went wrong; please try again."
 
 
@@ -95,6 +98,7 @@ class WeComBot(ConversationClient):
         self.renderer = ActionRenderer(lambda: self.api)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_refs: dict[str, int] = {}
+        self._handling = asyncio.Semaphore(HANDLING_CONCURRENCY)
         self.processed = 0  # callbacks handed to the conversation (for health checks and tests)
 
     def __repr__(self) -> str:
@@ -255,7 +259,7 @@ class WeComBot(ConversationClient):
         user = message["FromUserName"]
         lock = self._user_locks.setdefault(user, asyncio.Lock())
         try:
-            async with lock:
+            async with lock, self._handling:
                 if outbox is None:
                     try:
                         outbox = self.renderer.plan(await self._process_one(message), default_user=user)
