@@ -36,6 +36,7 @@ from commands.events import (
 from commands.parser import parse_text
 from commands.texts import progress_bar
 from engine.jobs.events import FINISHED_STATES
+from engine.specs import ReferenceRole
 
 PLATFORM = "console"
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def _attachments(line: str) -> tuple[str, tuple[Attachment, ...]]:
     if tokens is None:
         return line, ()
     for token in tokens:
-        role, path = "scene", None
+        role, path = ReferenceRole.SCENE.value, None
         if match := _ROLE_TOKEN.match(token):
             role, path = match.group(1), Path(match.group(2)).expanduser()
         elif token.startswith("@"):

@@ -298,3 +298,8 @@ def spread_by_targets(values: Sequence[T], targets: Sequence[int], base: Sequenc
         if 0 <= target < size:
             spread[target] = value
     return spread
+
+
+def snap(value: float, multiple: int) -> int:
+    """Round ``value`` to the nearest positive multiple of ``multiple`` (image sides, reference strips)."""
+    return max(multiple, round(value / multiple) * multiple)

@@ -17,8 +17,9 @@ from bot.web.auth import viewer_of
 from bot.web.state import STATE
 from commands.export import build_export
 from commands.ids import parse_id
+from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
-from storage.models import Thread, ThreadStatus, Turn
+from storage.models import Thread, ThreadStatus, Turn, TurnKind
 from storage.rows import NotFound
 
 #: content-addressed: an image or thumbnail URL never changes what it serves
@@ -173,8 +174,9 @@ def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list
         for ref in spec.get("references") or []
         if isinstance(ref, dict) and isinstance(ref.get("key"), str)
     ]
-    if not found and turn.kind == "generate":
-        found = [{"role": "scene", "key": key} for key in spec.get("context_keys") or [] if isinstance(key, str)]
+    scene = ReferenceRole.SCENE.value
+    if not found and turn.kind == TurnKind.GENERATE:
+        found = [{"role": scene, "key": key} for key in spec.get("context_keys") or [] if isinstance(key, str)]
     if not found and turn.parent_id is None and thread.scene_key:
-        found = [{"role": "scene", "key": thread.scene_key}]
+        found = [{"role": scene, "key": thread.scene_key}]
     return found

@@ -31,6 +31,7 @@ import aiohttp
 from bot.frontend import split_text, utf8_size
 from bot.wecom.rate_limit import RateLimiter
 from bot.wecom.tokens import MemoryTokenStore, TokenStore
+from engine.specs import ReferenceRole
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,20 @@ CARD_BUTTONS: dict[str, tuple[str, int]] = {
     "undo": ("撤销", 2),
 }
 #: The role buttons under an image (key ``ref:<role>:<blob key>``): label and style.
-ROLE_BUTTONS: dict[str, tuple[str, int]] = {"product": ("商品", 1), "scene": ("场景", 2), "face": ("人脸", 2)}
+ROLE_BUTTONS: dict[str, tuple[str, int]] = {
+    ReferenceRole.PRODUCT: ("商品", 1),
+    ReferenceRole.SCENE: ("场景", 2),
+    ReferenceRole.FACE: ("人脸", 2),
+}
 #: What a clicked button turns into (update_template_card replace_name).
 CLICKED_LABELS: dict[str, str] = {
     "approve": "已通过",
     "regen": "已重来",
     "undo": "已撤销",
     "cancel": "已取消",
-    "product": "已选：商品",
-    "scene": "已选：场景",
-    "face": "已选：人脸",
+    ReferenceRole.PRODUCT: "已选：商品",
+    ReferenceRole.SCENE: "已选：场景",
+    ReferenceRole.FACE: "已选：人脸",
 }
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from engine.render.caches import ThreadCache
 from engine.render.references import compose_context
-from engine.specs import JobResult, JobSpec, PersonaSpec, RenderParams
+from engine.specs import JobResult, JobSpec, PersonaSpec, RenderParams, snap
 from storage.blobs import BlobStore, encode_png
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class JobRender:
         references: Sequence[str] = (),
     ) -> list[Image.Image]:
         """One image per seed with the same prompt and context, as one batch (engine.render.pipeline.render_batch)."""
-        from engine.render.pipeline import encode_context, encode_prompt, render_batch, snap
+        from engine.render.pipeline import encode_context, encode_prompt, render_batch
 
         lp = self.pipeline
         started = time.perf_counter()

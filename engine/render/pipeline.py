@@ -20,7 +20,7 @@ from diffusers import FluxKontextPipeline
 from PIL import Image
 
 from engine.render.families import KONTEXT, RenderFamily, family_of
-from engine.specs import is_toy_model
+from engine.specs import is_toy_model, snap
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,6 @@ def load_pipeline(
         family=family,
         text_encoder_out_layers=out_layers,
     )
-
-
-def snap(value: float, multiple: int) -> int:
-    """Round ``value`` to the nearest positive multiple of ``multiple``."""
-    return max(multiple, round(value / multiple) * multiple)
 
 
 def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:

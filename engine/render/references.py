@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from engine.specs import JobSpec, ReferenceLimitError, ReferenceSpec
+from engine.specs import JobSpec, ReferenceLimitError, ReferenceRole, ReferenceSpec, snap
 
 if TYPE_CHECKING:
     from engine.render.families import RenderFamily
 
 #: order of roles in a klein reference list (after the current image and the persona's portrait)
-_ROLE_ORDER = {"face": 0, "product": 1, "scene": 2}
+_ROLE_ORDER = {ReferenceRole.FACE: 0, ReferenceRole.PRODUCT: 1, ReferenceRole.SCENE: 2}
 _BACKGROUND = (255, 255, 255)
 
 
@@ -67,7 +67,7 @@ def scene_key(spec: JobSpec) -> str | None:
     ``scene`` reference."""
     if spec.context_keys:
         return spec.context_keys[0]
-    return next((ref.key for ref in spec.references if ref.role == "scene"), None)
+    return next((ref.key for ref in spec.references if ref.role == ReferenceRole.SCENE), None)
 
 
 def portrait_key(spec: JobSpec) -> str | None:
@@ -113,7 +113,7 @@ def variation_inputs(spec: JobSpec, family: RenderFamily, first_key: str) -> Ren
     if family.native_references:
         inputs.add(portrait_key(spec), "the persona's portrait")
         for ref in _ordered(spec.references):
-            if ref.role != "scene" and inputs.count < (family.max_references or 0):
+            if ref.role != ReferenceRole.SCENE and inputs.count < (family.max_references or 0):
                 inputs.add(ref.key, _label(ref))
     return inputs
 
@@ -143,10 +143,6 @@ def check_job(spec: JobSpec, family: RenderFamily, *, edit: bool) -> None:
 # -- Kontext: composing references into the context image ---------------------------------------
 
 
-def _snap(value: float, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
-
-
 def compose_context(
     main: Image.Image | None, others: list[Image.Image], width: int, height: int, multiple: int
 ) -> Image.Image:
@@ -163,7 +159,7 @@ def compose_context(
         for i, image in enumerate(others):
             canvas.paste(ImageOps.pad(image.convert("RGB"), (cell, height), color=_BACKGROUND), (i * cell, 0))
         return canvas
-    strip = _snap(width / 3, multiple)
+    strip = snap(width / 3, multiple)
     canvas = Image.new("RGB", (width + strip, height), _BACKGROUND)
     canvas.paste(main.convert("RGB").resize((width, height), Image.Resampling.LANCZOS), (0, 0))
     cell = max(1, height // len(others))
