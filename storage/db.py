@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -84,6 +85,16 @@ class ReadOnlySession(RuntimeError):
     """A read session (:meth:`Database.read`) was asked to write."""
 
 
+class _ReadOnlySyncSession(Session):
+    """The session class of :meth:`Database.read`: a flush is refused. (A class, not a
+    ``before_flush`` listener per session: registering one cost ~0.6 ms of every read.)"""
+
+    def flush(self, objects: Any = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise ReadOnlySession("a read session may not write; use Database.session()")
+        super().flush(objects)
+
+
 class Database:
     """An engine plus session factories; ``session()`` is one short write transaction, ``read()``
     one short read transaction."""
@@ -93,7 +104,9 @@ class Database:
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(
-            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}),
+            expire_on_commit=False,
+            sync_session_class=_ReadOnlySyncSession,
         )
 
     @asynccontextmanager
@@ -108,11 +121,6 @@ class Database:
         ends; :class:`ReadOnlySession` if anything was added, changed or deleted in it."""
         async with self.read_sessions() as session:
             session.autoflush = False  # a stray change must reach the check below, not the database
-
-            @event.listens_for(session.sync_session, "before_flush")
-            def _refuse(*_args: Any) -> None:
-                raise ReadOnlySession("a read session may not write; use Database.session()")
-
             try:
                 yield session
                 if session.new or session.dirty or session.deleted:
