@@ -35,6 +35,14 @@ def _text(user: str, text: str, *, optional: bool = False) -> Message:
     return message
 
 
+def _told_after(action: Action, rest: Sequence[Action]) -> bool:
+    """A job's final state (done, failed, cancelled) whose outcome a later action of the same
+    answer tells anyway (the result images, the failure, "Cancelled ❌"): one message, not two."""
+    if not isinstance(action, Progress) or action.state not in ("done", "failed", "cancelled"):
+        return False
+    return any(isinstance(later, Reply | Images) and later.where.user_id == action.where.user_id for later in rest)
+
+
 def plain_text(text: str) -> str:
     """WeCom text messages show markdown literally: drop the ``**bold**`` markers."""
     return text.replace("**", "")
@@ -67,10 +75,12 @@ class ActionRenderer:
     def plan(self, actions: Sequence[Action], *, default_user: str | None = None) -> list[Message]:
         """The messages that render ``actions``, in order (optional ones may be dropped)."""
         messages: list[Message] = []
-        for action in actions:
+        for index, action in enumerate(actions):
             user = action.where.user_id or default_user
             if not user:
                 log.warning("wecom: an action without a user was dropped")
+                continue
+            if _told_after(action, actions[index + 1 :]):
                 continue
             messages.extend(self._plan_one(user, action))
         return messages

@@ -27,7 +27,7 @@ async def test_cancel_recorded_by_another_process_stops_the_running_job(
     await run(console, "/persona create sweet Mia")
     recorder = await Recorder(app.conversation.queue.bus).start()
     try:
-        (job_id,) = queued(await console.send(f"/persona train Mia steps={STEPS}"))
+        (job_id,) = queued(await console.send(f"/persona train Mia images=2 steps={STEPS}"))
         await recorder.wait_for(lambda e: e.job_id == job_id and e.state == "running" and e.step >= 2, 120)
 
         elsewhere = Store(Database(app.settings.database_url))  # the web process: its own engine and bus
