@@ -194,6 +194,8 @@ class Inbox:
         owner, oldest first; ``own_too`` (on start) also those of this owner's previous run. One
         UPDATE: two survivors never take the same row."""
         now = now or utcnow()
+        if self.owner is None and not own_too:
+            return []  # without owners there are no leases to lapse: a start takes everything
         lapsed = or_(InboxItem.lease_until.is_(None), InboxItem.lease_until < now)
         if self.owner is not None:
             lapsed = or_(lapsed, InboxItem.owner.is_(None))

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 #: an interaction token lives 15 minutes; a stored command is answered only well inside that
 TOKEN_LIFE = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
+KEEP_DONE = timedelta(hours=1)
 
 
 def inbox_platform(application_id: int | None) -> str:
@@ -86,6 +87,7 @@ def still_valid(payload: dict[str, Any], now: datetime | None = None) -> bool:
 
 async def pending_commands(inbox: Inbox, platform: str) -> tuple[list[InboxItem], list[InboxItem]]:
     """The stored commands a previous run left: (answerable, expired); the expired are marked done."""
+    await inbox.purge(platform, KEEP_DONE)  # answered commands are kept a while, then dropped
     rows = await inbox.take_over(platform, own_too=True)
     valid = [row for row in rows if still_valid(row.payload)]
     expired = [row for row in rows if row not in valid]
