@@ -24,7 +24,7 @@ INTERNAL = "internal"
 MESSAGES = {
     STORAGE: "the image storage is unavailable right now; please try again in a few minutes",
     OUT_OF_MEMORY: "the GPU ran out of memory; try fewer images or a smaller size",
-    TIMED_OUT: "it took too long and was stopped",
+    TIMED_OUT: "it timed out and was stopped",
     INTERNAL: "something went wrong on our side",
 }
 
@@ -68,7 +68,7 @@ def classify(exc: BaseException, *, error_id: str | None = None) -> Failure:
 
 
 def timed_out(seconds: int) -> Failure:
-    return Failure(TIMED_OUT, f"{MESSAGES[TIMED_OUT]} after {seconds} s", new_error_id(), retryable=True)
+    return Failure(TIMED_OUT, f"it timed out after {seconds} s and was stopped", new_error_id(), retryable=True)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
