@@ -58,49 +58,25 @@ from engine.render.references import compose_context  # noqa: E402
 
 #: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
 FULL_TRANSFORMER = {
-    "patch_size": 1,
-    "in_channels": 64,
-    "num_layers": 19,
-    "num_single_layers": 38,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "pooled_projection_dim": 768,
-    "guidance_embeds": True,
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
     "axes_dims_rope": (16, 56, 56),
 }
 FULL_VAE = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 16,
-    "norm_num_groups": 32,
-    "sample_size": 1024,
-    "use_quant_conv": False,
-    "use_post_quant_conv": False,
-    "shift_factor": 0.1159,
-    "scaling_factor": 0.3611,
+    "in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
+    "latent_channels": 16, "norm_num_groups": 32, "sample_size": 1024, "use_quant_conv": False,
+    "use_post_quant_conv": False, "shift_factor": 0.1159, "scaling_factor": 0.3611,
 }
 
 
 #: one-layer stand-ins for the text encoders with the real output widths (CLIP 768, T5 4096)
 FULL_CLIP_STANDIN = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 1,
+    "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 1,
     "projection_dim": 768,
 }
 FULL_T5_STANDIN = {
-    "d_model": 4096,
-    "d_kv": 64,
-    "d_ff": 10240,
-    "num_layers": 1,
-    "num_heads": 64,
-    "feed_forward_proj": "gated-gelu",
+    "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 1, "num_heads": 64, "feed_forward_proj": "gated-gelu",
 }
 
 

@@ -15,6 +15,7 @@ from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.repository import Store
 from storage.settings import Settings, web_secret
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     loaded tiny engine; benchmarks use a no-op one).
     """
     db = Database(settings.database_url)
-    await db.upgrade()
+    await db.upgrade(home_workspaces=configured_homes(settings.wecom_corp_id, settings.discord_guild_ids))
     store = Store(db)
     blobs = open_blob_store(settings)
     log.info("blob store: %s", await asyncio.to_thread(blobs.check))  # BlobStoreUnavailable: no start

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from storage.blobs import BlobStoreUnavailable
 from storage.settings import Settings, SettingsError, hide_password, load_settings
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger("persona_studio")
 
@@ -35,7 +36,7 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     async def upgrade() -> str | None:
         db = Database(settings.database_url)
         try:
-            await db.upgrade()
+            await db.upgrade(home_workspaces=configured_homes(settings.wecom_corp_id, settings.discord_guild_ids))
             return await db.current_revision()
         finally:
             await db.dispose()

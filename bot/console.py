@@ -31,6 +31,7 @@ from commands.events import (
     OpenThread,
     Progress,
     Reply,
+    ReviewRequest,
     Where,
 )
 from commands.parser import parse_text
@@ -58,11 +59,14 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
         user: str = "console",
         stream: TextIO | None = None,
         live: bool | None = None,
+        workspace: str = "",
     ) -> None:
         super().__init__()
         self.conversation = conversation
         self.out_dir = Path(out_dir)
         self.user = user
+        #: the console's workspace ("" = ``local``, shared by every console user of this database)
+        self.workspace = workspace
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live  # \r progress bars on a terminal
         self.saved: list[Path] = []
@@ -95,6 +99,7 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
         event = Event(
             platform=PLATFORM,
             user_id=self.user,
+            workspace=self.workspace,
             user_name=self.user,
             kind=parsed.kind,
             command=parsed.command,
@@ -138,12 +143,22 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
                 target.write_bytes(action.data)
                 self.saved.append(target)
                 self._line(f"{action.text}\n  📦 {target}")
+            elif isinstance(action, Reply) and action.where.user_id not in ("", self.user):
+                self._line(f"→ {action.where.user_id}: {action.text}")  # to another user of this console
             elif isinstance(action, OpenThread | Reply):
                 self._line(action.text)
+            elif isinstance(action, ReviewRequest):
+                self._line(f"→ {', '.join(action.reviewers)}: {action.text}\n  ✅ /approve  ↩️ /reject <reason>")
             elif isinstance(action, ChooseRole):
                 self._line(f"{action.text}\n  /reference product|scene|face {action.key}")
 
     def _progress(self, action: Progress) -> None:
+        if action.preview is not None:  # a live preview: a file beside the post's images
+            folder = self.out_dir / (f"post-{action.where.thread_db_id}" if action.where.thread_db_id else "previews")
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"preview-{action.job_id[:8]}-{action.preview.seq}.jpg"
+            target.write_bytes(action.preview.jpeg)
+            self._line(f"👁 {action.preview.percent} %: {target}")
         if action.state == "queued":
             ahead = f", {action.position} ahead" if action.position else ""
             self._line(f"⏳ queued{ahead}")

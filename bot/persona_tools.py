@@ -33,10 +33,11 @@ async def find_persona(store: Store, user: str, name: str) -> Persona:
     if not sep or not platform or not platform_id:
         raise ToolError(f"--user must be PLATFORM:ID (e.g. console:console or discord:1234), not {user!r}")
     owner = await store.user(platform, platform_id)
-    persona = await store.find_persona(owner.id, name)
+    workspace = await store.home_workspace(owner)  # console: `local`; Discord: the user's personal one
+    persona = await store.find_persona_in(workspace.id, name)
     if persona is None:
-        names = ", ".join(p.name for p in await store.list_personas(owner.id)) or "none"
-        raise ToolError(f"{user} has no persona named {name!r} (theirs: {names})")
+        names = ", ".join(p.name for p in await store.list_personas_in(workspace.id)) or "none"
+        raise ToolError(f"{user}'s workspace has no persona named {name!r} (its personas: {names})")
     return persona
 
 

@@ -13,6 +13,7 @@ import logging
 
 from bot.frontend import FrontEnd, serve
 from storage.settings import Settings, SettingsError
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ async def run_web(settings: Settings) -> int:
 
     db = Database(settings.database_url)
     try:
-        await db.upgrade()
+        await db.upgrade(home_workspaces=configured_homes(settings.wecom_corp_id, settings.discord_guild_ids))
         store = Store(db)
         queue = ArqQueue(settings.redis_url, store) if settings.redis_url else None  # connects on first use
         try:

@@ -1,19 +1,33 @@
-"""What a handler gets besides the conversation: the event and its user, and where replies go."""
+"""What a handler gets besides the conversation: the event, its user, the workspace it happened in
+and the user's role there, and where replies go."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from commands.events import Event, Reply, Where
-from storage.models import Thread, User
+from storage.models import Thread, User, Workspace, WorkspaceRole
 
 
 @dataclass
 class Ctx:
     event: Event
     user: User
+    #: where the event happened (commands.workspaces.resolve); its personas, products and posts
+    workspace: Workspace
+    #: the user's role there (ADMIN_IDS and the platform's admins count as admins)
+    role: WorkspaceRole = WorkspaceRole.MEMBER
     #: the usage line of the table row being run ("" for plain messages)
     usage: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == WorkspaceRole.ADMIN
+
+    @property
+    def reviews(self) -> bool:
+        """A reviewer (admins count as reviewers)."""
+        return self.role.reviews
 
     def where_user(self) -> Where:
         return Where(
@@ -27,6 +41,16 @@ class Ctx:
         return Where(
             platform=self.event.platform,
             user_id=self.event.user_id,
+            thread_db_id=thread.id,
+            channel_id=thread.channel_id,
+            thread_id=thread.thread_id,
+        )
+
+    def where_author(self, thread: Thread, author: User) -> Where:
+        """The post, addressed to its author (WeCom and the console send to the user)."""
+        return Where(
+            platform=self.event.platform,
+            user_id=author.platform_user_id,
             thread_db_id=thread.id,
             channel_id=thread.channel_id,
             thread_id=thread.thread_id,

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+from commands import workspaces
 from commands.args import bind, resolve, usage
 from commands.config import ConversationConfig
 from commands.context import Ctx
@@ -31,6 +32,7 @@ from commands.params import effective_params, pick_seed
 from commands.persona_spec import persona_spec
 from commands.table import find, help_text
 from commands.validation import InputError
+from commands.web_links import job_page, studio_link
 from engine import metrics
 from engine.jobs.outcomes import finish_job
 from engine.jobs.queue import JobQueue
@@ -44,8 +46,9 @@ from engine.specs import (
     family_facts,
 )
 from storage.blobs import BlobStore
-from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, utcnow
+from storage.models import Job, JobStatus, Persona, Thread, ThreadStatus, User, WorkspaceRole, utcnow
 from storage.repository import Store
+from storage.workspace_keys import PERSONAL_PREFIX, home_key
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,10 @@ class Conversation:
         self.config = config
         self.delivery = Delivery(store, blobs, threaded=config.threaded_platforms)
         self.delivery.finished_hooks.append(self._job_finished)
+        if config.web_secret and config.web_public_url:  # running jobs link to their live page
+            self.delivery.live_link = lambda user_id, job_id: studio_link(
+                config.web_secret, config.web_public_url, user_id, job_page(job_id)
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,13 +105,19 @@ class Conversation:
             return list(TINY_ARCHETYPES)  # written by the engine on first use
         return found
 
-    async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
-        user = await self.store.user(platform, user_id)
-        return [p.name for p in await self.store.list_personas(user.id) if p.name.lower().startswith(prefix.lower())]
+    async def _home(self, platform: str, user_id: str, workspace: str) -> int:
+        """The id of the workspace named by a front end ("" = the platform's default) for lookups."""
+        key = workspace or home_key(platform, user_id).external_id
+        return (await self.store.workspace(platform, key, personal=key.startswith(PERSONAL_PREFIX))).id
 
-    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
-        user = await self.store.user(platform, user_id)
-        return [p.name for p in await self.store.list_products(user.id) if p.name.lower().startswith(prefix.lower())]
+    async def persona_names(self, platform: str, user_id: str, prefix: str = "", workspace: str = "") -> list[str]:
+        """Autocomplete: the persona names of the workspace (nothing of another)."""
+        found = await self.store.list_personas_in(await self._home(platform, user_id, workspace))
+        return [p.name for p in found if p.name.lower().startswith(prefix.lower())]
+
+    async def product_names(self, platform: str, user_id: str, prefix: str = "", workspace: str = "") -> list[str]:
+        found = await self.store.list_products_in(await self._home(platform, user_id, workspace))
+        return [p.name for p in found if p.name.lower().startswith(prefix.lower())]
 
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:
         thread = await self.store.find_thread(platform, thread_id)
@@ -113,14 +126,21 @@ class Conversation:
         return (await self.store.get_user(thread.owner_id)).platform_user_id
 
     async def can_act(self, platform: str, user_id: str, thread_id: int) -> bool:
-        """May this user change the post in this platform thread (its owner, or an admin)?
-        False for threads that are not posts. Front ends ask before forwarding a reaction."""
+        """May this user act on the post in this platform thread: its author, an admin, or (review
+        on) a reviewer of its workspace? False for threads that are not posts. Front ends ask
+        before forwarding a reaction."""
         thread = await self.store.find_thread(platform, thread_id)
         if thread is None:
             return False
         if self.config.is_admin(platform, user_id):
             return True
-        return (await self.store.get_user(thread.owner_id)).platform_user_id == user_id
+        user = await self.store.user(platform, user_id)
+        if thread.owner_id == user.id:
+            return True
+        role = await self.store.role_of(thread.workspace_id, user.id)
+        if role == WorkspaceRole.ADMIN:
+            return True
+        return role is not None and role.reviews and (await self.store.get_workspace(thread.workspace_id)).review
 
     async def bind_thread(self, thread_db_id: int, *, channel_id: int | None, thread_id: int | None) -> None:
         """The front end created the platform thread of a post: record it and start its jobs
@@ -159,7 +179,17 @@ class Conversation:
 
     async def _handle(self, event: Event) -> list[Action]:
         user = await self.store.user(event.platform, event.user_id, event.user_name)
-        ctx = Ctx(event=event, user=user)
+        where = Where(platform=event.platform, user_id=event.user_id, channel_id=event.channel_id)
+        try:
+            workspace, role = await workspaces.resolve(self.store, self.config, event, user)
+        except InputError as exc:
+            return [Reply(where=where, text=f"⚠️ {exc}", private=True)]
+        ctx = Ctx(event=event, user=user, workspace=workspace, role=role)
+        notices = [ctx.reply(f"📣 {text}") for text in await self.store.take_notices(user.id)]
+        return notices + await self._run(ctx)
+
+    async def _run(self, ctx: Ctx) -> list[Action]:
+        event = ctx.event
         try:
             if event.kind == EventKind.MESSAGE:
                 return await posts.message(self, ctx)

@@ -22,7 +22,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from commands.events import Action, Button, ImageOut, Images, Progress, Reply, Where
+from commands.events import Action, Button, ImageOut, Images, PreviewOut, Progress, Reply, Where
 from commands.texts import format_score
 from commands.training_texts import training_summary
 from engine import metrics
@@ -50,6 +50,7 @@ RESULT_BUTTONS = (Button.APPROVE, Button.REGEN, Button.UNDO, Button.CANCEL)
 class _Route:
     where: Where
     kind: str
+    user_db_id: int | None = None
 
 
 class Delivery:
@@ -68,11 +69,17 @@ class Delivery:
         self.retry_base_s = RETRY_BASE_S
         self._started_at = utcnow()
         self._recovered: set[str] = set()
+        #: (user's storage id, job id) -> a private link to the job's live page; None: no web studio
+        self.live_link: Callable[[int, str], str] | None = None
+        self._bus: ProgressBus | None = None
+        #: job id -> number of the last live preview handed to its front end (each preview goes out once)
+        self._previews_sent: LRUCache[str, int] = LRUCache(maxsize=1000)
 
     def add_deliverer(self, platform: str, deliver: DeliverFn) -> None:
         self._deliverers[platform] = deliver
 
     def start(self, bus: ProgressBus) -> None:
+        self._bus = bus
         if self._task is None:
             self._task = asyncio.create_task(self._run(bus), name="delivery")
 
@@ -110,9 +117,33 @@ class Delivery:
             await self.deliver_job(event.job_id)
             return
         if isinstance(event, Running):  # "queued" reaches front ends once, from the commands layer
+            if event.attempt:  # a new attempt numbers its previews anew
+                self._previews_sent.pop(event.job_id, None)
+            preview = await self._new_preview(event) if event.preview else None
             await self._send_progress(
-                event.job_id, "running", step=event.step, total=event.total, eta_s=event.eta_s, text=event.note or ""
+                event.job_id,
+                "running",
+                step=event.step,
+                total=event.total,
+                eta_s=event.eta_s,
+                text=event.note or "",
+                preview=preview,
             )
+
+    async def _new_preview(self, event: Running) -> PreviewOut | None:
+        """The job's latest live preview if its front end has not had it yet (read from the bus's cache)."""
+        sent = self._previews_sent.get(event.job_id, 0)
+        if self._bus is None or (event.preview or 0) <= sent:
+            return None
+        try:
+            frame = await self._bus.previews.get(event.job_id)
+        except Exception as exc:  # previews are best effort
+            log.info("preview of %s not read: %s", event.job_id, exc)
+            return None
+        if frame is None or frame.seq <= sent:
+            return None
+        self._previews_sent[event.job_id] = frame.seq
+        return PreviewOut(frame.seq, frame.percent, frame.jpeg, frame.width, frame.height, frame.images)
 
     async def announce_queued(self, job_id: str, position: int | None) -> None:
         """The "queued" progress of a job that the commands layer queued outside a command
@@ -123,6 +154,8 @@ class Delivery:
         route = await self._route(job_id)
         if route is None or route.where.platform not in self._deliverers:
             return
+        if state == "running" and self.live_link is not None and route.user_db_id is not None:
+            fields["live_url"] = self.live_link(route.user_db_id, job_id)
         try:
             await self._deliverers[route.where.platform](
                 [Progress(where=route.where, job_id=job_id, state=state, **fields)]
@@ -259,7 +292,7 @@ class Delivery:
                 )
             else:
                 where = Where(platform=job.platform, user_id=user.platform_user_id, channel_id=job.channel_id)
-            route = _Route(where=where, kind=job.kind)
+            route = _Route(where=where, kind=job.kind, user_db_id=job.user_id)
             if job.thread_id is not None and where.thread_id is None and job.platform in self.threaded:
                 return route  # its platform thread is not bound yet: do not cache
         self._routes[job_id] = route

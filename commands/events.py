@@ -84,6 +84,12 @@ class Event:
     thread_id: int | None = None
     turn_id: int | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: the workspace the event happened in (storage.workspace_keys): a Discord guild id, the WeCom
+    #: corp id, ``dm:<user id>`` for a Discord DM; "" = the platform's default (console ``local``)
+    workspace: str = ""
+    workspace_name: str = ""
+    #: the platform says the user manages the workspace (Discord: Manage Server): an admin of it
+    workspace_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,24 @@ class OpenThread(Action):
 
 
 @dataclass(frozen=True)
+class PreviewOut:
+    """A live preview of a running job (engine.previews): a JPEG of its image(s) as they form."""
+
+    seq: int  # 1, 2, 3 ... within the job's attempt
+    percent: int  # how far the job was when it was made
+    jpeg: bytes = field(repr=False, default=b"")
+    width: int = 0
+    height: int = 0
+    images: int = 1  # > 1: a grid of a batch's images
+
+
+@dataclass(frozen=True)
 class Progress(Action):
-    """Where a job is: waiting (``position`` ahead of it), running (step/total) or finished."""
+    """Where a job is: waiting (``position`` ahead of it), running (step/total) or finished.
+
+    A running job's progress carries its latest live preview when there is a new one (``preview``;
+    each preview once), and ``live_url``: a private link to its live page in the web studio (when
+    the installation has one)."""
 
     job_id: str = ""
     state: str = ""  # queued | running | done | failed | cancelled
@@ -154,6 +176,8 @@ class Progress(Action):
     total: int = 0
     eta_s: float | None = None
     text: str = ""
+    preview: PreviewOut | None = None
+    live_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,3 +199,20 @@ class FileOut(Action):
     filename: str = ""
     data: bytes = b""
     text: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewRequest(Action):
+    """Ask the workspace's reviewers to approve turn ``turn_id`` of a post submitted for review.
+
+    ``where`` is the post. Front ends with threads post ``text`` there mentioning ``reviewers``
+    (platform user ids) with Approve / Request changes buttons; the others send each reviewer a
+    card (通过 / 退回). Approve is the REACTION ``approve``, request changes the REACTION
+    ``reject`` (then the reviewer gives the reason: ``/reject <reason>``), both with ``turn_id``.
+    """
+
+    turn_id: int = 0
+    text: str = ""
+    reviewers: tuple[str, ...] = ()
+    #: the submitted images (front ends without threads show them to each reviewer)
+    images: tuple[ImageOut, ...] = ()

@@ -30,6 +30,10 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
             "photo_sha256": persona.photo_key,  # a persona made from a consented photo
         },
         "current_turn": thread.current_turn_id,
+        "author": (await store.get_user(thread.owner_id)).display_name or "",
+        "status": thread.status,
+        # who created, edited, submitted, approved or sent back what, when
+        "activity": [entry.as_dict() for entry in await store.activity(thread.id)],
         "turns": [],
     }
     buf = io.BytesIO()

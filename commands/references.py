@@ -90,14 +90,16 @@ async def store_attachments(
     return [(a.role or role, await asyncio.to_thread(conv.blobs.put, a.data)) for a in attachments]
 
 
-async def library(conv: Stored, owner_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
-    """The named products of the user's library as references; InputError naming a missing one."""
+async def library(conv: Stored, workspace_id: int, names: Sequence[str]) -> list[ReferenceSpec]:
+    """The named products of the workspace's library as references; InputError naming a missing one."""
     refs = []
     for name in names:
-        product = await conv.store.find_product(owner_id, name)
+        product = await conv.store.find_product_in(workspace_id, name)
         if product is None:
-            owned = ", ".join(p.name for p in await conv.store.list_products(owner_id)) or "none yet"
-            raise InputError(f"you have no product named {name!r} (yours: {owned}); add it with /product add")
+            owned = ", ".join(p.name for p in await conv.store.list_products_in(workspace_id)) or "none yet"
+            raise InputError(
+                f"there is no product named {name!r} here (this workspace's: {owned}); add it with /product add"
+            )
         refs.append(ReferenceSpec(role=ReferenceRole.PRODUCT, key=product.image_key, name=product.name))
     return refs
 

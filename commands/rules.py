@@ -1,5 +1,6 @@
-"""The rules every command follows, in one place: who may act on a post (its owner, admins),
-per-user job limits, open and idle posts, and the lookups that apply them."""
+"""The rules every command follows, in one place: who may act on a post (its author, admins),
+per-user job limits, open and idle posts, and the lookups that apply them. Every lookup stays
+inside the event's workspace: a post, result or persona of another workspace is not found."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from storage.models import Persona, Thread, ThreadStatus, Turn, User
 
 
 def check_owner(conv: Stored, ctx: Ctx, thread: Thread) -> None:
-    if thread.owner_id == ctx.user.id or conv.config.is_admin(ctx.event.platform, ctx.event.user_id):
+    if thread.owner_id == ctx.user.id or ctx.is_admin:
         return
-    raise InputError("only the owner of this post can change it. Start your own with /post.")
+    raise InputError("only the author of this post (or an admin) can change it. Start your own with /post.")
 
 
 async def check_limits(conv: Stored, user: User) -> None:
@@ -40,24 +41,29 @@ async def thread_of(conv: Stored, ctx: Ctx) -> Thread | None:
     """The post the event is about: the result it acts on, its platform thread, or the user's
     current post."""
     if ctx.event.turn_id is not None:
-        turn = await turn_named(conv, ctx.event.turn_id)
+        turn = await turn_named(conv, ctx, ctx.event.turn_id)
         return await conv.store.get_thread(turn.thread_id)
     if ctx.event.thread_id is not None:
-        return await conv.store.find_thread(ctx.event.platform, ctx.event.thread_id)
+        found = await conv.store.find_thread(ctx.event.platform, ctx.event.thread_id)
+        return found if found is not None and found.workspace_id == ctx.workspace.id else None
     if ctx.event.platform in conv.config.threaded_platforms:
         return None
     if ctx.user.current_thread_id is None:
         return None
-    return await conv.store.get_thread(ctx.user.current_thread_id)
+    return await conv.store.thread_in(ctx.workspace.id, ctx.user.current_thread_id)
 
 
-async def turn_named(conv: Stored, turn_id: int) -> Turn:
+async def turn_named(conv: Stored, ctx: Ctx, turn_id: int) -> Turn:
+    """A turn of a post of the event's workspace (another workspace's is "no longer exists" too)."""
     if parse_id(turn_id) is None:  # out of the column's range: no such turn, and no query
         raise InputError("that result no longer exists")
     try:
-        return await conv.store.get_turn(turn_id)
+        turn = await conv.store.get_turn(turn_id)
     except LookupError:
         raise InputError("that result no longer exists") from None
+    if await conv.store.thread_in(ctx.workspace.id, turn.thread_id) is None:
+        raise InputError("that result no longer exists")
+    return turn
 
 
 async def require_thread(conv: Stored, ctx: Ctx) -> Thread:
@@ -80,16 +86,18 @@ async def current_turn(conv: Stored, thread: Thread) -> Turn | None:
     return turns[0] if turns else None
 
 
-async def acted_turn(conv: Stored, ctx: Ctx) -> tuple[Thread, Turn]:
-    """The turn a reaction/button/command acts on: the one it names, else the current turn."""
+async def acted_turn(conv: Stored, ctx: Ctx, *, owner_only: bool = True) -> tuple[Thread, Turn]:
+    """The turn a reaction/button/command acts on: the one it names, else the current turn.
+    ``owner_only``: the post's author or an admin (else the caller checks who may)."""
     if ctx.event.turn_id is not None:
-        turn = await turn_named(conv, ctx.event.turn_id)
+        turn = await turn_named(conv, ctx, ctx.event.turn_id)
         thread = await conv.store.get_thread(turn.thread_id)
         if ctx.event.thread_id is not None and thread.thread_id not in (None, ctx.event.thread_id):
             raise InputError("that result belongs to another post")
-        check_owner(conv, ctx, thread)
+        if owner_only:
+            check_owner(conv, ctx, thread)
         return thread, turn
-    thread = await owned_thread(conv, ctx)
+    thread = await owned_thread(conv, ctx) if owner_only else await require_thread(conv, ctx)
     turn = await current_turn(conv, thread)
     if turn is None:
         raise InputError("this post has no result yet")
@@ -97,10 +105,11 @@ async def acted_turn(conv: Stored, ctx: Ctx) -> tuple[Thread, Turn]:
 
 
 async def own_persona(conv: Stored, ctx: Ctx, name: str) -> Persona:
+    """A persona of the event's workspace, by name (any member uses it)."""
     if not name:
         raise InputError("name the persona (see /persona list)")
-    persona = await conv.store.find_persona(ctx.user.id, name)
+    persona = await conv.store.find_persona_in(ctx.workspace.id, name)
     if persona is None:
-        names = ", ".join(p.name for p in await conv.store.list_personas(ctx.user.id)) or "none yet"
-        raise InputError(f"you have no persona named {name!r} (yours: {names})")
+        names = ", ".join(p.name for p in await conv.store.list_personas_in(ctx.workspace.id)) or "none yet"
+        raise InputError(f"there is no persona named {name!r} here (this workspace's: {names})")
     return persona

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from commands.args import usage
 from commands.command import Arg, Command
-from commands.handlers import info, posts, references, studio
+from commands.handlers import info, posts, references, review, studio
 from commands.params import BOUNDS, COUNT_BOUNDS, SEED_HINT
 from commands.references import ROLE_WORDS
 from commands.table_groups import PERSONA, PRODUCT
+from commands.table_team import REJECT, TEAM
 from commands.validation import MAX_TEXT_CHARS
 from engine.specs import ReferenceRole
 
@@ -105,7 +106,7 @@ COMMANDS: tuple[Command, ...] = (
         "✅ Approve the current result of this post",
         "通过当前结果",
         aliases=("ok", "通过"),
-        handler=posts.approve,
+        handler=review.approve,
         result_action=True,
         emoji="✅",
     ),
@@ -136,6 +137,8 @@ COMMANDS: tuple[Command, ...] = (
         result_action=True,
         emoji="❌",
     ),
+    REJECT,
+    TEAM,
     Command(
         "history",
         "The turn tree of this post, with identity scores",
@@ -211,7 +214,16 @@ COMMANDS: tuple[Command, ...] = (
             ),
         ),
     ),
-    Command("threads", "List your posts", "我的帖子列表", handler=info.threads, platforms=_TEXT_ONLY),
+    Command(
+        "threads",
+        "List your posts (all: every post of the workspace)",
+        "我的帖子列表（全部：团队的所有帖子）",
+        handler=info.threads,
+        platforms=_TEXT_ONLY,
+        args=(
+            Arg("scope", "str", "all: the whole workspace", positional=True, choices=(("all", "all"), ("全部", "all"))),
+        ),
+    ),
     Command(
         "thread",
         "Switch to one of your posts",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from storage.activity import ActivityEntry
 from storage.models import Turn
 
 
@@ -40,3 +41,27 @@ def render_tree(turns: Sequence[Turn], current_id: int | None) -> str:
 
     walk(None, 0)
     return "\n".join(lines) if lines else "no turns yet"
+
+
+#: how the activity log names each step
+ACTIVITY_WORDS = {
+    "created": "created the post",
+    "edited": "edited",
+    "regenerated": "regenerated",
+    "undone": "undid back to",
+    "submitted": "submitted for review",
+    "approved": "approved",
+    "sent_back": "requested changes",
+    "cancelled": "cancelled the post",
+}
+
+
+def render_activity(entries: Sequence[ActivityEntry]) -> str:
+    """A post's activity log, one line per step: when, who, what, which turn, detail."""
+    lines = []
+    for entry in entries:
+        turn = f" turn #{entry.turn_id}" if entry.turn_id else ""
+        detail = f": {entry.detail}" if entry.detail else ""
+        words = ACTIVITY_WORDS.get(str(entry.action), str(entry.action))
+        lines.append(f"  {entry.at:%Y-%m-%d %H:%M} {entry.who or '(removed user)'} {words}{turn}{detail}")
+    return "\n".join(lines) if lines else "  nothing yet"

@@ -56,6 +56,9 @@ class EngineConfig:
     adapter_capacity: int = 8
     #: with compiling on, render the default size once at load so the first job does not compile
     warm: bool = True
+    #: PREVIEWS, PREVIEW_MIN_INTERVAL_S: live previews of running renders (engine.render.previews)
+    previews: bool = True
+    preview_min_interval_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -78,4 +81,6 @@ class EngineConfig:
             persona_slot=settings.engine_persona_slot,
             persona_rank=settings.engine_persona_rank,
             train_model=settings.engine_train_model or None,
+            previews=settings.previews,
+            preview_min_interval_s=settings.preview_min_interval_s,
         )

@@ -11,7 +11,7 @@ session that tries to write is an error. PostgreSQL goes through asyncpg with th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -129,14 +129,39 @@ class Database:
                 session.expunge_all()  # detached as read (a rollback would expire them)
                 await session.rollback()
 
-    async def upgrade(self, revision: str = "head") -> None:
-        """Apply the Alembic migrations up to ``revision``, one process at a time: on PostgreSQL
-        under a transaction-scoped advisory lock, on a SQLite file under a file lock beside it
-        (processes starting together wait for the first one and then find the head in place)."""
-        async with _sqlite_migration_lock(self.url), self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            await connection.run_sync(_upgrade_sync, revision)
+    async def upgrade(self, revision: str = "head", home_workspaces: Mapping[str, str] | None = None) -> None:
+        """Apply the Alembic migrations up to ``revision``. ``home_workspaces`` names the shared
+        workspace of a platform where users' data moves when personas become a workspace's
+        (migration 0007): ``{"wecom": corp id, "discord": the one guild id}``. One process at a
+        time (see :meth:`_migrate`)."""
+        await self._migrate(_upgrade_sync, revision, dict(home_workspaces or {}))
+
+    async def downgrade(self, revision: str) -> None:
+        """Undo the Alembic migrations above ``revision``."""
+        await self._migrate(_downgrade_sync, revision)
+
+    async def _migrate(self, step: Any, *args: Any) -> None:
+        """Run a migration step in one transaction, one process at a time: on PostgreSQL under a
+        transaction-scoped advisory lock, on a SQLite file under a file lock beside it (processes
+        starting together wait for the first one and then find the head in place). On SQLite
+        foreign keys are off meanwhile (as Alembic advises for batch mode: its copy-and-drop of a
+        table would otherwise cascade deletes into, or fail on, the rows that point at it) and
+        checked before the commit."""
+        async with _sqlite_migration_lock(self.url), self.engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                await connection.run_sync(_pragma, "PRAGMA foreign_keys=OFF")
+            try:
+                async with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        lock = text("SELECT pg_advisory_xact_lock(:key)")
+                        await connection.execute(lock, {"key": MIGRATION_LOCK_KEY})
+                    await connection.run_sync(step, *args)
+                    if sqlite and (broken := await connection.run_sync(_pragma, "PRAGMA foreign_key_check")):
+                        raise RuntimeError(f"the migration left rows with dangling foreign keys: {broken[:5]}")
+            finally:
+                if sqlite:
+                    await connection.run_sync(_pragma, "PRAGMA foreign_keys=ON")
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as connection:
@@ -179,10 +204,28 @@ def alembic_config(connection: Any = None) -> Any:
     return config
 
 
-def _upgrade_sync(connection: Any, revision: str) -> None:
+def _upgrade_sync(connection: Any, revision: str, home_workspaces: dict[str, str]) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(connection), revision)
+    config = alembic_config(connection)
+    config.attributes["home_workspaces"] = home_workspaces
+    command.upgrade(config, revision)
+
+
+def _pragma(connection: Any, sql: str) -> list[Any]:
+    """A PRAGMA on the driver connection itself: outside any transaction SQLAlchemy would open."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _downgrade_sync(connection: Any, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(connection), revision)
 
 
 def _current_sync(connection: Any) -> str | None:

@@ -1,4 +1,8 @@
-"""SQLAlchemy 2 models: users, personas, post threads, the turn tree, jobs, the callback inbox.
+"""SQLAlchemy 2 models: workspaces and their members, users, personas, post threads, the turn tree,
+jobs, the callback inbox, the activity log of posts and notices waiting for their user.
+
+A workspace (a Discord server, a WeCom company, ``local`` for the console, a user's personal
+workspace for Discord DMs) owns personas and products; their names are unique per workspace.
 
 Platform ids are BigInteger (Discord snowflakes are 64-bit). Lists and parameters are JSON so
 the same schema runs on SQLite and PostgreSQL. Turns point at their parent: undo moves a
@@ -70,8 +74,79 @@ class JobStatus(StrEnum):
 
 class ThreadStatus(StrEnum):
     OPEN = "open"
+    IN_REVIEW = "in_review"  # submitted by its author, waiting for a reviewer (workspace review on)
     APPROVED = "approved"
     CANCELLED = "cancelled"
+
+
+class WorkspaceRole(StrEnum):
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    MEMBER = "member"
+
+    @property
+    def reviews(self) -> bool:
+        """Admins count as reviewers."""
+        return self in (WorkspaceRole.ADMIN, WorkspaceRole.REVIEWER)
+
+
+class Workspace(Base):
+    """Where personas and products live: ``(platform, external_id)`` is the Discord guild id, the
+    WeCom corp id, ``local`` (console), or ``dm:<user id>`` for a personal workspace."""
+
+    __tablename__ = "workspaces"
+    __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_workspaces_platform_external"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    #: a user's own workspace (Discord DMs): its user is its admin
+    personal: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: review on: an author's approval submits the post, a reviewer approves it
+    review: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in a workspace; a user without a row is a member once they act there."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("workspace_id", "user_id", name="uq_memberships_workspace_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16), default=WorkspaceRole.MEMBER)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Activity(Base):
+    """One entry of a post's activity log: who did what (created, edited, submitted, approved,
+    sent back ...), to which turn, when, with a detail (the instruction, the reason)."""
+
+    __tablename__ = "activity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
+    turn_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Notice(Base):
+    """A message for a user, shown with the answer to their next command (then marked shown)."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_user_shown", "user_id", "shown_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class User(Base):
@@ -94,11 +169,11 @@ class User(Base):
 class Persona(Base):
     __tablename__ = "personas"
     __table_args__ = (
-        # a name is unique among an owner's live personas; deleted ones free the name
+        # a name is unique among a workspace's live personas; deleted ones free the name
         # compared as name_key (NFKC + casefold, done in Python: the same on every database)
         Index(
-            "uq_personas_owner_name_key_live",
-            "owner_id",
+            "uq_personas_workspace_name_key_live",
+            "workspace_id",
             "name_key",
             unique=True,
             sqlite_where="deleted_at IS NULL",
@@ -107,6 +182,8 @@ class Persona(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    #: the persona's creator (who may delete or train it, besides admins)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     #: storage.names.name_key(name): what lookups and the unique index compare
@@ -170,6 +247,8 @@ class Thread(Base):
     channel_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: platform thread id (Discord thread channel); NULL on platforms keyed by user (WeCom, console)
     thread_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    #: the post's author
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"))
     title: Mapped[str] = mapped_column(String(200), default="")
@@ -179,6 +258,8 @@ class Thread(Base):
     references: Mapped[list[Any]] = mapped_column(JSON, default=list)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=ThreadStatus.OPEN)
+    #: the turn submitted for review (status in_review)
+    review_turn_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     current_turn_id: Mapped[int | None] = mapped_column(
         ForeignKey("turns.id", use_alter=True, name="fk_threads_current_turn", ondelete="SET NULL"),
         nullable=True,
@@ -210,13 +291,13 @@ class Turn(Base):
 
 
 class Product(Base):
-    """A product image in its owner's library, by name (``/product add <name>``)."""
+    """A product image in its workspace's library, by name (``/product add <name>``)."""
 
     __tablename__ = "products"
     __table_args__ = (
         Index(
-            "uq_products_owner_name_live",
-            "owner_id",
+            "uq_products_workspace_name_live",
+            "workspace_id",
             "name_key",
             unique=True,
             sqlite_where="deleted_at IS NULL",
@@ -225,6 +306,8 @@ class Product(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    #: who added it (they or an admin may delete it)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     #: ``storage.names.name_key(name)``: names are unique and looked up under this key

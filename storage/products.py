@@ -1,4 +1,5 @@
-"""The repository's product library: each user's product images by name.
+"""The repository's product library: each workspace's product images by name (owner-keyed calls:
+the owner's home workspace, storage.workspace_keys).
 
 Names follow the persona name rule (storage.names.name_key: unique and looked up under their
 NFKC case-folded key, on SQLite and PostgreSQL alike); a deleted
@@ -20,16 +21,23 @@ from storage.rows import DuplicateName
 class ProductRecords:
     db: Database
 
-    async def create_product(self, owner_id: int, name: str, image_key: str) -> Product:
-        if await self.find_product(owner_id, name) is not None:
-            raise DuplicateName(f"you already have a product named {name!r}")
-        product = Product(owner_id=owner_id, name=name, name_key=name_key(name), image_key=image_key)
+    async def workspace_of(self, owner_id: int, workspace_id: int | None) -> int:
+        raise NotImplementedError  # storage.repository.Store
+
+    async def create_product(
+        self, owner_id: int, name: str, image_key: str, *, workspace_id: int | None = None
+    ) -> Product:
+        """A new product of the workspace (default: the owner's home), added by ``owner_id``."""
+        workspace_id = await self.workspace_of(owner_id, workspace_id)
+        product = Product(
+            workspace_id=workspace_id, owner_id=owner_id, name=name, name_key=name_key(name), image_key=image_key
+        )
         try:
             async with self.db.session() as s:
                 s.add(product)
                 await s.flush()
         except IntegrityError:
-            raise DuplicateName(f"you already have a product named {name!r}") from None
+            raise DuplicateName(f"this workspace already has a product named {name!r}") from None
         return product
 
     async def find_product(self, owner_id: int, name: str) -> Product | None:

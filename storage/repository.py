@@ -2,7 +2,12 @@
 
 Objects returned are detached snapshots (``expire_on_commit=False``); change state through the
 methods here, never by mutating a returned object. Users, personas, threads and turns are here;
-jobs are in storage.job_records (the Store includes them).
+jobs are in storage.job_records, products in storage.products, workspaces, roles and notices in
+storage.workspaces, workspace-scoped lookups in storage.library, the activity log and review in
+storage.activity (the Store includes them all).
+
+Personas, products and posts belong to a workspace: created with ``workspace_id``, or without it
+in their owner's home workspace (storage.workspace_keys).
 """
 
 from __future__ import annotations
@@ -13,22 +18,32 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from storage.activity import ActivityRecords
 from storage.db import Database
 from storage.job_records import UNFINISHED, JobRecords
+from storage.library import WorkspaceLibrary
 from storage.models import Persona, Thread, ThreadStatus, Turn, User, utcnow
 from storage.names import name_key
 from storage.products import ProductRecords
 from storage.rows import DuplicateName, NotFound, found, new_turn
+from storage.workspaces import WorkspaceRecords
 
 __all__ = ["UNFINISHED", "DuplicateName", "NotFound", "Store"]
 
 
-class Store(JobRecords, ProductRecords):
-    """The app's storage: users, personas, threads, turns, (from JobRecords) jobs and (from
-    ProductRecords) the product library."""
+class Store(JobRecords, ProductRecords, WorkspaceRecords, WorkspaceLibrary, ActivityRecords):
+    """The app's storage: users, personas, threads, turns, (from JobRecords) jobs, (from
+    ProductRecords) the product library, (from WorkspaceRecords, WorkspaceLibrary and
+    ActivityRecords) workspaces, roles, scoped lookups, the activity log and review."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def workspace_of(self, owner_id: int, workspace_id: int | None) -> int:
+        """``workspace_id``, or the owner's home workspace when it is ``None``."""
+        if workspace_id is not None:
+            return workspace_id
+        return (await self.home_workspace(await self.get_user(owner_id))).id
 
     # -- users -------------------------------------------------------------------------------
     async def user(self, platform: str, platform_user_id: str, display_name: str = "") -> User:
@@ -80,8 +95,12 @@ class Store(JobRecords, ProductRecords):
         lora_mix: Sequence[tuple[str, float]],
         seed: int,
         photo_key: str | None = None,
+        *,
+        workspace_id: int | None = None,
     ) -> Persona:
+        """A new persona of the workspace (default: the owner's home), its owner its creator."""
         persona = Persona(
+            workspace_id=await self.workspace_of(owner_id, workspace_id),
             owner_id=owner_id,
             name=name,
             name_key=name_key(name),
@@ -97,7 +116,7 @@ class Store(JobRecords, ProductRecords):
                 await s.execute(
                     update(Persona)
                     .where(
-                        Persona.owner_id == owner_id,
+                        Persona.workspace_id == persona.workspace_id,
                         Persona.name_key == persona.name_key,
                         Persona.deleted_at.is_(None),
                         Persona.status == "failed",
@@ -107,7 +126,7 @@ class Store(JobRecords, ProductRecords):
                 s.add(persona)
                 await s.flush()
         except IntegrityError:
-            raise DuplicateName(f"you already have a persona named {name!r}") from None
+            raise DuplicateName(f"this workspace already has a persona named {name!r}") from None
         return persona
 
     async def persona_ready(
@@ -174,8 +193,13 @@ class Store(JobRecords, ProductRecords):
         scene_key: str | None = None,
         settings: dict[str, Any] | None = None,
         references: Sequence[dict[str, Any]] = (),
+        workspace_id: int | None = None,
     ) -> Thread:
+        """A new post by ``owner_id`` in the workspace (default: the persona's)."""
+        if workspace_id is None:
+            workspace_id = (await self.get_persona(persona_id)).workspace_id
         thread = Thread(
+            workspace_id=workspace_id,
             platform=platform,
             owner_id=owner_id,
             persona_id=persona_id,

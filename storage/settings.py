@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         default=True, description="persona blends as one hot-swapped LoRA (no recompile); false = set_adapters"
     )
     engine_persona_rank: int = Field(default=0, ge=0, le=1024, description="persona slot rank; 0 = auto")
+    previews: bool = Field(default=True, description="live previews of a running turn (on/off)")
+    preview_min_interval_s: float = Field(
+        default=2.0, ge=0.0, le=3600.0, description="seconds between two previews of one job, at least"
+    )
     # conversation rules
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)

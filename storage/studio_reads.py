@@ -1,6 +1,6 @@
-"""Read-only queries of the web studio (bot/web): a user's post cards, the images a user may
-see, and the operators' view of the queue. Each runs in one short transaction; a page needs a
-fixed number of queries however many posts it shows.
+"""Read-only queries of the web studio (bot/web): a workspace's post cards (filtered by author,
+persona and state), the images a workspace's members may see, and the operators' view of the
+queue. Each runs in one short transaction; a page needs a fixed number of queries however many posts it shows.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 
 from storage.db import Database
-from storage.models import Job, JobStatus, Persona, Thread, Turn
+from storage.models import Job, JobStatus, Persona, Product, Thread, Turn, User
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class PostCard:
     cover_key: str | None
     approved: bool
     image_count: int
+    author_id: int = 0
+    author_name: str = ""
 
 
 class StudioReads:
@@ -35,24 +37,37 @@ class StudioReads:
         self.db = db
 
     async def post_cards(
-        self, owner_id: int, *, persona_id: int | None = None, status: str | None = None, limit: int = 500
+        self,
+        owner_id: int | None = None,
+        *,
+        workspace_id: int | None = None,
+        persona_id: int | None = None,
+        status: str | None = None,
+        limit: int = 500,
     ) -> list[PostCard]:
-        """The owner's posts, newest first, optionally of one persona and/or one status."""
+        """Posts newest first: a workspace's (``workspace_id``), optionally of one author
+        (``owner_id``), one persona and/or one status."""
+        if owner_id is None and workspace_id is None:
+            raise ValueError("post_cards needs a workspace or an author")
         query = (
-            select(Thread, Persona.name)
+            select(Thread, Persona.name, User.display_name, User.platform_user_id)
             .join(Persona, Persona.id == Thread.persona_id)
-            .where(Thread.owner_id == owner_id)
+            .join(User, User.id == Thread.owner_id)
             .order_by(Thread.id.desc())
             .limit(limit)
         )
+        if workspace_id is not None:
+            query = query.where(Thread.workspace_id == workspace_id)
+        if owner_id is not None:
+            query = query.where(Thread.owner_id == owner_id)
         if persona_id is not None:
             query = query.where(Thread.persona_id == persona_id)
         if status is not None:
             query = query.where(Thread.status == status)
         async with self.db.session() as s:
             rows = (await s.execute(query)).all()
-            ids = [thread.id for thread, _ in rows]
-            current = [thread.current_turn_id for thread, _ in rows if thread.current_turn_id is not None]
+            ids = [row[0].id for row in rows]
+            current = [row[0].current_turn_id for row in rows if row[0].current_turn_id is not None]
             turns = (
                 list(
                     await s.scalars(
@@ -70,7 +85,7 @@ class StudioReads:
             if turn.approved and turn.image_keys:
                 approved[turn.thread_id] = turn  # the last approved turn wins (ordered by id)
         cards = []
-        for thread, persona_name in rows:
+        for thread, persona_name, display_name, platform_user_id in rows:
             lead = approved.get(thread.id) or by_id.get(thread.current_turn_id or -1)
             keys = list(lead.image_keys) if lead is not None else []
             cards.append(
@@ -85,6 +100,8 @@ class StudioReads:
                     cover_key=keys[0] if keys else None,
                     approved=thread.id in approved,
                     image_count=len(keys),
+                    author_id=thread.owner_id,
+                    author_name=display_name or platform_user_id,
                 )
             )
         return cards
@@ -96,6 +113,39 @@ class StudioReads:
                 select(Thread.persona_id, func.count()).where(Thread.owner_id == owner_id).group_by(Thread.persona_id)
             )
             return {int(persona_id): int(count) for persona_id, count in rows.all()}
+
+    async def workspace_post_counts(self, workspace_id: int) -> dict[int, int]:
+        """Posts per persona of this workspace."""
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(Thread.persona_id, func.count())
+                .where(Thread.workspace_id == workspace_id)
+                .group_by(Thread.persona_id)
+            )
+            return {int(persona_id): int(count) for persona_id, count in rows.all()}
+
+    async def workspace_image_keys(self, workspace_id: int) -> set[str]:
+        """Every blob key a workspace's members may see: its posts' images, scenes and job inputs,
+        its personas' portraits and its products' images (nothing of another workspace)."""
+        async with self.db.session() as s:
+            turn_keys = await s.scalars(
+                select(Turn.image_keys)
+                .join(Thread, Thread.id == Turn.thread_id)
+                .where(Thread.workspace_id == workspace_id)
+            )
+            keys = {key for keys in turn_keys for key in (keys or []) if isinstance(key, str)}
+            for column, where in (
+                (Thread.scene_key, Thread.workspace_id == workspace_id),
+                (Persona.reference_key, Persona.workspace_id == workspace_id),
+                (Product.image_key, Product.workspace_id == workspace_id),
+            ):
+                keys.update(str(key) for key in await s.scalars(select(column).where(where, column.is_not(None))))
+            specs = await s.scalars(
+                select(Job.spec).join(Thread, Thread.id == Job.thread_id).where(Thread.workspace_id == workspace_id)
+            )
+            for spec in specs:  # the images a job was given: context, references
+                keys.update(spec_image_keys(spec))
+        return keys
 
     async def image_keys_of(self, owner_id: int) -> set[str]:
         """Every blob key the owner may see: their turns' images, scenes and persona portraits."""

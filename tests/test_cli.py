@@ -54,7 +54,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'db.sqlite'}"
     result = cli("db", "upgrade", env={"DATABASE_URL": url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0006" in result.stdout
+    assert "revision 0007" in result.stdout
     assert (tmp_path / "fresh" / "db.sqlite").exists()
 
 
@@ -62,7 +62,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
 async def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     result = cli("db", "upgrade", env={"DATABASE_URL": postgres_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0006" in result.stdout
+    assert "revision 0007" in result.stdout
 
 
 def test_run_without_front_ends_and_worker_without_redis_explain_themselves(tmp_path: Path) -> None:

@@ -52,8 +52,16 @@ from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRO
 from bot.discord.progress import PROGRESS_INTERVAL_S
 from bot.discord.reactions import ResultReactions
 from bot.discord.render import ActionRenderer, InteractionOutput, MessageOutput
-from bot.discord.slash import ResultButton, RoleButton, build_commands
-from bot.discord.translate import PLATFORM, UserFacingError, channel_ids, download_attachments, strip_mentions
+from bot.discord.slash import ResultButton, ReviewButton, RoleButton, build_commands
+from bot.discord.translate import (
+    PLATFORM,
+    UserFacingError,
+    channel_ids,
+    download_attachments,
+    interaction_workspace,
+    member_workspace,
+    strip_mentions,
+)
 from bot.frontend import ConversationClient, ConversationPort, FrontEndTasks
 from commands.events import Action, Event, EventKind
 from storage.inbox import Inbox
@@ -132,7 +140,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         for command in build_commands(self, archetypes):
             self.tree.add_command(command)
         await self.sync_commands()
-        self.add_dynamic_items(ResultButton, RoleButton)
+        self.add_dynamic_items(ResultButton, RoleButton, ReviewButton)
         self.register_deliverer()
 
     async def connect(self, *, reconnect: bool = True) -> None:
@@ -242,6 +250,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
                 attachments=files,
                 channel_id=channel_id,
                 thread_id=thread_id,
+                **interaction_workspace(interaction),
             )
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
@@ -296,6 +305,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
                 options={"role": role, "key": key},
                 channel_id=channel_id,
                 thread_id=thread_id,
+                **interaction_workspace(interaction),
             )
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
@@ -325,7 +335,10 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         if not text and not message.attachments:
             return
         try:
-            if not await self.conversation.can_act(PLATFORM, str(message.author.id), message.channel.id):
+            where = member_workspace(message.guild, message.author, message.author.id)
+            if not where.get("workspace_admin") and not await self.conversation.can_act(
+                PLATFORM, str(message.author.id), message.channel.id
+            ):
                 return  # not a post thread, or someone else (not an admin) talking in it
             output = MessageOutput(message.channel, message.author.id, reply_to=message)
             try:
@@ -342,6 +355,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
                 attachments=files,
                 channel_id=message.channel.parent_id,
                 thread_id=message.channel.id,
+                **where,
             )
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output)

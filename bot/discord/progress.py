@@ -1,7 +1,14 @@
-"""Job progress on Discord: one status message per job, edited at most every ~1.5 s.
+"""Job progress on Discord: one status message per job, edited at most every ~1.5 s per channel.
 
-Discord rate-limits edits of one message, so :class:`ProgressBoard` keeps the latest update of a
-job and shows it when the interval has passed; a change of state is shown at once.
+Discord rate-limits message edits per channel, so :class:`ProgressBoard` keeps the latest update
+of a job and shows it when the interval has passed since the last edit in that channel (discord.py
+itself reads the X-RateLimit headers and waits out a bucket); a change of state is shown at once.
+
+A running job's status message also carries its latest live preview (engine.previews): the image
+is attached by the next edit, so previews are never sent more often than edits. The message is the
+bot's own, so it can be edited long after the interaction token's 15 minutes. When the result
+arrives the preview is removed (the result is posted below); a cancelled job keeps its last
+preview, marked cancelled.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 import discord
 from cachetools import LRUCache
 
-from commands.events import Progress, Where
+from commands.events import PreviewOut, Progress, Where
 from commands.texts import progress_bar
 from engine.jobs.events import FINISHED_STATES
 
@@ -35,8 +42,8 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {seconds // 60} min {seconds % 60:02d} s"
 
 
-def render_progress(progress: Progress, elapsed_s: float | None = None) -> str:
-    """The text of a job's status message."""
+def render_progress(progress: Progress, elapsed_s: float | None = None, preview: PreviewOut | None = None) -> str:
+    """The text of a job's status message; ``preview``: the live preview it shows."""
     extra = f"\n{progress.text}" if progress.text else ""
     state = progress.state
     if state == "queued":
@@ -51,7 +58,8 @@ def render_progress(progress: Progress, elapsed_s: float | None = None) -> str:
         if progress.total <= 0:
             return f"🎨 Starting…{extra}"
         bar = progress_bar(progress.step, progress.total)
-        return f"🎨 Working `{bar}` · {format_eta(progress.eta_s)}{extra}"
+        seen = f" · 👁 preview at {preview.percent} %" if preview is not None else ""
+        return f"🎨 Working `{bar}` · {format_eta(progress.eta_s)}{seen}{extra}"
     if state == "done":
         took = f" in {elapsed_s:.0f} s" if elapsed_s is not None and elapsed_s >= 1 else ""
         return f"✅ Done{took} — the result is below.{extra}"
@@ -59,7 +67,8 @@ def render_progress(progress: Progress, elapsed_s: float | None = None) -> str:
         reason = progress.text or "the job stopped with an error"
         return f"❌ Failed: {reason}. Send the instruction again, or press 🔁 to retry with a new seed."
     if state == "cancelled":
-        return f"🚫 Cancelled.{extra}"
+        last = f" — its last preview (at {preview.percent} %) stays here" if preview is not None else ""
+        return f"🚫 Cancelled{last}.{extra}"
     return f"{state}{extra}"
 
 
@@ -74,6 +83,9 @@ class _JobStatus:
     last_edit: float = 0.0
     pending: Progress | None = None
     timer: asyncio.Task[None] | None = None
+    #: the latest live preview not yet on the message, and the one on it
+    preview: PreviewOut | None = None
+    shown: PreviewOut | None = None
 
 
 class ProgressBoard:
@@ -86,15 +98,18 @@ class ProgressBoard:
     def __init__(
         self,
         send: Callable[[Where, str], Awaitable[discord.Message]],
-        edit: Callable[[int, int, str], Awaitable[None]],
+        edit: Callable[..., Awaitable[None]],
         interval: float = PROGRESS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
+        #: ``edit(channel id, message id, text, image=None | JPEG bytes, clear=False)``
         self._edit = edit
         self.interval = interval
         self._clock = clock
         self._jobs: dict[str, _JobStatus] = {}
+        #: channel id -> when a status message in it was last edited (the edit bucket is per channel)
+        self._channel_edits: LRUCache[int, float] = LRUCache(REMEMBERED_FINISHED)
         self._finished: LRUCache[str, None] = LRUCache(REMEMBERED_FINISHED)  # late updates of these are dropped
 
     async def update(self, progress: Progress) -> None:
@@ -104,21 +119,28 @@ class ProgressBoard:
         async with job.lock:
             if job.state and _STATE_RANK.get(progress.state, 1) < _STATE_RANK.get(job.state, 1):
                 return
+            if progress.preview is not None:
+                job.preview = progress.preview  # the newest wins; it rides on the next edit
             finished = progress.state in FINISHED_STATES
             if job.message_id is None:
                 if not finished:
                     message = await self._send(progress.where, render_progress(progress))
                     job.channel_id, job.message_id = message.channel.id, message.id
                     job.state, job.last_edit = progress.state, self._clock()
-            elif progress.state != job.state or finished or self._clock() - job.last_edit >= self.interval:
+                    self._channel_edits[message.channel.id] = job.last_edit
+            elif progress.state != job.state or finished or self._clock() - self._last_edit(job) >= self.interval:
                 await self._show(job, progress)
             else:
                 job.pending = progress
                 if job.timer is None:
-                    delay = self.interval - (self._clock() - job.last_edit)
+                    delay = self.interval - (self._clock() - self._last_edit(job))
                     job.timer = asyncio.create_task(self._flush_later(progress.job_id, job, delay))
             if finished:
                 self._forget(progress.job_id, job)
+
+    def _last_edit(self, job: _JobStatus) -> float:
+        """When this job's message, or any status message in its channel, was last edited."""
+        return max(job.last_edit, self._channel_edits.get(job.channel_id or 0, 0.0))
 
     async def _show(self, job: _JobStatus, progress: Progress) -> None:
         if job.timer is not None and job.timer is not asyncio.current_task():
@@ -128,8 +150,17 @@ class ProgressBoard:
         elapsed = self._clock() - job.started if progress.state == "done" else None
         job.state, job.last_edit = progress.state, self._clock()
         assert job.channel_id is not None and job.message_id is not None
+        self._channel_edits[job.channel_id] = job.last_edit
+        image, clear = None, False
+        if progress.state == "running" and job.preview is not None:
+            image, job.shown, job.preview = job.preview.jpeg, job.preview, None
+        elif progress.state in ("done", "failed") and job.shown is not None:
+            clear = True  # the result (or the error) replaces the preview
+        shown = job.shown if progress.state in ("running", "cancelled") else None
         try:
-            await self._edit(job.channel_id, job.message_id, render_progress(progress, elapsed))
+            await self._edit(
+                job.channel_id, job.message_id, render_progress(progress, elapsed, shown), image=image, clear=clear
+            )
         except discord.NotFound:
             job.message_id = None  # someone deleted it: the next update posts a new one
 

@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from bot.discord.permissions import SOMETHING_WENT_WRONG_TEXT
 from bot.discord.render import InteractionOutput, MessageOutput
-from bot.discord.translate import PLATFORM, channel_ids, parse_custom_id
+from bot.discord.translate import PLATFORM, channel_ids, interaction_workspace, member_workspace, parse_custom_id
 from commands.events import EMOJI_BUTTON, Button, Event, EventKind
 
 if TYPE_CHECKING:
@@ -50,8 +50,13 @@ class ResultReactions:
         channel_id, thread_id = channel_ids(thread)
         try:
             where = thread_id or channel_id or 0
+            workspace = interaction_workspace(interaction)
             owner = await self.conversation.thread_owner(PLATFORM, where)
-            if owner is not None and not await self.conversation.can_act(PLATFORM, str(interaction.user.id), where):
+            if (
+                owner is not None
+                and not workspace.get("workspace_admin")
+                and not await self.conversation.can_act(PLATFORM, str(interaction.user.id), where)
+            ):
                 await output.reply(f"Only <@{owner}> can use the buttons of this post.", private=True)
                 return
             if interaction.message is not None:
@@ -65,11 +70,36 @@ class ResultReactions:
                 turn_id=turn_id,
                 channel_id=channel_id,
                 thread_id=thread_id,
+                **workspace,
             )
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
         except Exception:
             log.exception("button %s on turn %s failed", action, turn_id)
+            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
+
+    async def on_review_button(self, interaction: discord.Interaction[Any], action: str, turn_id: int) -> None:
+        """Approve / Request changes under a review request: the reviewer's ``approve`` or ``reject``
+        of the turn (the conversation checks the role; request changes then asks for the reason)."""
+        await interaction.response.defer()
+        output = InteractionOutput(interaction, thinking=False)
+        channel_id, thread_id = channel_ids(interaction.channel)
+        try:
+            event = Event(
+                platform=PLATFORM,
+                user_id=str(interaction.user.id),
+                user_name=interaction.user.display_name,
+                kind=EventKind.REACTION,
+                command=action,
+                turn_id=turn_id,
+                channel_id=channel_id,
+                thread_id=thread_id,
+                **interaction_workspace(interaction),
+            )
+            actions = await self.conversation.handle(event)
+            await self.renderer.render(actions, output, interaction=interaction)
+        except Exception:
+            log.exception("review button %s on turn %s failed", action, turn_id)
             await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -83,9 +113,15 @@ class ResultReactions:
             if turn_id is None:
                 return
             channel = await self.renderer.channel(payload.channel_id)
+            guild = self.get_guild(payload.guild_id)
+            workspace = member_workspace(guild, payload.member, payload.user_id)
+            if guild is None:
+                workspace = {"workspace": str(payload.guild_id)}
             owner = await self.conversation.thread_owner(PLATFORM, payload.channel_id)
-            if owner is not None and not await self.conversation.can_act(
-                PLATFORM, str(payload.user_id), payload.channel_id
+            if (
+                owner is not None
+                and not workspace.get("workspace_admin")
+                and not await self.conversation.can_act(PLATFORM, str(payload.user_id), payload.channel_id)
             ):
                 await self._refuse_reaction(channel, payload, owner)
                 return
@@ -100,6 +136,7 @@ class ResultReactions:
                 turn_id=turn_id,
                 channel_id=channel_id,
                 thread_id=thread_id,
+                **workspace,
             )
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, MessageOutput(channel, payload.user_id))

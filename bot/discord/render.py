@@ -15,6 +15,7 @@ to the thread just created.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -24,15 +25,16 @@ import discord
 
 from bot.discord.config import DiscordConfig
 from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
-from bot.discord.slash import role_view
+from bot.discord.slash import review_view, role_view
 from bot.discord.translate import UserFacingError, channel_ids
 from bot.discord.uploads import UploadLimits, add_reactions, card_files, send_file, send_images
 from bot.frontend import ConversationPort, split_text
-from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, Where
+from commands.events import Action, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, ReviewRequest, Where
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
+PREVIEW_FILENAME = "preview.jpg"
 
 _A = TypeVar("_A", bound=Action)
 _Opened = dict[int, tuple[int, int]]  # post threads opened while rendering one answer: db id -> (channel, thread)
@@ -43,6 +45,18 @@ def message_chunks(text: str) -> list[str]:
     breaks where that keeps them at least half full; an empty text is one "…"."""
     chunks = [chunk.strip("\n") for chunk in split_text(text.strip() or "…", MESSAGE_LIMIT)]
     return [chunk for chunk in chunks if chunk]
+
+
+async def send_review_request(channel: Any, action: ReviewRequest) -> discord.Message:
+    """The request in the post's thread, mentioning (and pinging only) the reviewers, with Approve /
+    Request changes buttons."""
+    reviewers = [r for r in action.reviewers if r.isdigit()]
+    mentions = " ".join(f"<@{r}>" for r in reviewers)
+    return await channel.send(
+        f"{mentions} {action.text}".strip()[:2000],
+        view=review_view(action.turn_id),
+        allowed_mentions=discord.AllowedMentions(users=[discord.Object(int(r)) for r in reviewers]),
+    )
 
 
 def images_text(action: Images) -> str | None:
@@ -186,6 +200,9 @@ class ActionRenderer:
             elif isinstance(action, ChooseRole):  # buttons in the channel the images came from
                 channel = await self._target(_resolve(action, opened).where, fallback)
                 await channel.send(f"<@{action.where.user_id}> {action.text}", view=role_view(action.key))
+            elif isinstance(action, ReviewRequest):  # in the post's thread, mentioning the reviewers
+                channel = await self._target(_resolve(action, opened).where, fallback)
+                await send_review_request(channel, action)
             else:
                 log.warning("no Discord rendering for %r", action)
 
@@ -235,8 +252,18 @@ class ActionRenderer:
         channel = await self._target(where, None)
         return await channel.send(text)
 
-    async def _edit_status(self, channel_id: int, message_id: int, text: str) -> None:
-        await self.client.get_partial_messageable(channel_id).get_partial_message(message_id).edit(content=text)
+    async def _edit_status(
+        self, channel_id: int, message_id: int, text: str, *, image: bytes | None = None, clear: bool = False
+    ) -> None:
+        """Edit a status message (the bot's own: no interaction token involved); ``image`` replaces
+        its attachment with a live preview, ``clear`` removes it."""
+        message = self.client.get_partial_messageable(channel_id).get_partial_message(message_id)
+        if image is not None:
+            await message.edit(content=text, attachments=[discord.File(io.BytesIO(image), filename=PREVIEW_FILENAME)])
+        elif clear:
+            await message.edit(content=text, attachments=[])
+        else:
+            await message.edit(content=text)
 
     async def _send_images(self, channel: Any, action: Images) -> None:
         message = await send_images(channel, action, images_text(action), self.upload_limits)

@@ -19,7 +19,16 @@ from typing import Any, Protocol, runtime_checkable
 import discord
 from discord import app_commands
 
-from bot.discord.translate import CUSTOM_ID_TEMPLATE, PLATFORM, ROLE_ID_TEMPLATE, custom_id, role_id
+from bot.discord.translate import (
+    CUSTOM_ID_TEMPLATE,
+    PLATFORM,
+    REVIEW_ID_TEMPLATE,
+    ROLE_ID_TEMPLATE,
+    custom_id,
+    interaction_workspace,
+    review_id,
+    role_id,
+)
 from bot.frontend import ConversationPort
 from commands.command import Arg, Command
 from commands.events import BUTTON_EMOJI, Button
@@ -50,6 +59,8 @@ class InteractionHost(Protocol):
     async def on_result_button(self, interaction: discord.Interaction[Any], action: Button, turn_id: int) -> None: ...
 
     async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None: ...
+
+    async def on_review_button(self, interaction: discord.Interaction[Any], action: str, turn_id: int) -> None: ...
 
 
 # -- result buttons ----------------------------------------------------------------------------
@@ -88,6 +99,41 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUST
         client = interaction.client
         if isinstance(client, InteractionHost):
             await client.on_result_button(interaction, self.action, self.turn_id)
+
+
+class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=REVIEW_ID_TEMPLATE):
+    """Approve / Request changes under a review request; the custom id carries the action and the turn."""
+
+    def __init__(self, action: str, turn_id: int) -> None:
+        approve = action == "approve"
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                label="Approve" if approve else "Request changes",
+                emoji="✅" if approve else "↩️",
+                custom_id=review_id(action, turn_id),
+            )
+        )
+        self.action = action
+        self.turn_id = turn_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ReviewButton:
+        return cls(match["action"], int(match["turn"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, InteractionHost):
+            await client.on_review_button(interaction, self.action, self.turn_id)
+
+
+def review_view(turn_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("approve", "reject"):
+        view.add_item(ReviewButton(action, turn_id))
+    return view
 
 
 def result_view(turn_id: int, buttons: Sequence[Button]) -> discord.ui.View:
@@ -154,7 +200,10 @@ def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[Slas
     async def personas(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         try:
             names = await asyncio.wait_for(
-                bot.conversation.persona_names(PLATFORM, str(interaction.user.id), current), AUTOCOMPLETE_TIMEOUT_S
+                bot.conversation.persona_names(
+                    PLATFORM, str(interaction.user.id), current, interaction_workspace(interaction)["workspace"]
+                ),
+                AUTOCOMPLETE_TIMEOUT_S,
             )
         except Exception:
             log.warning("persona autocomplete failed", exc_info=True)
@@ -167,7 +216,9 @@ def build_commands(bot: InteractionHost, archetypes: Sequence[str]) -> list[Slas
         head = f"{done}," if done else ""
         try:
             names = await asyncio.wait_for(
-                bot.conversation.product_names(PLATFORM, str(interaction.user.id), last.strip()),
+                bot.conversation.product_names(
+                    PLATFORM, str(interaction.user.id), last.strip(), interaction_workspace(interaction)["workspace"]
+                ),
                 AUTOCOMPLETE_TIMEOUT_S,
             )
         except Exception:

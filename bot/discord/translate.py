@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import discord
 
@@ -21,6 +22,8 @@ CUSTOM_ID_TEMPLATE = r"persona:(?P<action>approve|regen|undo|cancel):(?P<turn>[0
 _CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
 #: a role button under a role question: the role and the blob key of the images it is for
 ROLE_ID_TEMPLATE = r"persona:ref:(?P<role>product|scene|face):(?P<key>[0-9a-f]{64})"
+#: Approve / Request changes under a review request: the action (a command) and the turn
+REVIEW_ID_TEMPLATE = r"persona:review:(?P<action>approve|reject):(?P<turn>[0-9]{1,19})"
 
 
 class UserFacingError(Exception):
@@ -44,6 +47,32 @@ def parse_custom_id(value: str) -> tuple[Button, int] | None:
     if match is None:
         return None
     return Button(match["action"]), int(match["turn"])
+
+
+def review_id(action: str, turn_id: int) -> str:
+    return f"persona:review:{action}:{turn_id}"
+
+
+def workspace_fields(guild_id: int | None, guild_name: str, user_id: int, manages: bool = False) -> dict[str, Any]:
+    """The Event fields naming where it happened: the server (its name, and whether the user has
+    Manage Server there: an admin of its workspace), or the user's personal workspace in a DM."""
+    if guild_id is None:
+        return {"workspace": f"dm:{user_id}"}
+    return {"workspace": str(guild_id), "workspace_name": guild_name, "workspace_admin": manages}
+
+
+def interaction_workspace(interaction: discord.Interaction[Any]) -> dict[str, Any]:
+    guild_id = interaction.guild_id
+    manages = guild_id is not None and interaction.permissions.manage_guild
+    name = interaction.guild.name if interaction.guild is not None else ""
+    return workspace_fields(guild_id, name, interaction.user.id, manages)
+
+
+def member_workspace(guild: discord.Guild | None, member: object, user_id: int) -> dict[str, Any]:
+    """The fields for a message or reaction of ``member`` (a discord.Member in a server)."""
+    permissions = getattr(member, "guild_permissions", None)
+    manages = bool(permissions is not None and permissions.manage_guild)
+    return workspace_fields(guild.id if guild is not None else None, guild.name if guild else "", user_id, manages)
 
 
 def strip_mentions(content: str, user_id: int) -> str:

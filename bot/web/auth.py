@@ -1,10 +1,10 @@
 """Who is looking: the signed link from chat, kept in a cookie for the pages that follow.
 
 ``/s/<token>`` (the link ``/gallery`` sends) checks the token and puts it in an HttpOnly cookie,
-then redirects to the gallery, so page and image URLs stay short and the token never appears in
-them (nor, with ``Referrer-Policy: no-referrer``, in a Referer). Every studio request checks the
-cookie's token again: its signature and its age. A forged, altered or expired one gets 403 with
-the same text, whatever was wrong with it.
+then redirects to the gallery (or to the studio page of its ``next``), so page and image URLs stay
+short and the token never appears in them (nor, with ``Referrer-Policy: no-referrer``, in a
+Referer). Every studio request checks the cookie's token again: its signature and its age. A
+forged, altered or expired one gets 403 with the same text, whatever was wrong with it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bot.web.state import STATE, WebState
-from commands.web_links import BadLink, LinkClaims, read_token
+from commands.web_links import BadLink, LinkClaims, read_token, safe_next
 from storage.models import User
 from storage.rows import NotFound
 
@@ -31,6 +31,8 @@ class Viewer:
     claims: LinkClaims
     token: str
     admin: bool
+    #: the workspace the link was asked from: the studio shows its posts, personas and images only
+    workspace_id: int = 0
 
     def csrf(self, secret: str) -> str:
         """The form token of this session (cancel buttons post it back)."""
@@ -47,16 +49,25 @@ async def _viewer(state: WebState, token: str) -> Viewer:
         user = await state.store.get_user(claims.user_id)
     except (BadLink, NotFound):
         raise forbidden() from None
-    return Viewer(user=user, claims=claims, token=token, admin=state.is_admin(user.platform, user.platform_user_id))
+    if claims.workspace_id is None:  # a link naming no workspace: where the user was last
+        last = await state.store.last_workspace_of(user.id)
+        workspace_id = last.id if last is not None else (await state.store.home_workspace(user)).id
+    elif await state.store.role_of(claims.workspace_id, user.id) is None:
+        raise forbidden()
+    else:
+        workspace_id = claims.workspace_id
+    admin = state.is_admin(user.platform, user.platform_user_id)
+    return Viewer(user=user, claims=claims, token=token, admin=admin, workspace_id=workspace_id)
 
 
 async def enter(request: web.Request) -> web.Response:
-    """``GET /s/<token>``: check the link, keep it in the cookie, go to the gallery."""
+    """``GET /s/<token>``: check the link, keep it in the cookie, go to the gallery (or to the studio
+    page its ``next`` names, e.g. a running job's live page)."""
     state = request.app[STATE]
     token = request.match_info["token"]
     viewer = await _viewer(state, token)
     left_s = max(1, int(viewer.claims.signed_at + state.link_max_age_s - time.time()))
-    response = web.HTTPSeeOther("/studio/posts")
+    response = web.HTTPSeeOther(safe_next(request.query.get("next")) or "/studio/posts")
     response.set_cookie(
         COOKIE,
         token,

@@ -1,8 +1,9 @@
-"""The studio pages of one user: posts (grid with filters), personas, one post's turn tree, its
-export, and the images they show (WebP thumbnails and full images, with caching headers).
+"""The studio pages of one workspace: its posts (grid with filters: author, persona, state; the
+Review list of posts in review), personas, one post's turn tree and activity log, its export, and
+the images they show (WebP thumbnails and full images, with caching headers).
 
-Every handler starts from the viewer's signed link and reads only that user's rows: another
-user's post, persona or image answers 404, the same as one that does not exist.
+Every handler starts from the viewer's signed link and reads only the rows of the workspace it
+names: another workspace's post, persona or image answers 404, the same as one that does not exist.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from commands.export import build_export
 from commands.ids import parse_id
 from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
-from storage.models import Thread, ThreadStatus, Turn, TurnKind
-from storage.rows import NotFound
+from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnKind
 
 #: content-addressed: an image or thumbnail URL never changes what it serves
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -30,18 +30,25 @@ STATUSES = tuple(str(status) for status in ThreadStatus)
 async def posts(request: web.Request) -> web.Response:
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    personas = await state.store.list_personas(viewer.user.id)
+    workspace_id = viewer.workspace_id
+    personas = await state.store.list_personas_in(workspace_id)
+    members = await state.store.members(workspace_id)
     persona_id = _int(request.query.get("persona"))
+    author_id = _int(request.query.get("author"))
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of: {', '.join(STATUSES)}")
-    cards = await state.reads.post_cards(viewer.user.id, persona_id=persona_id, status=status)
+    cards = await state.reads.post_cards(author_id, workspace_id=workspace_id, persona_id=persona_id, status=status)
+    review = await state.reads.post_cards(workspace_id=workspace_id, status=ThreadStatus.IN_REVIEW)
     return state.render(
         "posts.html",
         viewer=viewer,
         cards=cards,
+        review=review,
         personas=personas,
+        members=members,
         persona_id=persona_id,
+        author_id=author_id,
         status=status,
         statuses=STATUSES,
     )
@@ -50,8 +57,8 @@ async def posts(request: web.Request) -> web.Response:
 async def personas(request: web.Request) -> web.Response:
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    found = await state.store.list_personas(viewer.user.id)
-    counts = await state.reads.post_counts(viewer.user.id)
+    found = await state.store.list_personas_in(viewer.workspace_id)
+    counts = await state.reads.workspace_post_counts(viewer.workspace_id)
     return state.render("personas.html", viewer=viewer, personas=found, counts=counts)
 
 
@@ -66,10 +73,14 @@ class TurnNode:
 async def post(request: web.Request) -> web.Response:
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    thread = await _own_thread(request, viewer.user.id)
+    thread = await _own_thread(request, viewer.workspace_id)
     persona = await state.store.get_persona(thread.persona_id)
+    activity = await state.store.activity(thread.id)
+    author = await state.store.get_user(thread.owner_id)
     turns = await state.store.turns(thread.id)
-    specs = {job.id: job.spec for job in await state.store.thread_jobs(thread.id, unfinished_only=False)}
+    jobs = await state.store.thread_jobs(thread.id, unfinished_only=False)
+    specs = {job.id: job.spec for job in jobs}
+    live = [job for job in jobs if not JobStatus(job.status).finished]  # each has a live page (bot.web.live)
     nodes = {}
     for turn in turns:
         references = _references(turn, specs.get(turn.job_id or ""), thread)
@@ -79,13 +90,23 @@ async def post(request: web.Request) -> web.Response:
         parent = nodes.get(node.turn.parent_id) if node.turn.parent_id is not None else None
         (parent.children if parent is not None else roots).append(node)
     approved = any(turn.approved for turn in turns)
-    return state.render("post.html", viewer=viewer, thread=thread, persona=persona, roots=roots, approved=approved)
+    return state.render(
+        "post.html",
+        viewer=viewer,
+        thread=thread,
+        persona=persona,
+        roots=roots,
+        approved=approved,
+        live=live,
+        activity=activity,
+        author=author.display_name or author.platform_user_id,
+    )
 
 
 async def export(request: web.Request) -> web.Response:
     state = request.app[STATE]
     viewer = await viewer_of(request)
-    thread = await _own_thread(request, viewer.user.id)
+    thread = await _own_thread(request, viewer.workspace_id)
     data = await build_export(state.store, state.blobs, thread)
     return web.Response(
         body=data,
@@ -131,23 +152,20 @@ async def image(request: web.Request) -> web.StreamResponse:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-async def _own_thread(request: web.Request, user_id: int) -> Thread:
+async def _own_thread(request: web.Request, workspace_id: int) -> Thread:
     thread_id = _int(request.match_info["post_id"])
     if thread_id is None:
         raise web.HTTPNotFound()
-    try:
-        thread = await request.app[STATE].store.get_thread(thread_id)
-    except NotFound:
-        raise web.HTTPNotFound() from None
-    if thread.owner_id != user_id:
-        raise web.HTTPNotFound()  # the same answer as a post that does not exist
+    thread = await request.app[STATE].store.thread_in(workspace_id, thread_id)
+    if thread is None:
+        raise web.HTTPNotFound()  # another workspace's: the same answer as a post that does not exist
     return thread
 
 
 async def _own_key(request: web.Request) -> str:
     viewer = await viewer_of(request)
     key = request.match_info["key"]
-    if len(key) != 64 or not await request.app[STATE].may_see(viewer.user.id, key):
+    if len(key) != 64 or not await request.app[STATE].may_see(viewer.workspace_id, key):
         raise web.HTTPNotFound()
     return key
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bot.frontend import FrontEndBase
-from bot.web import admin, auth, ops, pages
+from bot.web import admin, auth, live, ops, pages
 from bot.web.config import WebConfig
 from bot.web.state import STATE, WebState
 from bot.web.thumbnails import Thumbnails
@@ -69,6 +69,10 @@ def make_web_app(state: WebState) -> web.Application:
     app.router.add_get("/studio/personas", pages.personas)
     app.router.add_get("/studio/img/{key}", pages.image)
     app.router.add_get("/studio/thumb/{key}.webp", pages.thumbnail)
+    app.router.add_get("/studio/jobs/{job_id}", live.page)
+    app.router.add_get("/studio/jobs/{job_id}/events", live.events)
+    app.router.add_get("/studio/jobs/{job_id}/state.json", live.state_json)
+    app.router.add_get("/studio/jobs/{job_id}/preview.jpg", live.preview)
     app.router.add_get("/studio/admin", admin.admin)
     app.router.add_post("/studio/admin/jobs/{job_id}/cancel", admin.cancel)
     if state.redis is not None:

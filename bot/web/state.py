@@ -53,7 +53,7 @@ class WebState:
     #: the queue that can cancel jobs (the conversation's, or an arq client); None: storage only
     queue: JobQueue | None = None
     env: Environment = field(default_factory=templates)
-    #: user id -> the blob keys that user may see (refreshed when a key is missing, at most every 30 s)
+    #: workspace id -> the blob keys its members may see (refreshed when a key is missing, at most every 30 s)
     key_cache: TTLCache[int, set[str]] = field(default_factory=lambda: TTLCache(maxsize=1024, ttl=30))
 
     @property
@@ -67,11 +67,11 @@ class WebState:
         html = self.env.get_template(template).render(**values)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
-    async def may_see(self, user_id: int, key: str) -> bool:
-        """Whether this blob is one of the user's images (a key they could not have seen is 404)."""
-        keys = self.key_cache.get(user_id)
+    async def may_see(self, workspace_id: int, key: str) -> bool:
+        """Whether this blob is one of the workspace's images (a key of another workspace is 404)."""
+        keys = self.key_cache.get(workspace_id)
         if keys is None or key not in keys:  # new images since the last look: read them again
-            keys = self.key_cache[user_id] = await self.reads.image_keys_of(user_id)
+            keys = self.key_cache[workspace_id] = await self.reads.workspace_image_keys(workspace_id)
         return key in keys
 
     async def cancel_job(self, job_id: str) -> bool:

@@ -45,6 +45,7 @@ CARD_BUTTONS: dict[str, tuple[str, int]] = {
     "approve": ("通过", 1),
     "regen": ("重来", 2),
     "undo": ("撤销", 2),
+    "reject": ("退回", 2),  # a review request's "request changes"
 }
 #: The role buttons under an image (key ``ref:<role>:<blob key>``): label and style.
 ROLE_BUTTONS: dict[str, tuple[str, int]] = {
@@ -58,6 +59,7 @@ CLICKED_LABELS: dict[str, str] = {
     "regen": "已重来",
     "undo": "已撤销",
     "cancel": "已取消",
+    "reject": "已退回",
     ReferenceRole.PRODUCT: "已选：商品",
     ReferenceRole.SCENE: "已选：场景",
     ReferenceRole.FACE: "已选：人脸",
@@ -273,7 +275,7 @@ class WeComAPI:
             if name in CARD_BUTTONS
         ]
         if not button_list:
-            raise ValueError("a result card needs at least one of approve, regen, undo")
+            raise ValueError("a card needs at least one of approve, regen, undo, reject")
         main_title: dict[str, str] = {"title": _clip(title, 36)}
         if desc:
             main_title["desc"] = _clip(desc, 44)

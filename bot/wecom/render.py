@@ -3,7 +3,8 @@
 Everything goes out through the API (:mod:`bot.wecom.api`). Progress is sent once per state
 (queued, started, done/failed/cancelled), never per step, to stay within about 30 messages a
 minute per user; progress messages are optional: they are skipped near the send limit and their
-failures are logged, never raised.
+failures are logged, never raised. Live previews are never sent (a card cannot be updated again
+and again): the "started" message carries a link to the job's live page in the web studio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from bot.wecom.api import CARD_BUTTONS, WeComAPI, WeComAPIError
-from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply
+from commands.events import Action, Button, ChooseRole, FileOut, Images, OpenThread, Progress, Reply, ReviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ class ActionRenderer:
                 continue
             if _told_after(action, actions[index + 1 :]):
                 continue
+            if isinstance(action, ReviewRequest):  # a card to each reviewer, not to the author
+                for reviewer in action.reviewers:
+                    messages.extend(self._plan_review(reviewer, action))
+                continue
             messages.extend(self._plan_one(user, action))
         return messages
 
@@ -144,6 +149,20 @@ class ActionRenderer:
         else:
             log.warning("wecom: unknown outgoing message kind %r dropped", kind)
 
+    def _plan_review(self, reviewer: str, action: ReviewRequest) -> list[Message]:
+        """The submitted images and a card with 通过 / 退回 (退回 asks for the reason: 退回 <原因>)."""
+        messages = [_text(reviewer, plain_text(action.text))]
+        for image in action.images:
+            filename = image.filename or Path(image.path).name
+            messages.append({"to": reviewer, "kind": "image", "path": image.path, "filename": filename})
+        card = {
+            "turn_id": action.turn_id,
+            "title": f"审核 #{action.turn_id} · Review",
+            "desc": "通过 / 退回（退回后发送：退回 <原因>）",
+            "buttons": ["approve", "reject"],
+        }
+        return [*messages, {"to": reviewer, "kind": "card", **card}]
+
     def _progress_text(self, action: Progress) -> str | None:
         """Text for the first Progress of each state of a job; None for repeats (per-step running)."""
         state = action.state
@@ -163,7 +182,8 @@ class ActionRenderer:
             return f"⏳ 已排队{ahead}。Queued."
         if state == "running":
             eta = f"，预计 {round(action.eta_s)} 秒" if action.eta_s else ""
-            return f"🎨 开始生成{eta}。Started."
+            live = f"\n实时预览 Live preview: {action.live_url}" if action.live_url else ""
+            return f"🎨 开始生成{eta}。Started.{live}"
         if state == "done":
             return "✅ 生成完成。Done."
         if state == "failed":

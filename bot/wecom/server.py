@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -282,6 +283,7 @@ class WeComBot(ConversationClient):
         event = await to_event(self.api, message)
         if event is None:
             return []
+        event = replace(event, workspace=self.corp_id)  # one company per installation: its workspace
         self.processed += 1
         actions = await self.conversation.handle(event)
         response_code = message.get("ResponseCode", "").strip()

@@ -28,7 +28,7 @@ TEXT_IMAGE_TOO_LARGE = (
 TEXT_IMAGE_EMPTY = "图片是空的（0 字节），请换一张图片。\nThe image is empty (0 bytes); send another one."
 TEXT_NO_RESULT = "这个结果已不存在。\nThat result no longer exists."
 TEXT_UNSUPPORTED = "目前只支持文字和图片消息。\nOnly text and image messages are supported."
-REACTION_COMMANDS = frozenset(button.value for button in Button)
+REACTION_COMMANDS = frozenset(button.value for button in Button) | {"reject"}  # 退回 on a review card
 
 
 def _int_or_none(value: str | None) -> int | None:

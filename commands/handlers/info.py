@@ -8,7 +8,7 @@ from commands.events import Action, FileOut
 from commands.ids import parse_id
 from commands.params import parse_settings
 from commands.ports import Informing, Stored
-from commands.texts import render_tree
+from commands.texts import render_activity, render_tree
 from commands.validation import InputError
 from storage.models import JobStatus
 
@@ -18,9 +18,13 @@ async def help(conv: Informing, ctx: Ctx) -> list[Action]:
 
 
 async def history(conv: Stored, ctx: Ctx) -> list[Action]:
-    thread = await rules.owned_thread(conv, ctx)  # the manifest-like detail (seeds) is the owner's
+    """The turn tree and the activity log, for the post's author, its reviewers and admins."""
+    thread = await rules.require_thread(conv, ctx)
+    if thread.owner_id != ctx.user.id and not ctx.reviews:
+        rules.check_owner(conv, ctx, thread)  # the manifest-like detail (seeds) is for the team's leads
     turns = await conv.store.turns(thread.id)
     text = f"Post #{thread.id}: {thread.prompt}\n" + render_tree(turns, thread.current_turn_id)
+    text += "\nActivity:\n" + render_activity(await conv.store.activity(thread.id))
     return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
@@ -83,13 +87,22 @@ async def settings(
     return [ctx.reply(text, private=True)]
 
 
-async def threads(conv: Stored, ctx: Ctx) -> list[Action]:
-    found = await conv.store.list_threads(ctx.user.id)
+async def threads(conv: Stored, ctx: Ctx, *, scope: str | None) -> list[Action]:
+    """Your posts in this workspace; ``all``: every post of the workspace, with its author."""
+    everyone = scope == "all"
+    found = await conv.store.list_threads_in(ctx.workspace.id, author_id=None if everyone else ctx.user.id)
     if not found:
         return [ctx.reply("No posts yet. /post <persona> <prompt> starts one.")]
     current = ctx.user.current_thread_id
-    lines = [f"{'▶' if t.id == current else ' '} #{t.id} {t.title} [{t.status}]" for t in found]
-    return [ctx.reply("Your posts (/thread <id> switches):\n" + "\n".join(lines))]
+    members = await conv.store.members(ctx.workspace.id)
+    names = {m.user.id: m.user.display_name or m.user.platform_user_id for m in members}
+    lines = [
+        f"{'▶' if t.id == current else ' '} #{t.id} {t.title} [{t.status}]"
+        + (f" · {names.get(t.owner_id, '?')}" if everyone else "")
+        for t in found
+    ]
+    title = "The workspace's posts" if everyone else "Your posts"
+    return [ctx.reply(f"{title} (/thread <id> switches):\n" + "\n".join(lines))]
 
 
 async def thread(conv: Stored, ctx: Ctx, *, id: str) -> list[Action]:
@@ -101,11 +114,8 @@ async def thread(conv: Stored, ctx: Ctx, *, id: str) -> list[Action]:
     not_yours = InputError(f"you have no post {shown} (/threads lists yours)")
     if post_id is None:
         raise not_yours
-    try:
-        found = await conv.store.get_thread(post_id)
-    except LookupError:
-        raise not_yours from None
-    if found.owner_id != ctx.user.id and not conv.config.is_admin(ctx.event.platform, ctx.event.user_id):
-        raise not_yours
+    found = await conv.store.thread_in(ctx.workspace.id, post_id)
+    if found is None or (found.owner_id != ctx.user.id and not ctx.reviews):
+        raise not_yours  # reviewers and admins open any post of their workspace (to review it)
     await conv.store.set_current_thread(ctx.user.id, found.id)
     return [ctx.reply(f"Now in post #{found.id}: {found.title}", where=ctx.where_thread(found))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from commands import rules
+from commands import rules, workspaces
 from commands.context import Ctx
 from commands.events import Action
 from commands.ports import Rendering, Stored
@@ -23,6 +23,7 @@ async def train(
 ) -> list[Action]:
     params = TrainParams(images=images, steps=steps, rank=rank)
     persona = await rules.own_persona(conv, ctx, name)
+    workspaces.check_creator(ctx, persona, f"persona {persona.name}")
     if persona.status != "ready":
         raise InputError(f"persona {persona.name} is {persona.status}; it can be trained once it is ready")
     work = (images or REAL_TRAIN_DEFAULTS.images) * (steps or REAL_TRAIN_DEFAULTS.steps)

@@ -7,7 +7,7 @@ import random
 import uuid
 
 from commands import references as refs
-from commands import rules
+from commands import rules, workspaces
 from commands.context import Ctx
 from commands.events import Action, Images
 from commands.names import check_name
@@ -28,12 +28,12 @@ async def create(conv: Creating, ctx: Ctx, *, archetype: str, name: str | None) 
     if archetype not in archetypes:
         raise InputError(f"unknown archetype {archetype!r}; choose one of: {', '.join(archetypes)}")
     if not name:
-        name = await _free_name(conv, ctx.user.id)
+        name = await _free_name(conv, ctx.workspace.id)
     name = check_name(name, "persona")
     await rules.check_limits(conv, ctx.user)
     seed = random.randrange(2**31)
     try:
-        created = await conv.store.create_persona(ctx.user.id, name, archetype, [], seed)
+        created = await conv.store.create_persona(ctx.user.id, name, archetype, [], seed, workspace_id=ctx.workspace.id)
     except DuplicateName as exc:
         raise InputError(str(exc)) from None
     spec = JobSpec(
@@ -73,7 +73,9 @@ async def create_from_photo(conv: Rendering, ctx: Ctx, *, name: str, consent: st
     key = (await refs.store_attachments(conv, attachments))[0][1] if attachments else faces[-1]["key"]
     seed = random.randrange(2**31)
     try:
-        created = await conv.store.create_persona(ctx.user.id, name, PHOTO_ARCHETYPE, [], seed, photo_key=key)
+        created = await conv.store.create_persona(
+            ctx.user.id, name, PHOTO_ARCHETYPE, [], seed, photo_key=key, workspace_id=ctx.workspace.id
+        )
     except DuplicateName as exc:
         raise InputError(str(exc)) from None
     if not attachments:  # the waiting photo is this persona's now, not the next post's
@@ -93,15 +95,16 @@ async def create_from_photo(conv: Rendering, ctx: Ctx, *, name: str, consent: st
 
 
 async def list_personas(conv: Stored, ctx: Ctx) -> list[Action]:
-    found = await conv.store.list_personas(ctx.user.id)
+    found = await conv.store.list_personas_in(ctx.workspace.id)
     if not found:
-        return [ctx.reply("You have no personas yet. Create one: /persona create <archetype> [name]")]
+        return [ctx.reply("No personas here yet. Create one: /persona create <archetype> [name]")]
     lines = [f"• {p.name} — {p.archetype} ({p.status})" for p in found]
-    return [ctx.reply("Your personas:\n" + "\n".join(lines))]
+    return [ctx.reply("This workspace's personas:\n" + "\n".join(lines))]
 
 
 async def delete(conv: Stored, ctx: Ctx, *, name: str) -> list[Action]:
     found = await rules.own_persona(conv, ctx, name)
+    workspaces.check_creator(ctx, found, f"persona {found.name}")
     await conv.store.delete_persona(found.id)
     return [ctx.reply(f"Persona {found.name} deleted. Its posts stay in their threads.")]
 
@@ -117,8 +120,8 @@ async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     return [Images(where=ctx.where_user(), text=text, images=images)]
 
 
-async def _free_name(conv: Stored, owner_id: int) -> str:
-    taken = {p.name.lower() for p in await conv.store.list_personas(owner_id)}
+async def _free_name(conv: Stored, workspace_id: int) -> str:
+    taken = {p.name.lower() for p in await conv.store.list_personas_in(workspace_id)}
     for name in PET_NAMES:
         if name.lower() not in taken:
             return name

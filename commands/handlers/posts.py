@@ -1,4 +1,5 @@
-"""Posts and their turns: ``/post``, edit instructions, ✅ approve, 🔁 regen, ↩️ undo, ❌ cancel."""
+"""Posts and their turns: ``/post``, edit instructions, 🔁 regen, ↩️ undo, ❌ cancel (✅ approve and
+review: commands.handlers.review)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from commands.job_cancel import cancel_job
 from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec
+from storage.activity import PostAction
 from storage.models import Job, Thread, ThreadStatus, Turn, TurnKind, TurnStatus
 
 
@@ -29,7 +31,7 @@ async def post(
     if chosen.status == "failed":
         raise InputError(f"persona {chosen.name} could not be created; create it again with /persona create")
     refs.check_attachments(ctx.event.attachments)
-    library = await refs.library(conv, ctx.user.id, products)
+    library = await refs.library(conv, ctx.workspace.id, products)
     waiting = refs.pending_refs(ctx.user)
     # an image attached to a post without a role is its scene (as before references had roles)
     roles = [r.role for r in library + waiting] + [a.role or ReferenceRole.SCENE for a in ctx.event.attachments]
@@ -52,7 +54,9 @@ async def post(
         channel_id=ctx.event.channel_id,
         scene_key=scene_key,
         references=refs.as_dicts(post_refs),
+        workspace_id=ctx.workspace.id,
     )
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CREATED, detail=prompt)
     if waiting:
         ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
     spec = JobSpec(
@@ -136,7 +140,7 @@ async def edit(
         text = check_text(match.group(2), "instruction")
     current = await rules.current_turn(conv, thread)
     if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, current, "edit"))
+        raise InputError(await unusable(conv, current, "edit"))
     first = await _first_images_rendering(conv, thread, current)
     if first is not None:
         count = first  # the edit waits for the post's first images (held until they are done)
@@ -150,7 +154,7 @@ async def edit(
     targets = targets or [int((thread.settings or {}).get("target", 0))]
     if any(not 0 <= t < count for t in targets):
         raise InputError(f"this post has {count} image(s); use #1 to #{count}")
-    library = await refs.library(conv, ctx.user.id, names)
+    library = await refs.library(conv, ctx.workspace.id, names)
     attachments = ctx.event.attachments if not chosen else ()
     refs.check_attachments(attachments)
     waiting = refs.pending_refs(ctx.user)
@@ -192,6 +196,7 @@ async def edit(
         references=refs.as_dicts(edit_refs),
     )
     queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where, hold=first is not None)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.EDITED, detail=text)
     which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
     extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
     using = f", with {refs.describe(extra)}" if extra else ""
@@ -213,19 +218,6 @@ async def _first_images_rendering(conv: Stored, thread: Thread, current: Turn | 
     if await conv.store.held_jobs_waiting_for(current.id):
         raise InputError("an edit already waits for the first images; send the next one once they are here")
     return int((job.spec or {}).get("count") or 1)
-
-
-async def approve(conv: Stored, ctx: Ctx) -> list[Action]:
-    thread, turn = await rules.acted_turn(conv, ctx)
-    rules.check_open(thread)  # a cancelled post stays closed
-    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await _unusable(conv, turn, "approve"))
-    if turn.status != TurnStatus.DONE:
-        raise InputError("that result is not finished; approve it when its images are there")
-    await conv.store.set_approved(turn.id, True)
-    await conv.store.set_thread_status(thread.id, ThreadStatus.APPROVED)
-    text = f"✅ Approved turn #{turn.id}. /export downloads the approved images."
-    return [ctx.reply(text, where=ctx.where_thread(thread))]
 
 
 async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
@@ -270,6 +262,9 @@ async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
         references=refs.as_dicts(spec.references),
     )
     queued = await conv.submit(ctx, spec, thread=thread, turn=new_turn, where=where)
+    await conv.store.log_activity(
+        thread.id, ctx.user.id, PostAction.REGENERATED, turn_id=turn.id, detail=turn.instruction
+    )
     return [ctx.reply(f"🔁 Again with a new seed: {turn.instruction}", where=where), queued]
 
 
@@ -284,6 +279,7 @@ async def undo(conv: Imaging, ctx: Ctx) -> list[Action]:
         raise InputError("nothing to undo: this is the post's first result")
     previous = await conv.store.get_turn(int(back_to))
     await conv.store.set_current_turn(thread.id, previous.id)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.UNDONE, turn_id=previous.id)
     where = ctx.where_thread(thread)
     text = f"↩️ Back to turn #{previous.id} ({previous.instruction}). Your next edit starts from here."
     images = await turn_images(conv.blobs, previous)
@@ -305,6 +301,7 @@ async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
         await _cancel_jobs(conv, jobs)
         return [ctx.reply(f"❌ Cancelling {len(jobs)} job(s)…", where=where)]
     await conv.store.set_thread_status(thread.id, ThreadStatus.CANCELLED)
+    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CANCELLED)
     return [ctx.reply("❌ Nothing is running; the post is closed. /post starts a new one.", where=where)]
 
 
@@ -313,7 +310,7 @@ async def _cancel_jobs(conv: Cancelling, jobs: list[Job]) -> None:
         await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled")
 
 
-async def _unusable(conv: Stored, turn: Turn, wanted: str) -> str:
+async def unusable(conv: Stored, turn: Turn, wanted: str) -> str:
     """Why a failed or cancelled turn cannot be approved or edited, and what to do instead."""
     job = await conv.store.job_for_turn(turn.id)
     what = "failed" if turn.status == TurnStatus.FAILED else "was cancelled"

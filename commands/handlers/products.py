@@ -1,8 +1,10 @@
-"""``/product add | list | show | delete``: each user's library of product images, by name (a handler per row)."""
+"""``/product add | list | show | delete``: the workspace's library of product images, by name (a handler
+per row). Any member adds and uses products; deleting one needs its creator or an admin."""
 
 from __future__ import annotations
 
 from commands import references as refs
+from commands import workspaces
 from commands.context import Ctx
 from commands.events import Action, Images
 from commands.names import check_name
@@ -26,7 +28,7 @@ async def add(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     else:
         raise InputError("attach the product's image (or send the image first, then /product add <name>)")
     try:
-        created = await conv.store.create_product(ctx.user.id, name, key)
+        created = await conv.store.create_product(ctx.user.id, name, key, workspace_id=ctx.workspace.id)
     except DuplicateName as exc:
         raise InputError(f"{exc}; /product delete {name} first to replace it") from None
     if not attachments:  # the waiting image is in the library now, not in the next post
@@ -37,10 +39,10 @@ async def add(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
 
 
 async def list_products(conv: Stored, ctx: Ctx) -> list[Action]:
-    found = await conv.store.list_products(ctx.user.id)
+    found = await conv.store.list_products_in(ctx.workspace.id)
     if not found:
-        return [ctx.reply("Your product library is empty. Add one: /product add <name> with an image.")]
-    return [ctx.reply("Your products:\n" + "\n".join(f"• {p.name}" for p in found))]
+        return [ctx.reply("The product library is empty. Add one: /product add <name> with an image.")]
+    return [ctx.reply("This workspace's products:\n" + "\n".join(f"• {p.name}" for p in found))]
 
 
 async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
@@ -52,13 +54,14 @@ async def show(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
 
 async def delete(conv: Stored, ctx: Ctx, *, name: str) -> list[Action]:
     found = await own_product(conv, ctx, name)
+    workspaces.check_creator(ctx, found, f"product {found.name}")
     await conv.store.delete_product(found.id)
     return [ctx.reply(f"Product {found.name} deleted. Posts that used it keep their images.")]
 
 
 async def own_product(conv: Stored, ctx: Ctx, name: str) -> Product:
-    found = await conv.store.find_product(ctx.user.id, name)
+    found = await conv.store.find_product_in(ctx.workspace.id, name)
     if found is None:
-        owned = ", ".join(p.name for p in await conv.store.list_products(ctx.user.id)) or "none yet"
-        raise InputError(f"you have no product named {name!r} (yours: {owned})")
+        owned = ", ".join(p.name for p in await conv.store.list_products_in(ctx.workspace.id)) or "none yet"
+        raise InputError(f"there is no product named {name!r} here (this workspace's: {owned})")
     return found

@@ -13,7 +13,7 @@ async def gallery(conv: Configured, ctx: Ctx) -> list[Action]:
     config = conv.config
     if not config.web_secret or not config.web_public_url:
         raise InputError("the web studio is not set up on this installation")
-    link = studio_link(config.web_secret, config.web_public_url, ctx.user.id)
+    link = studio_link(config.web_secret, config.web_public_url, ctx.user.id, workspace_id=ctx.workspace.id)
     text = (
         f"🖼️ Your studio: posts, personas and downloads (private link, works for {config.web_link_hours:g} h; "
         f"anyone with it sees your work, so keep it to yourself):\n{link}"

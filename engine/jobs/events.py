@@ -50,6 +50,9 @@ class Running(JobEvent):
     attempt: int = 0
     #: what the step is doing, when it says more than a step count ("training step 3/20 · loss 0.41")
     note: str | None = None
+    #: number of the job's latest live preview (read it with ``bus.previews.get(job_id)``); None: none yet, or
+    #: not yet known where this event was made (a reader keeps the highest number it saw)
+    preview: int | None = None
 
     @classmethod
     def build(
@@ -61,8 +64,12 @@ class Running(JobEvent):
         eta_s: float | None = None,
         attempt: int = 0,
         note: str | None = None,
+        preview: int | None = None,
     ) -> Running:
-        return cls(job_id=job_id, ts=time.time(), step=step, total=total, eta_s=eta_s, attempt=attempt, note=note)
+        return cls(
+            job_id=job_id, ts=time.time(), step=step, total=total, eta_s=eta_s, attempt=attempt, note=note,
+            preview=preview,
+        )  # fmt: skip
 
 
 class Done(JobEvent):

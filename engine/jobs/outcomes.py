@@ -4,7 +4,7 @@ Every way a job ends goes through :func:`finish_job`: the job runner (done, fail
 while running), both queues' cancel of a waiting job, the worker's timeout and the commands
 layer's abandoned posts. Only the first outcome counts (a job cancelled while its last step ran,
 or completed by an earlier attempt, is not recorded twice), and an event goes out only for the
-outcome that was recorded.
+outcome that was recorded. A done or failed job's live preview (engine.previews) is dropped with it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ async def finish_job(
     )
     if recorded:
         await _count(store, job_id, status, turn_update)
+        if status != JobStatus.CANCELLED and getattr(bus, "previews", None) is not None:
+            await bus.previews.drop(job_id)  # the result replaces the preview; a cancelled job keeps its last
         await bus.publish(outcome_event(job_id, status, error=error, seconds=seconds))
     return recorded
 

@@ -3,7 +3,7 @@
 Every publish also stores the job's last event, so a reader that subscribes late still sees where
 a job is. Two buses with one interface: :class:`LocalBus` (in-process, the embedded queue) and
 :class:`RedisBus` (redis pub/sub of the events' JSON plus a last-state key per job, for arq
-workers).
+workers). Each carries its cache of live previews as ``previews`` (engine.previews).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 
 from engine.jobs.events import AnyJobEvent, JobEvent, parse_event
+from engine.previews import MemoryPreviews, PreviewStore, RedisPreviews
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ RESUBSCRIBE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 
 
 class ProgressBus(Protocol):
+    #: the latest live preview of each running job (engine.previews), beside the events
+    previews: PreviewStore
+
     async def publish(self, event: JobEvent) -> None: ...
 
     async def last(self, job_id: str) -> AnyJobEvent | None: ...
@@ -46,6 +50,7 @@ class LocalBus:
         self._subscribers: set[asyncio.Queue[Any]] = set()
         #: last event per job, the least recently published forgotten first
         self._last: LRUCache[str, Any] = LRUCache(maxsize=keep_last)
+        self.previews = MemoryPreviews()
 
     async def publish(self, event: JobEvent) -> None:
         self._last[event.job_id] = event
@@ -78,6 +83,7 @@ class RedisBus:
     def __init__(self, redis: Any, *, worker: str | None = None) -> None:
         self.redis = redis  # redis.asyncio.Redis (arq's pool is one)
         self.worker = worker  # names the publishing worker in every event published here
+        self.previews = RedisPreviews(redis)
 
     async def publish(self, event: JobEvent) -> None:
         if self.worker is not None:

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine import metrics
@@ -30,6 +31,7 @@ from engine.jobs.events import Running
 from engine.jobs.failures import Failure, classify, is_user_error
 from engine.jobs.outcomes import finish_job, outcome_event
 from engine.jobs.progress import ProgressBus
+from engine.previews import PreviewFrame, PreviewStore
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
 from storage.models import JobStatus
 from storage.persona_versions import new_version
@@ -110,9 +112,14 @@ class JobRunner:
             metrics.JOB_WAIT.labels(kind=job.kind).observe(waited)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        previews: PreviewStore | None = getattr(self.bus, "previews", None)
+        if previews is not None:
+            await previews.drop(spec.job_id)  # an earlier attempt's preview (a killed worker's) is not this one's
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
         last_db_write = last_cancel_check = 0.0
         first_step: int | None = None  # a resumed job (training) starts past step 0
+        #: the latest progress (step, total, eta) and preview number, for the events that announce previews
+        now: dict[str, Any] = {"step": 0, "total": 0, "eta": None, "preview": None}
 
         def on_progress(step: int, total: int, note: str | None = None) -> None:  # called in the engine's thread
             nonlocal last_db_write, last_cancel_check, first_step
@@ -121,7 +128,8 @@ class JobRunner:
             elapsed = time.monotonic() - started
             done = step - first_step
             eta = elapsed / done * (total - step) if done > 0 else None
-            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta, note=note)
+            now.update(step=step, total=total, eta=eta)
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=eta, note=note, preview=now["preview"])
             _log_failure(asyncio.run_coroutine_threadsafe(self.bus.publish(event), loop), "progress event")
             if time.monotonic() - last_db_write >= DB_PROGRESS_INTERVAL_S:
                 last_db_write = time.monotonic()
@@ -132,8 +140,27 @@ class JobRunner:
                 check = self._stop_if_finished_elsewhere(spec.job_id, cancel)
                 _log_failure(asyncio.run_coroutine_threadsafe(check, loop), "cancel check")
 
+        async def announce(frame: PreviewFrame) -> None:  # stored first: whoever hears of it can read it
+            if previews is None:
+                return
+            await previews.put(frame)
+            now["preview"] = frame.seq
+            step, total = max(now["step"], frame.step), now["total"] or frame.total
+            event = Running.build(spec.job_id, step=step, total=total, eta_s=now["eta"], preview=frame.seq)
+            await self.bus.publish(event)
+
+        announcing: list[concurrent.futures.Future[None]] = []
+
+        def on_preview(frame: PreviewFrame) -> None:  # called in the engine's thread
+            announcing.append(asyncio.run_coroutine_threadsafe(announce(frame), loop))
+            _log_failure(announcing[-1], "preview")
+
         try:  # (a new persona's mix is drawn by the engine from its seed and comes back in the result)
-            result = await _in_thread(cancel, self._run, spec, on_progress, cancel, on_model_free)
+            hooks = _Hooks(on_progress, on_model_free, on_preview if previews is not None else None)
+            try:
+                result = await _in_thread(cancel, self._run, spec, hooks, cancel)
+            finally:  # every preview is stored before the outcome, which drops a done job's preview
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in announcing), return_exceptions=True)
         except asyncio.CancelledError:
             # shutdown or timeout, not a user's cancel (that sets ``cancel``): the engine has
             # stopped; the queue decides (arq runs the job again, the embedded queue re-queues
@@ -161,17 +188,11 @@ class JobRunner:
             return None
         return result
 
-    def _run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None],
-        cancel: threading.Event,
-        on_model_free: Callable[[], None] | None,
-    ) -> JobResult:
+    def _run(self, spec: JobSpec, hooks: _Hooks, cancel: threading.Event) -> JobResult:
         self.engine.load()
         self.readiness = "ready"
         engine = self.engine.loaded_engine() if isinstance(self.engine, _EngineOnLoad) else self.engine
-        return run_job(engine, spec, on_progress, cancel, on_model_free)
+        return run_job(engine, spec, hooks.on_progress, cancel, hooks.on_model_free, hooks.on_preview)
 
     async def _record(self, spec: JobSpec, result: JobResult) -> bool:
         """Store the result; False when storage already had an outcome (cancelled elsewhere)."""
@@ -299,15 +320,26 @@ def import_engine_modules(face_backend: str = "dlib") -> None:
         load_embedder("dlib")
 
 
+@dataclass
+class _Hooks:
+    """What a job's engine run reports to: progress, the model being free, live previews."""
+
+    on_progress: Callable[..., None]
+    on_model_free: Callable[[], None] | None = None
+    on_preview: Callable[[PreviewFrame], None] | None = None
+
+
 def run_job(
     engine: EngineLike,
     spec: JobSpec,
     on_progress: Callable[..., None] | None = None,
     cancel: threading.Event | None = None,
     on_model_free: Callable[[], None] | None = None,
+    on_preview: Callable[[PreviewFrame], None] | None = None,
 ) -> JobResult:
     """The one choice between training and rendering: a train_persona job goes to
-    engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``."""
+    engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``
+    (with ``on_model_free`` and ``on_preview`` where the engine takes them)."""
     if spec.kind in TRAINING_KINDS:
         from engine.training.persona_job import train_persona  # heavy: imported only where a model runs
 
@@ -315,14 +347,18 @@ def run_job(
         if on_model_free is not None:
             on_model_free()
         return result
-    if on_model_free is not None and _takes_on_model_free(engine):
-        return engine.run(spec, on_progress=on_progress, cancel=cancel, on_model_free=on_model_free)  # type: ignore[call-arg]
-    return engine.run(spec, on_progress=on_progress, cancel=cancel)
+    extra: dict[str, Any] = {}
+    if on_model_free is not None and _takes(engine, "on_model_free"):
+        extra["on_model_free"] = on_model_free
+    if on_preview is not None and _takes(engine, "on_preview"):
+        extra["on_preview"] = on_preview
+    return engine.run(spec, on_progress=on_progress, cancel=cancel, **extra)
 
 
-def _takes_on_model_free(engine: Any) -> bool:
+def _takes(engine: Any, argument: str) -> bool:
+    """Whether ``engine.run`` takes ``argument`` (engines for tests take only some)."""
     try:
-        return "on_model_free" in inspect.signature(engine.run).parameters
+        return argument in inspect.signature(engine.run).parameters
     except (TypeError, ValueError):
         return False
 
@@ -355,8 +391,9 @@ class _EngineOnLoad:
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
+        on_preview: Callable[[PreviewFrame], None] | None = None,
     ) -> JobResult:
-        return run_job(self.loaded_engine(), spec, on_progress, cancel, on_model_free)
+        return run_job(self.loaded_engine(), spec, on_progress, cancel, on_model_free, on_preview)
 
 
 def engine_runner_factory(settings: Any, store: Store, blobs: Any) -> Callable[[ProgressBus], JobRunner]:

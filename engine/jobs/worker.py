@@ -59,6 +59,7 @@ from storage.db import Database
 from storage.models import JobStatus
 from storage.repository import Store
 from storage.settings import Settings
+from storage.workspace_keys import configured_homes
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ class WorkerState:
         self.cores = CoreShare(settings, worker_id)
 
     async def prepare(self) -> None:
-        await self.db.upgrade()
+        await self.db.upgrade(
+            home_workspaces=configured_homes(self.settings.wecom_corp_id, self.settings.discord_guild_ids)
+        )
         log.info("blob store: %s", await asyncio.to_thread(self.blobs.check))  # BlobStoreUnavailable: no start
         if self._engine is None:
             from engine.render.engine import Engine

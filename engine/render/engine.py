@@ -39,9 +39,11 @@ from storage.blobs import BlobStore
 from storage.settings import Settings
 
 if TYPE_CHECKING:
+    from engine.previews import PreviewFrame
     from engine.render.identity import Embedder
     from engine.render.loras import AdapterManager
     from engine.render.pipeline import LoadedPipeline
+    from engine.render.previews import Previewer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ class Engine:
         self._adapters: AdapterManager | None = None
         self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
         self.warm_up_s: float | None = None
+        #: PREVIEWS and PREVIEW_MIN_INTERVAL_S (engine.render.previews; tests change them, and the clock)
+        self.previews = config.previews
+        self.preview_min_interval_s = config.preview_min_interval_s
+        self.preview_clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def from_settings(cls, settings: Settings, blobs: BlobStore) -> Engine:
@@ -191,9 +197,11 @@ class Engine:
         on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
         mix: list[tuple[str, float]] | None = None,
+        on_preview: Callable[[PreviewFrame], None] | None = None,
     ) -> Iterator[JobRender]:
         """Hold the engine for ``spec``: its LoRA mix (default: the persona's) applied, a
-        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled.
+        :class:`JobRender` for ``renders`` renders, inference mode, a cancelled render -> JobCancelled;
+        live previews go to ``on_preview`` (unless PREVIEWS=off).
 
         Images the job stores get provisional keys: call ``job.settle(result)`` (after this
         block, off the lock, or inside it when the keys are needed at once)."""
@@ -221,6 +229,7 @@ class Engine:
                 png_compress_level=self.config.png_compress_level,
                 seconds=self.seconds,
                 max_batch=self.max_batch,
+                previewer=self._previewer(spec, on_preview),
             )
             self.adapters.apply(persona_mix(spec.persona) if mix is None else mix)  # outside inference mode
             try:
@@ -231,17 +240,27 @@ class Engine:
             finally:
                 self.seconds["locked"] += time.perf_counter() - locked
 
+    def _previewer(self, spec: JobSpec, on_preview: Callable[[PreviewFrame], None] | None) -> Previewer | None:
+        if not self.previews or on_preview is None:
+            return None
+        from engine.render.previews import Previewer, PreviewSchedule
+
+        schedule = PreviewSchedule(self.preview_min_interval_s, self.preview_clock)
+        return Previewer(spec.job_id, self.pipeline.family, self.pipeline.pipe, on_preview, schedule)
+
     def run(
         self,
         spec: JobSpec,
         on_progress: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
         on_model_free: Callable[[], None] | None = None,
+        on_preview: Callable[[PreviewFrame], None] | None = None,
     ) -> JobResult:
         """Run one job synchronously and return what it stored.
 
         Jobs take turns on the model (the engine lock); ``on_model_free()`` is called when this
-        one's renders are done and the next job may start, before its images are stored."""
+        one's renders are done and the next job may start, before its images are stored.
+        ``on_preview(frame)`` gets the renders' live previews (engine.render.previews)."""
         started = time.perf_counter()
         if spec.kind not in RENDER_KINDS:
             kinds = ", ".join(RENDER_KINDS)
@@ -260,7 +279,7 @@ class Engine:
                     mix = self.library.draw_mix(spec.persona.archetype, spec.persona.seed)
             else:
                 mix = persona_mix(spec.persona)  # the trained version in use, else the blend
-            with self.job(spec, renders[kind], on_progress, cancel, mix) as job:
+            with self.job(spec, renders[kind], on_progress, cancel, mix, on_preview) as job:
                 result = _KINDS[kind](job)
         if on_model_free is not None:
             on_model_free()

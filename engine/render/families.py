@@ -13,10 +13,13 @@ of the engine asks the family instead of testing its name:
 - **loading**: :attr:`RenderFamily.pipeline_class`, :meth:`RenderFamily.load` (tiny built offline),
   :meth:`RenderFamily.build_tiny`, :meth:`RenderFamily.text_encoding` (token limit, stacked layers).
 
-Extension points, not implemented yet: :meth:`RenderFamily.inpaint_pipeline` (region edits: the
-family's masked pipeline sharing the loaded components) and :attr:`RenderFamily.latent_rgb_factors`
-(previews: latent channels -> RGB without the VAE). Training's per-family steps live beside it, in
-engine.training.families (TrainFamily).
+- **previews**: :attr:`RenderFamily.latent_rgb` (latent channels -> RGB without the VAE,
+  engine.render.latent_rgb) and :meth:`RenderFamily.spatial_latents` (the step callback's packed
+  latents as channels x height x width); engine.render.previews makes the images.
+
+Extension point, not implemented yet: :meth:`RenderFamily.inpaint_pipeline` (region edits: the
+family's masked pipeline sharing the loaded components). Training's per-family steps live beside
+it, in engine.training.families (TrainFamily).
 
 The heavy imports (torch, diffusers) happen inside the methods that load or run a model.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.render.latent_rgb import FLUX1_RGB, FLUX2_RGB, LatentRGB
 from engine.specs import (
     KLEIN_FACTS,
     KONTEXT_FACTS,
@@ -72,8 +76,8 @@ class RenderFamily(FamilyFacts):
     context_as_latents: bool = True
     #: a separate Base transformer may train beside the distilled one (ENGINE_TRAIN_MODEL)
     trains_on_base_model: bool = False
-    #: previews (extension point): latent channels -> RGB factors, ``None`` until a family has them
-    latent_rgb_factors: tuple[tuple[float, float, float], ...] | None = None
+    #: live previews: the linear latent channels -> RGB projection (``None``: the family has no previews)
+    latent_rgb: LatentRGB | None = None
 
     @property
     def native_references(self) -> bool:
@@ -113,6 +117,11 @@ class RenderFamily(FamilyFacts):
     def encode_prompt(self, lp: PipelineState, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The prompt's sequence embeddings and pooled embedding (``None`` where the family has
         none); the persona LoRAs never touch the text encoders."""
+        raise NotImplementedError
+
+    def spatial_latents(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The latents ``callback_on_step_end`` sees for a ``width`` x ``height`` render, as
+        ``(B, channels, height / 8, width / 8)``: the channels :attr:`latent_rgb` projects."""
         raise NotImplementedError
 
     def inpaint_pipeline(self, lp: PipelineState) -> Any:
@@ -156,6 +165,9 @@ class KontextFamily(RenderFamily):
         )
         return embeds, pooled  # T5 sequence, pooled CLIP
 
+    def spatial_latents(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)  # packed 2x2 -> 16 channels
+
 
 @dataclass(frozen=True, eq=False)
 class KleinFamily(RenderFamily):
@@ -191,9 +203,22 @@ class KleinFamily(RenderFamily):
         )
         return embeds, None  # stacked Qwen3 hidden states, no pooled embedding
 
+    def spatial_latents(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        # (B, tokens, 128): patchified 2x2 and batch-norm normalised, tokens in row-major order
+        # (Flux2KleinPipeline._prepare_latent_ids); unpatchified -> 32 channels, still normalised:
+        # the space the FLUX.2 factors were fitted in (engine.render.latent_rgb)
+        rows, cols = height // (pipe.vae_scale_factor * 2), width // (pipe.vae_scale_factor * 2)
+        batch, tokens, channels = latents.shape
+        if tokens != rows * cols:
+            raise ValueError(f"klein latents have {tokens} tokens, a {width}x{height} render has {rows * cols}")
+        grid = latents.reshape(batch, rows, cols, channels).permute(0, 3, 1, 2)
+        return pipe._unpatchify_latents(grid)
 
-KONTEXT = KontextFamily(**_facts(KONTEXT_FACTS), context_as_latents=True, trains_on_base_model=False)
-KLEIN = KleinFamily(**_facts(KLEIN_FACTS), context_as_latents=False, trains_on_base_model=True)
+
+KONTEXT = KontextFamily(
+    **_facts(KONTEXT_FACTS), context_as_latents=True, trains_on_base_model=False, latent_rgb=FLUX1_RGB
+)
+KLEIN = KleinFamily(**_facts(KLEIN_FACTS), context_as_latents=False, trains_on_base_model=True, latent_rgb=FLUX2_RGB)
 RENDER_FAMILIES: dict[EngineFamily, RenderFamily] = {family.name: family for family in (KONTEXT, KLEIN)}
 
 

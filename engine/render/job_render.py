@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from engine.render.identity import Embedder, GateResult
     from engine.render.loras import AdapterManager
     from engine.render.pipeline import LoadedPipeline
+    from engine.render.previews import Previewer
 
 
 def derive_seed(base: int, index: int, attempt: int) -> int:
@@ -94,6 +95,8 @@ class JobRender:
     timings: Counter[str] = field(default_factory=Counter)
     #: images of one post rendered as one batch at most (ENGINE_MAX_BATCH)
     max_batch: int = 1
+    #: makes the job's live previews (None: PREVIEWS=off, or nobody listens)
+    previewer: Previewer | None = None
     #: provisional key -> future blob key, for the images :meth:`store` was given
     pending: dict[str, Future[str]] = field(default_factory=dict)
     #: id(image) -> (image, latents, width, height) of this job's renders
@@ -193,6 +196,12 @@ class JobRender:
         self.timings["reference_encode"] += time.perf_counter() - encoding
         cancel = self.cancel.is_set if self.cancel is not None else None
         batch = len(seeds)
+        on_latents = None
+        if self.previewer is not None:
+            progress = self.progress
+            on_latents = self.previewer.for_render(
+                width, height, self.params.steps, lambda i: (progress.done + i * batch, progress.total)
+            )
         outs = render_batch(
             lp,
             prompt=embeds,
@@ -206,6 +215,7 @@ class JobRender:
             cancel=cancel,
             references=images,
             encode_reference=self._cached_reference(keys) if native else None,
+            on_latents=on_latents,
         )
         self.stats["renders"] += batch
         self.stats["batches"] += batch > 1

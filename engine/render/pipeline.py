@@ -161,6 +161,7 @@ def render_batch(
     cancel: Callable[[], bool] | None = None,
     references: Sequence[Image.Image] = (),
     encode_reference: Callable[..., torch.Tensor] | None = None,
+    on_latents: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[Rendered]:
     """One image per seed, all with the same prompt and context, rendered as one batch: text-to-
     image without ``context``, a Kontext edit with it. Image ``i`` starts from the noise of
@@ -174,7 +175,8 @@ def render_batch(
     The output is exactly ``width`` x ``height`` (snapped to the model's multiple); a context image
     is resized to that size, or passed as latents from :func:`encode_context`. ``on_step(i, steps)``
     runs after every denoising step, and ``cancel()`` is checked before the first and after every
-    step: true raises :class:`RenderCancelled`.
+    step: true raises :class:`RenderCancelled`. ``on_latents(i, latents)`` sees the latents after
+    step ``i`` as the pipeline holds them (packed tokens; engine.render.previews makes previews of them).
     """
     width, height = snap(width, lp.multiple_of), snap(height, lp.multiple_of)
     if not seeds:
@@ -189,6 +191,8 @@ def render_batch(
         context = encode_context(lp, context, width, height)
 
     def step_end(pipe: FluxKontextPipeline, i: int, t: torch.Tensor, kwargs: dict) -> dict:
+        if on_latents is not None and "latents" in kwargs:
+            on_latents(i + 1, kwargs["latents"])
         if on_step is not None:
             on_step(i + 1, steps)
         if cancel is not None and cancel():

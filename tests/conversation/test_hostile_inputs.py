@@ -95,7 +95,7 @@ async def test_names_that_differ_only_in_case_are_one_persona(hostile: tuple[App
     ann = _console(app, tmp_path, "ann")
     await run(ann, "/persona create sweet Mia")
     refused = errors(await ann.send("/persona create sweet mia"))
-    assert refused and "already have a persona named 'mia'" in refused[0]
+    assert refused and "already has a persona named 'mia'" in refused[0]
     await run(ann, "/persona create sweet Mila")
     deleted = await ann.send("/persona delete mia")
     assert "Persona Mia deleted" in texts(deleted)
@@ -166,7 +166,7 @@ async def test_an_unexpected_error_is_logged_answered_and_the_session_goes_on(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(app.store, "list_threads", broken)
+    monkeypatch.setattr(app.store, "list_threads_in", broken)
     with caplog.at_level(logging.ERROR):
         answer = await ann.send("/threads")
     assert [a.text for a in answer if isinstance(a, Reply)] == [TEXT_UNEXPECTED]

@@ -51,7 +51,7 @@ async def test_product_library_crud_and_chinese_aliases(app: App, console: Conso
     assert "mug" in texts(await console.send("/product list"))
     shown = await console.send("/product show MUG")  # names are looked up case-insensitively
     assert isinstance(shown[0], Images) and shown[0].images[0].blob_key == sha(mug)
-    assert "already have a product named 'mug'" in err(await console.send(f"/product add mug @{tmp_path / 'mug.png'}"))
+    assert "already has a product named 'mug'" in err(await console.send(f"/product add mug @{tmp_path / 'mug.png'}"))
     assert "attach the product's image" in err(await console.send("/product add cap"))
     assert "1-40 letters" in err(await console.send(f"/product add {'x' * 41} @{tmp_path / 'mug.png'}"))
 
@@ -71,9 +71,11 @@ async def test_product_library_crud_and_chinese_aliases(app: App, console: Conso
     assert "no product named '杯子'" in err(await console.send("/product show 杯子"))
 
 
-async def test_products_are_owner_only(app: App, console: ConsoleFrontEnd, tmp_path: Path) -> None:
+async def test_products_stay_in_their_workspace(app: App, console: ConsoleFrontEnd, tmp_path: Path) -> None:
     await console.send(f"/product add mug @product={_file(tmp_path, 'mug.png', png_bytes())}")
-    bob = ConsoleFrontEnd(app.conversation, tmp_path / "bob", user="bob", stream=io.StringIO(), live=False)
+    bob = ConsoleFrontEnd(
+        app.conversation, tmp_path / "bob", user="bob", stream=io.StringIO(), live=False, workspace="shop-b"
+    )
     assert "no product named 'mug'" in err(await bob.send("/product show mug"))
     assert "no product named 'mug'" in err(await bob.send("/product delete mug"))
     assert "empty" in texts(await bob.send("/product list"))

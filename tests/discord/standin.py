@@ -66,10 +66,10 @@ class StandInConversation:
     async def archetypes(self) -> list[str]:
         return list(self.archetype_list)
 
-    async def persona_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
+    async def persona_names(self, platform: str, user_id: str, prefix: str = "", workspace: str = "") -> list[str]:
         return [n for n in self.personas.get(user_id, []) if n.lower().startswith(prefix.lower())]
 
-    async def product_names(self, platform: str, user_id: str, prefix: str = "") -> list[str]:
+    async def product_names(self, platform: str, user_id: str, prefix: str = "", workspace: str = "") -> list[str]:
         return [n for n in self.products.get(user_id, []) if n.lower().startswith(prefix.lower())]
 
     async def thread_owner(self, platform: str, thread_id: int) -> str | None:

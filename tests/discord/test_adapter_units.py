@@ -98,7 +98,7 @@ async def test_progress_board_throttles_and_flushes_state_changes() -> None:
         sent.append(text)
         return _Sent(channel=discord.Object(20), id=555)
 
-    async def edit(channel_id: int, message_id: int, text: str) -> None:
+    async def edit(channel_id: int, message_id: int, text: str, **_: Any) -> None:
         assert (channel_id, message_id) == (20, 555)
         edits.append((clock.now, text))
 
@@ -131,7 +131,7 @@ async def test_progress_board_does_not_post_for_a_job_that_finished_unseen() -> 
         sent.append(text)
         return _Sent(channel=discord.Object(1), id=1)
 
-    async def edit(channel_id: int, message_id: int, text: str) -> None:
+    async def edit(channel_id: int, message_id: int, text: str, **_: Any) -> None:
         raise AssertionError("no message to edit")
 
     board = ProgressBoard(send, edit)

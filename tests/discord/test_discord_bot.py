@@ -83,6 +83,8 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
         "status",
         "gallery",
         "help",
+        "team",
+        "reject",
     }
     create = next(o for o in next(c for c in sync.json if c["name"] == "persona")["options"] if o["name"] == "create")
     archetype = next(o for o in create["options"] if o["name"] == "archetype")
@@ -100,7 +102,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
 async def test_commands_sync_globally_without_guild_ids(fake: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot(StandInConversation(), guild_sync=False)
     sync = await fake.wait_request(route="sync_global_commands")
-    assert len(sync.json) == 13 and not fake.requests_for("sync_guild_commands")
+    assert len(sync.json) == 15 and not fake.requests_for("sync_guild_commands")
 
 
 async def test_a_whole_post_conversation(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:

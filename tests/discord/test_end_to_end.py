@@ -216,7 +216,8 @@ async def ready_persona(fake: FakeDiscord, studio: Studio, name: str = "mia") ->
     saves the portrait job in tests about something else."""
     owner = await studio.owner(fake)
     mix = studio.engine.draw_mix("sweet", 7)
-    persona = await studio.store.create_persona(owner.id, name, "sweet", mix, 7)
+    guild = await studio.store.workspace("discord", str(fake.guild_id))  # the server's workspace
+    persona = await studio.store.create_persona(owner.id, name, "sweet", mix, 7, workspace_id=guild.id)
     await studio.store.persona_ready(persona.id, None, None, mix)
     return persona
 
@@ -487,7 +488,7 @@ async def test_strangers_change_nothing(studio: Studio, fake: FakeDiscord, start
     await fake.send_interaction(fake.slash_command("approve", user=fake.stranger, channel_id=thread_id))
     refusal = await fake.wait_request(route="followup", since=mark)
     assert refusal.json["flags"] & MESSAGE_FLAG_EPHEMERAL
-    assert content(refusal).startswith("⚠️ Only the owner of this post can change it.")
+    assert content(refusal).startswith("⚠️ Only the author of this post (or an admin) can change it.")
 
     # A stranger's plain message in the thread is conversation, not an instruction.
     mark = fake.mark()

@@ -47,7 +47,7 @@ def test_lora_library_folder_per_family(tmp_path: Path) -> None:
 def test_region_edits_are_an_extension_point_not_a_silent_no_op() -> None:
     with pytest.raises(NotImplementedError, match=r"region edits are not available on FLUX\.2 klein"):
         KLEIN.inpaint_pipeline(None)  # type: ignore[arg-type]
-    assert KONTEXT.latent_rgb_factors is None and KLEIN.latent_rgb_factors is None
+    assert (KONTEXT.latent_rgb.channels, KLEIN.latent_rgb.channels) == (16, 32)  # live previews: implemented
 
 
 def test_engine_config_is_built_once_from_settings(tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ OPT_NUMBER = 10
 OPT_ATTACHMENT = 11
 
 ALL_PERMISSIONS = (1 << 50) - 1
+MANAGE_GUILD = 1 << 5  # "Manage Server"
+ADMINISTRATOR = 1 << 3  # implies every permission
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 _MENTION = re.compile(r"<@!?(\d+)>")
 _AUTO_ARCHIVE = {60, 1440, 4320, 10080}
@@ -271,6 +273,8 @@ class FakeDiscord:
         return user
 
     def add_guild(self, name: str) -> int:
+        """A guild whose @everyone may do anything but manage it: Manage Server (and Administrator)
+        belong to its "Manager" role (:meth:`add_member` with ``manager=True``)."""
         gid = self.snowflake()
         self.guilds[gid] = {
             "id": str(gid),
@@ -314,7 +318,19 @@ class FakeDiscord:
             "application_id": None,
         }
         self.members[gid] = {}
+        roles = self.guilds[gid]["roles"]
+        roles[0]["permissions"] = str(ALL_PERMISSIONS & ~(MANAGE_GUILD | ADMINISTRATOR))
+        manager = {**roles[0], "id": str(self.snowflake()), "name": "Manager", "position": 1}
+        roles.append({**manager, "permissions": str(ALL_PERMISSIONS)})
         return gid
+
+    def _role_permissions(self, guild_id: int, role_ids: list[str]) -> int:
+        """A member's permissions: @everyone's and those of their roles."""
+        roles = {r["id"]: int(r["permissions"]) for r in self.guilds[guild_id]["roles"]}
+        value = roles[str(guild_id)]
+        for role_id in role_ids:
+            value |= roles.get(role_id, 0)
+        return value
 
     def add_text_channel(self, guild_id: int, name: str) -> int:
         cid = self.snowflake()
@@ -334,12 +350,13 @@ class FakeDiscord:
         }
         return cid
 
-    def add_member(self, guild_id: int, user: dict[str, Any]) -> dict[str, Any]:
+    def add_member(self, guild_id: int, user: dict[str, Any], *, manager: bool = False) -> dict[str, Any]:
+        roles = [r["id"] for r in self.guilds[guild_id]["roles"] if manager and r["name"] == "Manager"]
         member = {
             "user": user,
             "nick": None,
             "avatar": None,
-            "roles": [],
+            "roles": roles,
             "joined_at": _now_iso(),
             "premium_since": None,
             "deaf": False,
@@ -682,7 +699,7 @@ class FakeDiscord:
     # -- test-side actions -----------------------------------------------------------------------
     def _member_with_permissions(self, guild_id: int, user: dict[str, Any]) -> dict[str, Any]:
         member = self.members[guild_id].get(int(user["id"])) or self.add_member(guild_id, user)
-        return {**member, "permissions": str(ALL_PERMISSIONS)}
+        return {**member, "permissions": str(self._role_permissions(guild_id, member["roles"]))}
 
     def _find_command(self, name: str, guild_id: int) -> dict[str, Any]:
         for scope in (guild_id, None):

@@ -40,8 +40,11 @@ async def test_persona_round_trip_unique_name_and_soft_delete(store: Store) -> N
 
     with pytest.raises(DuplicateName):
         await store.create_persona(owner.id, "Mia", "sweet", mix, seed=1)
-    other = await store.user("console", "you")
-    await store.create_persona(other.id, "Mia", "boss", mix, seed=1)  # another owner may reuse it
+    other = await store.user("console", "you")  # the console's users share the `local` workspace
+    with pytest.raises(DuplicateName):
+        await store.create_persona(other.id, "MIA", "boss", mix, seed=1)
+    elsewhere = await store.user("discord", "7")  # another workspace may reuse the name
+    await store.create_persona(elsewhere.id, "Mia", "boss", mix, seed=1)
 
     await store.delete_persona(persona.id)
     assert await store.find_persona(owner.id, "Mia") is None

@@ -79,13 +79,23 @@ class Studio:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.settings.web_port}"
 
-    def console(self, user: str) -> ConsoleFrontEnd:
+    def console(self, user: str, workspace: str = "") -> ConsoleFrontEnd:
+        """A console of ``user`` in ``workspace`` ("" = the console's shared ``local``)."""
         out = self.tmp_path / f"out-{user}"
-        return ConsoleFrontEnd(self.app.conversation, out, user=user, stream=io.StringIO(), live=False)
+        return ConsoleFrontEnd(
+            self.app.conversation, out, user=user, stream=io.StringIO(), live=False, workspace=workspace
+        )
 
-    async def link(self, user: str) -> str:
-        """/gallery in chat, as that user: the link from its (private) reply."""
-        event = Event(platform="console", user_id=user, user_name=user, kind=EventKind.COMMAND, command="gallery")
+    async def link(self, user: str, workspace: str = "") -> str:
+        """/gallery in chat, as that user (in that workspace): the link from its (private) reply."""
+        event = Event(
+            platform="console",
+            user_id=user,
+            user_name=user,
+            kind=EventKind.COMMAND,
+            command="gallery",
+            workspace=workspace,
+        )
         actions = await self.app.conversation.handle(event)  # (a new console would take over delivery)
         replies = [a for a in actions if isinstance(a, Reply)]
         assert len(replies) == 1 and replies[0].private, replies
@@ -116,9 +126,9 @@ async def studio(tmp_path: Path) -> AsyncIterator[Studio]:
     await stop_studio(studio)
 
 
-async def make_posts(studio: Studio, user: str, persona: str, prompts: list[str]) -> None:
-    """A persona and one post per prompt, shaped in chat as a user would."""
-    chat = studio.console(user)
+async def make_posts(studio: Studio, user: str, persona: str, prompts: list[str], workspace: str = "") -> None:
+    """A persona and one post per prompt, shaped in chat as a user would (in ``workspace``)."""
+    chat = studio.console(user, workspace)
     await run(chat, f"/persona create sweet {persona}")
     for prompt in prompts:
         await run(chat, f"/post {persona} {prompt}")

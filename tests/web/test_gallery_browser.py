@@ -1,6 +1,7 @@
 """The studio in a real browser (Playwright driving Debian's chromium): a chat-issued link opens
-the user's own gallery, every image loads, the turn tree shows instructions and scores, the
-export downloads; another user's link shows none of it; forged and expired links get 403."""
+the gallery of the user's workspace, every image loads, the turn tree shows instructions, scores
+and the activity log, the export downloads; a link from another workspace shows none of it;
+forged and expired links get 403."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def test_gallery_from_a_chat_link(studio: Studio, browser: Any) -> None:
     await run(chat, "/thread 2")
     await run(chat, "hold the latte higher")
     await run(chat, "/approve")
-    await make_posts(studio, "bob", "zed", ["gym selfie"])
+    await make_posts(studio, "bob", "zed", ["gym selfie"], workspace="shop-b")  # another workspace
     link = await studio.link("ann")
     assert link.startswith(f"http://127.0.0.1:{studio.settings.web_port}{LINK_PATH}")
 
@@ -65,6 +66,12 @@ async def test_gallery_from_a_chat_link(studio: Studio, browser: Any) -> None:
     assert "“hold the latte higher”" in await page.locator(".instruction").all_inner_texts()
     assert "0.90" in await page.locator(".score").first.inner_text()
     assert await page.locator(".turn .badge.approved").count() == 1
+    log = await page.locator("#activity li").all_inner_texts()
+    assert [await page.locator("#activity li").nth(i).get_attribute("data-action") for i in range(len(log))] == [
+        "created",
+        "edited",
+        "approved",
+    ]
     images = await images_of(page)
     assert images and all(width > 0 for _, width in images), images
 
@@ -85,10 +92,10 @@ async def test_gallery_from_a_chat_link(studio: Studio, browser: Any) -> None:
     await context.close()
 
 
-async def test_a_second_users_link_shows_only_their_own_posts(studio: Studio, browser: Any) -> None:
+async def test_a_link_from_another_workspace_shows_only_its_posts(studio: Studio, browser: Any) -> None:
     await make_posts(studio, "ann", "mia", ["latte on a balcony"])
-    await make_posts(studio, "bob", "zed", ["gym selfie", "protein shake"])
-    ann_link, bob_link = await studio.link("ann"), await studio.link("bob")
+    await make_posts(studio, "bob", "zed", ["gym selfie", "protein shake"], workspace="shop-b")
+    ann_link, bob_link = await studio.link("ann"), await studio.link("bob", workspace="shop-b")
     ann_thread = (await studio.app.store.list_threads((await studio.app.store.user("console", "ann")).id))[0]
     ann_image = (await studio.app.store.get_turn(ann_thread.current_turn_id or 0)).image_keys[0]
 

@@ -97,6 +97,7 @@ async def test_text_command_becomes_an_event_and_reply_is_sent() -> None:
                 args="mia count=2 拿着拿铁",
                 channel_id=AGENT_ID,
                 thread_id=None,
+                workspace=CORP_ID,  # the company is the workspace
             )
         ]
         await h.say(ALICE, "/approve")
@@ -158,6 +159,7 @@ async def test_duplicate_event_is_processed_once_and_maps_to_a_reaction() -> Non
                 command="approve",
                 turn_id=42,
                 channel_id=AGENT_ID,
+                workspace=CORP_ID,
             ),
             Event(
                 platform="wecom",
@@ -166,6 +168,7 @@ async def test_duplicate_event_is_processed_once_and_maps_to_a_reaction() -> Non
                 command="undo",
                 turn_id=43,
                 channel_id=AGENT_ID,
+                workspace=CORP_ID,
             ),
         ]
         # the clicked card is greyed out with its response code
