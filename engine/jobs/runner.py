@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from engine import metrics
 from engine.errors import JobCancelled
 from engine.jobs.events import Running
-from engine.jobs.failures import Failure, classify, is_user_error
-from engine.jobs.outcomes import finish_job, outcome_event
+from engine.jobs.failures import classify, is_user_error
+from engine.jobs.outcomes import announce_recorded_outcome, finish_job, record_failure, stop_if_finished_elsewhere
 from engine.jobs.progress import ProgressBus
 from engine.previews import PreviewFrame, PreviewStore
 from engine.specs import JobKind, JobResult, JobSpec, spread_by_targets
@@ -137,7 +137,7 @@ class JobRunner:
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
             if time.monotonic() - last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
                 last_cancel_check = time.monotonic()
-                check = self._stop_if_finished_elsewhere(spec.job_id, cancel)
+                check = stop_if_finished_elsewhere(self.store, spec.job_id, cancel)
                 _log_failure(asyncio.run_coroutine_threadsafe(check, loop), "cancel check")
 
         async def announce(frame: PreviewFrame) -> None:  # stored first: whoever hears of it can read it
@@ -169,22 +169,22 @@ class JobRunner:
         except Exception as exc:
             if isinstance(exc, JobCancelled) or cancel.is_set():
                 if not await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled"):
-                    await self._announce_outcome(spec.job_id)  # recorded by another process
+                    await announce_recorded_outcome(self.store, self.bus, spec.job_id)  # recorded by another process
                 return None
             if is_user_error(exc):  # the user's input, not the program: no traceback, no retry
                 failure = classify(exc)
                 log.info("job %s refused: %s [error %s]", spec.job_id, exc, failure.error_id)
-                await self.record_failure(spec, failure, exc)
+                await record_failure(self.store, self.bus, spec.job_id, failure, exc)
                 return None
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
                 raise
             failure = classify(exc)
             log.error("job %s failed [error %s, %s]", spec.job_id, failure.error_id, failure.kind, exc_info=exc)
-            await self.record_failure(spec, failure, exc)
+            await record_failure(self.store, self.bus, spec.job_id, failure, exc)
             return None
         if not await self._record(spec, result):
-            await self._announce_outcome(spec.job_id)  # finished elsewhere while it ran
+            await announce_recorded_outcome(self.store, self.bus, spec.job_id)  # finished elsewhere while it ran
             return None
         return result
 
@@ -253,31 +253,6 @@ class JobRunner:
         """Record a failed or cancelled outcome (first outcome only) and publish it; whether it
         was recorded here."""
         return await finish_job(self.store, self.bus, spec.job_id, status, error=error)
-
-    async def record_failure(self, spec: JobSpec, failure: Failure, exc: BaseException) -> bool:
-        """Record a failure: the user's text (kind's message and error id) as the job's error,
-        the exception's own text (internal details) only in ``result["failure"]["detail"]``."""
-        detail = {**failure.as_json(), "detail": f"{type(exc).__name__}: {exc}"}
-        return await finish_job(
-            self.store, self.bus, spec.job_id, JobStatus.FAILED, error=failure.user_text, result={"failure": detail}
-        )
-
-    async def _stop_if_finished_elsewhere(self, job_id: str, cancel: threading.Event) -> None:
-        """Set ``cancel`` when storage says the job finished: an admin's cancel in the web
-        process, a user's in a front end without redis, any process on the database."""
-        if cancel.is_set():
-            return
-        status = await self.store.job_status(job_id)
-        if status is not None and JobStatus(status).finished:
-            log.info("job %s was %s elsewhere; stopping it", job_id, status)
-            cancel.set()
-
-    async def _announce_outcome(self, job_id: str) -> None:
-        """Publish the outcome another process recorded (its bus may not reach this one's
-        front ends: no redis), so the user hears the job stopped."""
-        job = await self.store.get_job(job_id)
-        if job is not None and job.status in (JobStatus.CANCELLED, JobStatus.FAILED):  # done: told already
-            await self.bus.publish(outcome_event(job_id, JobStatus(job.status), error=job.error))
 
 
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
