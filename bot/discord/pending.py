@@ -47,6 +47,9 @@ def stored_command(
         "user_id": interaction.user.id,
         "user_name": interaction.user.display_name,
         "channel_id": interaction.channel_id,
+        "guild_id": interaction.guild_id,
+        "guild_name": interaction.guild.name if interaction.guild is not None else "",
+        "manage_guild": bool(interaction.guild_id is not None and interaction.permissions.manage_guild),
         "application_id": interaction.application_id,
         "token": interaction.token,
         "created_at": interaction.created_at.isoformat(),
@@ -61,6 +64,10 @@ class ResumedInteraction:
         self.channel = channel
         self.channel_id = payload.get("channel_id")
         self.user = SimpleNamespace(id=int(payload["user_id"]), display_name=str(payload.get("user_name") or ""))
+        #: where it was asked (bot.discord.translate.interaction_workspace reads these)
+        self.guild_id = payload.get("guild_id")
+        self.guild = SimpleNamespace(name=payload.get("guild_name") or "") if self.guild_id is not None else None
+        self.permissions = SimpleNamespace(manage_guild=bool(payload.get("manage_guild")))
         self.filesize_limit = None
         self.followup = discord.Webhook.from_state(
             data={"id": payload["application_id"], "type": 3, "token": payload["token"]},
