@@ -20,6 +20,8 @@ class ConversationConfig:
     admin_ids: tuple[str, ...] = ()
     max_running_jobs: int = 2
     max_waiting_jobs: int = 8
+    #: a /persona train may ask for at most this many images × steps (MAX_TRAIN_WORK)
+    max_train_work: int = 64_000
     #: may users create personas from a photo of a real person (ALLOW_PHOTO_PERSONAS)
     allow_photo_personas: bool = True
     #: platforms whose posts live in platform threads: jobs start once the thread is bound

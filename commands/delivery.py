@@ -236,10 +236,7 @@ class Delivery:
                 Reply(where=where, text="Cancelled ❌"),
             ]
         if job.status == JobStatus.FAILED:
-            text = (
-                f"Sorry, that did not work: {job.error or 'unknown error'}. "
-                "Send the instruction again, or 🔁 to try with a new seed."
-            )
+            text = failure_text(job)
             return [Progress(where=where, job_id=job.id, state="failed"), Reply(where=where, text=text)]
         result = job.result or {}
         done = Progress(where=where, job_id=job.id, state="done")
@@ -394,3 +391,16 @@ async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = Non
             )
         )
     )
+
+
+def failure_text(job: Job) -> str:
+    """What the user reads about a failed job: its kind's short message and error id (the job's
+    ``error``; internal details stay in ``result["failure"]``), and 🔁 only where a new seed can
+    help (not for a photo without a face)."""
+    failure = (job.result or {}).get("failure") or {}
+    text = f"Sorry, that did not work: {job.error or 'unknown error'}."
+    if failure.get("retryable", True) and job.kind != "create_persona":
+        return f"{text} Send the instruction again, or 🔁 to try with a new seed."
+    if job.kind == "create_persona":
+        return f"{text} The persona's name is free again: create it anew."
+    return text

@@ -172,6 +172,9 @@ class JobSpec(BaseModel):
     train: TrainParams | None = None
     #: VIDEO: the clip's length, frame rate and render settings (``context_keys[0]`` is the image animated)
     video: VideoParams | None = None
+    #: an EDIT sent while the post's first images render: held until this turn is done (its
+    #: images become ``context_keys`` then)
+    wait_for_turn: int | None = None
 
 
 class JobResult(BaseModel):

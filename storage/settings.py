@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
     max_waiting_jobs: int = Field(default=8, ge=0, le=1000)
+    max_train_work: int = Field(default=64_000, ge=1, description="/persona train: at most images × steps")
     allow_photo_personas: bool = Field(default=True, description="may users create personas from a photo")
     # discord
     discord_token: SecretStr | None = None

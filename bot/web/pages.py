@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.web.auth import viewer_of
 from bot.web.state import STATE
 from commands.export import build_export
+from commands.ids import parse_id
 from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
 from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnKind
@@ -193,10 +194,8 @@ def _not_modified(request: web.Request, key: str) -> bool:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    """A storage id from a URL, bounded as in chat (commands.ids): anything else names nothing."""
+    return parse_id(value) if isinstance(value, str) else None
 
 
 def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list[dict[str, str]]:

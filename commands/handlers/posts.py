@@ -141,11 +141,15 @@ async def edit(
         text = check_text(match.group(2), "instruction")
     current = await rules.current_turn(conv, thread)
     if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await unusable(conv, current, "edit it"))
-    if current is None or current.status != TurnStatus.DONE or not current.image_keys:
+        raise InputError(await unusable(conv, current, "edit"))
+    first = await _first_images_rendering(conv, thread, current)
+    if first is not None:
+        count = first  # the edit waits for the post's first images (held until they are done)
+    elif current is None or current.status != TurnStatus.DONE or not current.image_keys:
         raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
-    await rules.check_idle(conv, thread)
-    count = len(current.image_keys)
+    else:
+        await rules.check_idle(conv, thread)
+        count = len(current.image_keys)
     if targets == []:
         targets = list(range(count))
     targets = targets or [int((thread.settings or {}).get("target", 0))]
@@ -179,6 +183,7 @@ async def edit(
         prompt=text,
         context_keys=list(current.image_keys),
         targets=targets,
+        wait_for_turn=current.id if first is not None else None,
         seed=conv.seed(ctx.user, thread),
         params=params,
         references=edit_refs,
@@ -191,12 +196,29 @@ async def edit(
         params=params.model_dump(),
         references=refs.as_dicts(edit_refs),
     )
-    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
+    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where, hold=first is not None)
     await conv.store.log_activity(thread.id, ctx.user.id, PostAction.EDITED, detail=text)
     which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
     extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
     using = f", with {refs.describe(extra)}" if extra else ""
+    if first is not None:
+        queued = replace(queued, text="waiting for the first images")
+        waits = "\nThe first images are still rendering: this edit starts as soon as they are done."
+        return [ctx.reply(f"✏️ {text} ({which}{using}){waits}", where=where), queued]
     return [ctx.reply(f"✏️ {text} ({which}{using})", where=where), queued]
+
+
+async def _first_images_rendering(conv: Stored, thread: Thread, current: Turn | None) -> int | None:
+    """The number of the post's first images while they still render (an edit then waits for
+    them), else None. One edit waits at a time."""
+    if current is None or current.parent_id is not None or current.status != TurnStatus.PENDING:
+        return None
+    job = await conv.store.job_for_turn(current.id)
+    if job is None:
+        return None
+    if await conv.store.held_jobs_waiting_for(current.id):
+        raise InputError("an edit already waits for the first images; send the next one once they are here")
+    return int((job.spec or {}).get("count") or 1)
 
 
 async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:

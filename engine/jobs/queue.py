@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,6 +44,9 @@ ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request,
 ARQ_JOB_PREFIX = job_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
 RECONCILE_INTERVAL_S = 5.0
+#: a running job without a job key or in-progress key in redis this long is queued again (the
+#: worker's lease is 10 s and its heartbeat writes the key again every 3 s, even into an empty redis)
+LAPSED_LEASE_GRACE_S = 10.0
 #: published on enqueue and cancel; idle workers wait on it (engine/jobs/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
@@ -209,6 +213,8 @@ class ArqQueue:
         self.pool: Any = None
         self.bus: ProgressBus = LocalBus()  # replaced by a RedisBus in start()
         self._reconciler: asyncio.Task[None] | None = None
+        #: running jobs that redis holds neither queued nor leased: when that was first seen
+        self._lease_missing_since: dict[str, float] = {}
 
     async def start(self) -> None:
         from arq import create_pool
@@ -221,25 +227,46 @@ class ArqQueue:
 
     async def reconcile(self, *, running_too: bool = False) -> int:
         """Storage is the record: queued jobs that redis no longer holds (a redis restart without
-        persistence) are queued again; how many. ``running_too`` (on start) includes running jobs:
-        later, a running job missing from redis may still be running on a live worker. arq ignores
-        ids it still knows, and a worker skips a job that storage says is finished."""
-        wanted = (JobStatus.QUEUED, JobStatus.RUNNING) if running_too else (JobStatus.QUEUED,)
-        jobs = [job for job in await self.store.unfinished_jobs() if job.status in wanted]
+        persistence) are queued again; how many. ``running_too`` (on start) includes every running
+        job redis lost. Later, a running job is queued again only once its lease has lapsed: redis
+        holds neither the job nor a worker's in-progress key for :data:`LAPSED_LEASE_GRACE_S` (a
+        live worker's heartbeat writes that key again within a few seconds of a redis restart; a
+        worker killed while redis was down never does). arq ignores ids it still knows, and a
+        worker skips a job that storage says is finished."""
+        jobs = [j for j in await self.store.unfinished_jobs() if j.status in (JobStatus.QUEUED, JobStatus.RUNNING)]
         if not jobs:
+            self._lease_missing_since.clear()
             return 0
         async with self.pool.pipeline(transaction=False) as pipe:
             for job in jobs:
                 pipe.exists(ARQ_JOB_PREFIX + job.id)
+                pipe.exists(IN_PROGRESS_PREFIX + job.id)
             present = await pipe.execute()
+        now = time.monotonic()
+        lost: list[str] = []
+        for index, job in enumerate(jobs):
+            queued_there, leased = present[2 * index], present[2 * index + 1]
+            if job.status == JobStatus.QUEUED or running_too:
+                if not queued_there:
+                    lost.append(job.id)
+                continue
+            if queued_there or leased:
+                self._lease_missing_since.pop(job.id, None)
+            elif now - self._lease_missing_since.setdefault(job.id, now) >= LAPSED_LEASE_GRACE_S:
+                log.warning("running job %s has no worker's lease any more; queueing it again", job.id)
+                lost.append(job.id)
+        unfinished = {job.id for job in jobs}
+        for job_id in list(self._lease_missing_since):
+            if job_id not in unfinished:
+                del self._lease_missing_since[job_id]
+        specs = {job.id: job.spec for job in jobs}
         requeued = 0
-        for job, there in zip(jobs, present, strict=True):
-            queue_name = arq_queue_of(job.kind)  # each job back into its own queue
-            if (
-                not there
-                and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id, _queue_name=queue_name)
-                is not None
-            ):
+        kinds = {job.id: job.kind for job in jobs}
+        for job_id in lost:
+            self._lease_missing_since.pop(job_id, None)
+            queue_name = arq_queue_of(kinds[job_id])  # each job back into its own queue
+            enqueued = await self.pool.enqueue_job(ARQ_FUNCTION, specs[job_id], _job_id=job_id, _queue_name=queue_name)
+            if enqueued is not None:
                 requeued += 1
         if requeued:
             log.info("queued %d unfinished job(s) again that redis had lost", requeued)
@@ -354,8 +381,6 @@ def redis_settings(url: str) -> Any:
 
 
 def now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 

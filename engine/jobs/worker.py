@@ -39,7 +39,8 @@ from typing import Any
 from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
-from engine.jobs import routing
+from engine.jobs import failures, routing
+from engine.jobs.core_share import CoreShare, host_workers
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import RedisBus
 from engine.jobs.queue import (
@@ -101,11 +102,14 @@ class WorkerState:
         self._engine = engine
         #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
         self.cancel_flags: dict[str, threading.Event] = {}
+        #: this worker's share of the host's cores (torch threads), counted from the alive keys
+        self.cores = CoreShare(settings, worker_id)
 
     async def prepare(self) -> None:
         await self.db.upgrade(
             home_workspaces=configured_homes(self.settings.wecom_corp_id, self.settings.discord_guild_ids)
         )
+        log.info("blob store: %s", await asyncio.to_thread(self.blobs.check))  # BlobStoreUnavailable: no start
         if self._engine is None:
             from engine.config import EngineConfig
             from engine.render.engine import Engine
@@ -134,6 +138,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     runner = JobRunner(state.engine, state.store, bus)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
+    state.cores.apply()  # between jobs: the host's worker count may have changed
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
@@ -153,7 +158,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         if deadline is None or not deadline.expired():
             raise Retry(defer=_backoff(ctx["job_try"])) from None
         log.error("job %s ran longer than %d s; giving up", job_id, JOB_TIMEOUT_S)
-        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s")
+        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=failures.timed_out(JOB_TIMEOUT_S).user_text)
         return None
     except asyncio.CancelledError:
         raise  # worker shutting down: arq runs the job again
@@ -173,10 +178,12 @@ def _backoff(job_try: int) -> float:
 
 
 async def _heartbeat(redis: Any, job_id: str) -> None:
+    """Renew the job's lease; SET, not PEXPIRE: a redis restarted empty gets the key back, so the
+    front end's reconciler sees the job is held (engine.jobs.queue.ArqQueue.reconcile)."""
     key = IN_PROGRESS_PREFIX + job_id
     while True:
         try:
-            await redis.pexpire(key, int(LEASE_S * 1000))
+            await redis.set(key, b"1", px=int(LEASE_S * 1000))
         except Exception as exc:  # a redis blip must not kill the job
             log.warning("lease heartbeat for %s failed: %s", job_id, exc)
         await asyncio.sleep(HEARTBEAT_S)
@@ -188,10 +195,18 @@ def _worker_class() -> type:
     class StudioWorker(Worker):  # type: ignore[misc]
         """arq's worker, woken by pub/sub, surviving redis outages, cancelling through flags."""
 
-        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], worker_id: str, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            cancel_flags: dict[str, threading.Event],
+            worker_id: str,
+            cores: CoreShare | None = None,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.cancel_flags = cancel_flags
             self.worker_id = worker_id
+            self.cores = cores
             self._alive_task: asyncio.Task[None] | None = None
             self.wake = asyncio.Event()
             self._wake_task: asyncio.Task[None] | None = None
@@ -240,6 +255,10 @@ def _worker_class() -> type:
             while True:
                 try:
                     await routing.beat(self.pool, self.worker_id)
+                    if self.cores is not None:
+                        self.cores.observe(await host_workers(self.pool, self.worker_id))
+                        if not self.cancel_flags:  # idle: no job computes under the change
+                            self.cores.apply()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -316,6 +335,7 @@ def worker_options(state: WorkerState, *, burst: bool = False, queue: str = IMAG
         "handle_signals": False,
         "cancel_flags": state.cancel_flags,
         "worker_id": state.worker_id,
+        "cores": state.cores,
     }
 
 
