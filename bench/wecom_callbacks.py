@@ -35,6 +35,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
 
@@ -67,7 +68,7 @@ def summary(values_s: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ms), 2), "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
 
 
-async def measure_answers(args: argparse.Namespace, database_url: str, folder: Path) -> dict[str, float]:
+async def measure_answers(args: argparse.Namespace, database_url: str, folder: Path) -> dict[str, Any]:
     crypto = WeComCrypto(TOKEN, AES_KEY, CORP_ID)
     port = free_port()
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
@@ -104,6 +105,16 @@ async def measure_answers(args: argparse.Namespace, database_url: str, folder: P
                 for i in range(args.callbacks + args.warmup)
             ]
             url = f"http://127.0.0.1:{port}/wecom/callback"
+            idle: list[float] = []  # one at a time, each answered (its reply sent) before the next
+            async with aiohttp.ClientSession() as http:
+                for i in range(args.idle):
+                    params, body = seal(crypto, text_xml(f"idle{i}", "/help", agent_id=AGENT_ID), f"i{i}")
+                    sent = len(fake.sent)
+                    start = time.perf_counter()
+                    async with http.post(url, params=params, data=body) as response:
+                        await response.read()
+                    idle.append(time.perf_counter() - start)
+                    await fake.wait_for(lambda f, n=sent: len(f.sent) > n, within_s=30)
             gate = asyncio.Semaphore(args.in_flight)
             times: list[float] = []
             connector = aiohttp.TCPConnector(limit=args.in_flight)
@@ -119,11 +130,18 @@ async def measure_answers(args: argparse.Namespace, database_url: str, folder: P
                             times.append(time.perf_counter() - start)
 
                 await asyncio.gather(*(one(i, p, b) for i, (p, b) in enumerate(sealed)))
-            await fake.wait_for(lambda f: len(f.sent) >= len(sealed), within_s=300)
+            burst_sent = time.perf_counter()
+            await fake.wait_for(lambda f: len(f.sent) >= len(sealed) + args.idle, within_s=300)
+            replies_after_s = time.perf_counter() - burst_sent
         finally:
             server.terminate()
             server.wait(timeout=30)
-    return summary(times)
+    return {
+        **summary(times),
+        "idle": summary(idle[5:] or idle),
+        "p99_vs_idle_p99": round(pct(times, 0.99) / max(pct(idle[5:] or idle, 0.99), 1e-9), 1),
+        "replies_done_s_after_last_answer": round(replies_after_s, 2),
+    }
 
 
 async def measure_parts(args: argparse.Namespace, database_url: str) -> dict[str, dict[str, float]]:
@@ -156,6 +174,7 @@ async def main() -> None:
     parser.add_argument("--callbacks", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument("--idle", type=int, default=60, help="callbacks sent one at a time first (idle answer time)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

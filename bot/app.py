@@ -44,6 +44,7 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     await db.upgrade(home_workspaces=configured_homes(settings.wecom_corp_id, settings.discord_guild_ids))
     store = Store(db)
     blobs = open_blob_store(settings)
+    log.info("blob store: %s", await asyncio.to_thread(blobs.check))  # BlobStoreUnavailable: no start
     if engine is not None:
         factory: Callable[[ProgressBus], JobRunner] = lambda bus: JobRunner(engine, store, bus)  # noqa: E731
     else:
@@ -53,10 +54,12 @@ async def build_app(settings: Settings, engine: EngineLike | None = None) -> App
     queue = make_queue(settings.redis_url, store, factory)
     config = ConversationConfig(
         engine_model=settings.engine_model,
+        video_model=settings.engine_video_model,
         lora_dir=settings.lora_dir,
         admin_ids=tuple(settings.admin_ids),
         max_running_jobs=settings.max_running_jobs,
         max_waiting_jobs=settings.max_waiting_jobs,
+        max_train_work=settings.max_train_work,
         allow_photo_personas=settings.allow_photo_personas,
         web_public_url=settings.effective_web_public_url,
         web_secret=web_secret(settings),

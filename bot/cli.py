@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from storage.blobs import BlobStoreUnavailable
 from storage.settings import Settings, SettingsError, hide_password, load_settings
 from storage.workspace_keys import configured_homes
 
@@ -92,7 +93,7 @@ def _persona_export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.persona_tools import ToolError, run_export
 
     try:
-        written = asyncio.run(run_export(settings, args.name, args.user, Path(args.out)))
+        written = asyncio.run(run_export(settings, args.name, args.user, Path(args.out), force=args.force))
     except ToolError as exc:
         print(f"persona-studio: {exc}", file=sys.stderr)
         return 2
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("name", help="the persona's name")
     export.add_argument("--user", default="console:console", help="owner as PLATFORM:ID (default console:console)")
-    export.add_argument("--out", required=True, help="target folder")
+    export.add_argument("--out", required=True, help="target folder (new or empty)")
+    export.add_argument("--force", action="store_true", help="merge into a folder that holds files already")
     export.set_defaults(handler=_persona_export)
 
     evals = sub.add_parser("eval", help="measurements")
@@ -215,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(settings, args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BlobStoreUnavailable as exc:  # checked at start: say what, not a traceback
+        print(f"persona-studio: blob store unavailable: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -128,6 +128,15 @@ class ConsoleFrontEnd(ConversationClient, FrontEndBase):
             self.actions.append(action)
             if isinstance(action, Progress):
                 self._progress(action)
+            elif isinstance(action, Images) and action.clip is not None:
+                self._line(action.text)
+                clip = action.clip
+                path = self._save(clip.path, action.where.thread_db_id, clip.filename)
+                poster = self._save(clip.poster_path, action.where.thread_db_id, clip.filename[:-4] + "-poster.png")
+                self._line(f"  🎬 {path}  ({clip.frames} frames, {clip.size // 1024} KB; poster {poster.name})")
+                if action.buttons:
+                    hints = "  ".join(f"{BUTTON_EMOJI[b]} /{b.value}" for b in action.buttons)
+                    self._line(f"  {hints}")
             elif isinstance(action, Images):
                 self._line(action.text)
                 for image in action.images:

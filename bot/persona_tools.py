@@ -10,6 +10,7 @@ with a version (or its blend) and prints the identity-score distribution against
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,36 @@ def parse_version(word: str | None, persona: Persona) -> int:
     return int(number)
 
 
-async def run_export(settings: Settings, name: str, user: str, out: Path) -> list[Path]:
+def check_out(out: Path, *, force: bool, blob_dir: Path | None = None) -> None:
+    """Refuse (:class:`ToolError`, nothing written) an ``--out`` that is a file, that cannot be
+    written, that is the blob folder (or inside it), or that is a folder holding files already
+    (``force`` merges into such a folder)."""
+    target = out.expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise ToolError(f"--out {out} is a file, not a folder")
+    if blob_dir is not None:
+        blobs = blob_dir.expanduser().resolve()
+        if target == blobs or blobs in target.parents:
+            raise ToolError(f"--out {out} is inside the blob folder {blob_dir}; choose another folder")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise ToolError(f"--out {out} is not empty; choose an empty or new folder (or --force to merge into it)")
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ToolError(f"--out {out} cannot be written ({existing or target} is not a writable folder)")
+
+
+async def run_export(settings: Settings, name: str, user: str, out: Path, *, force: bool = False) -> list[Path]:
+    check_out(out, force=force, blob_dir=settings.blob_dir)
     db = Database(settings.database_url)
     try:
+        await db.upgrade()  # as every command does on start (a fresh database has no tables)
         persona = await find_persona(Store(db), user, name)
     finally:
         await db.dispose()
-    return export_persona(persona, open_blob_store(settings), out)
+    try:
+        return export_persona(persona, open_blob_store(settings), out)
+    except OSError as exc:  # e.g. the disk filled up: a clear line, not a traceback
+        raise ToolError(f"could not write {out}: {exc.strerror or exc}") from exc
 
 
 async def run_eval(settings: Settings, name: str, user: str, renders: int, version: str | None) -> dict[str, Any]:

@@ -50,13 +50,19 @@ async def run_front_ends(settings: Settings) -> int:
     try:
         if "discord" in names:
             from bot.discord import DiscordConfig, DiscordFrontEnd
+            from storage.inbox import Inbox as DiscordInbox
 
-            front_ends.append(DiscordFrontEnd(DiscordConfig.from_settings(settings), app.conversation))
+            # slash commands are stored before their defer: a restart answers them (bot.discord.pending)
+            discord = DiscordConfig.from_settings(settings)
+            front_ends.append(DiscordFrontEnd(discord, app.conversation, inbox=DiscordInbox(app.db)))
         if "wecom" in names:
             from bot.wecom import WeComConfig, WeComFrontEnd
+            from bot.wecom.outbox import inbox_owner
             from storage.inbox import Inbox
 
-            front_ends.append(WeComFrontEnd(WeComConfig.from_settings(settings), app.conversation, inbox=Inbox(app.db)))
+            wecom = WeComConfig.from_settings(settings)
+            inbox = Inbox(app.db, owner=inbox_owner(wecom.port))  # rows of a dead peer are taken over
+            front_ends.append(WeComFrontEnd(wecom, app.conversation, inbox=inbox))
         from bot.web import WebConfig, WebFrontEnd, make_state
 
         web_config = WebConfig.from_settings(settings)

@@ -125,10 +125,15 @@ def _from_words(row: Command, words: Sequence[str], group: Command | None) -> di
     text_rest = rest_at is not None and positionals[rest_at].takes == "text"
     raw: dict[str, str] = {}
     loose: list[str] = []
+    prefixed = {arg.prefix: arg for arg in row.args if arg.prefix}
     for index, word in enumerate(words):
         if text_rest and len(loose) > len(head):  # the prompt has begun: everything is its text
             loose.extend(words[index:])
             break
+        marked = next((a for p, a in prefixed.items() if word.startswith(p) and len(word) > len(p)), None)
+        if marked is not None and marked.name not in raw:  # ``#2``: image 2
+            raw[marked.name] = word[len(marked.prefix) :]
+            continue
         key, sep, value = word.partition("=")
         if sep and key.isidentifier() and value:
             arg = keyed.get(key.lower())
@@ -149,5 +154,7 @@ def _from_words(row: Command, words: Sequence[str], group: Command | None) -> di
     for arg, word in zip(tail, remaining[cut:], strict=False):
         raw.setdefault(arg.name, word)
     if remaining[:cut]:
-        raw.setdefault(positionals[rest_at].name, " ".join(remaining[:cut]))
+        name, rest = positionals[rest_at].name, " ".join(remaining[:cut])
+        # ``motion=she turns her head``: a text argument given as key=value takes the words after it too
+        raw[name] = f"{raw[name]} {rest}" if name in raw else rest
     return raw

@@ -46,6 +46,8 @@ class Arg:
     error: str = ""
     #: the refusal when a required argument is missing (default: the row's usage)
     missing: str = ""
+    #: text front ends: a word starting with this (``#2``) binds the rest of the word to this argument
+    prefix: str = ""
     #: offered in text front ends only (not a Discord option)
     text_only: bool = False
     #: how ``/help`` shows it (default ``<name>``, ``[name]`` or ``[name=…]``; attachments: not shown)

@@ -14,10 +14,14 @@ def is_admin(admin_ids: tuple[str, ...], platform: str, user_id: str) -> bool:
 @dataclass(frozen=True)
 class ConversationConfig:
     engine_model: str = "tiny"
+    #: ENGINE_VIDEO_MODEL: its defaults (fps, steps, size) go into /video's jobs
+    video_model: str = "tiny"
     lora_dir: Path = Path("./data/loras")
     admin_ids: tuple[str, ...] = ()
     max_running_jobs: int = 2
     max_waiting_jobs: int = 8
+    #: a /persona train may ask for at most this many images × steps (MAX_TRAIN_WORK)
+    max_train_work: int = 64_000
     #: may users create personas from a photo of a real person (ALLOW_PHOTO_PERSONAS)
     allow_photo_personas: bool = True
     #: platforms whose posts live in platform threads: jobs start once the thread is bound

@@ -243,7 +243,11 @@ class Conversation:
         return await finish_job(self.store, self.queue.bus, job_id, status, error=error)
 
     async def _job_finished(self, job: Job) -> None:
-        """A persona's create job ended: start the posts that waited for it, or fail them."""
+        """A persona's create job ended: start the posts that waited for it, or fail them. A
+        post's first images ended: start the edit that waited for them, or fail it."""
+        if job.kind == JobKind.GENERATE:
+            await self._first_images_finished(job)
+            return
         if job.kind != JobKind.CREATE_PERSONA:
             return
         persona_id = int(job.spec.get("persona", {}).get("persona_id") or 0)
@@ -261,6 +265,20 @@ class Conversation:
             if thread.platform in self.config.threaded_platforms and thread.thread_id is None:
                 continue  # bind_thread starts it
             await self.release_if_ready(thread_db_id)
+
+    async def _first_images_finished(self, job: Job) -> None:
+        turn = await self.store.turn_for_job(job.id)
+        waiting = await self.store.held_jobs_waiting_for(turn.id) if turn is not None else []
+        if turn is None or not waiting:
+            return
+        if job.status != JobStatus.DONE or not turn.image_keys:
+            for held in waiting:
+                await self.finish(held.id, JobStatus.FAILED, error="the first images did not come; send the edit again")
+            return
+        for held in waiting:  # the images it waited for are its context now
+            spec = dict(held.spec, context_keys=list(turn.image_keys))
+            await self.store.set_job_spec(held.id, spec)
+        await self.release_if_ready(turn.thread_id)
 
     async def release_if_ready(self, thread_db_id: int) -> None:
         """Start the post's held jobs whose persona is ready (storage decides which are)."""

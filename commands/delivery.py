@@ -22,7 +22,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from commands.events import Action, Button, ImageOut, Images, PreviewOut, Progress, Reply, Where
+from commands.events import Action, Button, ClipOut, ImageOut, Images, PreviewOut, Progress, Reply, Where
 from commands.regions import describe as describe_region
 from commands.texts import format_score
 from commands.training_texts import training_summary
@@ -237,10 +237,7 @@ class Delivery:
                 Reply(where=where, text="Cancelled ❌"),
             ]
         if job.status == JobStatus.FAILED:
-            text = (
-                f"Sorry, that did not work: {job.error or 'unknown error'}. "
-                "Send the instruction again, or 🔁 to try with a new seed."
-            )
+            text = failure_text(job)
             return [Progress(where=where, job_id=job.id, state="failed"), Reply(where=where, text=text)]
         result = job.result or {}
         done = Progress(where=where, job_id=job.id, state="done")
@@ -257,6 +254,23 @@ class Delivery:
         turn = await self.store.turn_for_job(job.id)
         if turn is None:
             return [done]
+        if turn.kind == TurnKind.VIDEO:
+            clip = await clip_out(self.blobs, turn)
+            if clip is not None:
+                poster = await image_out(self.blobs, turn.params["video"]["poster_key"], "poster.png", clip.caption)
+                text = f"Video #{turn.id}: {turn.instruction} · {clip.caption} · {result.get('seconds', 0):.1f}s"
+                return [
+                    done,
+                    Images(
+                        where=where,
+                        turn_id=turn.id,
+                        job_id=job.id,
+                        text=text,
+                        images=(poster,),
+                        buttons=RESULT_BUTTONS,
+                        clip=clip,
+                    ),
+                ]
         images = await turn_images(self.blobs, turn, list(result.get("identity_notes") or []))
         what = turn.instruction if turn.kind != TurnKind.GENERATE else "first images"
         text = f"{turn.kind.capitalize()} #{turn.id}: {what} · {result.get('seconds', 0):.1f}s"
@@ -333,6 +347,40 @@ async def image_out(blobs: BlobStore, key: str, filename: str, caption: str = ""
     return await asyncio.to_thread(describe)
 
 
+async def clip_out(blobs: BlobStore, turn: Any) -> ClipOut | None:
+    """The clip of a video turn (None for other turns): paths in the blob store, facts, a caption
+    with its length, frame rate and the identity score of its sampled frames."""
+    video = (turn.params or {}).get("video")
+    if not video:
+        return None
+
+    def describe() -> ClipOut:
+        identity = video.get("identity") or {}
+        note = identity.get("note") or ""
+        score = format_score(identity.get("score"))
+        caption = f"{video['seconds']:g} s · {video['fps']} fps · {video['width']}x{video['height']} · {score}"
+        if note and note != "ok":
+            caption += f" ({note})"
+        small = video.get("small_key")
+        return ClipOut(
+            blob_key=video["key"],
+            path=str(blobs.path(video["key"])),
+            filename=f"post{turn.thread_id}-turn{turn.id}.mp4",
+            size=int(video["bytes"]),
+            seconds=float(video["seconds"]),
+            fps=int(video["fps"]),
+            frames=int(video["frames"]),
+            width=int(video["width"]),
+            height=int(video["height"]),
+            poster_path=str(blobs.path(video["poster_key"])),
+            small_path=str(blobs.path(small)) if small else None,
+            small_size=video.get("small_bytes"),
+            caption=caption,
+        )
+
+    return await asyncio.to_thread(describe)
+
+
 async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = None) -> tuple[ImageOut, ...]:
     """The images of a turn, captioned with their number and identity score."""
     scores = list(turn.identity_scores or [])
@@ -349,3 +397,16 @@ async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = Non
             )
         )
     )
+
+
+def failure_text(job: Job) -> str:
+    """What the user reads about a failed job: its kind's short message and error id (the job's
+    ``error``; internal details stay in ``result["failure"]``), and 🔁 only where a new seed can
+    help (not for a photo without a face)."""
+    failure = (job.result or {}).get("failure") or {}
+    text = f"Sorry, that did not work: {job.error or 'unknown error'}."
+    if failure.get("retryable", True) and job.kind != "create_persona":
+        return f"{text} Send the instruction again, or 🔁 to try with a new seed."
+    if job.kind == "create_persona":
+        return f"{text} The persona's name is free again: create it anew."
+    return text

@@ -127,6 +127,33 @@ class ImageOut:
 
 
 @dataclass(frozen=True)
+class ClipOut:
+    """A clip as front ends get it: the MP4's path and facts, its poster, and a lower-bitrate copy
+    for uploads with a size limit (when the clip is larger than VIDEO_UPLOAD_MB)."""
+
+    blob_key: str
+    path: str  # file path in the blob store
+    filename: str
+    size: int  # bytes
+    seconds: float
+    fps: int
+    frames: int
+    width: int
+    height: int
+    poster_path: str = ""
+    small_path: str | None = None
+    small_size: int | None = None
+    caption: str = ""
+
+    def fitting(self, limit: int) -> tuple[str, int] | None:
+        """``(path, bytes)`` of the clip or its smaller copy, the first no larger than ``limit``."""
+        for path, size in ((self.path, self.size), (self.small_path, self.small_size)):
+            if path and size is not None and size <= limit:
+                return path, size
+        return None
+
+
+@dataclass(frozen=True)
 class Images(Action):
     """Result images of one turn, with the result buttons that act on ``turn_id``."""
 
@@ -135,6 +162,8 @@ class Images(Action):
     text: str = ""
     images: tuple[ImageOut, ...] = ()
     buttons: tuple[Button, ...] = ()
+    #: a video turn's clip: front ends send it instead of the images (its poster is ``images[0]``)
+    clip: ClipOut | None = None
 
 
 @dataclass(frozen=True)

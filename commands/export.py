@@ -14,9 +14,10 @@ from storage.repository import Store
 
 
 async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
-    """``images/turn<id>-<n>.png`` for every approved turn, ``masks/turn<id>.png`` for every region
-    turn (``turn<id>-<n>.png`` when it edited several images), and ``manifest.json`` with every
-    turn's instruction, seed, parameters, references, region and identity scores (approved or not)."""
+    """``images/turn<id>-<n>.png`` for every approved turn (``videos/turn<id>.mp4`` and its poster
+    for an approved clip), ``masks/turn<id>.png`` for every region turn (``turn<id>-<n>.png`` when it
+    edited several images), and ``manifest.json`` with every turn's instruction, seed, parameters,
+    references, region and identity scores (approved or not)."""
     turns = await store.turns(thread.id)
     specs = {job.id: job.spec for job in await store.thread_jobs(thread.id, unfinished_only=False)}
     persona = await store.get_persona(thread.persona_id)
@@ -41,7 +42,13 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         for turn in turns:
             files = []
-            if turn.approved:
+            video = (turn.params or {}).get("video") if turn.kind == "video" else None
+            if turn.approved and video:  # a clip: its MP4 and poster, not the post's images again
+                for name, key in ((f"videos/turn{turn.id}.mp4", video["key"]),
+                                  (f"videos/turn{turn.id}-poster.png", video["poster_key"])):  # fmt: skip
+                    archive.writestr(name, await asyncio.to_thread(blobs.get, key))
+                    files.append(name)
+            elif turn.approved:
                 for index, key in enumerate(turn.image_keys):
                     name = f"images/turn{turn.id}-{index + 1}.png"
                     archive.writestr(name, await asyncio.to_thread(blobs.get, key))
@@ -68,6 +75,8 @@ async def build_export(store: Store, blobs: BlobStore, thread: Thread) -> bytes:
                     "status": turn.status,
                     "approved": turn.approved,
                     "images": turn.image_keys,
+                    # a clip: its MP4 (sha256), poster, length, frame rate, size, frame identity scores
+                    "video": _video_entry(video) if video else None,
                     "files": files,
                 }
             )
@@ -89,3 +98,19 @@ async def _region_entry(
         archive.writestr(name, await asyncio.to_thread(blobs.get, key))
         masks.append(name)
     return {"source": region.get("source"), "words": region.get("words"), "masks": masks, "mask_sha256": keys}
+
+
+def _video_entry(video: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sha256": video.get("key"),
+        "poster_sha256": video.get("poster_key"),
+        "source_sha256": video.get("source_key"),
+        "seconds": video.get("seconds"),
+        "fps": video.get("fps"),
+        "frames": video.get("frames"),
+        "width": video.get("width"),
+        "height": video.get("height"),
+        "bytes": video.get("bytes"),
+        "codec": "h264",
+        "identity": video.get("identity"),
+    }

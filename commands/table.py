@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from commands.args import usage
 from commands.command import Arg, Command
-from commands.handlers import edits, info, posts, references, review, studio
+from commands.handlers import edits, info, posts, references, review, studio, video
 from commands.params import BOUNDS, COUNT_BOUNDS, SEED_HINT
 from commands.references import ROLE_WORDS
 from commands.regions import MASK_ROLE
 from commands.table_groups import PERSONA, PRODUCT
 from commands.table_team import REJECT, TEAM
 from commands.validation import MAX_TEXT_CHARS
-from engine.specs import ReferenceRole
+from engine.specs import MAX_SECONDS, MIN_SECONDS, ReferenceRole
 
 _TEXT_ONLY = frozenset({"console", "wecom"})
 #: offered on no front end as a command of its own: the buttons of a role question send it
@@ -182,6 +182,34 @@ COMMANDS: tuple[Command, ...] = (
     ),
     REJECT,
     TEAM,
+    Command(
+        "video",
+        "🎬 A short clip of this post's approved image (image 1, or #N)",
+        f"视频：把已通过的图片做成 {MIN_SECONDS:g}-{MAX_SECONDS:g} 秒短视频",
+        aliases=("视频", "clip"),
+        handler=video.video,
+        args=(
+            Arg("image", "str", "which image of the approved result: #N (default #1)", max=4, prefix="#", shown="[#N]"),
+            Arg(
+                "seconds",
+                "float",
+                f"length in seconds ({MIN_SECONDS:g}-{MAX_SECONDS:g})",
+                min=MIN_SECONDS,
+                max=MAX_SECONDS,
+                error="'{name}={value}' is not valid (expected {low}-{high} seconds)",
+                shown=f"[seconds={MIN_SECONDS:g}..{MAX_SECONDS:g}]",
+            ),
+            Arg(
+                "motion",
+                "str",
+                "how it moves: 'she lifts the cup and smiles'",
+                positional=True,
+                takes="text",
+                max=MAX_TEXT_CHARS,
+                shown="[motion=<words>]",
+            ),
+        ),
+    ),
     Command(
         "history",
         "The turn tree of this post, with identity scores",

@@ -51,6 +51,13 @@ class EngineConfig:
     persona_rank: int = 0
     #: ENGINE_TRAIN_MODEL: the model persona training runs on (klein: its Base model); ``None`` = ``model``
     train_model: str | None = None
+    #: ENGINE_VIDEO_MODEL (``tiny``, a Wan image-to-video hub id or folder) and ENGINE_VIDEO_CPU_OFFLOAD
+    video_model: str = "tiny"
+    video_cpu_offload: bool = False
+    #: VIDEO_UPLOAD_MB: a clip larger than this also gets a lower-bitrate copy for chat uploads
+    video_upload_mb: float = 8.0
+    #: load the image pipeline (False on a worker that serves only the video queue: it never renders stills)
+    load_images: bool = True
     #: per-thread caches kept (engine.render.caches) and persona adapters loaded at once
     thread_cache_size: int = 16
     adapter_capacity: int = 8
@@ -85,6 +92,9 @@ class EngineConfig:
             persona_rank=settings.engine_persona_rank,
             train_model=settings.engine_train_model or None,
             seg_model=settings.engine_seg_model,
+            video_model=settings.engine_video_model,
+            video_cpu_offload=settings.engine_video_cpu_offload,
+            video_upload_mb=settings.video_upload_mb,
             previews=settings.previews,
             preview_min_interval_s=settings.preview_min_interval_s,
         )

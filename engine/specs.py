@@ -7,6 +7,7 @@ and the worker rebuilds it with ``JobSpec.model_validate``. Nothing pickled ever
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,7 @@ class JobKind(StrEnum):
     EDIT = "edit"  # an instruction applied to the current image(s) of a post
     REGENERATE = "regenerate"  # the same generate/edit spec again with a new seed
     TRAIN_PERSONA = "train_persona"  # candidates -> identity filter -> a persona LoRA version
+    VIDEO = "video"  # a short clip animating a post's approved image (engine.video)
 
 
 class ReferenceRole(StrEnum):
@@ -122,6 +124,57 @@ class RegionSpec(BaseModel):
         return "clicks" if self.points else "mask"
 
 
+#: the lengths a user may ask for (seconds)
+MIN_SECONDS = 3.0
+MAX_SECONDS = 5.0
+#: slowest frame rate a clip is delivered at, even with the tiny model
+MIN_FPS = 8
+#: Wan's VAE compresses time 4x: a generated clip has 4k+1 frames
+WAN_TEMPORAL_FACTOR = 4
+
+
+class VideoParams(BaseModel):
+    """A clip's length, frame rate and render settings (defaults: the video model's)."""
+
+    seconds: float = Field(default=MIN_SECONDS, ge=MIN_SECONDS, le=MAX_SECONDS)
+    fps: int = Field(default=24, ge=MIN_FPS, le=30)
+    steps: int = Field(default=30, ge=1, le=100)
+    guidance: float = Field(default=5.0, ge=0.0, le=20.0)
+    #: output area (width x height); the sides follow the source image's aspect ratio
+    width: int = Field(default=1280, ge=16, le=1920)
+    height: int = Field(default=704, ge=16, le=1920)
+    #: renders the identity gate may make: the first, and one retry with a new seed
+    max_tries: int = Field(default=2, ge=1, le=3)
+
+    @property
+    def frames(self) -> int:
+        """Frames delivered: ``seconds x fps``, rounded."""
+        return max(1, round(self.seconds * self.fps))
+
+    @property
+    def generated_frames(self) -> int:
+        """Frames Wan generates: the smallest 4k+1 that is at least :attr:`frames` (then trimmed)."""
+        return wan_frame_count(self.frames)
+
+
+def wan_frame_count(frames: int) -> int:
+    """The smallest ``4k + 1 >= frames`` (Wan's VAE turns 4k+1 frames into k+1 latent frames)."""
+    k = max(0, math.ceil((frames - 1) / WAN_TEMPORAL_FACTOR))
+    return WAN_TEMPORAL_FACTOR * k + 1
+
+
+#: the offline, randomly initialised video model (engine.video.tiny_wan)
+TINY_VIDEO_MODEL = "tiny"
+
+
+def default_video_params(model: str, toy: bool | None = None) -> VideoParams:
+    """Tiny (test-sized) models: 64x64, 8 fps, 4 steps, no guidance; real weights (Wan 2.2 TI2V-5B):
+    720p (1280x704 area), 24 fps (its native rate), 30 steps, guidance 5."""
+    if toy if toy is not None else (model == TINY_VIDEO_MODEL or is_toy_model(model)):
+        return VideoParams(seconds=3, fps=8, steps=4, guidance=1.0, width=64, height=64)
+    return VideoParams(seconds=5, fps=24, steps=30, guidance=5.0, width=1280, height=704)
+
+
 class JobSpec(BaseModel):
     job_id: str
     kind: JobKind
@@ -153,6 +206,12 @@ class JobSpec(BaseModel):
             return self
         return self.model_copy(update={"region": self.region.model_copy(update={"mask_keys": list(keys)})})
 
+    #: VIDEO: the clip's length, frame rate and render settings (``context_keys[0]`` is the image animated)
+    video: VideoParams | None = None
+    #: an EDIT sent while the post's first images render: held until this turn is done (its
+    #: images become ``context_keys`` then)
+    wait_for_turn: int | None = None
+
 
 class JobResult(BaseModel):
     """What a finished job produced. Images are blob keys; the blobs are already stored."""
@@ -171,6 +230,9 @@ class JobResult(BaseModel):
     embedding: list[float] | None = None
     #: train_persona: the new version's LoRA blob key and its training report
     training: dict[str, Any] | None = None
+    #: video: the clip (blob keys of the MP4, its poster and a smaller copy for uploads; seconds,
+    #: fps, frames, size, bytes; the identity verdict on its sampled frames), see engine.video.video_job
+    video: dict[str, Any] | None = None
     seconds: float = 0.0
     #: region edits: per target, True where the mask covered (almost) everything (a normal edit)
     region_full: list[bool] = Field(default_factory=list)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install Persona Studio into ./.venv: the CPU build of torch first (no multi-GB CUDA wheels),
 # then the project with its engine and dev extras, at the versions in constraints.txt.
-# Installs redis-server and chromium from Debian's packages when they are missing (the tests start
-# their own redis; the web tests drive Debian's chromium through Playwright: no browser download).
+# Installs redis-server, chromium and ffmpeg from Debian's packages when they are missing (the tests
+# start their own redis; the web tests drive Debian's chromium through Playwright: no browser
+# download; ffprobe checks the clips /video makes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ PYTHON=${PYTHON:-python3}
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]} (Debian packages) for the tests"

@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from storage.blob_config import BlobConfig
-from storage.local_blobs import DEFAULT_PNG_COMPRESS_LEVEL, BlobInfo, BlobNotFound, BlobStore, check_key, encode_png
+from storage.local_blobs import (
+    DEFAULT_PNG_COMPRESS_LEVEL,
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    BlobStoreUnavailable,
+    check_key,
+    encode_png,
+)
 
 if TYPE_CHECKING:
     from storage.settings import Settings
@@ -23,6 +31,7 @@ __all__ = [
     "BlobInfo",
     "BlobNotFound",
     "BlobStore",
+    "BlobStoreUnavailable",
     "check_key",
     "encode_png",
     "open_blob_store",

@@ -5,6 +5,12 @@ stored (one INSERT) unless its key is already there, which makes the row the ded
 well, shared by every process on the database and independent of redis. The front end then
 handles the item and calls :meth:`Inbox.done`; a start handles what :meth:`Inbox.pending` still
 holds. Done rows are kept for ``retention`` (at least the replay window) and then purged.
+
+Several front ends on one database: each row has an ``owner`` (the front end that accepted or
+took it) and a lease it renews while alive (:meth:`Inbox.renew`); :meth:`Inbox.take_over` hands a
+survivor the rows whose lease lapsed. A row whose reply could not be sent keeps the messages not
+sent (``reply``, the outbox) and stays ``replying`` until :meth:`Inbox.done`; :meth:`Inbox.due`
+lists those to try again.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.db import Database
 from storage.models import InboxItem, InboxState, utcnow
+
+#: how long a front end's claim on its rows holds without a renewal
+DEFAULT_LEASE = timedelta(seconds=15)
+#: waits before the 1st, 2nd, ... retry of a reply that could not be sent
+RETRY_BACKOFF = (timedelta(seconds=2), timedelta(seconds=5), timedelta(seconds=15), timedelta(seconds=60))
 
 
 class Inbox:
@@ -26,9 +37,16 @@ class Inbox:
     (one row and one statement each), so 50 callbacks in flight cost one commit, not 50 queued
     behind SQLite's single writer."""
 
-    def __init__(self, db: Database, *, max_batch: int = 200) -> None:
+    def __init__(
+        self, db: Database, *, max_batch: int = 200, owner: str | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
+        #: names this front end in the rows it accepts or takes over (None: rows without an owner)
+        self.owner = owner
+        self.lease = lease
+        self._done_waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._done_flusher: asyncio.Task[None] | None = None
         self._waiting: list[tuple[str, str, dict[str, Any], asyncio.Future[int | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -65,8 +83,17 @@ class Inbox:
         for index, (platform, key, _, _) in enumerate(batch):
             first.setdefault((platform, key), index)
         now = utcnow()
+        lease_until = now + self.lease if self.owner is not None else None
         rows = [
-            {"platform": platform, "key": key, "payload": payload, "state": InboxState.PENDING, "received_at": now}
+            {
+                "platform": platform,
+                "key": key,
+                "payload": payload,
+                "state": InboxState.PENDING,
+                "received_at": now,
+                "owner": self.owner,
+                "lease_until": lease_until,
+            }
             for (platform, key, payload, _), index in zip(batch, range(len(batch)), strict=True)
             if first[(platform, key)] == index
         ]
@@ -94,10 +121,95 @@ class Inbox:
             return list(rows)
 
     async def done(self, item_id: int) -> None:
+        """Mark a row handled and answered. Group-committed like accepts: the marks of rows
+        finished together are one UPDATE, so handling does not queue the accept path's writes
+        behind one transaction each."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done_waiting.append((item_id, future))
+        if self._done_flusher is None or self._done_flusher.done():
+            self._done_flusher = asyncio.create_task(self._flush_done(), name="inbox-done-flush")
+        await future
+
+    async def _flush_done(self) -> None:
+        while self._done_waiting:
+            batch, self._done_waiting = self._done_waiting[: self.max_batch], self._done_waiting[self.max_batch :]
+            try:
+                async with self.db.session() as s:
+                    await s.execute(
+                        update(InboxItem)
+                        .where(InboxItem.id.in_([item_id for item_id, _ in batch]))
+                        .values(state=InboxState.DONE, done_at=utcnow(), reply=None, retry_at=None)
+                    )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def unsent(self, item_id: int, messages: list[dict[str, Any]]) -> datetime:
+        """Keep the messages of a reply that could not be sent (in order); the row stays
+        ``replying`` until they are. Returns when the next try is due (a growing backoff)."""
         async with self.db.session() as s:
-            await s.execute(
-                update(InboxItem).where(InboxItem.id == item_id).values(state=InboxState.DONE, done_at=utcnow())
+            item = await s.get(InboxItem, item_id)
+            if item is None:
+                raise LookupError(f"no inbox item {item_id}")
+            attempts = (item.reply_attempts or 0) + 1 if item.state == InboxState.REPLYING else 1
+            item.retry_at = utcnow() + RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF)) - 1]
+            item.state, item.reply, item.reply_attempts = InboxState.REPLYING, messages, attempts
+            return item.retry_at
+
+    async def due(self, platform: str, *, now: datetime | None = None) -> list[InboxItem]:
+        """This front end's rows with a reply to try again now, oldest first."""
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(InboxItem)
+                .where(
+                    InboxItem.platform == platform,
+                    InboxItem.state == InboxState.REPLYING,
+                    _mine(self.owner),
+                    or_(InboxItem.retry_at.is_(None), InboxItem.retry_at <= (now or utcnow())),
+                )
+                .order_by(InboxItem.id)
             )
+            return list(rows)
+
+    async def renew(self, platform: str) -> int:
+        """Extend this front end's lease on its unfinished rows; how many."""
+        if self.owner is None:
+            return 0
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(InboxItem)
+                .where(InboxItem.platform == platform, InboxItem.owner == self.owner)
+                .where(InboxItem.state != InboxState.DONE)
+                .values(lease_until=utcnow() + self.lease)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def take_over(self, platform: str, *, own_too: bool = False, now: datetime | None = None) -> list[InboxItem]:
+        """Claim the unfinished rows whose lease lapsed (their front end died) or that have no
+        owner, oldest first; ``own_too`` (on start) also those of this owner's previous run. One
+        UPDATE: two survivors never take the same row."""
+        now = now or utcnow()
+        if self.owner is None and not own_too:
+            return []  # without owners there are no leases to lapse: a start takes everything
+        lapsed = or_(InboxItem.lease_until.is_(None), InboxItem.lease_until < now)
+        if self.owner is not None:
+            lapsed = or_(lapsed, InboxItem.owner.is_(None))
+            if own_too:
+                lapsed = or_(lapsed, InboxItem.owner == self.owner)
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                update(InboxItem)
+                .where(InboxItem.platform == platform, InboxItem.state != InboxState.DONE, lapsed)
+                .values(owner=self.owner, lease_until=now + self.lease if self.owner is not None else None)
+                .returning(InboxItem)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(rows, key=lambda item: item.id)
 
     async def purge(self, platform: str, older_than: timedelta, *, now: datetime | None = None) -> int:
         """Drop done items received before ``now - older_than``; how many went."""
@@ -111,3 +223,7 @@ class Inbox:
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _mine(owner: str | None) -> Any:
+    return InboxItem.owner.is_(None) if owner is None else InboxItem.owner == owner

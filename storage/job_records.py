@@ -8,13 +8,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
-from storage.models import Job, JobStatus, Persona, Thread, Turn, TurnStatus, utcnow
+from storage.models import TRAINING_KIND, Job, JobStatus, Persona, Thread, Turn, TurnStatus, utcnow
 from storage.rows import found, new_turn
 
 #: statuses of jobs that still count against their user's limit
 UNFINISHED = (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class TrainingInProgress(Exception):
+    """The user already has an unfinished training (the database's unique partial index)."""
 
 
 class JobRecords:
@@ -35,7 +40,8 @@ class JobRecords:
         status: JobStatus = JobStatus.QUEUED,
         turn: dict[str, Any] | None = None,
     ) -> Job:
-        """Store a job, and the turn that will receive its result, in one transaction."""
+        """Store a job, and the turn that will receive its result, in one transaction.
+        :class:`TrainingInProgress` for a second unfinished training of one user."""
         job = Job(
             id=job_id,
             kind=kind,
@@ -50,11 +56,16 @@ class JobRecords:
             delivered=False,
             delivery_attempts=0,
         )
-        async with self.db.session() as s:
-            s.add(job)
-            await s.flush()
-            if turn is not None:
-                s.add(new_turn(job_id=job_id, **turn))
+        try:
+            async with self.db.session() as s:
+                s.add(job)
+                await s.flush()
+                if turn is not None:
+                    s.add(new_turn(job_id=job_id, **turn))
+        except IntegrityError as exc:
+            if _training_conflict(exc, kind):
+                raise TrainingInProgress(f"user {user_id} already has a training running") from exc
+            raise
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -71,6 +82,11 @@ class JobRecords:
             job.attempts += 1
             job.started_at = utcnow()
             return job
+
+    async def job_status(self, job_id: str) -> str | None:
+        """A job's status alone (one indexed read; a running job polls it for cancels)."""
+        async with self.db.read() as s:
+            return await s.scalar(select(Job.status).where(Job.id == job_id))
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         async with self.db.session() as s:
@@ -202,9 +218,26 @@ class JobRecords:
                 persona = await s.get(Persona, persona_id) if persona_id else None
                 if persona is not None and persona.status != "ready":
                     continue
+                waits_for = (job.spec or {}).get("wait_for_turn")
+                turn = await s.get(Turn, int(waits_for)) if waits_for else None
+                if waits_for and (turn is None or turn.status != TurnStatus.DONE):
+                    continue  # an edit waiting for the post's first images
                 job.status = JobStatus.QUEUED
                 released.append(job)
             return released
+
+    async def held_jobs_waiting_for(self, turn_id: int) -> list[Job]:
+        """Held edits (oldest first) that wait for this turn's images (sent while it rendered)."""
+        async with self.db.read() as s:
+            turn = await s.get(Turn, turn_id)
+            if turn is None:
+                return []
+            held = await s.scalars(
+                select(Job)
+                .where(Job.thread_id == turn.thread_id, Job.status == JobStatus.HELD)
+                .order_by(Job.created_at)
+            )
+            return [job for job in held if (job.spec or {}).get("wait_for_turn") == turn_id]
 
     async def held_jobs_for_persona(self, persona_id: int) -> list[Job]:
         """Held jobs (oldest first) whose spec names this persona: they wait for it to be ready."""
@@ -256,3 +289,10 @@ def job_persona_id(job: Job) -> int | None:
     persona = (job.spec or {}).get("persona") or {}
     persona_id = persona.get("persona_id") if isinstance(persona, dict) else None
     return int(persona_id) if persona_id else None
+
+
+def _training_conflict(exc: IntegrityError, kind: str) -> bool:
+    """The one-training-per-user index refused the row (PostgreSQL names the index, SQLite its
+    column ``jobs.user_id``)."""
+    text = str(exc.orig)
+    return kind == TRAINING_KIND and ("uq_jobs_one_training_per_user" in text or "jobs.user_id" in text)

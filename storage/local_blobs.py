@@ -39,6 +39,11 @@ class BlobNotFound(KeyError):
     pass
 
 
+class BlobStoreUnavailable(RuntimeError):
+    """The blob store cannot be used (S3 endpoint down, bucket missing, no access); the message
+    names what failed, for operators (never shown to chat users)."""
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     key: str
@@ -66,6 +71,14 @@ class BlobStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+
+    def check(self, timeout_s: float = 3.0) -> str:
+        """Raise :class:`BlobStoreUnavailable` unless the store can be used; what was checked."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"blob folder {self.root} unusable: {exc}") from exc
+        return f"folder {self.root}"
 
     # -- paths -------------------------------------------------------------------------------
     def local_path(self, key: str) -> Path:

@@ -28,8 +28,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: the jobs the one-training-per-user index covers (the string of engine.specs.JobKind.TRAIN_PERSONA)
+TRAINING_KIND = "train_persona"
+TRAINING_UNFINISHED = f"kind = '{TRAINING_KIND}' AND status IN ('held', 'queued', 'running')"
 
 
 def utcnow() -> datetime:
@@ -37,7 +42,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON, list[dict[str, Any]]: JSON}
 
 
 class TurnKind(StrEnum):
@@ -45,6 +50,7 @@ class TurnKind(StrEnum):
     EDIT = "edit"
     REGENERATE = "regenerate"
     VARIATION = "variation"
+    VIDEO = "video"  # a clip of an approved image (params["video"] names the MP4)
 
 
 class TurnStatus(StrEnum):
@@ -201,7 +207,8 @@ class Persona(Base):
 
 class InboxState(StrEnum):
     PENDING = "pending"  # answered 200 to the platform, not handled yet
-    DONE = "done"  # handled (or answered with a failure message): kept as a dedupe key until purged
+    REPLYING = "replying"  # handled; some of its reply (``InboxItem.reply``) is not sent yet
+    DONE = "done"  # handled and answered: kept as a dedupe key until purged
 
 
 class InboxItem(Base):
@@ -221,6 +228,13 @@ class InboxItem(Base):
     state: Mapped[str] = mapped_column(String(16), default=InboxState.PENDING)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the front end handling the row, and until when its claim holds (it renews it while alive)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the outbox: messages of the reply not sent yet (JSON, in order), failed sends, next try
+    reply: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    reply_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Thread(Base):
@@ -309,6 +323,14 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_user_status", "user_id", "status"),
         Index("ix_jobs_platform_delivered", "platform", "delivered"),  # the delivery sweep's query
+        # at most one unfinished training per user, kept by the database (not check-then-act)
+        Index(
+            "uq_jobs_one_training_per_user",
+            "user_id",
+            unique=True,
+            sqlite_where=text(TRAINING_UNFINISHED),
+            postgresql_where=text(TRAINING_UNFINISHED),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -112,6 +112,17 @@ class Store(JobRecords, ProductRecords, WorkspaceRecords, WorkspaceLibrary, Acti
         )
         try:
             async with self.db.session() as s:
+                # a persona that failed (no face in its photo, a crashed render) gives its name up
+                await s.execute(
+                    update(Persona)
+                    .where(
+                        Persona.workspace_id == persona.workspace_id,
+                        Persona.name_key == persona.name_key,
+                        Persona.deleted_at.is_(None),
+                        Persona.status == "failed",
+                    )
+                    .values(deleted_at=utcnow())
+                )
                 s.add(persona)
                 await s.flush()
         except IntegrityError:

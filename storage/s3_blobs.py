@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.blob_config import BlobConfig, S3Access
-from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, check_key, check_name
+from storage.local_blobs import BlobInfo, BlobNotFound, BlobStore, BlobStoreUnavailable, check_key, check_name
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,24 @@ KEEP_RECENT_S = 60.0
 EVICT_TO = 0.8
 
 
-def make_s3_client(access: S3Access) -> Any:
-    """A boto3 S3 client (unset values fall back to boto3's own lookup)."""
+def make_s3_client(access: S3Access, config: Any = None) -> Any:
+    """A boto3 S3 client (unset values fall back to boto3's own lookup); ``config`` (a botocore
+    Config) is merged over the defaults."""
     import boto3
     from botocore.config import Config
 
+    base = Config(
+        s3={"addressing_style": access.addressing_style},
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=16,
+    )
     return boto3.session.Session().client(
         "s3",
         endpoint_url=access.endpoint_url,
         region_name=access.region,
         aws_access_key_id=access.access_key_id,
         aws_secret_access_key=access.secret_access_key,
-        config=Config(
-            s3={"addressing_style": access.addressing_style},
-            retries={"max_attempts": 5, "mode": "standard"},
-            max_pool_connections=16,
-        ),
+        config=base.merge(config) if config is not None else base,
     )
 
 
@@ -74,7 +76,37 @@ class S3BlobStore(BlobStore):
     @classmethod
     def from_config(cls, config: BlobConfig) -> S3BlobStore:
         bucket, prefix = config.bucket_and_prefix
-        return cls(config.folder, make_s3_client(config.s3), bucket, prefix, config.cache_bytes)
+        store = cls(config.folder, make_s3_client(config.s3), bucket, prefix, config.cache_bytes)
+        store.access = config.s3
+        return store
+
+    #: how the store was configured (a quick client for :meth:`check` is made from it)
+    access: S3Access | None = None
+
+    def check(self, timeout_s: float = 3.0) -> str:
+        """HEAD the bucket with a short timeout and no retries (start-up and /readyz): raise
+        :class:`BlobStoreUnavailable` naming the endpoint and bucket when it does not answer."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self._check_client(timeout_s)
+        where = f"bucket {self.bucket!r} at {client.meta.endpoint_url}"
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "?")
+            reason = "does not exist" if code in ("404", "NoSuchBucket") else f"refused ({code})"
+            raise BlobStoreUnavailable(f"{where}: {reason}") from exc
+        except BotoCoreError as exc:
+            raise BlobStoreUnavailable(f"{where}: unreachable ({type(exc).__name__})") from exc
+        return where
+
+    def _check_client(self, timeout_s: float) -> Any:
+        if self.access is None:
+            return self.client
+        from botocore.config import Config
+
+        config = Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1})
+        return make_s3_client(self.access, config=config)
 
     def object_key(self, key: str) -> str:
         return self.prefix + check_key(key)

@@ -23,6 +23,10 @@ from storage.blob_config import BlobConfig, S3Access, parse_blob_url
 DEFAULT_IDENTITY_THRESHOLDS = {"dlib": 0.55, "insightface": 0.35}
 
 
+#: the job queues (engine.jobs.queues): a worker serves some or all (WORKER_QUEUES)
+WORKER_QUEUE_NAMES = ("images", "video", "training")
+
+
 class SettingsError(ValueError):
     """A setting has a bad value; the message is one line meant for the person starting the app."""
 
@@ -62,6 +66,10 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = None
     # queue
     redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process queue")
+    worker_queues: str = Field(
+        default="images,video,training",
+        description="queues a `persona-studio worker` takes jobs from (comma-separated: images, video, training)",
+    )
     # engine
     engine_model: str = Field(default="tiny", description="'tiny', a hub id or a local pipeline folder")
     engine_device: str | None = Field(default=None, description="cpu, cuda, cuda:1; unset = auto")
@@ -74,6 +82,15 @@ class Settings(BaseSettings):
         default="",
         description="region edits' detector and SAM: 'tiny' or '<detector>,<sam>' (hub ids or folders); "
         "unset = tiny with a tiny ENGINE_MODEL, else OWLv2 base + SAM-HQ vit-base",
+    )
+    engine_video_model: str = Field(
+        default="tiny", description="/video: 'tiny', a Wan image-to-video hub id or a local folder"
+    )
+    engine_video_cpu_offload: bool = Field(
+        default=False, description="video model CPU offload: each part on the GPU only while it runs"
+    )
+    video_upload_mb: float = Field(
+        default=8.0, gt=0, le=500, description="clips larger than this also get a lower-bitrate copy for chat uploads"
     )
     lora_dir: Path = Field(default=Path("./data/loras"), description="<archetype>/<name>.safetensors")
     face_backend: Literal["dlib", "insightface"] = "dlib"
@@ -106,6 +123,7 @@ class Settings(BaseSettings):
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_running_jobs: int = Field(default=2, ge=1, le=100)
     max_waiting_jobs: int = Field(default=8, ge=0, le=1000)
+    max_train_work: int = Field(default=64_000, ge=1, description="/persona train: at most images × steps")
     allow_photo_personas: bool = Field(default=True, description="may users create personas from a photo")
     # discord
     discord_token: SecretStr | None = None
@@ -154,6 +172,20 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("expected sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db")
         return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _worker_queues(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in WORKER_QUEUE_NAMES]
+        if not names or unknown:
+            raise ValueError(f"WORKER_QUEUES takes a comma-separated list of {', '.join(WORKER_QUEUE_NAMES)}")
+        return ",".join(dict.fromkeys(names))
+
+    @property
+    def worker_queue_list(self) -> tuple[str, ...]:
+        """WORKER_QUEUES as a tuple, in the order given."""
+        return tuple(self.worker_queues.split(","))
 
     @field_validator("redis_url")
     @classmethod

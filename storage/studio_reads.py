@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -134,6 +135,7 @@ class StudioReads:
                 .where(Thread.workspace_id == workspace_id)
             )
             keys = {key for keys in turn_keys for key in (keys or []) if isinstance(key, str)}
+            keys.update(await _clip_keys(s, Thread.workspace_id == workspace_id))
             for column, where in (
                 (Thread.scene_key, Thread.workspace_id == workspace_id),
                 (Persona.reference_key, Persona.workspace_id == workspace_id),
@@ -154,6 +156,7 @@ class StudioReads:
                 select(Turn.image_keys).join(Thread, Thread.id == Turn.thread_id).where(Thread.owner_id == owner_id)
             )
             keys = {key for keys in turn_keys for key in (keys or []) if isinstance(key, str)}
+            keys.update(await _clip_keys(s, Thread.owner_id == owner_id))
             scenes = await s.scalars(
                 select(Thread.scene_key).where(Thread.owner_id == owner_id, Thread.scene_key.is_not(None))
             )
@@ -198,6 +201,15 @@ class StudioReads:
         """Raises when the database cannot answer."""
         async with self.db.engine.connect() as connection:
             await connection.exec_driver_sql("SELECT 1")
+
+
+async def _clip_keys(s: Any, where: Any) -> set[str]:
+    """The MP4s and posters of the clips (``Turn.params["video"]``) of the threads ``where`` picks."""
+    rows = await s.scalars(
+        select(Turn.params).join(Thread, Thread.id == Turn.thread_id).where(where, Turn.kind == "video")
+    )
+    videos = [(params or {}).get("video") or {} for params in rows]
+    return {str(v[k]) for v in videos for k in ("key", "poster_key", "small_key") if v.get(k)}
 
 
 def spec_image_keys(spec: object) -> set[str]:

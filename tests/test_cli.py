@@ -288,3 +288,35 @@ async def test_persona_export_loads_in_plain_diffusers_and_eval_identity_reports
     assert report["version"] == "v1" and report["checked"] is False  # tiny: the reference shows no face
     wrong = cli("eval", "identity", "Mia", "--user", "console:ann", "--version", "v9", env=env, cwd=tmp_path)
     assert wrong.returncode == 2 and "no version 'v9'" in wrong.stderr
+
+
+def test_persona_export_refuses_a_file_an_unwritable_path_and_a_non_empty_folder(tmp_path: Path) -> None:
+    """Issue 20 item 11: --out onto a file, under a file, onto a folder holding files (the live
+    blob folder above all) is refused with one clear line and exit 2; --force merges into a folder."""
+    blobs = tmp_path / "blobs"
+    (blobs / "ab").mkdir(parents=True)
+    (blobs / "ab" / "keep.png").write_bytes(b"x")
+    env = {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        "BLOB_DIR": str(blobs),
+        "LORA_DIR": str(tmp_path / "loras"),
+    }
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "other.txt").write_text("theirs")
+    cases = {
+        str(a_file): "is a file",
+        str(a_file / "sub"): "cannot be written",
+        str(full): "is not empty",
+        str(blobs): "inside the blob folder",
+        str(blobs / "ab"): "inside the blob folder",
+    }
+    for out, expected in cases.items():
+        result = cli("persona", "export", "Mia", "--out", out, env=env, cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr, (out, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert a_file.read_text() == "mine" and sorted(p.name for p in full.iterdir()) == ["other.txt"]
+    merged = cli("persona", "export", "Mia", "--out", str(full), "--force", env=env, cwd=tmp_path)
+    assert merged.returncode == 2 and "no persona named 'Mia'" in merged.stderr  # past the folder check

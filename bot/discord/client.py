@@ -47,6 +47,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.discord.config import DiscordConfig
+from bot.discord.pending import ResumedInteraction, attachments_of, inbox_platform, pending_commands, stored_command
 from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRONG_TEXT
 from bot.discord.progress import PROGRESS_INTERVAL_S
 from bot.discord.reactions import ResultReactions
@@ -63,10 +64,12 @@ from bot.discord.translate import (
 )
 from bot.frontend import ConversationClient, ConversationPort, FrontEndTasks
 from commands.events import Action, Event, EventKind
+from storage.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
+STORE_TIMEOUT_S = 1.5  # a command's inbox write before its defer (3 s deadline) gives up after this
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         *,
         message_content: bool = True,
         progress_interval: float = PROGRESS_INTERVAL_S,
+        inbox: Inbox | None = None,
         **options: Any,
     ) -> None:
         intents = discord.Intents.none()
@@ -103,6 +107,8 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         self._init_reactions()
         self.tasks = FrontEndTasks("discord")
         self._delivered_pending = False
+        #: slash commands are stored here before they are deferred (bot.discord.pending)
+        self.inbox = inbox
 
     @property
     def message_content_enabled(self) -> bool:
@@ -173,6 +179,8 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         if not self._delivered_pending:
             self._delivered_pending = True
             self.tasks.spawn(self.deliver_pending(), name="discord-deliver-pending")
+            if self.inbox is not None:
+                self.tasks.spawn(self.answer_pending_commands(), name="discord-pending-commands")
 
     async def close(self) -> None:
         await self.renderer.close()
@@ -188,13 +196,49 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         attachments: Sequence[discord.Attachment | None] = (),
         roles: Sequence[str | None] = (),
     ) -> None:
-        """Acknowledge, translate, hand to the conversation and render its answer."""
+        """Store, acknowledge, translate, hand to the conversation and render its answer."""
+        given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
+        files, kinds = [a for a, _ in given], [role for _, role in given]
+        item_id = await self._store_command(interaction, command, options or {}, files, kinds)
         await interaction.response.defer(thinking=True)
         self.renderer.upload_limits.note(interaction)
         output = InteractionOutput(interaction, thinking=True)
+        await self._answer_command(output, interaction, command, options or {}, files, kinds)
+        if item_id is not None and self.inbox is not None:
+            with contextlib.suppress(Exception):
+                await self.inbox.done(item_id)
+
+    async def _store_command(
+        self,
+        interaction: discord.Interaction[Any],
+        command: str,
+        options: dict[str, Any],
+        files: list[discord.Attachment],
+        roles: list[str | None],
+    ) -> int | None:
+        """The command in the inbox before the defer (bounded: the defer must come within 3 s)."""
+        if self.inbox is None:
+            return None
+        payload = stored_command(interaction, command, options, files, roles)
+        key = f"interaction:{interaction.id}"
         try:
-            given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
-            files = await download_attachments([a for a, _ in given], [role for _, role in given])
+            accept = self.inbox.accept(inbox_platform(interaction.application_id), key, payload)
+            return await asyncio.wait_for(accept, STORE_TIMEOUT_S)
+        except Exception:
+            log.warning("discord: /%s could not be stored before its answer", command, exc_info=True)
+            return None
+
+    async def _answer_command(
+        self,
+        output: InteractionOutput,
+        interaction: Any,
+        command: str,
+        options: dict[str, Any],
+        attachments: list[discord.Attachment],
+        roles: list[str | None],
+    ) -> None:
+        try:
+            files = await download_attachments(attachments, roles)
             channel_id, thread_id = channel_ids(interaction.channel)
             event = Event(
                 platform=PLATFORM,
@@ -202,7 +246,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
                 user_name=interaction.user.display_name,
                 kind=EventKind.COMMAND,
                 command=command,
-                options={k: v for k, v in (options or {}).items() if v is not None},
+                options={k: v for k, v in options.items() if v is not None},
                 attachments=files,
                 channel_id=channel_id,
                 thread_id=thread_id,
@@ -219,6 +263,31 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
             log.exception("/%s failed", command)
             await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
         await output.finish()
+
+    async def answer_pending_commands(self) -> int:
+        """Answer the commands a killed process stored but did not answer, while their token is
+        valid (the "thinking…" message is edited with the answer); how many."""
+        assert self.inbox is not None
+        valid, _ = await pending_commands(self.inbox, inbox_platform(self.application_id))
+        for row in valid:
+            payload = row.payload
+            try:
+                channel = self.get_channel(payload["channel_id"]) or await self.fetch_channel(payload["channel_id"])
+                resumed = ResumedInteraction(self, payload, channel)
+                output = InteractionOutput(resumed, thinking=True)  # type: ignore[arg-type]
+                log.info("discord: answering /%s stored before a restart", payload["command"])
+                await self._answer_command(
+                    output,
+                    resumed,
+                    payload["command"],
+                    payload["options"],
+                    attachments_of(self, payload),
+                    payload["roles"],
+                )
+            except Exception:
+                log.exception("discord: a stored /%s could not be answered", payload.get("command"))
+            await self.inbox.done(row.id)
+        return len(valid)
 
     async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None:
         """Product / Scene / Face clicked under a role question: the ``reference`` command.

@@ -1,4 +1,4 @@
-"""Images and files under Discord's upload limit.
+"""Images, clips and files under Discord's upload limit.
 
 Images larger than the upload limit of the interaction (``attachment_size_limit``) or guild are
 sent as JPEG/WebP under the limit (the PNG stays in the blob store); a 413 answer lowers the
@@ -98,9 +98,15 @@ async def card_files(action: Images, limit: int) -> list[discord.File]:
 
 
 async def send_images(channel: Any, action: Images, content: str | None, limits: UploadLimits) -> discord.Message:
-    """Post the images of ``action`` with its buttons, smaller after each 413; the message sent."""
-    raw = await _read_all(action)
+    """Post the images of ``action`` with its buttons, smaller after each 413; the message sent.
+    A clip is posted as its MP4 instead (Discord plays it inline): :func:`send_clip`."""
     view = result_view(action.turn_id, action.buttons) if action.buttons and action.turn_id else None
+    if action.clip is not None:
+        sent = await send_clip(channel, action, content, limits, view)
+        if sent is not None:
+            return sent
+        content = f"{content or ''}\n(the clip is over this server's upload limit: its poster instead)".strip()
+    raw = await _read_all(action)
     limit = limits.for_channel(channel)
     for _attempt in range(4):
         fitted = await _fit_all(action, raw, limit)
@@ -116,6 +122,33 @@ async def send_images(channel: Any, action: Images, content: str | None, limits:
             limits.lower(channel, limit)
             log.info("upload limit hit in channel %s; retrying under %d bytes", channel.id, limit)
     raise RuntimeError(f"images of turn {action.turn_id} did not fit the upload limit")
+
+
+async def send_clip(
+    channel: Any, action: Images, content: str | None, limits: UploadLimits, view: Any
+) -> discord.Message | None:
+    """Post the clip of ``action``: the MP4, or its lower-bitrate copy when the MP4 is over the
+    channel's upload limit (or a 413 says so); None when neither fits."""
+    clip = action.clip
+    assert clip is not None
+    limit = limits.for_channel(channel)
+    for _attempt in range(2):
+        chosen = clip.fitting(limit)
+        if chosen is None:
+            return None
+        path, size = chosen
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        kwargs: dict[str, Any] = {"file": discord.File(io.BytesIO(data), filename=clip.filename)}
+        if view is not None:
+            kwargs["view"] = view
+        try:
+            return await channel.send(content, **kwargs)
+        except discord.HTTPException as exc:
+            if exc.status != 413 and exc.code != 40005:
+                raise
+            limit = size - 1  # the small copy next, if there is one
+            limits.lower(channel, limit)
+    return None
 
 
 async def add_reactions(message: discord.Message, buttons: Sequence[Button]) -> None:

@@ -75,9 +75,16 @@ async def enter(request: web.Request) -> web.Response:
         path="/",
         httponly=True,
         samesite="Lax",
-        secure=request.secure,
+        secure=is_https(request),
     )
     raise response
+
+
+def is_https(request: web.Request) -> bool:
+    """TLS here, or at the proxy in front (``X-Forwarded-Proto: https``; trusting it can only make
+    the cookie stricter)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
 
 
 async def viewer_of(request: web.Request) -> Viewer:

@@ -61,11 +61,21 @@ async def snapshot(state: WebState, job: Job, event: AnyJobEvent | None = None) 
     return data
 
 
+#: the studio's policy (bot.web.server.CONTENT_SECURITY_POLICY) plus its inline script and its fetches
+LIVE_PAGE_POLICY = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
 async def page(request: web.Request) -> web.Response:
     state, job = await _own_job(request)
     viewer = await viewer_of(request)
     start = json.dumps(await snapshot(state, job)).replace("<", "\\u003c")  # safe inside <script>
-    return state.render("job.html", viewer=viewer, job=job, start=start)
+    response = state.render("job.html", viewer=viewer, job=job, start=start)
+    # the one page with a script (inline, its own) that reads this server (events, state.json)
+    response.headers["Content-Security-Policy"] = LIVE_PAGE_POLICY
+    return response
 
 
 async def state_json(request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
-"""Operators' endpoints: ``/healthz`` (the process is up), ``/readyz`` (database, queue and a
-worker's heartbeat, saying which failed) and ``/metrics`` (Prometheus text format).
+"""Operators' endpoints: ``/healthz`` (the process is up), ``/readyz`` (database, blob store (an
+S3 bucket's HEAD), queue and a worker's heartbeat, saying which failed) and ``/metrics`` (Prometheus text format).
 
 ``/metrics`` is this process's registry (engine.metrics.REGISTRY: jobs it finished, deliveries,
 inbound events) plus the queue's state read from storage at scrape time, plus every live arq
@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.web.state import STATE, WebState
 from engine import metrics
-from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEY
+from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEYS
+from storage.blobs import BlobStoreUnavailable
 from storage.models import JobStatus
 
 CHECK_TIMEOUT_S = 3.0
@@ -48,6 +49,11 @@ async def readiness(state: WebState) -> dict[str, tuple[bool, str]]:
         checks["database"] = (True, "ok")
     except Exception as exc:
         checks["database"] = (False, f"unreachable: {_reason(exc)}")
+    try:
+        where = await asyncio.wait_for(asyncio.to_thread(state.blobs.check, CHECK_TIMEOUT_S), CHECK_TIMEOUT_S + 1)
+        checks["blobs"] = (True, f"ok: {where}")
+    except Exception as exc:
+        checks["blobs"] = (False, str(exc) if isinstance(exc, BlobStoreUnavailable) else f"unusable: {_reason(exc)}")
     if state.redis is None:
         checks["queue"] = (True, "embedded (in-process; REDIS_URL unset)")
         return checks
@@ -59,7 +65,8 @@ async def readiness(state: WebState) -> dict[str, tuple[bool, str]]:
         checks["worker"] = (False, "unknown: redis is unreachable")
         return checks
     try:
-        line = await asyncio.wait_for(state.redis.get(HEALTH_CHECK_KEY), CHECK_TIMEOUT_S)
+        lines = await asyncio.wait_for(state.redis.mget(HEALTH_CHECK_KEYS), CHECK_TIMEOUT_S)  # any queue's worker
+        line = next((x for x in lines if x), None)
     except Exception as exc:
         line, checks["worker"] = None, (False, f"heartbeat unreadable: {_reason(exc)}")
     if "worker" not in checks:

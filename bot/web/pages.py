@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.web.auth import viewer_of
 from bot.web.state import STATE
 from commands.export import build_export
+from commands.ids import parse_id
 from engine.specs import ReferenceRole
 from storage.blobs import BlobNotFound
 from storage.models import JobStatus, Thread, ThreadStatus, Turn, TurnKind
@@ -151,6 +152,21 @@ async def image(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, headers=headers)
 
 
+async def video(request: web.Request) -> web.StreamResponse:
+    """A clip's MP4, for the post page's <video> (Range requests work on local files)."""
+    state = request.app[STATE]
+    key = await _own_key(request)
+    headers = {"Cache-Control": IMMUTABLE, "Content-Type": "video/mp4"}
+    try:
+        path = await asyncio.to_thread(state.blobs.path, key)
+        if await asyncio.to_thread(path.is_file):
+            return web.FileResponse(path, headers=headers)
+        data = await asyncio.to_thread(state.blobs.get, key)
+    except (BlobNotFound, FileNotFoundError):
+        raise web.HTTPNotFound() from None
+    return web.Response(body=data, headers=headers)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -181,10 +197,8 @@ def _not_modified(request: web.Request, key: str) -> bool:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    """A storage id from a URL, bounded as in chat (commands.ids): anything else names nothing."""
+    return parse_id(value) if isinstance(value, str) else None
 
 
 def _references(turn: Turn, spec: dict[str, Any] | None, thread: Thread) -> list[dict[str, str]]:

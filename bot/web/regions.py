@@ -28,6 +28,11 @@ from storage.models import Thread, User
 from storage.repository import Store
 
 MAX_POINTS = 64
+#: the page runs its own small script, fetches masks from this server and shows them as blob: images
+REGION_PAGE_POLICY = (
+    "default-src 'none'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 async def _current_images(state: WebState, thread: Thread) -> list[str]:
@@ -46,10 +51,12 @@ async def page(request: web.Request) -> web.Response:
     index = (_int(request.query.get("image")) or 1) - 1
     if not 0 <= index < len(images):
         raise web.HTTPNotFound(text=f"This post has {len(images)} image(s).")
-    return state.render(
+    response = state.render(
         "region.html", viewer=viewer, thread=thread, images=images, index=index, key=images[index],
         csrf=viewer.csrf(state.secret),
     )  # fmt: skip
+    response.headers["Content-Security-Policy"] = REGION_PAGE_POLICY
+    return response
 
 
 async def _request(request: web.Request) -> tuple[WebState, Viewer, Thread, str, int, dict[str, Any]]:

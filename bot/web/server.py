@@ -30,15 +30,24 @@ PLATFORM = "web"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: no script at all, images and forms from here only, never framed (the pages' one <style> is inline)
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
 @web.middleware
 async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Server-Timing (the benchmark reads it), no referrer (links carry tokens), no sniffing;
-    pages with a user's data are never stored by caches."""
+    """Server-Timing (the benchmark reads it), no referrer (links carry tokens), no sniffing, a
+    content security policy, no framing; pages with a user's data are never stored by caches."""
     started = time.perf_counter()
     response = await handler(request)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Frame-Options", "DENY")
     if response.content_type == "text/html":
         response.headers.setdefault("Cache-Control", "private, no-store")
         if isinstance(response, web.Response) and not response.prepared:
@@ -62,6 +71,7 @@ def make_web_app(state: WebState) -> web.Application:
     app.router.add_get("/studio/img/{key}", pages.image)
     app.router.add_get("/studio/thumb/{key}.webp", pages.thumbnail)
     regions.add_routes(app)
+    app.router.add_get("/studio/video/{key}.mp4", pages.video)
     app.router.add_get("/studio/jobs/{job_id}", live.page)
     app.router.add_get("/studio/jobs/{job_id}/events", live.events)
     app.router.add_get("/studio/jobs/{job_id}/state.json", live.state_json)

@@ -39,6 +39,8 @@ DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 TEXT_LIMIT_BYTES = 2048
 TOKEN_ERRCODES = frozenset({40014, 42001})  # invalid / expired access_token
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+#: a video message's MP4 (temporary media, type=video) may be at most 10 MB
+VIDEO_LIMIT_BYTES = 10 * 1024 * 1024
 
 #: Card buttons: command -> (label, style). WeCom styles: 1 blue, 2 grey, 3 red, 4 ...
 CARD_BUTTONS: dict[str, tuple[str, int]] = {
@@ -254,6 +256,11 @@ class WeComAPI:
 
     async def send_image(self, user: str, media_id: str) -> None:
         await self._send(user, {"msgtype": "image", "image": {"media_id": media_id}})
+
+    async def send_video(self, user: str, media_id: str, title: str = "", description: str = "") -> None:
+        """A video message (media/upload type=video: MP4, at most :data:`VIDEO_LIMIT_BYTES`)."""
+        video = {"media_id": media_id, "title": title[:128], "description": description[:512]}
+        await self._send(user, {"msgtype": "video", "video": video})
 
     async def send_file(self, user: str, media_id: str) -> None:
         await self._send(user, {"msgtype": "file", "file": {"media_id": media_id}})

@@ -29,9 +29,10 @@ from bot.wecom.api import CLICKED_LABELS, WeComAPI, WeComAPIError
 from bot.wecom.config import WeComConfig
 from bot.wecom.crypto import DecryptError, InvalidSignatureError, ReceiverMismatchError, WeComCrypto
 from bot.wecom.envelope import MAX_BODY_BYTES, BadCallback, check_agent, check_timestamp, dedupe_key, open_envelope
+from bot.wecom.outbox import InboxKeeper, is_replying, payload_of, send_reply
 from bot.wecom.rate_limit import RateLimiter
 from bot.wecom.render import ActionRenderer
-from bot.wecom.tokens import MemoryTokenStore, RedisTokenStore, TokenStore, token_key
+from bot.wecom.tokens import LayeredTokenStore, MemoryTokenStore, RedisTokenStore, TokenStore, token_key
 from bot.wecom.translate import PLATFORM, to_event
 from commands.events import Action, EventKind
 from storage.inbox import Inbox
@@ -42,6 +43,9 @@ CALLBACK_PATH = "/wecom/callback"
 #: done inbox rows (dedupe keys) are kept at least this long, and never less than the replay window
 MIN_KEY_RETENTION_S = 3600.0
 PURGE_EVERY = 1000  # accepted callbacks between two purges of old done rows
+#: callbacks handled at once: the rest wait their turn, so the accept path (verify, store, 200)
+#: is never queued behind a crowd of handlers on the event loop and the database
+HANDLING_CONCURRENCY = 2
 TEXT_FAILED = "抱歉，处理这条消息时出错了，请稍后再试。\nSorry, something went wrong; please try again."
 
 
@@ -63,6 +67,7 @@ class WeComBot(ConversationClient):
         rate_limiter: RateLimiter | None = None,
         token_store: TokenStore | None = None,
         clock: Callable[[], float] = time.time,
+        keep_every_s: float | None = None,
     ) -> None:
         self.config = config
         self.conversation = conversation
@@ -76,9 +81,15 @@ class WeComBot(ConversationClient):
         self._rate_limiter = rate_limiter
         self._token_store = token_store
         #: every acknowledged callback is stored here first; its unique key is the dedupe
+        #: (its owner, bot.wecom.outbox.inbox_owner, names this front end; rows of one that
+        #: stopped renewing its lease are taken over)
         self.inbox = inbox
         #: the inbox's platform column: one app's callbacks apart from another's on one database
         self.inbox_platform = f"{PLATFORM}:{corp_id}:{agent_id}"
+        keeper_options = {} if keep_every_s is None else {"every_s": keep_every_s}
+        self.keeper = InboxKeeper(self.inbox, self.inbox_platform, handle=self._take, **keeper_options)
+        #: inbox rows being worked on here (never twice at once)
+        self._in_hand: set[int] = set()
         self.clock = clock
         self.replay_window_s = config.replay_window_s
         self.key_retention = timedelta(seconds=max(MIN_KEY_RETENTION_S, 2 * self.replay_window_s))
@@ -88,6 +99,7 @@ class WeComBot(ConversationClient):
         self.renderer = ActionRenderer(lambda: self.api)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_refs: dict[str, int] = {}
+        self._handling = asyncio.Semaphore(HANDLING_CONCURRENCY)
         self.processed = 0  # callbacks handed to the conversation (for health checks and tests)
 
     def __repr__(self) -> str:
@@ -112,7 +124,9 @@ class WeComBot(ConversationClient):
         token_store = self._token_store
         if token_store is None:
             key = token_key(self.corp_id, self.agent_id)
-            token_store = RedisTokenStore(self._redis, key) if self._redis is not None else MemoryTokenStore()
+            shared = RedisTokenStore(self._redis, key) if self._redis is not None else None
+            # memory in front of redis: a redis outage does not stop replies
+            token_store = LayeredTokenStore(shared) if shared is not None else MemoryTokenStore()
         self._api = WeComAPI(
             corp_id=self.corp_id,
             secret=self.config.secret,
@@ -128,14 +142,25 @@ class WeComBot(ConversationClient):
         await self.process_inbox()
 
     async def process_inbox(self) -> int:
-        """Handle the callbacks a previous run acknowledged but did not finish, in their order."""
-        pending = await self.inbox.pending(self.inbox_platform)
+        """Handle the callbacks a previous run acknowledged but did not finish (and send the
+        replies it could not), in their order; rows of a front end whose lease lapsed too."""
+        pending = await self.inbox.take_over(self.inbox_platform, own_too=True)
         for item in pending:
-            self._spawn(item.id, {str(k): str(v) for k, v in item.payload.items()})
+            self._take(item)
         if pending:
             log.info("wecom: handling %d acknowledged callback(s) left from before the start", len(pending))
         self.tasks.spawn(self._purge(), name="wecom-inbox-purge")
+        self.keeper.start()
         return len(pending)
+
+    def _take(self, item: Any) -> None:
+        """Work on an inbox row: handle a pending one, send a replying one's outbox."""
+        if item.id in self._in_hand or not self.tasks.is_open:
+            return
+        if is_replying(item):
+            self._spawn(item.id, payload_of(item), outbox=list(item.reply or []))
+        else:
+            self._spawn(item.id, payload_of(item))
 
     async def _purge(self) -> None:
         try:
@@ -145,6 +170,7 @@ class WeComBot(ConversationClient):
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Let callbacks in progress finish (up to ``timeout_s``), then close what start opened."""
+        await self.keeper.stop()
         await self.tasks.close(timeout_s)
         if self._own_session and self._session is not None:
             await self._session.close()
@@ -215,10 +241,11 @@ class WeComBot(ConversationClient):
             self.tasks.spawn(self._purge(), name="wecom-inbox-purge")
         return web.Response(text="")
 
-    def _spawn(self, item_id: int, message: dict[str, str]) -> None:
+    def _spawn(self, item_id: int, message: dict[str, str], *, outbox: list[dict[str, Any]] | None = None) -> None:
         user = message["FromUserName"]
         self._user_refs[user] = self._user_refs.get(user, 0) + 1
-        self.tasks.spawn(self._process(item_id, message))
+        self._in_hand.add(item_id)
+        self.tasks.spawn(self._process(item_id, message, outbox))
 
     def _refuse(self, status: int, reason: str) -> web.Response:
         log.warning("wecom: refused a callback (%d %s)", status, reason)
@@ -226,39 +253,39 @@ class WeComBot(ConversationClient):
 
     # -- background processing
 
-    async def _process(self, item_id: int, message: dict[str, str]) -> None:
-        """Handle one inbox item, then mark it done. A stop (cancel) or crash before that leaves
-        it pending: the next start handles it."""
+    async def _process(self, item_id: int, message: dict[str, str], outbox: list[dict[str, Any]] | None) -> None:
+        """Handle one inbox item (or send the rest of its reply) and mark it done once its reply
+        went out; what could not be sent stays in its outbox. A stop (cancel) or crash before
+        that leaves it pending: the next start handles it."""
         user = message["FromUserName"]
         lock = self._user_locks.setdefault(user, asyncio.Lock())
         try:
-            async with lock:
-                try:
-                    await self._process_one(message)
-                except Exception:
-                    log.exception("wecom: handling a %s message failed", message.get("MsgType"))
+            async with lock, self._handling:
+                if outbox is None:
                     try:
-                        await self.api.send_text(user, TEXT_FAILED)
+                        outbox = self.renderer.plan(await self._process_one(message), default_user=user)
                     except Exception:
-                        log.warning("wecom: could not tell the user about the failure")
-                await self.inbox.done(item_id)
+                        log.exception("wecom: handling a %s message failed", message.get("MsgType"))
+                        outbox = [{"to": user, "kind": "text", "text": TEXT_FAILED}]
+                await send_reply(self.renderer, self.inbox, item_id, outbox)
         except Exception:
-            log.exception("wecom: could not mark inbox item %d done; it is handled again on the next start", item_id)
+            log.exception("wecom: could not record inbox item %d; it is handled again on the next start", item_id)
         finally:
+            self._in_hand.discard(item_id)
             self._user_refs[user] -= 1
             if self._user_refs[user] <= 0:
                 del self._user_refs[user]
                 self._user_locks.pop(user, None)
 
-    async def _process_one(self, message: dict[str, str]) -> None:
+    async def _process_one(self, message: dict[str, str]) -> list[Action]:
+        """The actions that answer one message (the card click's grey-out is sent here)."""
         user = message["FromUserName"]
         event = await to_event(self.api, message)
         if event is None:
-            return
+            return []
         event = replace(event, workspace=self.corp_id)  # one company per installation: its workspace
         self.processed += 1
         actions = await self.conversation.handle(event)
-        await self.renderer.render(actions, default_user=user)
         response_code = message.get("ResponseCode", "").strip()
         clicked = event.command if event.kind is EventKind.REACTION else event.options.get("role")
         if response_code and clicked in CLICKED_LABELS:
@@ -266,6 +293,7 @@ class WeComBot(ConversationClient):
                 await self.api.update_card_clicked(user, response_code, CLICKED_LABELS[clicked])
             except WeComAPIError as exc:
                 log.info("wecom: could not update the clicked card (%s)", exc.errcode)
+        return actions
 
     async def deliver(self, actions: Sequence[Action]) -> None:
         """The conversation's deliverer for "wecom": raises if a result could not be sent."""

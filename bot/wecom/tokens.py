@@ -1,4 +1,5 @@
-"""The WeCom access_token cache: one process's memory, or one redis key shared by every process.
+"""The WeCom access_token cache: one process's memory, one redis key shared by every process, or
+both (memory first: a redis outage does not stop replies).
 
 A token is used until ``TOKEN_MARGIN_S`` before it expires; the API client refreshes it then, and
 again when a call answers 40014 (invalid) or 42001 (expired).
@@ -6,10 +7,13 @@ again when a call answers 40014 (invalid) or 42001 (expired).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 TOKEN_MARGIN_S = 300.0  # refresh this long before the token expires
 
@@ -66,3 +70,30 @@ class RedisTokenStore:
 
 def token_key(corp_id: str, agent_id: int | str) -> str:
     return f"persona-studio:wecom:access_token:{corp_id}:{agent_id}"
+
+
+class LayeredTokenStore:
+    """This process's memory in front of a shared store (redis): a token this process holds is
+    used while the shared store is unreachable, and a token fetched while redis is down is still
+    kept here. Errors of the shared store are logged, never raised."""
+
+    def __init__(self, shared: TokenStore, memory: MemoryTokenStore | None = None) -> None:
+        self.shared = shared
+        self.memory = memory or MemoryTokenStore()
+
+    async def get(self) -> str | None:
+        token = await self.memory.get()
+        if token is not None:
+            return token
+        try:
+            return await self.shared.get()
+        except Exception as exc:
+            log.warning("wecom: shared access_token cache unavailable (%s); using this process's", exc)
+            return None
+
+    async def set(self, token: str, expires_in: float) -> None:
+        await self.memory.set(token, expires_in)
+        try:
+            await self.shared.set(token, expires_in)
+        except Exception as exc:
+            log.warning("wecom: could not share the access_token (%s); kept in this process", exc)

@@ -20,11 +20,11 @@ from commands import references as refs
 from commands import regions, rules
 from commands.context import Ctx
 from commands.events import Action, Attachment
-from commands.ports import Rendering
+from commands.ports import Rendering, Stored
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec, RegionSpec
 from storage.activity import PostAction
-from storage.models import Thread, TurnKind, TurnStatus
+from storage.models import Thread, Turn, TurnKind, TurnStatus
 
 
 @dataclass
@@ -71,11 +71,16 @@ async def edit(
     rules.check_open(thread)
     current = await rules.current_turn(conv, thread)
     if current is not None and current.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await rules.unusable(conv, current, "edit it"))
-    if current is None or current.status != TurnStatus.DONE or not current.image_keys:
+        raise InputError(await rules.unusable(conv, current, "edit"))
+    first = await first_images_rendering(conv, thread, current)
+    if first is not None:
+        count = first  # the edit waits for the post's first images (held until they are done)
+    elif current is None or current.status != TurnStatus.DONE or not current.image_keys:
         raise InputError("the first images of this post are not ready yet; wait for them, then send the edit")
-    await rules.check_idle(conv, thread)
-    count = len(current.image_keys)
+    else:
+        await rules.check_idle(conv, thread)
+        count = len(current.image_keys)
+    assert current is not None
     targets = list(range(count)) if ask.targets == [] else ask.targets
     targets = targets or [int((thread.settings or {}).get("target", 0))]
     if any(not 0 <= t < count for t in targets):
@@ -86,6 +91,8 @@ async def edit(
     mask, attachments = regions.split_mask(ctx.event.attachments if not chosen else (), ask.said_mask)
     refs.check_attachments(attachments)
     full = False
+    if mask is not None and first is not None:
+        raise InputError("the first images are still rendering: send the mask once they are here")
     if mask is not None:
         sizes = [await asyncio.to_thread(_size, conv, current.image_keys[t]) for t in targets]
         full = regions.check_mask(mask, sizes)
@@ -117,6 +124,7 @@ async def edit(
         prompt=ask.text,
         context_keys=list(current.image_keys),
         targets=targets,
+        wait_for_turn=current.id if first is not None else None,
         seed=conv.seed(ctx.user, thread),
         params=params,
         references=edit_refs,
@@ -131,7 +139,7 @@ async def edit(
         params=turn_params,
         references=refs.as_dicts(edit_refs),
     )
-    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
+    queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where, hold=first is not None)
     await conv.store.log_activity(thread.id, ctx.user.id, PostAction.EDITED, detail=ask.text)
     which = "every image" if len(targets) > 1 else f"image {targets[0] + 1}"
     extra = refs.from_dicts(turn["references"])[len(thread.references or []) :]
@@ -140,7 +148,24 @@ async def edit(
     if full:
         where_words = ", the mask covers almost everything: a normal edit"
     mark = "👕" if ask.tryon else "✏️"
-    return [ctx.reply(f"{mark} {ask.text} ({which}{where_words}{using})", where=where), queued]
+    said = f"{mark} {ask.text} ({which}{where_words}{using})"
+    if first is not None:
+        queued = replace(queued, text="waiting for the first images")
+        said += "\nThe first images are still rendering: this edit starts as soon as they are done."
+    return [ctx.reply(said, where=where), queued]
+
+
+async def first_images_rendering(conv: Stored, thread: Thread, current: Turn | None) -> int | None:
+    """The number of the post's first images while they still render (an edit then waits for
+    them), else None. One edit waits at a time."""
+    if current is None or current.parent_id is not None or current.status != TurnStatus.PENDING:
+        return None
+    job = await conv.store.job_for_turn(current.id)
+    if job is None:
+        return None
+    if await conv.store.held_jobs_waiting_for(current.id):
+        raise InputError("an edit already waits for the first images; send the next one once they are here")
+    return int((job.spec or {}).get("count") or 1)
 
 
 def _size(conv: Rendering, key: str) -> tuple[int, int]:

@@ -109,7 +109,9 @@ async def thread(conv: Stored, ctx: Ctx, *, id: str) -> list[Action]:
     raw = id
     post_id = parse_id(raw)
     # a missing post and someone else's get the same answer: nothing tells whether #N exists
-    not_yours = InputError(f"you have no post #{raw.lstrip('#').strip()} (/threads lists yours)")
+    shown = raw.lstrip("#").strip()
+    shown = f"#{shown}" if len(shown) <= 12 else "with that number"  # never echo a flood back
+    not_yours = InputError(f"you have no post {shown} (/threads lists yours)")
     if post_id is None:
         raise not_yours
     found = await conv.store.thread_in(ctx.workspace.id, post_id)

@@ -4,20 +4,19 @@ commands.handlers.persona_versions); one handler per row of the command table.""
 from __future__ import annotations
 
 import random
-import re
 import uuid
 
 from commands import references as refs
 from commands import rules, workspaces
 from commands.context import Ctx
 from commands.events import Action, Images
+from commands.names import check_name
 from commands.ports import Creating, Imaging, Rendering, Stored
 from commands.training_texts import versions_text
 from commands.validation import InputError
 from engine.specs import JobKind, JobSpec, PersonaSpec, ReferenceRole, ReferenceSpec, default_params
 from storage.repository import DuplicateName
 
-NAME_RE = re.compile(r"^[\w\-. ]{1,40}$")
 PET_NAMES = ("Mia", "Luna", "Yuki", "Nova", "Aria", "Coco", "Lily", "Ruby", "Iris", "Jade", "Kiki", "Momo")
 #: the archetype recorded for personas made from a photo
 PHOTO_ARCHETYPE = "photo"
@@ -30,8 +29,7 @@ async def create(conv: Creating, ctx: Ctx, *, archetype: str, name: str | None) 
         raise InputError(f"unknown archetype {archetype!r}; choose one of: {', '.join(archetypes)}")
     if not name:
         name = await _free_name(conv, ctx.workspace.id)
-    if not NAME_RE.match(name):
-        raise InputError("a persona name has 1-40 letters, digits, spaces, '-', '_' or '.'")
+    name = check_name(name, "persona")
     await rules.check_limits(conv, ctx.user)
     seed = random.randrange(2**31)
     try:
@@ -62,8 +60,7 @@ async def create_from_photo(conv: Rendering, ctx: Ctx, *, name: str, consent: st
             "a persona from a photo needs the pictured person's consent: add consent=yes if you have it "
             "(/persona create-from-photo <name> consent=yes with the face image)"
         )
-    if not name or not NAME_RE.match(name):
-        raise InputError("a persona name has 1-40 letters, digits, spaces, '-', '_' or '.'")
+    name = check_name(name or "", "persona")
     attachments = ctx.event.attachments
     if len(attachments) > 1:
         raise InputError("attach one photo of the face")

@@ -14,6 +14,7 @@ from commands.context import Ctx
 from commands.delivery import RESULT_BUTTONS, turn_images
 from commands.events import Action, Images, OpenThread, Where
 from commands.handlers import edits
+from commands.handlers.video import regen_clip
 from commands.job_cancel import cancel_job
 from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
@@ -136,6 +137,8 @@ async def regen(conv: Rendering, ctx: Ctx) -> list[Action]:
     rules.check_open(thread)
     await rules.check_idle(conv, thread)
     await rules.check_limits(conv, ctx.user)
+    if turn.kind == TurnKind.VIDEO:
+        return await regen_clip(conv, ctx, thread, turn)
     persona = await conv.store.get_persona(thread.persona_id)
     params = conv.params(ctx.user, thread)
     base_kind = turn.kind if turn.kind != TurnKind.REGENERATE else str(turn.params.get("of_kind", TurnKind.EDIT))

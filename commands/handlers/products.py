@@ -7,7 +7,7 @@ from commands import references as refs
 from commands import workspaces
 from commands.context import Ctx
 from commands.events import Action, Images
-from commands.handlers.personas import NAME_RE
+from commands.names import check_name
 from commands.ports import Imaging, Stored
 from commands.validation import InputError
 from storage.models import Product
@@ -16,8 +16,7 @@ from storage.repository import DuplicateName
 
 async def add(conv: Imaging, ctx: Ctx, *, name: str) -> list[Action]:
     """The attached image, or else the image sent just before (``商品 添加 <名字>`` after an image)."""
-    if not NAME_RE.match(name):
-        raise InputError("a product name has 1-40 letters, digits, spaces, '-', '_' or '.'")
+    name = check_name(name, "product")
     attachments = ctx.event.attachments
     if len(attachments) > 1:
         raise InputError("attach one image of the product")

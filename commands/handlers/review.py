@@ -26,7 +26,7 @@ async def approve(conv: Imaging, ctx: Ctx) -> list[Action]:
     thread, turn = await rules.acted_turn(conv, ctx, owner_only=False)
     rules.check_open(thread)  # a cancelled post stays closed
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        raise InputError(await rules.unusable(conv, turn, "approve it"))
+        raise InputError(await rules.unusable(conv, turn, "approve"))
     if turn.status != TurnStatus.DONE:
         raise InputError("that result is not finished; approve it when its images are there")
     authored = thread.owner_id == ctx.user.id

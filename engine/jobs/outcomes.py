@@ -9,14 +9,19 @@ outcome that was recorded. A done or failed job's live preview (engine.previews)
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from engine import metrics
 from engine.jobs.events import Cancelled, Done, Failed, JobEvent
+from engine.jobs.failures import Failure
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.models import JobStatus
 from storage.repository import Store
+
+log = logging.getLogger(__name__)
 
 
 async def finish_job(
@@ -87,3 +92,29 @@ async def _failed_persona(store: Store, job_id: str) -> tuple[int, dict[str, Any
         return None
     persona_id = ((job.spec or {}).get("persona") or {}).get("persona_id")
     return (int(persona_id), {"status": "failed"}) if persona_id else None
+
+
+async def record_failure(store: Store, bus: ProgressBus, job_id: str, failure: Failure, exc: BaseException) -> bool:
+    """Record a failure: the user's text (its kind's message and error id) as the job's error,
+    the exception's own text (internal details) only in ``result["failure"]["detail"]``."""
+    detail = {**failure.as_json(), "detail": f"{type(exc).__name__}: {exc}"}
+    return await finish_job(store, bus, job_id, JobStatus.FAILED, error=failure.user_text, result={"failure": detail})
+
+
+async def stop_if_finished_elsewhere(store: Store, job_id: str, cancel: threading.Event) -> None:
+    """Set ``cancel`` when storage says the running job finished: an admin's cancel in the web
+    process, a user's in a front end without redis, any process on the database."""
+    if cancel.is_set():
+        return
+    status = await store.job_status(job_id)
+    if status is not None and JobStatus(status).finished:
+        log.info("job %s was %s elsewhere; stopping it", job_id, status)
+        cancel.set()
+
+
+async def announce_recorded_outcome(store: Store, bus: ProgressBus, job_id: str) -> None:
+    """Publish the outcome another process recorded (its bus may not reach this one's front ends:
+    no redis), so the user hears the job stopped (a done job was told already)."""
+    job = await store.get_job(job_id)
+    if job is not None and job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        await bus.publish(outcome_event(job_id, JobStatus(job.status), error=job.error))

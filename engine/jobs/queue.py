@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from engine.jobs import routing
 from engine.jobs.events import Queued
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import LocalBus, ProgressBus, RedisBus
+from engine.jobs.queues import ARQ_QUEUES, IMAGES, arq_queue_of, queue_of_spec
 from engine.specs import JobSpec
 from storage.models import JobStatus
 from storage.repository import Store
@@ -42,6 +44,9 @@ ARQ_ABORT_KEY = abort_jobs_ss  # arq's abort set (job id -> time of the request,
 ARQ_JOB_PREFIX = job_key_prefix
 IN_PROGRESS_PREFIX = in_progress_key_prefix
 RECONCILE_INTERVAL_S = 5.0
+#: a running job without a job key or in-progress key in redis this long is queued again (the
+#: worker's lease is 10 s and its heartbeat writes the key again every 3 s, even into an empty redis)
+LAPSED_LEASE_GRACE_S = 10.0
 #: published on enqueue and cancel; idle workers wait on it (engine/jobs/worker.py)
 WAKE_CHANNEL = "persona-studio:wake"
 
@@ -65,20 +70,24 @@ class JobQueue(Protocol):
 @dataclass
 class _Running:
     job_id: str
+    queue: str = IMAGES
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class EmbeddedQueue:
-    """In-process queue: FIFO, ``concurrency`` jobs at a time (one per GPU)."""
+    """In-process queues (images, video, training; engine.jobs.queues): FIFO each, ``concurrency``
+    jobs at a time of each. Jobs of different queues run side by side and take turns on the model
+    through the engine lock, which a clip lends to waiting jobs between its steps: an image turn
+    never waits in line behind a clip."""
 
     def __init__(self, store: Store, runner_factory: Callable[[ProgressBus], Any], *, concurrency: int = 1) -> None:
         self.store = store
         self.bus = LocalBus()
         self._runner_factory = runner_factory
         self._runner: Any = None
-        self._waiting: list[dict[str, Any]] = []
+        self._waiting: dict[str, list[dict[str, Any]]] = {name: [] for name in ARQ_QUEUES}
         self._running: dict[str, _Running] = {}
-        self._wake = asyncio.Event()
+        self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in ARQ_QUEUES}
         #: runs the workers' task group; cancelling it stops every worker
         self._workers: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
@@ -94,11 +103,12 @@ class EmbeddedQueue:
         self._runner = self._runner_factory(self.bus)
         for job in await self.store.unfinished_jobs():
             log.info("re-queueing unfinished job %s (%s)", job.id, job.status)
-            self._waiting.append(job.spec)
+            self._waiting[queue_of_spec(job.spec)].append(job.spec)
         if hasattr(self._runner, "start_warm"):
             self._warming = self._runner.start_warm()
         self._workers = asyncio.create_task(self._run_workers(), name="embedded-workers")
-        self._wake.set()
+        for wake in self._wake.values():
+            wake.set()
 
     @property
     def readiness(self) -> str:
@@ -107,8 +117,9 @@ class EmbeddedQueue:
 
     async def _run_workers(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for i in range(self._concurrency):
-                group.create_task(self._work(), name=f"embedded-worker-{i}")
+            for queue in ARQ_QUEUES:
+                for i in range(self._concurrency):
+                    group.create_task(self._work(queue), name=f"embedded-{queue}-worker-{i}")
 
     async def close(self) -> None:
         for running in self._running.values():
@@ -122,16 +133,19 @@ class EmbeddedQueue:
         self._workers = self._warming = None
 
     async def enqueue(self, spec: JobSpec) -> None:
-        self._waiting.append(spec.model_dump(mode="json"))
-        await self.bus.publish(Queued.build(spec.job_id, position=len(self._waiting) - 1 + len(self._running)))
-        self._wake.set()
+        spec_json = spec.model_dump(mode="json")
+        queue = queue_of_spec(spec_json)
+        self._waiting[queue].append(spec_json)
+        await self.bus.publish(Queued.build(spec.job_id, position=await self.position(spec.job_id)))
+        self._wake[queue].set()
 
     async def cancel(self, job_id: str) -> bool:
-        for index, spec in enumerate(self._waiting):
-            if spec["job_id"] == job_id:
-                del self._waiting[index]
-                await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
-                return True
+        for waiting in self._waiting.values():
+            for index, spec in enumerate(waiting):
+                if spec["job_id"] == job_id:
+                    del waiting[index]
+                    await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
+                    return True
         running = self._running.get(job_id)
         if running is not None:
             running.cancel.set()
@@ -139,20 +153,23 @@ class EmbeddedQueue:
         return False
 
     async def position(self, job_id: str) -> int | None:
-        for index, spec in enumerate(self._waiting):
-            if spec["job_id"] == job_id:
-                return index + len(self._running)
+        """Jobs ahead in its own queue: waiting before it, and those of that queue running."""
+        for queue, waiting in self._waiting.items():
+            for index, spec in enumerate(waiting):
+                if spec["job_id"] == job_id:
+                    return index + sum(1 for r in self._running.values() if r.queue == queue)
         return None
 
-    async def _work(self) -> None:
-        """One model slot: run a job, and take the next once the job's renders are done."""
+    async def _work(self, queue: str) -> None:
+        """One slot of ``queue``: run a job, and take the next once the job's renders are done."""
         loop = asyncio.get_running_loop()
+        waiting, wake = self._waiting[queue], self._wake[queue]
         while True:
-            while not self._waiting:
-                self._wake.clear()
-                await self._wake.wait()
-            spec = self._waiting.pop(0)
-            running = _Running(spec["job_id"])
+            while not waiting:
+                wake.clear()
+                await wake.wait()
+            spec = waiting.pop(0)
+            running = _Running(spec["job_id"], queue)
             self._running[running.job_id] = running
             model_free = asyncio.Event()
             task = asyncio.create_task(
@@ -196,6 +213,8 @@ class ArqQueue:
         self.pool: Any = None
         self.bus: ProgressBus = LocalBus()  # replaced by a RedisBus in start()
         self._reconciler: asyncio.Task[None] | None = None
+        #: running jobs that redis holds neither queued nor leased: when that was first seen
+        self._lease_missing_since: dict[str, float] = {}
 
     async def start(self) -> None:
         from arq import create_pool
@@ -208,20 +227,46 @@ class ArqQueue:
 
     async def reconcile(self, *, running_too: bool = False) -> int:
         """Storage is the record: queued jobs that redis no longer holds (a redis restart without
-        persistence) are queued again; how many. ``running_too`` (on start) includes running jobs:
-        later, a running job missing from redis may still be running on a live worker. arq ignores
-        ids it still knows, and a worker skips a job that storage says is finished."""
-        wanted = (JobStatus.QUEUED, JobStatus.RUNNING) if running_too else (JobStatus.QUEUED,)
-        jobs = [job for job in await self.store.unfinished_jobs() if job.status in wanted]
+        persistence) are queued again; how many. ``running_too`` (on start) includes every running
+        job redis lost. Later, a running job is queued again only once its lease has lapsed: redis
+        holds neither the job nor a worker's in-progress key for :data:`LAPSED_LEASE_GRACE_S` (a
+        live worker's heartbeat writes that key again within a few seconds of a redis restart; a
+        worker killed while redis was down never does). arq ignores ids it still knows, and a
+        worker skips a job that storage says is finished."""
+        jobs = [j for j in await self.store.unfinished_jobs() if j.status in (JobStatus.QUEUED, JobStatus.RUNNING)]
         if not jobs:
+            self._lease_missing_since.clear()
             return 0
         async with self.pool.pipeline(transaction=False) as pipe:
             for job in jobs:
                 pipe.exists(ARQ_JOB_PREFIX + job.id)
+                pipe.exists(IN_PROGRESS_PREFIX + job.id)
             present = await pipe.execute()
+        now = time.monotonic()
+        lost: list[str] = []
+        for index, job in enumerate(jobs):
+            queued_there, leased = present[2 * index], present[2 * index + 1]
+            if job.status == JobStatus.QUEUED or running_too:
+                if not queued_there:
+                    lost.append(job.id)
+                continue
+            if queued_there or leased:
+                self._lease_missing_since.pop(job.id, None)
+            elif now - self._lease_missing_since.setdefault(job.id, now) >= LAPSED_LEASE_GRACE_S:
+                log.warning("running job %s has no worker's lease any more; queueing it again", job.id)
+                lost.append(job.id)
+        unfinished = {job.id for job in jobs}
+        for job_id in list(self._lease_missing_since):
+            if job_id not in unfinished:
+                del self._lease_missing_since[job_id]
+        specs = {job.id: job.spec for job in jobs}
         requeued = 0
-        for job, there in zip(jobs, present, strict=True):
-            if not there and await self.pool.enqueue_job(ARQ_FUNCTION, job.spec, _job_id=job.id) is not None:
+        kinds = {job.id: job.kind for job in jobs}
+        for job_id in lost:
+            self._lease_missing_since.pop(job_id, None)
+            queue_name = arq_queue_of(kinds[job_id])  # each job back into its own queue
+            enqueued = await self.pool.enqueue_job(ARQ_FUNCTION, specs[job_id], _job_id=job_id, _queue_name=queue_name)
+            if enqueued is not None:
                 requeued += 1
         if requeued:
             log.info("queued %d unfinished job(s) again that redis had lost", requeued)
@@ -261,7 +306,8 @@ class ArqQueue:
     async def enqueue(self, spec: JobSpec) -> None:
         await self.start()
         spec_json = spec.model_dump(mode="json")
-        if self.route_warm:
+        queue_name = arq_queue_of(spec.kind)
+        if self.route_warm and queue_name == ARQ_QUEUES[IMAGES]:  # warmth matters to image turns
             try:
                 worker = await routing.pin(self.pool, spec_json)
             except Exception as exc:  # routing is a hint: without it any worker takes the job
@@ -269,7 +315,7 @@ class ArqQueue:
             else:
                 if worker is not None:
                     log.debug("job %s pinned to warm worker %s", spec.job_id, worker)
-        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec_json, _job_id=spec.job_id)
+        job = await self.pool.enqueue_job(ARQ_FUNCTION, spec_json, _job_id=spec.job_id, _queue_name=queue_name)
         if job is None:
             log.info("job %s was already queued", spec.job_id)
         if self.wake_workers:
@@ -284,7 +330,8 @@ class ArqQueue:
         the engine stops at its next step and the worker records the cancel.
         """
         await self.start()
-        in_queue = await self.pool.zscore(ARQ_QUEUE_NAME, job_id) is not None
+        queue_name = await self._queue_holding(job_id)
+        in_queue = queue_name is not None
         running = bool(await self.pool.exists(IN_PROGRESS_PREFIX + job_id))
         if not in_queue and not running:
             return False
@@ -292,14 +339,15 @@ class ArqQueue:
         await self.pool.zadd(ARQ_ABORT_KEY, {job_id: now_ms()})
         if self.wake_workers:
             await self.pool.publish(WAKE_CHANNEL, job_id)
-        if not running and await self.pool.zrem(ARQ_QUEUE_NAME, job_id):
+        if not running and queue_name is not None and await self.pool.zrem(queue_name, job_id):
             await self.pool.delete(ARQ_JOB_PREFIX + job_id)
             await finish_job(self.store, self.bus, job_id, JobStatus.CANCELLED)
         return True
 
     async def position(self, job_id: str) -> int | None:
         await self.start()
-        rank = await self.pool.zrank(ARQ_QUEUE_NAME, job_id)
+        queue_name = await self._queue_holding(job_id)
+        rank = await self.pool.zrank(queue_name, job_id) if queue_name is not None else None
         if rank is None:
             return None
         if await self.pool.exists(IN_PROGRESS_PREFIX + job_id):
@@ -307,6 +355,14 @@ class ArqQueue:
         # arq keeps running jobs in the queue set until they finish: like the embedded queue's
         # position, the rank counts them as ahead
         return int(rank)
+
+    async def _queue_holding(self, job_id: str) -> str | None:
+        """The arq queue (redis key) that holds ``job_id``, if any."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for name in ARQ_QUEUES.values():
+                pipe.zscore(name, job_id)
+            scores = await pipe.execute()
+        return next((name for name, score in zip(ARQ_QUEUES.values(), scores, strict=True) if score is not None), None)
 
 
 def redis_settings(url: str) -> Any:
@@ -325,8 +381,6 @@ def redis_settings(url: str) -> Any:
 
 
 def now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 from engine import metrics
 from engine.errors import JobCancelled
 from engine.jobs.events import Running
-from engine.jobs.outcomes import finish_job
+from engine.jobs.failures import classify, is_user_error
+from engine.jobs.outcomes import announce_recorded_outcome, finish_job, record_failure, stop_if_finished_elsewhere
 from engine.jobs.progress import ProgressBus
 from engine.previews import PreviewFrame, PreviewStore
 from engine.render.regions.masks import RegionError
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 TRAINING_KINDS = frozenset({JobKind.TRAIN_PERSONA})
 #: at most this often a running job writes its progress to the database (events go out every step)
 DB_PROGRESS_INTERVAL_S = 2.0
+#: at most this often a running job reads whether storage says it was cancelled (by any process)
+CANCEL_CHECK_INTERVAL_S = 0.5
 
 
 class EngineLike(Protocol):
@@ -115,13 +118,13 @@ class JobRunner:
         if previews is not None:
             await previews.drop(spec.job_id)  # an earlier attempt's preview (a killed worker's) is not this one's
         await self.bus.publish(Running.build(spec.job_id, attempt=job.attempts))
-        last_db_write = 0.0
+        last_db_write = last_cancel_check = 0.0
         first_step: int | None = None  # a resumed job (training) starts past step 0
         #: the latest progress (step, total, eta) and preview number, for the events that announce previews
         now: dict[str, Any] = {"step": 0, "total": 0, "eta": None, "preview": None}
 
         def on_progress(step: int, total: int, note: str | None = None) -> None:  # called in the engine's thread
-            nonlocal last_db_write, first_step
+            nonlocal last_db_write, last_cancel_check, first_step
             if first_step is None:
                 first_step = step - 1
             elapsed = time.monotonic() - started
@@ -134,6 +137,10 @@ class JobRunner:
                 last_db_write = time.monotonic()
                 write = self.store.set_progress(spec.job_id, step / total)
                 _log_failure(asyncio.run_coroutine_threadsafe(write, loop), "progress write")
+            if time.monotonic() - last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
+                last_cancel_check = time.monotonic()
+                check = stop_if_finished_elsewhere(self.store, spec.job_id, cancel)
+                _log_failure(asyncio.run_coroutine_threadsafe(check, loop), "cancel check")
 
         async def announce(frame: PreviewFrame) -> None:  # stored first: whoever hears of it can read it
             if previews is None:
@@ -166,7 +173,13 @@ class JobRunner:
             raise
         except Exception as exc:
             if isinstance(exc, JobCancelled) or cancel.is_set():
-                await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled")
+                if not await self.record_outcome(spec, JobStatus.CANCELLED, error="cancelled"):
+                    await announce_recorded_outcome(self.store, self.bus, spec.job_id)  # recorded by another process
+                return None
+            if is_user_error(exc):  # the user's input, not the program: no traceback, no retry
+                failure = classify(exc)
+                log.info("job %s refused: %s [error %s]", spec.job_id, exc, failure.error_id)
+                await record_failure(self.store, self.bus, spec.job_id, failure, exc)
                 return None
             if isinstance(exc, RegionError):  # the user's mask or words: no retry can help
                 log.info("job %s refused: %s", spec.job_id, exc)
@@ -175,10 +188,13 @@ class JobRunner:
             if not final_attempt:
                 log.warning("job %s failed (will retry): %s", spec.job_id, exc)
                 raise
-            log.exception("job %s failed", spec.job_id)
-            await self.record_outcome(spec, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            failure = classify(exc)
+            log.error("job %s failed [error %s, %s]", spec.job_id, failure.error_id, failure.kind, exc_info=exc)
+            await record_failure(self.store, self.bus, spec.job_id, failure, exc)
             return None
-        await self._record(spec, result)
+        if not await self._record(spec, result):
+            await announce_recorded_outcome(self.store, self.bus, spec.job_id)  # finished elsewhere while it ran
+            return None
         return result
 
     def _run(self, spec: JobSpec, hooks: _Hooks, cancel: threading.Event) -> JobResult:
@@ -189,12 +205,13 @@ class JobRunner:
             engine, spec, hooks.on_progress, cancel, hooks.on_model_free, hooks.on_preview, hooks.on_region_masks
         )
 
-    async def _record(self, spec: JobSpec, result: JobResult) -> None:
+    async def _record(self, spec: JobSpec, result: JobResult) -> bool:
+        """Store the result; False when storage already had an outcome (cancelled elsewhere)."""
         result_json = result.model_dump(mode="json")
         if spec.kind == JobKind.TRAIN_PERSONA:
             persona = await self.store.get_persona(spec.persona.persona_id)
             update = new_version(persona.versions, spec.job_id, result.training or {})
-            await finish_job(  # the job and the persona's new version in one transaction
+            return await finish_job(  # the job and the persona's new version in one transaction
                 self.store,
                 self.bus,
                 spec.job_id,
@@ -203,11 +220,10 @@ class JobRunner:
                 seconds=result.seconds,
                 persona_update=(spec.persona.persona_id, update),
             )
-            return
         if spec.kind == JobKind.CREATE_PERSONA:
             mix = [[name, float(weight)] for name, weight in (result.lora_mix or spec.persona.lora_mix)]
             persona = {"reference_key": result.reference_key, "face_embedding": result.embedding, "status": "ready"}
-            await finish_job(  # the job and its persona in one transaction
+            return await finish_job(  # the job and its persona in one transaction
                 self.store,
                 self.bus,
                 spec.job_id,
@@ -216,9 +232,10 @@ class JobRunner:
                 seconds=result.seconds,
                 persona_update=(spec.persona.persona_id, {**persona, "lora_mix": mix}),
             )
-            return
+        if spec.kind == JobKind.VIDEO:
+            return await self._record_clip(spec, result, result_json)
         scores, notes = await self._by_image(spec, result)
-        await finish_job(
+        return await finish_job(
             self.store,
             self.bus,
             spec.job_id,
@@ -228,6 +245,20 @@ class JobRunner:
             turn_update={"image_keys": result.image_keys, "identity_scores": scores, "seed": spec.seed},
             make_current=True,
         )
+
+    async def _record_clip(self, spec: JobSpec, result: JobResult, result_json: dict[str, Any]) -> bool:
+        """A clip's turn keeps the post's images (the next edit starts from them); the clip itself
+        is in the turn's ``params["video"]``."""
+        turn = await self.store.turn_for_job(spec.job_id)
+        parent = await self.store.get_turn(turn.parent_id) if turn and turn.parent_id else None
+        update: dict[str, Any] = {"seed": result.seeds[0] if result.seeds else spec.seed}
+        if turn is not None:
+            update["params"] = {**(turn.params or {}), "video": result.video}
+            update["image_keys"] = list(parent.image_keys) if parent else list(spec.context_keys[:1])
+            update["identity_scores"] = list(parent.identity_scores) if parent else []
+        done = JobStatus.DONE
+        return await finish_job(self.store, self.bus, spec.job_id, done, result=result_json, seconds=result.seconds,
+                         turn_update=update, make_current=True)  # fmt: skip
 
     async def _by_image(self, spec: JobSpec, result: JobResult) -> tuple[list[float | None], list[str]]:
         """Identity scores and notes aligned with the post's image list: an edit renders only its
@@ -245,9 +276,10 @@ class JobRunner:
         notes = spread_by_targets(result.identity_notes, spec.targets, [], size, "")
         return scores, notes
 
-    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> None:
-        """Record a failed or cancelled outcome (first outcome only) and publish it."""
-        await finish_job(self.store, self.bus, spec.job_id, status, error=error)
+    async def record_outcome(self, spec: JobSpec, status: JobStatus, error: str) -> bool:
+        """Record a failed or cancelled outcome (first outcome only) and publish it; whether it
+        was recorded here."""
+        return await finish_job(self.store, self.bus, spec.job_id, status, error=error)
 
 
 async def _in_thread(cancel: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:
@@ -320,6 +352,10 @@ def run_job(
         if on_model_free is not None:
             on_model_free()
         return result
+    if spec.kind == JobKind.VIDEO and hasattr(engine, "yield_model"):  # the Engine (test doubles run clips themselves)
+        from engine.video.video_job import run_video  # heavy: imported only where a model runs
+
+        return run_video(engine, spec, on_progress, cancel, on_model_free)  # type: ignore[arg-type]
     extra: dict[str, Any] = {}
     if on_model_free is not None and _takes(engine, "on_model_free"):
         extra["on_model_free"] = on_model_free

@@ -1,7 +1,7 @@
 """The arq GPU worker: ``persona-studio worker``.
 
-One pipeline per process, loaded once at start-up; one job at a time (``max_jobs=1``). Failed
-jobs are retried with backoff; on the last try they are marked failed and the user is told.
+One pipeline per process, loaded once at start-up; one job at a time per queue. Failed jobs are
+retried with backoff; on the last try they are marked failed and the user is told.
 
 Lease: arq marks a job in progress with a key that lives ``job_timeout + 10 s`` and never renews
 it. We keep the generous timeout (a 4-image post on a small GPU takes minutes) but PEXPIRE that
@@ -9,37 +9,38 @@ key to :data:`LEASE_S` every :data:`HEARTBEAT_S` while the job runs, so when a w
 its job becomes runnable for another worker within about :data:`LEASE_S` seconds. The engine runs
 in a thread, so the heartbeat keeps beating while a step computes.
 
-Waking: arq polls redis every ``poll_delay``; its default 0.5 s adds up to half a second to every
-turn, and polling every few ms keeps an idle worker busy. :class:`StudioWorker` waits between
-polls on a pub/sub message that the client publishes on enqueue and cancel (and polls at least
-every :data:`IDLE_POLL_S`), so a job starts a few milliseconds after it is queued.
+Waking: instead of arq's 0.5 s poll, :class:`StudioWorker` waits between polls on a pub/sub message
+published on enqueue and cancel (polling at least every :data:`IDLE_POLL_S`): a job starts within ms.
 
 Cancel: arq's own abort cancels the job's asyncio task, which cannot tell an abort from a
 shutdown. :class:`StudioWorker` reads arq's abort set itself and sets the running job's cancel
 flag instead: the engine stops at its next step and the cancel is recorded. A task cancelled by
 a shutdown is not recorded as cancelled: arq runs the job again.
 
-Redis restarts: a poll that fails on a lost connection is logged and tried again (the redis
-client reconnects); if arq's loop still gives up, :func:`serve` starts it again without
-reloading the pipeline.
+Redis restarts: a failed poll is logged and tried again; if arq's loop still gives up, it is
+started again without reloading the pipeline. Queues (engine.jobs.queues): one arq loop per queue
+of WORKER_QUEUES, sharing the process's engine; a video-only worker loads no image pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
-from engine.jobs import routing
+from engine.jobs import failures, routing
+from engine.jobs.core_share import CoreShare, host_workers
 from engine.jobs.outcomes import finish_job
 from engine.jobs.progress import RedisBus
 from engine.jobs.queue import (
@@ -51,6 +52,7 @@ from engine.jobs.queue import (
     now_ms,
     redis_settings,
 )
+from engine.jobs.queues import ARQ_QUEUES, IMAGES, TRAINING, queue_of_spec
 from engine.jobs.runner import JobRunner
 from engine.metrics import publish_worker_metrics
 from storage.blobs import open_blob_store
@@ -71,7 +73,8 @@ IDLE_POLL_S = 0.5  # poll at least this often without a wake message (deferred r
 OUTAGE_RETRY_S = 1.0  # wait between polls while redis is unreachable
 RETRY_BACKOFF_S = (2.0, 10.0, 30.0)
 HEALTH_CHECK_INTERVAL_S = 10
-HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our queue
+HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our (images) queue
+HEALTH_CHECK_KEYS = [name + health_check_key_suffix for name in ARQ_QUEUES.values()]
 #: waits between attempts to subscribe to WAKE_CHANNEL again (0.05 s doubling up to OUTAGE_RETRY_S)
 WAKE_BACKOFF = ExponentialBackoff(cap=OUTAGE_RETRY_S, base=0.05)
 ABORT_MAX_AGE_MS = 3600_000  # abort requests for jobs no worker runs are dropped after this
@@ -82,25 +85,40 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 class WorkerState:
     """What a worker process keeps between jobs (and between arq restarts)."""
 
-    def __init__(self, settings: Settings, engine: Any | None = None, worker_id: str = WORKER_ID) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Any | None = None,
+        worker_id: str = WORKER_ID,
+        queues: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        #: the queues this process takes jobs from (WORKER_QUEUES): one arq worker loop each
+        self.queues = tuple(queues or settings.worker_queue_list)
         self.db = Database(settings.database_url)
         self.store = Store(self.db)
         self.blobs = open_blob_store(settings)
         self._engine = engine
         #: cancel flags of the jobs running here, by job id (set when arq's abort set names them)
         self.cancel_flags: dict[str, threading.Event] = {}
+        #: this worker's share of the host's cores (torch threads), counted from the alive keys
+        self.cores = CoreShare(settings, worker_id)
 
     async def prepare(self) -> None:
         await self.db.upgrade(
             home_workspaces=configured_homes(self.settings.wecom_corp_id, self.settings.discord_guild_ids)
         )
+        log.info("blob store: %s", await asyncio.to_thread(self.blobs.check))  # BlobStoreUnavailable: no start
         if self._engine is None:
+            from engine.config import EngineConfig
             from engine.render.engine import Engine
 
-            self._engine = Engine.from_settings(self.settings, self.blobs)
-            log.info("loading the pipeline (%s)", self.settings.engine_model)
+            config = EngineConfig.from_settings(self.settings)
+            if IMAGES not in self.queues and TRAINING not in self.queues:  # a clip worker renders no stills
+                config = dataclasses.replace(config, load_images=False)
+            self._engine = Engine(config, self.blobs)
+            log.info("loading the engine for the queues %s (images: %s)", ",".join(self.queues), config.load_images)
             await asyncio.to_thread(self._engine.load)
 
     @property
@@ -120,13 +138,15 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     runner = JobRunner(state.engine, state.store, bus)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
+    state.cores.apply()  # between jobs: the host's worker count may have changed
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
     try:
         try:
-            warm = await routing.record_start(redis, state.worker_id, spec_json)
-            log.info("job %s starts (thread %s, warm here: %s)", job_id, spec_json.get("thread_id"), warm)
+            if queue_of_spec(spec_json) == IMAGES:  # warmth is an image turn's: clips and training leave it
+                warm = await routing.record_start(redis, state.worker_id, spec_json)
+                log.info("job %s starts (thread %s, warm here: %s)", job_id, spec_json.get("thread_id"), warm)
         except Exception as exc:  # routing is a hint: a redis blip must not stop the job
             log.warning("could not record where job %s runs: %s", job_id, exc)
         if await redis.zscore(ARQ_ABORT_KEY, job_id) is not None:
@@ -138,7 +158,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         if deadline is None or not deadline.expired():
             raise Retry(defer=_backoff(ctx["job_try"])) from None
         log.error("job %s ran longer than %d s; giving up", job_id, JOB_TIMEOUT_S)
-        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=f"timed out after {JOB_TIMEOUT_S} s")
+        await finish_job(state.store, bus, job_id, JobStatus.FAILED, error=failures.timed_out(JOB_TIMEOUT_S).user_text)
         return None
     except asyncio.CancelledError:
         raise  # worker shutting down: arq runs the job again
@@ -158,10 +178,12 @@ def _backoff(job_try: int) -> float:
 
 
 async def _heartbeat(redis: Any, job_id: str) -> None:
+    """Renew the job's lease; SET, not PEXPIRE: a redis restarted empty gets the key back, so the
+    front end's reconciler sees the job is held (engine.jobs.queue.ArqQueue.reconcile)."""
     key = IN_PROGRESS_PREFIX + job_id
     while True:
         try:
-            await redis.pexpire(key, int(LEASE_S * 1000))
+            await redis.set(key, b"1", px=int(LEASE_S * 1000))
         except Exception as exc:  # a redis blip must not kill the job
             log.warning("lease heartbeat for %s failed: %s", job_id, exc)
         await asyncio.sleep(HEARTBEAT_S)
@@ -173,10 +195,18 @@ def _worker_class() -> type:
     class StudioWorker(Worker):  # type: ignore[misc]
         """arq's worker, woken by pub/sub, surviving redis outages, cancelling through flags."""
 
-        def __init__(self, *args: Any, cancel_flags: dict[str, threading.Event], worker_id: str, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            cancel_flags: dict[str, threading.Event],
+            worker_id: str,
+            cores: CoreShare | None = None,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.cancel_flags = cancel_flags
             self.worker_id = worker_id
+            self.cores = cores
             self._alive_task: asyncio.Task[None] | None = None
             self.wake = asyncio.Event()
             self._wake_task: asyncio.Task[None] | None = None
@@ -225,6 +255,10 @@ def _worker_class() -> type:
             while True:
                 try:
                     await routing.beat(self.pool, self.worker_id)
+                    if self.cores is not None:
+                        self.cores.observe(await host_workers(self.pool, self.worker_id))
+                        if not self.cancel_flags:  # idle: no job computes under the change
+                            self.cores.apply()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -279,7 +313,7 @@ def _worker_class() -> type:
     return StudioWorker
 
 
-def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]:
+def worker_options(state: WorkerState, *, burst: bool = False, queue: str = IMAGES) -> dict[str, Any]:
     from arq import func
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -289,6 +323,7 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         "functions": [func(run_job, name=ARQ_FUNCTION, max_tries=MAX_TRIES, timeout=ARQ_TIMEOUT_S)],
         "redis_settings": redis_settings(state.settings.redis_url or ""),
         "on_startup": on_startup,
+        "queue_name": ARQ_QUEUES[queue],  # its health check key follows it
         "max_jobs": 1,
         "job_timeout": ARQ_TIMEOUT_S,
         "poll_delay": 0,  # StudioWorker waits for a wake message (or IDLE_POLL_S) between polls
@@ -300,18 +335,27 @@ def worker_options(state: WorkerState, *, burst: bool = False) -> dict[str, Any]
         "handle_signals": False,
         "cancel_flags": state.cancel_flags,
         "worker_id": state.worker_id,
+        "cores": state.cores,
     }
 
 
-def make_worker(state: WorkerState, *, burst: bool = False) -> Any:
-    return _worker_class()(**worker_options(state, burst=burst))
+def make_worker(state: WorkerState, *, burst: bool = False, queue: str = IMAGES) -> Any:
+    return _worker_class()(**worker_options(state, burst=burst, queue=queue))
 
 
 async def serve(state: WorkerState, *, burst: bool = False) -> None:
-    """Run arq until stopped; start it again if it gives up on redis."""
+    """Run one arq worker loop per queue of ``state.queues`` until stopped. The loops share the
+    process's engine: their jobs take turns on the model (a clip lends it between its steps)."""
     await state.prepare()
+    async with asyncio.TaskGroup() as group:
+        for queue in state.queues:
+            group.create_task(_serve_queue(state, queue, burst), name=f"arq-worker-{queue}")
+
+
+async def _serve_queue(state: WorkerState, queue: str, burst: bool) -> None:
+    """Run arq on ``queue`` until stopped; start it again if it gives up on redis."""
     while True:
-        worker = make_worker(state, burst=burst)
+        worker = make_worker(state, burst=burst, queue=queue)
         try:
             await worker.main()
             return  # burst mode finished
@@ -333,9 +377,10 @@ async def health(redis_url: str) -> str | None:
 
     client = aioredis.Redis.from_url(redis_url)
     try:
-        raw = await client.get(HEALTH_CHECK_KEY)
+        lines = await client.mget(HEALTH_CHECK_KEYS)  # a worker of any queue
     finally:
         await client.aclose()
+    raw = next((line for line in lines if line), None)
     return raw.decode() if raw else None
 
 

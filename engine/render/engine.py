@@ -34,6 +34,7 @@ from engine.render.caches import ThreadCaches
 from engine.render.families import RenderFamily, family_of
 from engine.render.job_render import JobRender, StepProgress
 from engine.render.loras import LoraLibrary, persona_mix, write_tiny_library
+from engine.render.model_lock import ModelLock
 from engine.specs import TINY_MODELS, JobKind, JobResult, JobSpec, RenderParams
 from storage.blobs import BlobStore
 from storage.settings import Settings
@@ -75,10 +76,12 @@ class Engine:
         #: images of one post rendered as one batch (ENGINE_MAX_BATCH; tests lower it)
         self.max_batch = config.max_batch
         self._storer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-store")
-        self._lock = threading.RLock()  # held for a whole job: one job at a time per engine
+        #: held for a whole job (one job at a time per engine); a clip lets waiting jobs through between steps
+        self._lock = ModelLock()
         self._library_lock = threading.Lock()  # short: writing the tiny library once
         self._lp: LoadedPipeline | None = None
         self._embedder: Embedder | None = None
+        self._embedder_loaded = False
         self._adapters: AdapterManager | None = None
         self._references: LRUCache[str, Any] = LRUCache(maxsize=32)
         self.warm_up_s: float | None = None
@@ -97,7 +100,7 @@ class Engine:
     # -- loading -----------------------------------------------------------------------------
     @property
     def loaded(self) -> bool:
-        return self._lp is not None
+        return self._lp is not None or (not self.config.load_images and self._embedder_loaded)
 
     @property
     def pipeline(self) -> LoadedPipeline:
@@ -124,11 +127,21 @@ class Engine:
                 write_tiny_library(self.library.root, model=self.model)
 
     def load(self) -> None:
-        """Load the pipeline and the face embedder once (later calls do nothing)."""
+        """Load the pipeline and the face embedder once (later calls do nothing); with
+        ``config.load_images`` off (a video-only worker) only the face embedder."""
         with self._lock:
-            if self._lp is not None:
+            if self.loaded:
                 return
             import torch
+
+            if not self.config.load_images:
+                from engine.render.identity import load_embedder
+
+                if self.config.threads is not None:
+                    torch.set_num_threads(self.config.threads)
+                self._embedder = load_embedder(self.config.face_backend, self.config.face_model_dir)
+                self._embedder_loaded = True
+                return
 
             from engine.render.identity import load_embedder
             from engine.render.loras import AdapterManager
@@ -182,6 +195,11 @@ class Engine:
 
         with self._lock:
             return region_masks(spec, self.blobs, self.segmenter)
+
+    def yield_model(self) -> bool:
+        """Between the steps of a long job (a clip, held through :meth:`hold`): let the jobs waiting
+        for the model run first."""
+        return self._lock.yield_to_waiters()
 
     # -- small queries -----------------------------------------------------------------------
     def default_params(self) -> RenderParams:

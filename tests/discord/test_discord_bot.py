@@ -78,6 +78,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
         "regen",
         "undo",
         "cancel",
+        "video",
         "history",
         "export",
         "status",
@@ -108,7 +109,7 @@ async def test_commands_are_synced_to_the_configured_guild(fake: FakeDiscord, st
 async def test_commands_sync_globally_without_guild_ids(fake: FakeDiscord, start_bot: StartBot) -> None:
     await start_bot(StandInConversation(), guild_sync=False)
     sync = await fake.wait_request(route="sync_global_commands")
-    assert len(sync.json) == 17 and not fake.requests_for("sync_guild_commands")
+    assert len(sync.json) == 18 and not fake.requests_for("sync_guild_commands")
 
 
 async def test_a_whole_post_conversation(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ class SharedEngine:
     def run(self, spec: Any, on_progress: Any = None, cancel: Any = None) -> Any:
         if not self.gate.wait(JOB_TIMEOUT_S):
             raise TimeoutError("the test never opened the engine's gate")
-        return self.engine.run(spec, on_progress=on_progress, cancel=cancel)
+        from engine.jobs.runner import run_job  # the runner's own choice: a clip, or a render
+
+        return run_job(self.engine, spec, on_progress, cancel)
 
 
 @pytest.fixture(scope="module")

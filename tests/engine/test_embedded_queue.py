@@ -96,3 +96,52 @@ async def test_warm_start_and_the_next_job_overlaps_the_previous_store(tmp_path:
         engine.stored.set()
         await queue.close()
         await db.dispose()
+
+
+class _LongClipEngine(NoopEngine):
+    """A clip runs until ``clip_may_end`` is set (a long render); other jobs return at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clip_may_end = threading.Event()
+        self.clip_started = threading.Event()
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> JobResult:
+        if spec.kind == JobKind.VIDEO:
+            self.clip_started.set()
+            assert self.clip_may_end.wait(WAIT_S)
+        return JobResult()
+
+
+async def test_an_image_job_does_not_wait_in_line_behind_a_running_clip(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    await db.upgrade()
+    store = Store(db)
+    engine = _LongClipEngine()
+    queue = EmbeddedQueue(store, lambda bus: JobRunner(engine, store, bus))
+    events = queue.bus.subscribe()
+    try:
+        await queue.start()
+        clip = JobSpec(job_id=uuid.uuid4().hex, kind=JobKind.VIDEO, persona=PersonaSpec(archetype="sweet"))
+        await store.create_job(clip.job_id, "video", clip.model_dump(mode="json"), user_id=None, thread_id=None,
+                               platform="console")  # fmt: skip
+        await queue.enqueue(clip)
+        assert await asyncio.to_thread(engine.clip_started.wait, WAIT_S)
+        image = await _job(store)
+        await queue.enqueue(image)
+        assert await queue.position(image.job_id) in (0, None)  # nothing of its own queue is ahead
+        async with asyncio.timeout(WAIT_S):
+            async for event in events:
+                if isinstance(event, Done) and event.job_id == image.job_id:
+                    break
+        assert (await store.get_job(clip.job_id)).status == "running"  # the clip is still rendering
+        engine.clip_may_end.set()
+    finally:
+        engine.clip_may_end.set()
+        await queue.close()
+        await db.dispose()

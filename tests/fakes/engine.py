@@ -73,8 +73,10 @@ class FakeEngine(NoopEngine):
             step += 1
             if on_progress is not None:
                 on_progress(step, GATED_TOTAL)
-        if self.inner is not None:
-            return self.inner.run(spec, on_progress=on_progress, cancel=cancel)
+        if self.inner is not None:  # the runner's own choice of training, clip or render on the real engine
+            from engine.jobs.runner import run_job
+
+            return run_job(self.inner, spec, on_progress, cancel)
         if self.blobs is None:
             return super().run(spec, on_progress, cancel)
         return self._paint(spec, on_progress)

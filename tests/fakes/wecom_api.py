@@ -197,6 +197,8 @@ class FakeWeComAPI:
             return self._answer("media/upload", 40005)  # invalid file type
         if len(data) < 5:
             return self._answer("media/upload", 40006)  # invalid file size
+        if media_type == "video" and (data[4:8] != b"ftyp" or len(data) > 10 * 1024 * 1024):
+            return self._answer("media/upload", 40006 if data[4:8] == b"ftyp" else 40005)  # MP4, at most 10 MB
         media_id = f"media-{next(self._counter)}"
         self.uploads[media_id] = Upload(media_id, media_type, field.filename, data, field.content_type)
         return self._answer("media/upload", 0, type=media_type, media_id=media_id, created_at="1700000000")
@@ -251,7 +253,7 @@ class FakeWeComAPI:
             if len(content.encode("utf-8")) > 2048:
                 return 45002
             return 0
-        if msgtype in ("image", "file"):
+        if msgtype in ("image", "file", "video"):
             media_id = body.get(msgtype, {}).get("media_id", "")
             upload = self.uploads.get(media_id)
             return 0 if upload is not None and upload.media_type == msgtype else 40007

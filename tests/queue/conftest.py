@@ -83,11 +83,15 @@ def arq_settings(tmp_path: Path, dirs: dict[str, Path], redis_url: str, **overri
 
 
 @contextlib.asynccontextmanager
-async def worker_task(settings: Settings, engine: Any) -> AsyncIterator[asyncio.Task[None]]:
-    """``engine.jobs.worker.serve`` in a task of this process (shares the loaded tiny engine)."""
-    from engine.jobs.worker import WorkerState, serve
+async def worker_task(
+    settings: Settings, engine: Any, *, queues: tuple[str, ...] | None = None, worker_id: str | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """``engine.jobs.worker.serve`` in a task of this process (shares the loaded tiny engine); on
+    ``queues`` only (default: WORKER_QUEUES, all), named ``worker_id`` (default: this process)."""
+    from engine.jobs.worker import WORKER_ID, WorkerState, serve
 
-    task = asyncio.create_task(serve(WorkerState(settings, engine=engine)), name="test-arq-worker")
+    state = WorkerState(settings, engine=engine, worker_id=worker_id or WORKER_ID, queues=queues)
+    task = asyncio.create_task(serve(state), name="test-arq-worker")
     try:
         yield task
     finally:

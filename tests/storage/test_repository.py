@@ -150,3 +150,43 @@ async def test_job_lifecycle_and_exactly_once_delivery(store: Store) -> None:
     await store.confirm_delivery("job-1")
     assert await store.undelivered_jobs("console") == []
     assert await store.claim_delivery("job-1", reclaim_before=claimed_at + timedelta(days=1)) is False
+
+
+async def test_two_trainings_of_one_user_at_once_store_one(store: Store) -> None:
+    """Issue 20 item 5: two /persona train at two front ends at once: the database keeps one
+    (a unique partial index), whatever the commands layer checked before; other kinds and other
+    users are not limited, and a finished training frees the slot."""
+    import asyncio
+
+    from storage.job_records import TrainingInProgress
+
+    ann, bob = await store.user("wecom", "ann"), await store.user("wecom", "bob")
+
+    async def train(job_id: str, user_id: int) -> object:
+        return await store.create_job(job_id, "train_persona", {}, user_id=user_id, thread_id=None, platform="wecom")
+
+    results = await asyncio.gather(train("t1", ann.id), train("t2", ann.id), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Job", "TrainingInProgress"]
+    await train("t3", bob.id)  # another user
+    await store.create_job("e1", "edit", {}, user_id=ann.id, thread_id=None, platform="wecom")
+    kept = next(r for r in results if not isinstance(r, Exception)).id
+    with pytest.raises(TrainingInProgress):
+        await train("t4", ann.id)
+    await store.finish_job(kept, JobStatus.CANCELLED)
+    await train("t5", ann.id)
+
+
+async def test_a_failed_persona_gives_its_name_to_the_next_create(store: Store) -> None:
+    """Issue 20 item 12: a photo persona whose photo had no face (status failed) does not keep its
+    name; a live one does."""
+    owner = await store.user("wecom", "ann")
+    failed = await store.create_persona(owner.id, "Mia", "photo", [], 1, photo_key="blob:photo")
+    await store.create_job("j-photo", "create_persona", {}, user_id=owner.id, thread_id=None, platform="wecom")
+    await store.finish_job(
+        "j-photo", JobStatus.FAILED, error="no face", persona_update=(failed.id, {"status": "failed"})
+    )
+    again = await store.create_persona(owner.id, "mia", "sweet", [("sweet/a", 1.0)], 2)
+    assert again.id != failed.id
+    assert [p.id for p in await store.list_personas(owner.id)] == [again.id]
+    with pytest.raises(DuplicateName):  # a live (pending or ready) persona keeps its name
+        await store.create_persona(owner.id, "MIA", "sweet", [("sweet/a", 1.0)], 3)

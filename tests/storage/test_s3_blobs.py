@@ -134,3 +134,22 @@ def test_named_blobs_are_replaced_read_and_deleted_on_both_backends(
     assert first.get_named("train/job1/checkpoint") is None
     with pytest.raises(ValueError, match="not a blob name"):
         first.put_named("../escape", b"x")
+
+
+def test_check_names_a_missing_bucket_and_a_dead_endpoint(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    """Issue 20 item 9: the start-up and /readyz check (a HEAD of the bucket, short timeout)."""
+    import time
+
+    from storage.blobs import BlobStoreUnavailable
+    from tests.s3_server import S3Bucket as Bucket
+    from tests.services import free_port
+
+    assert s3_bucket.bucket in store(tmp_path, s3_bucket, "ok").check()
+    missing = Bucket(s3_bucket.endpoint, "studio-no-such-bucket")
+    with pytest.raises(BlobStoreUnavailable, match=r"'studio-no-such-bucket' .* does not exist"):
+        store(tmp_path, missing, "missing").check()
+    dead = Bucket(f"http://127.0.0.1:{free_port()}", s3_bucket.bucket)
+    started = time.monotonic()
+    with pytest.raises(BlobStoreUnavailable, match="unreachable"):
+        store(tmp_path, dead, "dead").check(timeout_s=1.0)
+    assert time.monotonic() - started < 5.0

@@ -68,7 +68,7 @@ async def test_live_page_follows_a_running_turn_in_chromium(live_studio: Studio,
     studio = live_studio
     _, job_id = await _running_post(studio)
     link = await studio.link("ann")
-    context = await browser.new_context()
+    context = await browser.new_context(bypass_csp=True)
     page = await context.new_page()
     await page.goto(link)
     job = await studio.app.store.get_job(job_id)
@@ -77,7 +77,7 @@ async def test_live_page_follows_a_running_turn_in_chromium(live_studio: Studio,
     assert page.url == f"{studio.base}/studio/jobs/{job_id}"
     assert await page.get_attribute("#live", "data-mode") == "events"
     # a phone, on the short-poll fallback, beside it
-    phone_context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone_context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, bypass_csp=True)
     await phone_context.add_cookies(await context.cookies())
     phone = await phone_context.new_page()
     await phone.goto(f"{studio.base}/studio/jobs/{job_id}?poll=1")
@@ -107,7 +107,7 @@ async def test_live_page_follows_a_running_turn_in_chromium(live_studio: Studio,
 async def test_cancelled_turn_keeps_its_last_preview_marked_cancelled(live_studio: Studio, browser: Any) -> None:
     studio = live_studio
     chat, job_id = await _running_post(studio)
-    context = await browser.new_context()
+    context = await browser.new_context(bypass_csp=True)
     page = await context.new_page()
     await page.goto(await studio.link("ann"))
     await page.goto(f"{studio.base}/studio/jobs/{job_id}")

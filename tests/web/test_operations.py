@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from storage.blobs import BlobStore
 from tests.conversation.helpers import run
 from tests.queue.conftest import wait_health, worker_task
+from tests.s3_server import S3Bucket
 from tests.services import RedisServer, postgres_database
 from tests.web.conftest import PaintingEngine, Studio, make_posts, start_studio, stop_studio
 
@@ -149,3 +150,26 @@ def test_metrics_merge_labels_each_workers_samples() -> None:
         text.count("# TYPE persona_studio_jobs_total counter") == 1
         or text.count("# TYPE persona_studio_jobs counter") == 1
     )
+
+
+async def test_readyz_and_start_up_check_the_s3_bucket(
+    tmp_path: Path, s3_bucket: S3Bucket, http: aiohttp.ClientSession
+) -> None:
+    """Issue 20 item 9: /readyz says 503 naming the blob store when the bucket is gone; a start
+    on a bucket that does not answer is refused, saying which."""
+    from storage.blobs import BlobStoreUnavailable
+
+    studio = await start_studio(tmp_path, **s3_bucket.settings())
+    try:
+        async with http.get(f"{studio.base}/readyz") as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["checks"]["blobs"].startswith("ok: bucket")
+        s3_bucket.client().delete_bucket(Bucket=s3_bucket.bucket)  # (empty: nothing stored yet)
+        async with http.get(f"{studio.base}/readyz") as response:
+            assert response.status == 503
+            body = await response.json()
+        assert body["failed"] == ["blobs"] and "does not exist" in body["checks"]["blobs"]
+    finally:
+        await stop_studio(studio)
+    with pytest.raises(BlobStoreUnavailable, match=s3_bucket.bucket):
+        await start_studio(tmp_path / "again", **s3_bucket.settings())

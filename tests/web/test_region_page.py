@@ -70,7 +70,9 @@ async def test_an_instruction_makes_a_new_turn_that_the_chat_gets(studio: Studio
     assert await mask.evaluate("img => img.complete && img.naturalWidth > 0")
 
 
-async def test_another_workspaces_post_and_a_forged_form_are_refused(studio: Studio, http: aiohttp.ClientSession) -> None:
+async def test_another_workspaces_post_and_a_forged_form_are_refused(
+    studio: Studio, http: aiohttp.ClientSession
+) -> None:
     await make_posts(studio, "ann", "mia", ["latte on a balcony"])
     ann = await studio.app.store.user("console", "ann")
     post = (await studio.app.store.list_threads(ann.id))[0].id

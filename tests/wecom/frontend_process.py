@@ -12,6 +12,7 @@ import os
 
 from bot.app import build_app
 from bot.wecom import WeComConfig, WeComFrontEnd
+from bot.wecom.outbox import inbox_owner
 from bot.wecom.rate_limit import RateLimiter
 from engine.jobs.noop_engine import NoopEngine
 from storage.inbox import Inbox
@@ -22,9 +23,8 @@ async def main() -> None:
     settings = load_settings()
     app = await build_app(settings, engine=NoopEngine())
     limiter = RateLimiter(int(os.environ.get("TEST_SENDS_PER_MINUTE", "30")))
-    front = WeComFrontEnd(
-        WeComConfig.from_settings(settings), app.conversation, inbox=Inbox(app.db), rate_limiter=limiter
-    )
+    inbox = Inbox(app.db, owner=inbox_owner(settings.wecom_port))
+    front = WeComFrontEnd(WeComConfig.from_settings(settings), app.conversation, inbox=inbox, rate_limiter=limiter)
     await front.start()
     print("READY", flush=True)
     await front.wait_closed()

@@ -375,6 +375,17 @@ async def test_progress_is_sent_once_per_state() -> None:
         assert "开始" in texts[1] and "完成" in texts[2] and "开始" in texts[3]
 
 
+async def test_a_final_state_told_by_the_next_message_is_one_message() -> None:
+    """Issue 20 item 14: a cancelled job's delivery (its state, then "Cancelled ❌") is one WeCom
+    message, not two (with the /cancel's own answer, cancelling a training was three)."""
+    async with WeComHarness(StandInConversation()) as h:
+        await h.bot.deliver(
+            [Progress(where=where(), job_id="t1", state="cancelled"), Reply(where=where(), text="Cancelled ❌")]
+        )
+        await h.bot.deliver([Progress(where=where(), job_id="t2", state="cancelled")])  # alone: still said
+        assert h.fake.texts_to(ALICE) == ["Cancelled ❌", "❌ 已取消。Cancelled."]
+
+
 async def test_other_actions_render(tmp_path: Path) -> None:
     async with WeComHarness(StandInConversation()) as h:
         long_reply = "历史记录：" + "第1版 露台 拿铁；" * 400

@@ -2,7 +2,7 @@
 posts belong to a workspace (names unique per workspace)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07
 
 Every user's personas, products and posts move into the user's home workspace
@@ -28,7 +28,7 @@ from storage.names import name_key
 from storage.workspace_keys import home_key
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"  # after 0006 (inbox leases, outbox, one training per user)
 branch_labels = None
 depends_on = None
 

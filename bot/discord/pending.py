@@ -1,0 +1,108 @@
+"""Slash commands survive a kill between the acknowledgement and the answer.
+
+A command is stored in the inbox (:mod:`storage.inbox`, like a WeCom callback) before it is
+deferred: its name, options, attachments, where it came from and its interaction token. Once it
+is answered the row is done. A start handles the rows a killed process left, while their token
+is still valid (15 minutes from the command): the answer edits the "thinking…" message through
+the token's webhook, late but not never. Rows whose token has expired are dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import discord
+
+from storage.inbox import Inbox
+from storage.models import InboxItem
+
+log = logging.getLogger(__name__)
+
+#: an interaction token lives 15 minutes; a stored command is answered only well inside that
+TOKEN_LIFE = timedelta(minutes=15)
+TOKEN_MARGIN = timedelta(seconds=30)
+KEEP_DONE = timedelta(hours=1)
+
+
+def inbox_platform(application_id: int | None) -> str:
+    return f"discord:{application_id or 0}"
+
+
+def stored_command(
+    interaction: discord.Interaction[Any],
+    command: str,
+    options: dict[str, Any],
+    attachments: list[discord.Attachment],
+    roles: list[str | None],
+) -> dict[str, Any]:
+    """What a restart needs to answer the command: plain JSON (attachments as Discord's own data)."""
+    return {
+        "command": command,
+        "options": {k: v for k, v in options.items() if isinstance(v, str | int | float | bool)},
+        "attachments": [a.to_dict() for a in attachments],
+        "roles": roles,
+        "user_id": interaction.user.id,
+        "user_name": interaction.user.display_name,
+        "channel_id": interaction.channel_id,
+        "guild_id": interaction.guild_id,
+        "guild_name": interaction.guild.name if interaction.guild is not None else "",
+        "manage_guild": bool(interaction.guild_id is not None and interaction.permissions.manage_guild),
+        "application_id": interaction.application_id,
+        "token": interaction.token,
+        "created_at": interaction.created_at.isoformat(),
+    }
+
+
+class ResumedInteraction:
+    """The parts of a :class:`discord.Interaction` the renderer uses, rebuilt from a stored
+    command after a restart: its channel and its token's webhook (followups, the original)."""
+
+    def __init__(self, client: discord.Client, payload: dict[str, Any], channel: Any) -> None:
+        self.channel = channel
+        self.channel_id = payload.get("channel_id")
+        self.user = SimpleNamespace(id=int(payload["user_id"]), display_name=str(payload.get("user_name") or ""))
+        #: where it was asked (bot.discord.translate.interaction_workspace reads these)
+        self.guild_id = payload.get("guild_id")
+        self.guild = SimpleNamespace(name=payload.get("guild_name") or "") if self.guild_id is not None else None
+        self.permissions = SimpleNamespace(manage_guild=bool(payload.get("manage_guild")))
+        self.filesize_limit = None
+        self.followup = discord.Webhook.from_state(
+            data={"id": payload["application_id"], "type": 3, "token": payload["token"]},
+            state=client._connection,  # as discord.Interaction.followup builds it
+        )
+
+    async def edit_original_response(self, **fields: Any) -> discord.Message:
+        return await self.followup.edit_message("@original", **fields)
+
+    async def delete_original_response(self) -> None:
+        await self.followup.delete_message("@original")
+
+
+def attachments_of(client: discord.Client, payload: dict[str, Any]) -> list[discord.Attachment]:
+    return [discord.Attachment(data=data, state=client._connection) for data in payload.get("attachments") or []]
+
+
+def still_valid(payload: dict[str, Any], now: datetime | None = None) -> bool:
+    created = datetime.fromisoformat(str(payload.get("created_at")))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) < created + TOKEN_LIFE - TOKEN_MARGIN
+
+
+async def pending_commands(inbox: Inbox, platform: str) -> tuple[list[InboxItem], list[InboxItem]]:
+    """The stored commands a previous run left: (answerable, expired); the expired are marked done."""
+    await inbox.purge(platform, KEEP_DONE)  # answered commands are kept a while, then dropped
+    rows = await inbox.take_over(platform, own_too=True)
+    valid = [row for row in rows if still_valid(row.payload)]
+    expired = [row for row in rows if row not in valid]
+    for row in expired:
+        log.warning(
+            "discord: /%s from %s expired before it was answered",
+            row.payload.get("command"),
+            row.payload.get("user_id"),
+        )
+        await inbox.done(row.id)
+    return valid, expired

@@ -1,0 +1,94 @@
+"""What a failed job tells its user: a short message per kind of failure and an error id.
+
+The exception's own text can hold internal details (an S3 endpoint, a bucket, a key, a path):
+it goes to the log and to the job's ``error`` column (the admin view) under an error id, and the
+user gets :attr:`Failure.message` with that id. ``retryable`` says whether 🔁 with a new seed can
+help (not for a photo without a face). User errors (:class:`engine.errors.PhotoHasNoFace`) are
+not the program's errors: they are logged without a traceback and not retried.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import PhotoHasNoFace
+
+STORAGE = "storage_unavailable"
+NO_FACE = "no_face"
+OUT_OF_MEMORY = "out_of_memory"
+TIMED_OUT = "timed_out"
+INTERNAL = "internal"
+
+MESSAGES = {
+    STORAGE: "the image storage is unavailable right now; please try again in a few minutes",
+    OUT_OF_MEMORY: "the GPU ran out of memory; try fewer images or a smaller size",
+    TIMED_OUT: "it timed out and was stopped",
+    INTERNAL: "something went wrong on our side",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str
+    message: str  # for the user: no internal detail
+    error_id: str  # names the log line and the admin view's entry
+    retryable: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def user_text(self) -> str:
+        return f"{self.message} (error id {self.error_id})"
+
+
+def new_error_id() -> str:
+    return secrets.token_hex(4)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, PhotoHasNoFace)
+
+
+def classify(exc: BaseException, *, error_id: str | None = None) -> Failure:
+    """The failure an exception stands for (its chain is looked through for the cause)."""
+    error_id = error_id or new_error_id()
+    for cause in _chain(exc):
+        if isinstance(cause, PhotoHasNoFace):
+            return Failure(NO_FACE, str(cause), error_id, retryable=False)
+        if _is_storage(cause):
+            return Failure(STORAGE, MESSAGES[STORAGE], error_id, retryable=True)
+        if _is_out_of_memory(cause):
+            return Failure(OUT_OF_MEMORY, MESSAGES[OUT_OF_MEMORY], error_id, retryable=True)
+        if isinstance(cause, TimeoutError):
+            return Failure(TIMED_OUT, MESSAGES[TIMED_OUT], error_id, retryable=True)
+    return Failure(INTERNAL, MESSAGES[INTERNAL], error_id, retryable=True)
+
+
+def timed_out(seconds: int) -> Failure:
+    return Failure(TIMED_OUT, f"it timed out after {seconds} s and was stopped", new_error_id(), retryable=True)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _is_storage(exc: BaseException) -> bool:
+    """botocore's endpoint and client errors (NoSuchBucket, AccessDenied, ...), by class name
+    and module: botocore is imported only where the S3 store is used."""
+    module = type(exc).__module__ or ""
+    if module.startswith(("botocore", "boto3", "s3transfer")):
+        return True
+    return type(exc).__name__ in {"BlobStoreUnavailable", "BlobNotFound"}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in {"OutOfMemoryError", "MemoryError"} or "out of memory" in str(exc).lower()

@@ -1,0 +1,81 @@
+"""Issue 20 item 4: a slash command is stored before it is deferred; a process killed between the
+defer and the answer leaves it in the inbox, and the next start answers it while its token is
+valid (the "thinking…" message is edited: late, not never). An expired one is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from commands.events import Event, Reply
+from storage.db import Database
+from storage.inbox import Inbox
+from storage.models import InboxItem, InboxState
+from tests.discord.conftest import StartBot
+from tests.discord.standin import StandInConversation
+from tests.discord.test_discord_bot import where_for
+from tests.fakes.discord_server import CALLBACK_DEFERRED_CHANNEL_MESSAGE, FakeDiscord
+
+
+async def _rows(db: Database) -> list[InboxItem]:
+    async with db.read() as s:
+        return list(await s.scalars(select(InboxItem).order_by(InboxItem.id)))
+
+
+async def test_a_command_left_by_a_killed_process_is_answered_on_start(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    try:
+        stuck = StandInConversation()  # the first process: handling never ends (it is "killed")
+        stuck.gate = asyncio.Event()
+        first = await start_bot(stuck, inbox=Inbox(db))
+        interaction = await fake.send_interaction(fake.slash_command("status"))
+        callback = await fake.wait_callback(interaction)
+        assert callback.json["type"] == CALLBACK_DEFERRED_CHANNEL_MESSAGE
+        await stuck.wait_events(1)
+        (row,) = await _rows(db)
+        assert row.state == InboxState.PENDING and row.payload["command"] == "status"
+        await first.close()  # gone before answering: the user sees "thinking…"
+        assert not fake.requests_for("webhook_edit")
+
+        def answer(event: Event) -> list[Reply]:
+            return [Reply(where=where_for(fake), text=f"{event.command}: all good (answered late)")]
+
+        again = StandInConversation(answer)
+        second = await start_bot(again, inbox=Inbox(db))
+        await fake.wait_until(lambda: fake.requests_for("webhook_edit"))
+        assert fake.messages[interaction.original_message_id or 0]["content"] == "status: all good (answered late)"
+        assert [e.command for e in again.events] == ["status"]
+        assert again.events[0].user_id == str(interaction.payload["member"]["user"]["id"])
+        await second.tasks.drain()  # the start's answering of stored commands has finished
+        assert [r.state for r in await _rows(db)] == [InboxState.DONE]
+    finally:
+        stuck.gate.set()
+        await db.dispose()
+
+
+async def test_an_expired_command_is_dropped(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    try:
+        inbox = Inbox(db)
+        await inbox.accept(
+            "discord:0",
+            "interaction:1",
+            {"command": "status", "created_at": (datetime.now(UTC) - timedelta(minutes=20)).isoformat()},
+        )
+        async with db.session() as s:  # the application id the fake gives the bot
+            await s.execute(update(InboxItem).values(platform=f"discord:{fake.application_id}"))
+        conversation = StandInConversation()
+        bot = await start_bot(conversation, inbox=inbox)
+        await fake.wait_until(lambda: bot._delivered_pending)  # on_ready ran: its start-up work is spawned
+        await bot.tasks.drain()
+        assert [r.state for r in await _rows(db)] == [InboxState.DONE]
+        assert conversation.events == [] and not fake.requests_for("webhook_edit")
+    finally:
+        await db.dispose()
