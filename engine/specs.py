@@ -103,10 +103,9 @@ TRYON_WORDS = "clothes, top, dress, jacket"
 
 
 class RegionSpec(BaseModel):
-    """Where a region edit changes the image (engine.render.regions): words for the detector, clicks
-    (``[x, y, positive]`` in the target image's pixels) or an attached mask image; the worker turns
-    them into one mask per target and stores them (``mask_keys``) before it renders, so a retried or
-    regenerated job uses the same masks. ``tryon``: the product references are a garment to wear."""
+    """Where a region edit changes the image (engine.render.regions): words, clicks (``[x, y, positive]``
+    in image pixels) or a mask image; the worker stores one mask per target (``mask_keys``) before it
+    renders, so a retry or a regenerate uses the same masks. ``tryon``: the products are a garment."""
 
     words: str | None = Field(default=None, max_length=200)
     points: list[tuple[float, float, bool]] = Field(default_factory=list, max_length=64)
