@@ -31,11 +31,11 @@ async def test_clicks_show_the_mask_after_each_click(studio: Studio, browser: An
     box = await picture.bounding_box()
     assert box is not None
     await page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
-    await page.wait_for_function("document.getElementById('stage').dataset.previews === '1'")
+    await page.locator("#stage[data-previews='1']").wait_for()  # (the page's CSP forbids eval'd predicates)
     await page.keyboard.down("Shift")
     await page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8)
     await page.keyboard.up("Shift")
-    await page.wait_for_function("document.getElementById('stage').dataset.previews === '2'")
+    await page.locator("#stage[data-previews='2']").wait_for()
     assert await page.locator(".dot.pos").count() == 1 and await page.locator(".dot.neg").count() == 1
     overlay = await page.evaluate(
         "(() => { const o = document.getElementById('overlay'); return [o.hidden, o.naturalWidth]; })()"
@@ -53,7 +53,7 @@ async def test_an_instruction_makes_a_new_turn_that_the_chat_gets(studio: Studio
     box = await page.locator("#picture").bounding_box()
     assert box is not None
     await page.touchscreen.tap(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)  # a phone tap
-    await page.wait_for_function("document.getElementById('stage').dataset.previews === '1'")
+    await page.locator("#stage[data-previews='1']").wait_for()  # (the page's CSP forbids eval'd predicates)
     await page.fill("#instruction", "make it red linen")
     await page.click("#submit")
     await page.wait_for_url(f"**/studio/posts/{post}")
