@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from commands.conversation import Conversation, ConversationConfig
+from engine.jobs.dispatch import EngineLike
 from engine.jobs.progress import ProgressBus
 from engine.jobs.queue import make_queue
-from engine.jobs.runner import EngineLike, JobRunner, engine_runner_factory, import_engine_modules
+from engine.jobs.runner import JobRunner, engine_runner_factory, import_engine_modules
 from storage.blobs import BlobStore, open_blob_store
 from storage.db import Database
 from storage.repository import Store

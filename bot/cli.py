@@ -81,7 +81,7 @@ def _web(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
-        from engine.jobs.worker import check_health
+        from engine.jobs.worker_health import check_health
 
         return check_health(settings)
     from engine.jobs.worker import run_worker

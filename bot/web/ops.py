@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.web.state import STATE, WebState
 from engine import metrics
-from engine.jobs.worker import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEYS
+from engine.jobs.worker_health import HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_KEYS
 from storage.blobs import BlobStoreUnavailable
 from storage.models import JobStatus
 

@@ -1,5 +1,5 @@
 """An engine that renders nothing: for measuring the queues (bench/queue.py) and as the base of
-the tests' fake engines (tests/fakes/engine.py). It satisfies engine.jobs.runner.EngineLike."""
+the tests' fake engines (tests/fakes/engine.py). It satisfies engine.jobs.dispatch.EngineLike."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Running one job: storage bookkeeping around the engine call, progress on the bus (the JobRunner).
 
-Both queues call :meth:`JobRunner.execute` with the job's JSON spec; :func:`run_job` chooses between
-training (engine.training) and rendering (the engine's ``run``). The engine runs in a thread
+Both queues call :meth:`JobRunner.execute` with the job's JSON spec; engine.jobs.dispatch.run_job chooses
+between training, a clip and rendering (the engine's ``run``). The engine runs in a thread
 (``asyncio.to_thread``) so the event loop keeps serving heartbeats, progress and cancels. The
 result is written to storage (turn images, job done, thread's current turn) in one transaction
 before the "done" event goes out (engine.jobs.outcomes.finish_job); a job that had already finished
@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from engine import metrics
 from engine.errors import JobCancelled
+from engine.jobs.dispatch import EngineLike, run_job
 from engine.jobs.events import Running
 from engine.jobs.failures import classify, is_user_error
 from engine.jobs.outcomes import announce_recorded_outcome, finish_job, record_failure, stop_if_finished_elsewhere
@@ -40,29 +40,10 @@ from storage.repository import Store
 
 log = logging.getLogger(__name__)
 
-#: the kinds engine.training runs (on the render engine's pipeline); all others render
-TRAINING_KINDS = frozenset({JobKind.TRAIN_PERSONA})
 #: at most this often a running job writes its progress to the database (events go out every step)
 DB_PROGRESS_INTERVAL_S = 2.0
 #: at most this often a running job reads whether storage says it was cancelled (by any process)
 CANCEL_CHECK_INTERVAL_S = 0.5
-
-
-class EngineLike(Protocol):
-    """What the runner needs of an engine: engine.render.engine.Engine, or engine.jobs.noop_engine.NoopEngine.
-
-    An engine whose ``run`` also takes ``on_model_free`` calls it when its renders are done (the
-    next job may start while it stores its images); for other engines the job's end is that moment.
-    """
-
-    def load(self) -> None: ...
-
-    def run(
-        self,
-        spec: JobSpec,
-        on_progress: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> JobResult: ...
 
 
 class JobRunner:
@@ -330,48 +311,6 @@ class _Hooks:
     on_model_free: Callable[[], None] | None = None
     on_preview: Callable[[PreviewFrame], None] | None = None
     on_region_masks: Callable[[list[str]], None] | None = None
-
-
-def run_job(
-    engine: EngineLike,
-    spec: JobSpec,
-    on_progress: Callable[..., None] | None = None,
-    cancel: threading.Event | None = None,
-    on_model_free: Callable[[], None] | None = None,
-    on_preview: Callable[[PreviewFrame], None] | None = None,
-    on_region_masks: Callable[[list[str]], None] | None = None,
-) -> JobResult:
-    """The one choice between training and rendering: a train_persona job goes to
-    engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``
-    (with ``on_model_free``, ``on_preview`` and a region edit's ``on_region_masks``, which records its
-    masks before it renders, where the engine takes them)."""
-    if spec.kind in TRAINING_KINDS:
-        from engine.training.persona_job import train_persona  # heavy: imported only where a model runs
-
-        result = train_persona(engine, spec, on_progress, cancel)  # type: ignore[arg-type]
-        if on_model_free is not None:
-            on_model_free()
-        return result
-    if spec.kind == JobKind.VIDEO and hasattr(engine, "yield_model"):  # the Engine (test doubles run clips themselves)
-        from engine.video.video_job import run_video  # heavy: imported only where a model runs
-
-        return run_video(engine, spec, on_progress, cancel, on_model_free)  # type: ignore[arg-type]
-    extra: dict[str, Any] = {}
-    if on_model_free is not None and _takes(engine, "on_model_free"):
-        extra["on_model_free"] = on_model_free
-    if on_preview is not None and _takes(engine, "on_preview"):
-        extra["on_preview"] = on_preview
-    if spec.region is not None and on_region_masks is not None and _takes(engine, "on_region_masks"):
-        extra["on_region_masks"] = on_region_masks
-    return engine.run(spec, on_progress=on_progress, cancel=cancel, **extra)
-
-
-def _takes(engine: Any, argument: str) -> bool:
-    """Whether ``engine.run`` takes ``argument`` (engines for tests take only some)."""
-    try:
-        return argument in inspect.signature(engine.run).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class _EngineOnLoad:

@@ -36,7 +36,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from arq.constants import health_check_key_suffix
 from redis.backoff import ExponentialBackoff
 
 from engine.jobs import failures, routing
@@ -46,7 +45,6 @@ from engine.jobs.progress import RedisBus
 from engine.jobs.queue import (
     ARQ_ABORT_KEY,
     ARQ_FUNCTION,
-    ARQ_QUEUE_NAME,
     IN_PROGRESS_PREFIX,
     WAKE_CHANNEL,
     now_ms,
@@ -54,6 +52,7 @@ from engine.jobs.queue import (
 )
 from engine.jobs.queues import ARQ_QUEUES, IMAGES, TRAINING, queue_of_spec
 from engine.jobs.runner import JobRunner
+from engine.jobs.worker_health import HEALTH_CHECK_INTERVAL_S
 from engine.metrics import publish_worker_metrics
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -72,9 +71,6 @@ HEARTBEAT_S = 3.0
 IDLE_POLL_S = 0.5  # poll at least this often without a wake message (deferred retries, lost wakes)
 OUTAGE_RETRY_S = 1.0  # wait between polls while redis is unreachable
 RETRY_BACKOFF_S = (2.0, 10.0, 30.0)
-HEALTH_CHECK_INTERVAL_S = 10
-HEALTH_CHECK_KEY = ARQ_QUEUE_NAME + health_check_key_suffix  # arq's default for our (images) queue
-HEALTH_CHECK_KEYS = [name + health_check_key_suffix for name in ARQ_QUEUES.values()]
 #: waits between attempts to subscribe to WAKE_CHANNEL again (0.05 s doubling up to OUTAGE_RETRY_S)
 WAKE_BACKOFF = ExponentialBackoff(cap=OUTAGE_RETRY_S, base=0.05)
 ABORT_MAX_AGE_MS = 3600_000  # abort requests for jobs no worker runs are dropped after this
@@ -369,26 +365,6 @@ async def _serve_queue(state: WorkerState, queue: str, burst: bool) -> None:
         finally:
             with contextlib.suppress(Exception):
                 await worker.close()
-
-
-async def health(redis_url: str) -> str | None:
-    """The health line a live worker wrote in the last ``HEALTH_CHECK_INTERVAL_S``, else None."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        lines = await client.mget(HEALTH_CHECK_KEYS)  # a worker of any queue
-    finally:
-        await client.aclose()
-    raw = next((line for line in lines if line), None)
-    return raw.decode() if raw else None
-
-
-def check_health(settings: Settings) -> int:
-    """Exit status for a container health check: 0 when a worker reported recently."""
-    line = asyncio.run(health(settings.redis_url or "")) if settings.redis_url else None
-    print(line or f"no worker has reported in the last {HEALTH_CHECK_INTERVAL_S + 1} s")
-    return 0 if line else 1
 
 
 def _is_connection_error(exc: BaseException) -> bool:

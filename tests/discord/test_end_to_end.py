@@ -66,7 +66,7 @@ class SharedEngine:
     def run(self, spec: Any, on_progress: Any = None, cancel: Any = None) -> Any:
         if not self.gate.wait(JOB_TIMEOUT_S):
             raise TimeoutError("the test never opened the engine's gate")
-        from engine.jobs.runner import run_job  # the runner's own choice: a clip, or a render
+        from engine.jobs.dispatch import run_job  # the runner's own choice: a clip, or a render
 
         return run_job(self.engine, spec, on_progress, cancel)
 

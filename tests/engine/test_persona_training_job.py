@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.jobs.runner import run_job
+from engine.jobs.dispatch import run_job
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.jobs.runner import run_job
+from engine.jobs.dispatch import run_job
 from engine.render.persona_lora import persona_lora_bytes, read_metadata
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
 from engine.training.families import KLEIN_TRAINING, train_family_of, training_pipeline_of

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from engine.jobs.runner import run_job
+from engine.jobs.dispatch import run_job
 from engine.specs import JobKind, JobSpec, PersonaSpec, default_video_params
 from engine.video.mp4 import probe_mp4
 

@@ -1,4 +1,4 @@
-"""The tests' one fake engine: engine.jobs.runner.EngineLike stand-ins built on NoopEngine.
+"""The tests' one fake engine: engine.jobs.dispatch.EngineLike stand-ins built on NoopEngine.
 
 * :class:`FakeEngine` with no ``inner`` engine paints solid-colour PNGs into a blob store (or
   returns empty results without one), reporting progress per step;
@@ -74,7 +74,7 @@ class FakeEngine(NoopEngine):
             if on_progress is not None:
                 on_progress(step, GATED_TOTAL)
         if self.inner is not None:  # the runner's own choice of training, clip or render on the real engine
-            from engine.jobs.runner import run_job
+            from engine.jobs.dispatch import run_job
 
             return run_job(self.inner, spec, on_progress, cancel)
         if self.blobs is None:

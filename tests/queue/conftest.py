@@ -102,7 +102,7 @@ async def worker_task(
 
 async def wait_health(redis_url: str, limit_s: float = 60.0) -> str:
     """Until a worker has written arq's health-check key (it does so on its first poll)."""
-    from engine.jobs.worker import health
+    from engine.jobs.worker_health import health
 
     deadline = asyncio.get_running_loop().time() + limit_s
     while True:

@@ -16,8 +16,9 @@ import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from engine.jobs import queue, worker
-from engine.jobs.worker import HEALTH_CHECK_KEY, WorkerState, worker_options
+from engine.jobs import queue, worker, worker_health
+from engine.jobs.worker import WorkerState, worker_options
+from engine.jobs.worker_health import HEALTH_CHECK_KEY
 from storage.settings import load_settings
 
 
@@ -68,7 +69,7 @@ def test_worker_options_are_arq_worker_arguments(tmp_path) -> None:
         _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", redis_url="redis://127.0.0.1:1/0"
     )
     options = worker_options(WorkerState(settings, engine=object()))
-    options.pop("cancel_flags")  # StudioWorker's own arguments
+    options.pop("cancel_flags"), options.pop("cores")  # StudioWorker's own arguments
     assert options.pop("worker_id") == worker.WORKER_ID
     inspect.signature(Worker.__init__).bind(None, **options)  # TypeError on an unknown or moved argument
     built = Worker(**{**options, "redis_settings": RedisSettings(port=1)})
@@ -81,4 +82,4 @@ def test_key_names_come_from_arq() -> None:
     assert queue.ARQ_ABORT_KEY == arq.constants.abort_jobs_ss
     assert queue.ARQ_JOB_PREFIX == arq.constants.job_key_prefix
     assert queue.IN_PROGRESS_PREFIX == arq.constants.in_progress_key_prefix
-    assert worker.HEALTH_CHECK_KEY == arq.constants.default_queue_name + arq.constants.health_check_key_suffix
+    assert worker_health.HEALTH_CHECK_KEY == arq.constants.default_queue_name + arq.constants.health_check_key_suffix

@@ -12,7 +12,7 @@ import pytest
 
 from bot.app import build_app
 from commands.events import Images, Progress
-from engine.jobs.worker import health
+from engine.jobs.worker_health import health
 from storage.models import JobStatus
 from tests.conversation.helpers import queued, run
 from tests.queue.conftest import Recorder, arq_settings, console_for, wait_health, worker_task
