@@ -23,11 +23,12 @@ from commands import workspaces
 from commands.args import bind, resolve, usage
 from commands.config import ConversationConfig
 from commands.context import Ctx
-from commands.delivery import DeliverFn, Delivery, image_out
+from commands.delivery import DeliverFn, Delivery
 from commands.events import Action, Event, EventKind, ImageOut, Progress, Reply, Where
 from commands.export import build_export
 from commands.handlers import posts
 from commands.job_cancel import cancel_job
+from commands.outputs import image_out
 from commands.params import effective_params, pick_seed
 from commands.persona_spec import persona_spec
 from commands.table import find, help_text

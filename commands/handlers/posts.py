@@ -11,11 +11,12 @@ from dataclasses import replace
 from commands import references as refs
 from commands import regions, rules
 from commands.context import Ctx
-from commands.delivery import RESULT_BUTTONS, turn_images
+from commands.delivery import RESULT_BUTTONS
 from commands.events import Action, Images, OpenThread, Where
 from commands.handlers import edits
 from commands.handlers.video import regen_clip
 from commands.job_cancel import cancel_job
+from commands.outputs import turn_images
 from commands.ports import Cancelling, Imaging, Rendering, Stored
 from commands.validation import InputError, check_text
 from engine.specs import JobKind, JobSpec, ReferenceRole, ReferenceSpec

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from commands import rules
 from commands.context import Ctx
-from commands.delivery import turn_images
 from commands.events import Action, Reply, ReviewRequest
+from commands.outputs import turn_images
 from commands.ports import Imaging, Stored
 from commands.validation import InputError
 from storage.activity import ReviewStateError
