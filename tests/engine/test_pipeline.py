@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,13 @@ def _render(lp, **kwargs) -> Image.Image:
         return render(lp, **args)
 
 
-def test_tiny_pipeline_builds_offline_fast_and_in_eval_mode() -> None:
+def test_tiny_pipeline_builds_offline_small_and_in_eval_mode() -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    started = time.perf_counter()
     pipe = build_tiny_pipeline()
-    assert time.perf_counter() - started < 1.0
+    # small enough to build in well under a second on a CPU (speed itself is measured in bench/, not here)
+    parameters = sum(p.numel() for n in ("transformer", "vae", "text_encoder", "text_encoder_2")
+                     for p in getattr(pipe, n).parameters())  # fmt: skip
+    assert parameters < 1_000_000, parameters
     assert type(pipe).__name__ == "FluxKontextPipeline"
     assert pipe.transformer.config.guidance_embeds is True
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
