@@ -26,21 +26,12 @@ import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pstats  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _ms(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(p99 * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
-    }
+from bench.stats import ms_summary  # noqa: E402
 
 
 async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -125,8 +116,8 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return {
         "users": args.users,
         "backlog": args.backlog,
-        "ack": _ms(acks),
-        "visible_answer": _ms(list(visible.values())),
+        "ack": ms_summary(acks),
+        "visible_answer": ms_summary(list(visible.values())),
         "answered": len(visible),
         "profile": stats.getvalue() if args.profile else "",
     }

@@ -42,15 +42,7 @@ from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _ms(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(p99 * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
-    }
+from bench.stats import ms_summary  # noqa: E402
 
 
 def bench_png() -> dict[str, Any]:
@@ -110,9 +102,9 @@ def bench_outside(root: Path, jobs: int) -> dict[str, Any]:
             store.append(d["settle"])
             total_outside.append(wall - d["model"])
         out[f"png_level_{level}"] = {
-            "lock_held_outside_model": _ms(locked_outside),
-            "store_after_lock": _ms(store),
-            "job_wall_outside_model": _ms(total_outside),
+            "lock_held_outside_model": ms_summary(locked_outside),
+            "store_after_lock": ms_summary(store),
+            "job_wall_outside_model": ms_summary(total_outside),
         }
     return out
 
@@ -135,7 +127,7 @@ def bench_edit(root: Path, rounds: int) -> dict[str, Any]:
         assert engine.stats["context_encodes"] == encodes + 1  # really cold
         key = result.image_keys[0]
     w, c = statistics.median(warm), statistics.median(cold)
-    return {"next_edit": _ms(warm), "cold_edit": _ms(cold), "ratio_p50": round(w / c, 3)}
+    return {"next_edit": ms_summary(warm), "cold_edit": ms_summary(cold), "ratio_p50": round(w / c, 3)}
 
 
 def _worker(root: str, jobs: int, threads: int | None, ready: Any, go: Any, done: Any) -> None:
@@ -235,7 +227,7 @@ async def _coldstart(root: Path, preimport: bool) -> dict[str, Any]:
         "imports_before_loop_work_s": round(imported, 2),
         "load_s": round(load_s, 2),
         "ticks": len(lags),
-        "loop_lag": _ms(lags),
+        "loop_lag": ms_summary(lags),
         "stalls_over_100ms": slow,
     }
 
@@ -285,7 +277,7 @@ async def _reads(root: Path, deferred: bool, handlers: int, queued: int) -> dict
     stop.set()
     await asyncio.gather(*writers)
     await database.dispose()
-    return _ms(list(times))
+    return ms_summary(list(times))
 
 
 def main() -> None:
