@@ -30,6 +30,27 @@ MESSAGES = 75  # 30 answered within the budget, the other 45 wait when the proce
 REPLY = re.compile(r"no post #(\d+)")
 
 
+def frontend_env(database_url: str, tmp_path: Path, fake: FakeWeComAPI, port: int) -> dict[str, str]:
+    """The environment of a WeCom front end process on ``port`` against ``fake``'s API."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": database_url,
+        "BLOB_DIR": str(tmp_path / "blobs"),
+        "LORA_DIR": str(tmp_path / "loras"),
+        "ENGINE_MODEL": "tiny",
+        "WECOM_CORP_ID": CORP_ID,
+        "WECOM_AGENT_ID": str(AGENT_ID),
+        "WECOM_SECRET": SECRET,
+        "WECOM_TOKEN": TOKEN,
+        "WECOM_AES_KEY": AES_KEY,
+        "WECOM_API_BASE": fake.base_url,
+        "WECOM_HOST": "127.0.0.1",
+        "WECOM_PORT": str(port),
+        "TEST_SENDS_PER_MINUTE": "30",
+    }
+
+
 class FrontEndProcess:
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
         self.process = subprocess.Popen(
@@ -66,23 +87,7 @@ async def test_kill_9_with_acknowledged_messages_queued_loses_none(tmp_path: Pat
     port = free_port()
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": database_url,
-            "BLOB_DIR": str(tmp_path / "blobs"),
-            "LORA_DIR": str(tmp_path / "loras"),
-            "ENGINE_MODEL": "tiny",
-            "WECOM_CORP_ID": CORP_ID,
-            "WECOM_AGENT_ID": str(AGENT_ID),
-            "WECOM_SECRET": SECRET,
-            "WECOM_TOKEN": TOKEN,
-            "WECOM_AES_KEY": AES_KEY,
-            "WECOM_API_BASE": fake.base_url,
-            "WECOM_HOST": "127.0.0.1",
-            "WECOM_PORT": str(port),
-            "TEST_SENDS_PER_MINUTE": "30",
-        }
+        env = frontend_env(database_url, tmp_path, fake, port)
         first = FrontEndProcess(env, tmp_path)
         db = Database(database_url)
         try:

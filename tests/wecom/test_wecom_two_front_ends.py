@@ -5,7 +5,6 @@ took the messages is killed with their answers still waiting; the survivor, whic
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -18,34 +17,14 @@ from storage.db import Database
 from storage.models import InboxItem, InboxState
 from tests.fakes.wecom_api import FakeWeComAPI
 from tests.services import free_port
-from tests.wecom.harness import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN, WeComSender, text_xml
-from tests.wecom.test_wecom_kill import ROOT, FrontEndProcess
+from tests.wecom.harness import AGENT_ID, CORP_ID, SECRET, WeComSender, text_xml
+from tests.wecom.test_wecom_kill import FrontEndProcess, frontend_env
 
 pytestmark = pytest.mark.slow
 
 ALICE = "alice.zhang"
 MESSAGES = 40  # 30 answered within the send budget, the other 10 wait when the front end dies
 REPLY = re.compile(r"no post #(\d+)")
-
-
-def _env(database_url: str, tmp_path: Path, fake: FakeWeComAPI, port: int) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
-        "BLOB_DIR": str(tmp_path / "blobs"),
-        "LORA_DIR": str(tmp_path / "loras"),
-        "ENGINE_MODEL": "tiny",
-        "WECOM_CORP_ID": CORP_ID,
-        "WECOM_AGENT_ID": str(AGENT_ID),
-        "WECOM_SECRET": SECRET,
-        "WECOM_TOKEN": TOKEN,
-        "WECOM_AES_KEY": AES_KEY,
-        "WECOM_API_BASE": fake.base_url,
-        "WECOM_HOST": "127.0.0.1",
-        "WECOM_PORT": str(port),
-        "TEST_SENDS_PER_MINUTE": "30",
-    }
 
 
 def _answered(fake: FakeWeComAPI) -> Counter[int]:
@@ -68,9 +47,9 @@ async def _states_once_settled(db: Database, limit_s: float = 10.0) -> list[str]
 async def test_survivor_takes_over_a_dead_front_ends_pending_rows(tmp_path: Path, database_url: str) -> None:
     port_a, port_b = free_port(), free_port()
     async with FakeWeComAPI(CORP_ID, SECRET, AGENT_ID) as fake:
-        first = FrontEndProcess(_env(database_url, tmp_path, fake, port_a), tmp_path)
+        first = FrontEndProcess(frontend_env(database_url, tmp_path, fake, port_a), tmp_path)
         await first.ready()
-        survivor_env = _env(database_url, tmp_path, fake, port_b) | {"TEST_SENDS_PER_MINUTE": "100000"}
+        survivor_env = frontend_env(database_url, tmp_path, fake, port_b) | {"TEST_SENDS_PER_MINUTE": "100000"}
         survivor = FrontEndProcess(survivor_env, tmp_path)
         db = Database(database_url)
         try:
