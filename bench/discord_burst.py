@@ -65,9 +65,14 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 await store.create_job(
                     f"b{i}", "edit", {"i": i}, user_id=backlog_owner.id, thread_id=None, platform="discord"
                 )
-            for user in users:
+            # the personas live in the server's workspace (names are unique there: one each)
+            workspace = await store.workspace("discord", str(fake.guild_id))
+            for n, user in enumerate(users):
                 owner = await store.user("discord", str(user["id"]), user["username"])
-                persona = await store.create_persona(owner.id, "mia", "sweet", [], seed=1)
+                await store.join_workspace(workspace.id, owner.id)
+                persona = await store.create_persona(
+                    owner.id, f"mia{n}", "sweet", [], seed=1, workspace_id=workspace.id
+                )
                 async with store.db.session() as s:
                     await s.execute(update(Persona).where(Persona.id == persona.id).values(status="ready"))
             config = DiscordConfig.from_settings(
@@ -79,14 +84,15 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             await bot.login(fake.token)
             connection = asyncio.create_task(bot.connect())
             await asyncio.wait_for(bot.wait_until_ready(), 30)
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile() if args.profile else None
             try:
                 payloads = [
-                    fake.slash_command("post", {"persona": "mia", "prompt": f"a latte, take {n}"}, user=user)
+                    fake.slash_command("post", {"persona": f"mia{n}", "prompt": f"a latte, take {n}"}, user=user)
                     for n, user in enumerate(users)
                 ]
                 mark = fake.mark()
-                profiler.enable()
+                if profiler is not None:
+                    profiler.enable()
                 interactions = await asyncio.gather(*(fake.send_interaction(p) for p in payloads))
                 tokens = {i.token: i for i in interactions}
                 await fake.wait_until(
@@ -96,7 +102,8 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     ),
                     timeout_s=120,
                 )
-                profiler.disable()
+                if profiler is not None:
+                    profiler.disable()
                 acks = [i.ack_delay or 0.0 for i in interactions]
                 visible: dict[str, float] = {}
                 for request in fake.requests_for("webhook_edit", mark):
@@ -110,9 +117,10 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 connection.cancel()
                 await app.close()
     stats = io.StringIO()
-    table = pstats.Stats(profiler, stream=stats).sort_stats(args.sort)
-    table.print_stats(args.profile)
-    stats.write(_by_area(table))
+    if profiler is not None:
+        table = pstats.Stats(profiler, stream=stats).sort_stats(args.sort)
+        table.print_stats(args.profile)
+        stats.write(_by_area(table))
     return {
         "users": args.users,
         "backlog": args.backlog,
