@@ -57,6 +57,7 @@ from engine.render.pipeline import (  # noqa: E402
 from engine.render.references import compose_context  # noqa: E402
 
 #: FLUX.1 [dev] / Kontext [dev] transformer and VAE configs (public model cards / config.json).
+# fmt: off
 FULL_TRANSFORMER = {
     "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
     "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
@@ -78,6 +79,7 @@ FULL_CLIP_STANDIN = {
 FULL_T5_STANDIN = {
     "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 1, "num_heads": 64, "feed_forward_proj": "gated-gelu",
 }
+# fmt: on
 
 
 def build_full_random(device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
