@@ -3,9 +3,15 @@
 SQLite runs in WAL mode and opens every write transaction (:meth:`Database.session`) with
 ``BEGIN IMMEDIATE``: a writer takes the write lock when its transaction starts, so two writers
 never deadlock on a lock upgrade and wait (busy timeout) instead of failing with "database is
-locked". Read transactions (:meth:`Database.read`) open with a plain deferred ``BEGIN``: in WAL
-mode a reader works on a snapshot and neither waits for writers nor makes them wait. A read
-session that tries to write is an error. PostgreSQL goes through asyncpg with the same code.
+locked". Reads (:meth:`Database.read`) run in autocommit: in WAL mode each SELECT works on its
+own snapshot and neither waits for writers nor makes them wait — what PostgreSQL's default READ
+COMMITTED gives too, so the code holds to one rule on both. A read session that tries to write is
+an error. PostgreSQL goes through asyncpg with the same code.
+
+Every trip to SQLite is a hand-off to aiosqlite's connection thread and back (a SELECT is four:
+cursor, execute, fetch, close), the main cost of a command on a busy front end: reads open no
+transaction, the pool does not roll back a connection its session already ended, and
+:meth:`Database.transaction` makes several writes one commit.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # Sessions always end in a commit or a rollback (Database.session / Database.read): the pool's
+    # own rollback when a connection comes back would be one more trip to the driver's thread.
+    kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -58,8 +69,10 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # A read runs in autocommit: each SELECT is its own snapshot, as in PostgreSQL's default
+        # READ COMMITTED (the code already holds to that), and it saves a BEGIN's trips.
+        if not connection.get_execution_options().get(READ_ONLY_OPTION, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -79,6 +92,18 @@ def _retry_locked(cursor: Any, sql: str) -> Any:
     """Run a PRAGMA, waiting out SQLITE_BUSY that bypasses the busy handler (bounded)."""
     cursor.execute(sql)
     return cursor.fetchone()
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """The session of a :meth:`Database.transaction` block, for the task that opened it only
+    (tasks started inside the block copy the context, but must not write into its transaction)."""
+
+    session: AsyncSession
+    task: asyncio.Task[Any] | None
+
+
+_JOINED: ContextVar[_Joined | None] = ContextVar("persona_studio_transaction", default=None)
 
 
 class ReadOnlySession(RuntimeError):
@@ -111,14 +136,37 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A transaction: committed when the block ends, rolled back on an exception."""
+        """A transaction: committed when the block ends, rolled back on an exception. Inside a
+        :meth:`transaction` block of the same task, the block's own session: it commits."""
+        joined = _JOINED.get()
+        if joined is not None and joined.task is asyncio.current_task():
+            yield joined.session
+            return
         async with self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One transaction for every write :meth:`session` this task opens inside the block: all
+        are committed together when it ends, or none (an exception rolls all back). One commit
+        instead of several (a ``/post``: its thread, log line, job and turn). Reads
+        (:meth:`read`) are not part of it and do not see its rows before the commit; a nested
+        block is part of the outer one."""
+        joined = _JOINED.get()
+        if joined is not None and joined.task is asyncio.current_task():
+            yield
+            return
+        async with self.session() as session:
+            token = _JOINED.set(_Joined(session, asyncio.current_task()))
+            try:
+                yield
+            finally:
+                _JOINED.reset(token)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only transaction (deferred ``BEGIN`` on SQLite): rolled back when the block
-        ends; :class:`ReadOnlySession` if anything was added, changed or deleted in it."""
+        """A read-only session (autocommit on SQLite): rolled back when the block ends;
+        :class:`ReadOnlySession` if anything was added, changed or deleted in it."""
         async with self.read_sessions() as session:
             session.autoflush = False  # a stray change must reach the check below, not the database
             try:

@@ -13,6 +13,7 @@ in their owner's home workspace (storage.workspace_keys).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import select, update
@@ -38,6 +39,10 @@ class Store(JobRecords, ProductRecords, WorkspaceRecords, WorkspaceLibrary, Acti
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """The writes of this task inside the block as one transaction (:meth:`Database.transaction`)."""
+        return self.db.transaction()
 
     async def workspace_of(self, owner_id: int, workspace_id: int | None) -> int:
         """``workspace_id``, or the owner's home workspace when it is ``None``."""
