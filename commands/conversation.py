@@ -179,14 +179,21 @@ class Conversation:
             return [Reply(where=where, text=TEXT_UNEXPECTED, private=True)]
 
     async def _handle(self, event: Event) -> list[Action]:
-        user = await self.store.user(event.platform, event.user_id, event.user_name)
         where = Where(platform=event.platform, user_id=event.user_id, channel_id=event.channel_id)
         try:
-            workspace, role = await workspaces.resolve(self.store, self.config, event, user)
+            key, _ = workspaces.event_key(event)
         except InputError as exc:
             return [Reply(where=where, text=f"⚠️ {exc}", private=True)]
+        # a known user, their workspace, role and waiting notices: one read (the usual case)
+        known = await self.store.known_context(event.platform, event.user_id, key)
+        if known is not None and event.user_name in ("", known.user.display_name):
+            user = known.user
+        else:
+            user = await self.store.user(event.platform, event.user_id, event.user_name)
+        workspace, role = await workspaces.resolve(self.store, self.config, event, user, known)
         ctx = Ctx(event=event, user=user, workspace=workspace, role=role)
-        notices = [ctx.reply(f"📣 {text}") for text in await self.store.take_notices(user.id)]
+        waiting = known is None or known.notices
+        notices = [ctx.reply(f"📣 {text}") for text in await self.store.take_notices(user.id)] if waiting else []
         return notices + await self._run(ctx)
 
     async def _run(self, ctx: Ctx) -> list[Action]:

@@ -18,23 +18,36 @@ from commands.validation import InputError
 from storage.models import User, Workspace, WorkspaceRole
 from storage.repository import Store
 from storage.workspace_keys import PERSONAL_PREFIX, home_key
+from storage.workspaces import KnownContext
 
 
-async def resolve(
-    store: Store, config: ConversationConfig, event: Event, user: User
-) -> tuple[Workspace, WorkspaceRole]:
-    """The event's workspace (made on first use) and the user's role there."""
+def event_key(event: Event) -> tuple[str, bool]:
+    """The event's workspace key (its external id on the event's platform) and whether it is personal."""
     if event.workspace:
         key = event.workspace
         personal = key.startswith(PERSONAL_PREFIX)
         if personal and key != f"{PERSONAL_PREFIX}{event.user_id}":
             raise InputError("that is another user's personal workspace")
+        return key, personal
+    home = home_key(event.platform, event.user_id)
+    return home.external_id, home.personal
+
+
+async def resolve(
+    store: Store, config: ConversationConfig, event: Event, user: User, known: KnownContext | None = None
+) -> tuple[Workspace, WorkspaceRole]:
+    """The event's workspace (made on first use) and the user's role there; ``known`` is what was
+    read of them already (the usual case: nothing left to read or write)."""
+    key, personal = event_key(event)
+    if known is not None and known.workspace is not None and event.workspace_name in ("", known.workspace.name):
+        workspace = known.workspace
     else:
-        home = home_key(event.platform, event.user_id)
-        key, personal = home.external_id, home.personal
-    workspace = await store.workspace(event.platform, key, event.workspace_name, personal)
+        workspace = await store.workspace(event.platform, key, event.workspace_name, personal)
     first = WorkspaceRole.ADMIN if personal or event.workspace_admin else WorkspaceRole.MEMBER
-    role = await store.join_workspace(workspace.id, user.id, first)
+    if known is not None and known.workspace is not None and known.workspace.id == workspace.id and known.role:
+        role = known.role
+    else:
+        role = await store.join_workspace(workspace.id, user.id, first)
     if event.workspace_admin and role != WorkspaceRole.ADMIN:
         await store.set_role(workspace.id, user.id, WorkspaceRole.ADMIN)
         role = WorkspaceRole.ADMIN

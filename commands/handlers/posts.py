@@ -47,57 +47,59 @@ async def post(
     post_refs = refs.dedupe(library + attached + waiting)
     scene_key = refs.one_scene(post_refs)
     params = conv.params(ctx.user, None)
-    thread = await conv.store.create_thread(
-        platform=ctx.event.platform,
-        owner_id=ctx.user.id,
-        persona_id=chosen.id,
-        title=_title(chosen.name, prompt),
-        prompt=prompt,
-        channel_id=ctx.event.channel_id,
-        scene_key=scene_key,
-        references=refs.as_dicts(post_refs),
-        workspace_id=ctx.workspace.id,
-    )
-    await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CREATED, detail=prompt)
-    if waiting:
-        ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
-    spec = JobSpec(
-        job_id=uuid.uuid4().hex,
-        kind=JobKind.GENERATE,
-        user_id=ctx.user.id,
-        thread_id=thread.id,
-        persona=conv.persona_spec(chosen),
-        prompt=prompt,
-        count=count,
-        context_keys=[scene_key] if scene_key else [],
-        seed=conv.seed(ctx.user, None),
-        params=params,
-        references=post_refs,
-    )
     # on platforms with threads the job waits (held) until the front end has opened the thread;
     # a persona still being created holds it too, until its portrait is stored
     threaded = ctx.event.platform in conv.config.threaded_platforms
-    where = Where(
-        platform=ctx.event.platform, user_id=ctx.event.user_id, thread_db_id=thread.id, channel_id=ctx.event.channel_id
-    )
-    queued = await conv.submit(
-        ctx,
-        spec,
-        thread=thread,
-        turn=dict(
+    hold = threaded or chosen.status != "ready"
+    # the post, its log line and a held first job: one commit (a queued job is queued after it)
+    async with conv.store.transaction():
+        thread = await conv.store.create_thread(
+            platform=ctx.event.platform,
+            owner_id=ctx.user.id,
+            persona_id=chosen.id,
+            title=_title(chosen.name, prompt),
+            prompt=prompt,
+            channel_id=ctx.event.channel_id,
+            scene_key=scene_key,
+            references=refs.as_dicts(post_refs),
+            workspace_id=ctx.workspace.id,
+        )
+        await conv.store.log_activity(thread.id, ctx.user.id, PostAction.CREATED, detail=prompt)
+        if waiting:
+            ctx.user.settings = await conv.store.update_user_settings(ctx.user.id, {refs.PENDING: []})
+        spec = JobSpec(
+            job_id=uuid.uuid4().hex,
+            kind=JobKind.GENERATE,
+            user_id=ctx.user.id,
+            thread_id=thread.id,
+            persona=conv.persona_spec(chosen),
+            prompt=prompt,
+            count=count,
+            context_keys=[scene_key] if scene_key else [],
+            seed=conv.seed(ctx.user, None),
+            params=params,
+            references=post_refs,
+        )
+        where = Where(
+            platform=ctx.event.platform,
+            user_id=ctx.event.user_id,
+            thread_db_id=thread.id,
+            channel_id=ctx.event.channel_id,
+        )
+        turn = dict(
             parent_id=None,
             kind=TurnKind.GENERATE,
             instruction=prompt,
             params={**params.model_dump(), "count": count},
             references=refs.as_dicts(post_refs),
-        ),
-        where=where,
-        hold=threaded or chosen.status != "ready",
-    )
-    if not threaded:
-        await conv.store.set_current_thread(ctx.user.id, thread.id)
-        if chosen.status != "ready":
-            await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
+        )
+        if not threaded:
+            await conv.store.set_current_thread(ctx.user.id, thread.id)
+        queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where, hold=True) if hold else None
+    if queued is None:
+        queued = await conv.submit(ctx, spec, thread=thread, turn=turn, where=where)
+    elif not threaded:
+        await conv.release_if_ready(thread.id)  # the persona may have become ready meanwhile
     scene = f" with {refs.describe(post_refs)}" if post_refs else ""
     waiting = (
         f"\nPersona {chosen.name} is still being created: the post starts when it's ready."
