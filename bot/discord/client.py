@@ -46,6 +46,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bot.answers_first import AnswersFirst
 from bot.discord.config import DiscordConfig
 from bot.discord.pending import ResumedInteraction, attachments_of, inbox_platform, pending_commands, stored_command
 from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRONG_TEXT
@@ -101,8 +102,15 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         self.config = config
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
+        #: commands before their answer go first; what follows an answer waits for them
+        self.answers = AnswersFirst()
         self.renderer = ActionRenderer(
-            self, conversation, config, on_result=self._remember_turn, progress_interval=progress_interval
+            self,
+            conversation,
+            config,
+            on_result=self._remember_turn,
+            progress_interval=progress_interval,
+            answers=self.answers,
         )
         self._init_reactions()
         self.tasks = FrontEndTasks("discord")
@@ -199,11 +207,15 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         """Store, acknowledge, translate, hand to the conversation and render its answer."""
         given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
         files, kinds = [a for a, _ in given], [role for _, role in given]
-        item_id = await self._store_command(interaction, command, options or {}, files, kinds)
-        await interaction.response.defer(thinking=True)
-        self.renderer.upload_limits.note(interaction)
-        output = InteractionOutput(interaction, thinking=True)
-        await self._answer_command(output, interaction, command, options or {}, files, kinds)
+        answering = self.answers.answering()
+        try:
+            item_id = await self._store_command(interaction, command, options or {}, files, kinds)
+            await interaction.response.defer(thinking=True)
+            self.renderer.upload_limits.note(interaction)
+            output = InteractionOutput(interaction, thinking=True, answering=answering)
+            await self._answer_command(output, interaction, command, options or {}, files, kinds)
+        finally:
+            answering.answered()
         if item_id is not None and self.inbox is not None:
             with contextlib.suppress(Exception):
                 await self.inbox.done(item_id)

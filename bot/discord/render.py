@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import discord
 
+from bot.answers_first import Answering, AnswersFirst
 from bot.discord.config import DiscordConfig
 from bot.discord.progress import PROGRESS_INTERVAL_S, ProgressBoard
 from bot.discord.slash import review_view, role_view
@@ -85,14 +86,23 @@ class Output:
 class InteractionOutput(Output):
     """Replies to a slash command (after a thinking defer) or a button (after a deferred update)."""
 
-    def __init__(self, interaction: discord.Interaction[Any], *, thinking: bool) -> None:
+    def __init__(
+        self, interaction: discord.Interaction[Any], *, thinking: bool, answering: Answering | None = None
+    ) -> None:
         self.interaction = interaction
         # After a thinking defer, the first followup would replace the thinking message (and take
         # its visibility): the original is edited for a public reply, deleted before a private one.
         self.original_pending = thinking
+        #: the command counted as before its answer (bot.answers_first) until its first message
+        self.answering = answering
+
+    def answered(self) -> None:
+        if self.answering is not None:
+            self.answering.answered()
 
     async def _edit_original(self, private: bool) -> bool:
         """Whether this answer should edit the thinking message (deleted first for a private one)."""
+        self.answered()  # what is sent now is the answer: the follow-up work may go on
         if not self.original_pending:
             return False
         self.original_pending = False
@@ -123,6 +133,7 @@ class InteractionOutput(Output):
         return await self.interaction.followup.send(text, wait=True)
 
     async def finish(self) -> None:
+        self.answered()
         if self.original_pending:
             self.original_pending = False
             with contextlib.suppress(discord.HTTPException):
@@ -160,8 +171,11 @@ class ActionRenderer:
         *,
         on_result: Callable[[int, int], None],
         progress_interval: float = PROGRESS_INTERVAL_S,
+        answers: AnswersFirst | None = None,
     ) -> None:
         self.client = client
+        #: a post's thread is opened once the commands of a burst have their answers
+        self.answers = answers or AnswersFirst()
         self.conversation = conversation
         self.config = config
         self.on_result = on_result
@@ -291,6 +305,7 @@ class ActionRenderer:
         if isinstance(here, discord.TextChannel) and output is not None:
             parent: Any = here
             post = await output.post_message(text)
+            await self.answers.after_answers()  # the thread, its binding and jobs: after the burst's answers
         else:
             if isinstance(here, discord.Thread):
                 parent = here.parent or await self.channel(here.parent_id)
