@@ -6,7 +6,9 @@ Everything runs in this process, as in the tests: the real discord.py client (Pe
 the fake Discord (tests.fakes.discord_server), the real Conversation on SQLite, the embedded queue
 with a gated fake engine (every job waits: the backlog stays unfinished). Per command: the
 acknowledgement (interaction callback) and the visible answer (the "📸 Post #N" edit of the
-thinking message), both from the interaction's dispatch. ``--profile N`` prints the N functions of
+thinking message), both from the interaction's dispatch; and the CPU time of this process over the
+burst per command (bot, fake Discord and database threads together: less sensitive than the times
+to a shared host's load). ``--profile N`` prints the N functions of
 this project (and the libraries under them) with the most cumulative time during the burst.
 """
 
@@ -27,6 +29,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import pstats  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,6 +94,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     for n, user in enumerate(users)
                 ]
                 mark = fake.mark()
+                cpu_start = time.process_time()
                 if profiler is not None:
                     profiler.enable()
                 interactions = await asyncio.gather(*(fake.send_interaction(p) for p in payloads))
@@ -102,6 +106,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     ),
                     timeout_s=120,
                 )
+                cpu_s = time.process_time() - cpu_start  # this process: bot, fake Discord, database threads
                 if profiler is not None:
                     profiler.disable()
                 acks = [i.ack_delay or 0.0 for i in interactions]
@@ -127,6 +132,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "ack": ms_summary(acks),
         "visible_answer": ms_summary(list(visible.values())),
         "answered": len(visible),
+        "cpu_ms_per_command": round(cpu_s * 1000 / max(1, args.users), 1),
         "profile": stats.getvalue() if args.profile else "",
     }
 

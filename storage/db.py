@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from storage import sqlite_driver
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: execution option naming a read-only connection (its SQLite transaction opens without IMMEDIATE)
 READ_ONLY_OPTION = "persona_studio_read_only"
@@ -45,9 +47,12 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
-    database = make_url(url).database
+    parsed = make_url(url)
+    database = parsed.database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.drivername == "sqlite+aiosqlite":  # the same driver, one trip per statement
+        url = parsed.set(drivername=f"sqlite+{sqlite_driver.DRIVER}").render_as_string(hide_password=False)
     # Sessions always end in a commit or a rollback (Database.session / Database.read): the pool's
     # own rollback when a connection comes back would be one more trip to the driver's thread.
     kwargs.setdefault("pool_reset_on_return", None)
