@@ -31,6 +31,7 @@ from engine.jobs.events import FINISHED_STATES, JobEvent, Running
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.blobs import BlobStore
+from storage.job_records import cancel_told
 from storage.models import Job, JobStatus, TurnKind, utcnow
 from storage.repository import Store
 
@@ -232,6 +233,8 @@ class Delivery:
         route = await self._route(job.id)
         where = route.where if route else Where(platform=job.platform, user_id="")
         if job.status == JobStatus.CANCELLED:
+            if cancel_told(job):  # the answer to the owner's /cancel told them: only the job's status
+                return [Progress(where=where, job_id=job.id, state="cancelled", told=True)]
             return [
                 Progress(where=where, job_id=job.id, state="cancelled"),
                 Reply(where=where, text="Cancelled ❌"),

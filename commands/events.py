@@ -207,6 +207,9 @@ class Progress(Action):
     text: str = ""
     preview: PreviewOut | None = None
     live_url: str = ""
+    #: the user already knows this state (their ``/cancel`` was answered): front ends update what
+    #: they show of the job (Discord: its status message) but send nothing new (WeCom: nothing)
+    told: bool = False
 
 
 @dataclass(frozen=True)

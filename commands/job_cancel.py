@@ -11,12 +11,20 @@ from storage.models import JobStatus
 from storage.repository import Store
 
 
-async def cancel_job(store: Store, queue: JobQueue | None, bus: ProgressBus, job_id: str, *, error: str) -> bool:
+async def cancel_job(
+    store: Store, queue: JobQueue | None, bus: ProgressBus, job_id: str, *, error: str, told: bool = False
+) -> bool:
     """False when the job had already finished or is unknown; else it is cancelled (a running one
-    stops at its next step and is recorded then)."""
+    stops at its next step and is recorded then).
+
+    ``told``: the owner asked for it in chat and the answer tells them (``/cancel``); recorded on
+    the job first, so that its delivery, if it ends cancelled, sends nothing new (front ends only
+    update the job's status). Operators' cancels and abandoned posts leave it False."""
     job = await store.get_job(job_id)
     if job is None or JobStatus(job.status).finished:
         return False
+    if told and not await store.note_cancel_told(job_id):
+        return False  # it finished meanwhile
     if queue is not None and await queue.cancel(job_id):
         return True
     return await finish_job(store, bus, job_id, JobStatus.CANCELLED, error=error)

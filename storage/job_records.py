@@ -16,6 +16,8 @@ from storage.rows import found, new_turn
 
 #: statuses of jobs that still count against their user's limit
 UNFINISHED = (JobStatus.HELD, JobStatus.QUEUED, JobStatus.RUNNING)
+#: in a job's ``result``: its owner asked for the cancel in chat and was told then (kept only if it ends cancelled)
+CANCEL_TOLD = "cancel_told"
 
 
 class TrainingInProgress(Exception):
@@ -112,8 +114,9 @@ class JobRecords:
             job = await s.get(Job, job_id, with_for_update=True)
             if job is None or JobStatus(job.status).finished:
                 return False
+            told = status == JobStatus.CANCELLED and bool((job.result or {}).get(CANCEL_TOLD))
             job.status = status
-            job.result = result
+            job.result = {**(result or {}), CANCEL_TOLD: True} if told else result
             job.error = error
             job.finished_at = utcnow()
             if status == JobStatus.DONE:
@@ -132,6 +135,18 @@ class JobRecords:
                     setattr(turn, key, value)
                 if make_current and status == JobStatus.DONE:
                     await s.execute(update(Thread).where(Thread.id == turn.thread_id).values(current_turn_id=turn.id))
+            return True
+
+    async def note_cancel_told(self, job_id: str) -> bool:
+        """Record, before cancelling it, that the job's owner asked for its cancel and was told so
+        (the answer to their ``/cancel``): its delivery then sends nothing new. It counts only if
+        the job ends cancelled: :meth:`finish_job` drops it with any other outcome (a job that
+        finished as the cancel came still delivers its result). False when it had already finished."""
+        async with self.db.session() as s:
+            job = await s.get(Job, job_id, with_for_update=True)
+            if job is None or JobStatus(job.status).finished:
+                return False
+            job.result = {**(job.result or {}), CANCEL_TOLD: True}
             return True
 
     async def claim_delivery(self, job_id: str, *, reclaim_before: datetime | None = None) -> bool:
@@ -282,6 +297,11 @@ class JobRecords:
     async def turn_for_job(self, job_id: str) -> Turn | None:
         async with self.db.read() as s:
             return await s.scalar(select(Turn).where(Turn.job_id == job_id))
+
+
+def cancel_told(job: Job) -> bool:
+    """A cancelled job whose owner was told of the cancel when they asked for it (chat ``/cancel``)."""
+    return job.status == JobStatus.CANCELLED and bool((job.result or {}).get(CANCEL_TOLD))
 
 
 def job_persona_id(job: Job) -> int | None:

@@ -99,6 +99,8 @@ class ActionRenderer:
         if isinstance(action, OpenThread):
             return [_text(user, plain_text(action.text or action.title))]
         if isinstance(action, Progress):
+            if action.told:  # the user was told already (the answer to their /cancel)
+                return []
             text = self._progress_text(action)
             return [_text(user, text, optional=True)] if text else []
         if isinstance(action, ChooseRole):

@@ -224,7 +224,7 @@ async def cancel(conv: Cancelling, ctx: Ctx) -> list[Action]:
 
 async def _cancel_jobs(conv: Cancelling, jobs: list[Job]) -> None:
     for job in jobs:
-        await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled")
+        await cancel_job(conv.store, conv.queue, conv.queue.bus, job.id, error="cancelled", told=True)
 
 
 async def _spec_of(conv: Stored, turn: Turn) -> JobSpec | None:

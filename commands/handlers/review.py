@@ -28,7 +28,10 @@ async def approve(conv: Imaging, ctx: Ctx) -> list[Action]:
     if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
         raise InputError(await rules.unusable(conv, turn, "approve"))
     if turn.status != TurnStatus.DONE:
-        raise InputError("that result is not finished; approve it when its images are there")
+        raise InputError(
+            f"turn #{turn.id} is still rendering, so there is nothing to approve yet;"
+            " approve it when its images are there"
+        )
     authored = thread.owner_id == ctx.user.id
     if not ctx.workspace.review:
         rules.check_owner(conv, ctx, thread)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from PIL import Image
 
 from bot.app import App, build_app
 from bot.console import ConsoleFrontEnd
+from commands.handlers import personas
 from storage.blobs import BlobStore
 from storage.settings import Settings, load_settings
 
@@ -45,6 +47,24 @@ def app_settings(tmp_path: Path, shared_dirs: dict[str, Path], **overrides: Any)
     }
     values.update(overrides)
     return load_settings(**values)
+
+
+#: seeds of the personas created in chat by tests that train them: random.Random(20) gives
+#: 649421745, then 1115950379, ...; the tiny engine's portraits of the first two are far from a face
+#: to dlib in both tries (best detection scores -0.996 and -0.962; a face scores >= 0; measured over
+#: 300 tries of other seeds the best was -0.33)
+PERSONA_SEEDS = 20
+
+
+@pytest.fixture
+def faceless_personas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Personas created in chat get their seeds from a fixed sequence, not a fresh random one.
+
+    The tiny engine's random weights paint noise, in which dlib very rarely sees a "face"; a
+    persona whose portrait had one gets that face as its reference, and a training of it then
+    keeps no candidate ("no candidate matched the persona's face"). Training tests depend on the
+    reference showing no face: with these seeds it does not, whatever ran before."""
+    monkeypatch.setattr(personas, "random", random.Random(PERSONA_SEEDS))
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.app import App
 from bot.console import ConsoleFrontEnd
 from engine.jobs.outcomes import finish_job
@@ -19,6 +21,7 @@ from tests.conversation.helpers import queued, run
 from tests.queue.conftest import Recorder
 
 STEPS = 3000
+pytestmark = pytest.mark.usefixtures("faceless_personas")  # a reference face would filter every candidate
 
 
 async def test_cancel_recorded_by_another_process_stops_the_running_job(

@@ -28,6 +28,7 @@ from tests.conversation.helpers import errors, queued, run, texts
 from tests.fakes.engine import FakeEngine
 
 HUGE = "99999999999999999999999"
+WHEN_THERE = "approve it when its images are there"
 
 
 class FailingEngine(FakeEngine):
@@ -139,6 +140,44 @@ async def test_a_failed_first_turn_says_so_and_offers_regen(hostile: tuple[App, 
     engine.fail_posts = False
     regen = await run(ann, "/regen")
     assert queued(regen) and not errors(regen)
+    assert "Approved" in texts(await ann.send("/approve"))
+
+
+async def test_approving_a_failed_turn_or_one_still_rendering_says_why_and_changes_nothing(
+    hostile: tuple[App, Any], tmp_path: Path
+) -> None:
+    """Issue 20 item 14: the refusal of an approve with nothing to approve is a clear sentence (the
+    turn, why, what to do), for the command and the result's button alike, and approves nothing."""
+    app, engine = hostile
+    ann = _console(app, tmp_path, "ann")
+    await run(ann, "/persona create sweet Mia")
+
+    async def refused(turn_id: int) -> list[str]:
+        said = errors(await ann.send("/approve"))
+        pressed = await app.conversation.handle(_reaction("ann", "approve", turn_id))
+        said += [a.text for a in pressed if isinstance(a, Reply) and a.private]
+        assert len(said) == 2, said
+        post = (await app.store.user("console", "ann")).current_thread_id
+        assert (await app.store.get_thread(post)).status == ThreadStatus.OPEN
+        assert not (await app.store.get_turn(turn_id)).approved
+        assert [e.action for e in await app.store.activity(post)] == ["created"]
+        return said
+
+    engine.fail_posts = True
+    (failed_job,) = queued(await run(ann, "/post Mia count=1 latte"))
+    turn = await app.store.turn_for_job(failed_job)
+    for text in await refused(turn.id):
+        assert text.startswith(f"⚠️ Turn #{turn.id} failed (") and "so there is nothing to approve;" in text, text
+        assert text.endswith("🔁 /regen renders it again"), text
+    engine.fail_posts = False
+
+    engine.release.clear()  # the next post renders until released: no result yet
+    (job_id,) = queued(await ann.send("/post Mia count=1 espresso"))
+    turn = await app.store.turn_for_job(job_id)
+    for text in await refused(turn.id):
+        assert text == f"⚠️ Turn #{turn.id} is still rendering, so there is nothing to approve yet; {WHEN_THERE}"
+    engine.release.set()
+    await ann.wait_job(job_id, limit_s=30)
     assert "Approved" in texts(await ann.send("/approve"))
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.app import App
 from bot.console import ConsoleFrontEnd
 from commands.events import Images, Progress
+from engine.jobs.events import FINISHED_STATES
 from storage.models import JobStatus
 from tests.conversation.helpers import errors, queued, run, texts
+
+pytestmark = pytest.mark.usefixtures("faceless_personas")  # a reference face would filter every candidate
 
 
 def _all_text(actions: list) -> str:
@@ -18,12 +23,19 @@ def _all_text(actions: list) -> str:
 
 async def _trained(app: App, console: ConsoleFrontEnd) -> int:
     await run(console, "/persona create sweet Mia")
+    await _faceless(app, "Mia")
     actions = await run(console, "/persona train Mia images=3 steps=4")
     assert len(queued(actions)) == 1
     owner = await app.store.user("console", "ann")
     persona = await app.store.find_persona(owner.id, "Mia")
     assert persona is not None
     return persona.id
+
+
+async def _faceless(app: App, name: str) -> None:
+    """The tests' premise: the tiny portrait shows no face, so training keeps candidates unchecked."""
+    persona = await app.store.find_persona((await app.store.user("console", "ann")).id, name)
+    assert persona is not None and persona.status == "ready" and persona.face_embedding is None
 
 
 async def test_train_adds_a_version_in_use_with_its_report(app: App, console: ConsoleFrontEnd) -> None:
@@ -83,12 +95,15 @@ async def test_bad_train_options_change_nothing(app: App, console: ConsoleFrontE
 
 async def test_cancel_stops_a_training_job(app: App, console: ConsoleFrontEnd) -> None:
     await run(console, "/persona create sweet Mia")
+    await _faceless(app, "Mia")
     events = app.conversation.queue.bus.subscribe()
     actions = await console.send("/persona train Mia images=2 steps=5000")
     (job_id,) = queued(actions)
     # wait until training itself runs (its progress carries the loss), then cancel
     async with asyncio.timeout(120):
         async for event in events:
+            if event.job_id == job_id and event.state in FINISHED_STATES:
+                raise AssertionError(f"the training ended before it was cancelled: {event}")
             if event.job_id == job_id and "loss" in (getattr(event, "note", None) or ""):
                 break
     await events.aclose()

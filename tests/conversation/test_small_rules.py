@@ -1,7 +1,7 @@
 """Issue 20 item 14, the small ones in chat: names are taken in NFC (a decomposed É is one name
 at create and at show), look-alike names (Latin written in Cyrillic letters, mixed alphabets) and
-names of dots only are refused; "/thread <5,000 digits>" is not echoed back; a failed turn's
-refusal reads "nothing to approve"."""
+names of dots only are refused; "/thread <5,000 digits>" is not echoed back. (The refusal to
+approve a failed turn or one still rendering: test_hostile_inputs.py.)"""
 
 from __future__ import annotations
 

@@ -185,6 +185,7 @@ async def test_a_cancelled_turn_keeps_its_last_preview_on_discord(
         shown = await fake.wait_request(lambda r: r.vars.get("channel_id") == str(thread_id) and bool(r.files),
                                         route="edit_message", timeout_s=JOB_TIMEOUT_S)  # fmt: skip
         status_id = int(shown.vars["message_id"])
+        mark = fake.mark()
         await fake.send_interaction(fake.slash_command("cancel", {}, channel_id=thread_id))
         cancelled = await fake.wait_request(
             lambda r: r.vars.get("message_id") == str(status_id) and "Cancelled" in str((r.json or {}).get("content")),
@@ -195,6 +196,13 @@ async def test_a_cancelled_turn_keeps_its_last_preview_on_discord(
         assert "attachments" not in cancelled.json and not cancelled.files  # the preview is left as it was
         kept = fake.messages[status_id]["attachments"]
         assert [a["filename"] for a in kept] == [PREVIEW_FILENAME]
+        # the /cancel's answer told the user: the job's delivery edits its status message, posts nothing new
+        owner = await application.store.user("discord", fake.owner["id"])
+        (job,) = await application.store.user_jobs(owner.id, unfinished_only=False)
+        await application.conversation.delivery.deliver_job(job.id)  # delivered already, or now: once either way
+        assert (await application.store.get_job(job.id)).delivered
+        posted = [r.json for r in fake.requests_for("create_message", since=mark)]
+        assert [m for m in posted if "Cancel" in str((m or {}).get("content"))] == [], posted
     finally:
         engine.steps.release(100)
         await application.close()

@@ -47,3 +47,27 @@ def test_the_same_job_resumes_from_its_last_checkpoint(engine) -> None:
     assert engine.blobs.exists(report["lora_key"])
     assert engine.blobs.get_named("train/train-resume-1/checkpoint") is None
     assert engine.blobs.get_named("train/train-resume-1/dataset") is None
+
+
+def test_a_persona_whose_reference_shows_a_face_keeps_no_tiny_candidate(engine, dlib_embedder) -> None:
+    """Why a conversation training test once failed in a full run: the tiny weights paint noise,
+    and when dlib sees a "face" in a persona's portrait that face becomes its reference; no tiny
+    candidate matches it, and the training stops before it trains. (The conversation tests pin
+    persona seeds whose portraits show none: tests/conversation/conftest.py ``faceless_personas``.)"""
+    from PIL import Image
+
+    from tests.engine.conftest import INSIGHTFACE_IMAGES
+
+    face = dlib_embedder.embed(Image.open(INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png"))
+    assert face is not None
+    persona = PersonaSpec(persona_id=4, archetype="sweet", seed=6, embedding=[float(v) for v in face])
+    spec = JobSpec(
+        job_id="train-face-1",
+        kind=JobKind.TRAIN_PERSONA,
+        persona=persona,
+        seed=6,
+        params=default_params("tiny"),
+        train=TrainParams(images=2, steps=4),
+    )
+    with pytest.raises(ValueError, match="no candidate matched the persona's face"):
+        run_job(engine, spec)

@@ -383,6 +383,8 @@ async def test_a_final_state_told_by_the_next_message_is_one_message() -> None:
             [Progress(where=where(), job_id="t1", state="cancelled"), Reply(where=where(), text="Cancelled ❌")]
         )
         await h.bot.deliver([Progress(where=where(), job_id="t2", state="cancelled")])  # alone: still said
+        # the answer to the user's /cancel told it already: nothing more
+        await h.bot.deliver([Progress(where=where(), job_id="t3", state="cancelled", told=True)])
         assert h.fake.texts_to(ALICE) == ["Cancelled ❌", "❌ 已取消。Cancelled."]
 
 

@@ -23,9 +23,11 @@ from engine.jobs.runner import JobRunner
 from engine.specs import JobKind
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.models import JobStatus
 from storage.repository import Store
 from tests.fakes.engine import FakeEngine
 from tests.fakes.wecom_api import FakeWeComAPI
+from tests.queue.conftest import Recorder
 from tests.wecom.harness import AGENT_ID, CORP_ID, SECRET, WeComHarness, card_click_xml, image_xml, wecom_settings
 
 ALICE = "alice.zhang"
@@ -204,3 +206,32 @@ async def test_an_image_becomes_a_product_by_card_or_by_商品_添加(tmp_path: 
             Event(platform="wecom", user_id="bob", kind=EventKind.COMMAND, command="product", args="查看 杯子")
         )
         assert "no product named" in other[0].text.lower()  # type: ignore[attr-defined]
+
+
+async def test_cancelling_a_training_is_one_message(tmp_path: Path) -> None:
+    """Issue 20 item 14: ``/cancel`` of a running training answers once ("❌ Cancelling persona
+    training…"); the job's delivery then tells WeCom nothing new (it told "已取消" and
+    "Cancelled ❌" after it before)."""
+    async with wecom_studio(tmp_path) as (fake, store, engine, conversation, h):
+        await h.say(ALICE, "人设 创建 sweet mia")
+        await wait_for(fake, lambda f: any(" is ready" in t for t in texts(f)))
+        engine.release.clear()  # the training steps (and checks its cancel flag) until cancelled
+        started = sum("开始生成" in t for t in texts(fake))
+        await h.say(ALICE, "/persona train mia images=2 steps=10")
+        await wait_for(fake, lambda f: sum("开始生成" in t for t in texts(f)) == started + 1)  # it runs
+        (job,) = await store.user_jobs((await store.user("wecom", ALICE)).id)
+        assert job.kind == JobKind.TRAIN_PERSONA
+
+        before = len(fake.messages_to(ALICE))
+        recorder = await Recorder(conversation.queue.bus).start()
+        try:
+            await h.say(ALICE, "/cancel")
+            await h.settle()
+            await recorder.wait_for(lambda e: e.job_id == job.id and e.state == "cancelled", 10)
+        finally:
+            await recorder.stop()
+        assert (await store.get_job(job.id)).status == JobStatus.CANCELLED
+        await conversation.delivery.deliver_job(job.id)  # done by the listener already, or now: once either way
+        assert (await store.get_job(job.id)).delivered
+        told = fake.messages_to(ALICE)[before:]
+        assert [m.get("text", {}).get("content") for m in told] == ["❌ Cancelling persona training (1 job(s))…"]
