@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.inbox import Inbox
@@ -109,3 +110,39 @@ async def test_a_failing_batch_fails_its_own_callers_and_the_next_batch_is_store
     assert await stored(db.url) == {"msg:3": {"n": "3"}}
     # a failed accept left nothing behind: the platform's retry is stored as new
     assert isinstance(await inbox.accept(PLATFORM, "msg:1", {"n": "1"}), int)
+
+
+async def test_accepts_and_done_marks_are_written_one_transaction_at_a_time(db: Database) -> None:
+    """One writer in the process: a done mark asked for while accepts are being written waits for
+    their transaction (and an accept for a done mark's) in the process, not on the database's lock
+    (on SQLite that wait is the busy handler's sleep)."""
+    inbox = Inbox(db, max_batch=4)
+    first = [await inbox.accept(PLATFORM, f"msg:{n}", {"n": str(n)}) for n in range(12)]
+    open_now, most_open = 0, 0
+    writing = asyncio.Event()
+    session = db.session
+
+    @asynccontextmanager
+    async def counted() -> AsyncIterator[AsyncSession]:
+        """A write session, counted from the moment it is asked for (before any lock wait)."""
+        nonlocal open_now, most_open
+        open_now += 1
+        most_open = max(most_open, open_now)
+        writing.set()
+        try:
+            async with session() as s:
+                yield s
+        finally:
+            open_now -= 1
+
+    db.session = counted  # type: ignore[method-assign]
+    accepting = asyncio.gather(*(inbox.accept(PLATFORM, f"msg:{n}", {"n": str(n)}) for n in range(12, 24)))
+    await writing.wait()  # the first batch of accepts is being written
+    await asyncio.gather(*(inbox.done(row_id) for row_id in first if row_id is not None))
+    accepted = await accepting
+
+    assert most_open == 1
+    assert all(isinstance(row_id, int) for row_id in accepted)
+    async with db.read() as s:
+        states = {key: state for key, state in await s.execute(select(InboxItem.key, InboxItem.state))}
+    assert states == {f"msg:{n}": "done" if n < 12 else "pending" for n in range(24)}
