@@ -12,8 +12,9 @@ sent through the API) competes with the answers, as it does in use.
 Where the time goes, measured apart in this process:
 
 * ``open``: signature check, AES decryption and both XML parses of one callback (no I/O);
-* ``inbox``: one ``Inbox.accept`` (INSERT ... ON CONFLICT DO NOTHING, its own transaction) with
-  ``--in-flight`` of them at once on the same kind of database.
+* ``inbox``: one ``Inbox.accept`` with ``--in-flight`` of them at once on the same kind of
+  database (accepts are group-committed: those waiting share one INSERT ... ON CONFLICT DO
+  NOTHING and one transaction).
 """
 
 from __future__ import annotations

@@ -181,6 +181,30 @@ async def test_serve_stops_every_front_end_when_one_fails_and_reraises() -> None
     assert steady.log == ["start", "stop"] and failing.log == ["start", "stop"]
 
 
+async def test_serve_freezes_what_start_up_built_out_of_the_collectors_sight() -> None:
+    import gc
+
+    from bot.frontend import serve
+
+    gc.unfreeze()  # nothing frozen by an earlier test
+    frozen_while_starting: list[int] = []
+    front_end = _FakeFrontEnd("steady", fail_after=0.01)
+    start = front_end.start
+
+    async def starting() -> None:
+        frozen_while_starting.append(gc.get_freeze_count())
+        await start()
+
+    front_end.start = starting  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            await serve(front_end)
+        assert frozen_while_starting == [0]
+        assert gc.get_freeze_count() > 0  # once started: a full collection no longer scans these
+    finally:
+        gc.unfreeze()
+
+
 async def test_front_end_tasks_log_failures_drain_and_cancel_on_close() -> None:
     import asyncio
 

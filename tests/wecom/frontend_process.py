@@ -11,6 +11,7 @@ import asyncio
 import os
 
 from bot.app import build_app
+from bot.frontend import freeze_start_up_heap
 from bot.wecom import WeComConfig, WeComFrontEnd
 from bot.wecom.outbox import inbox_owner
 from bot.wecom.rate_limit import RateLimiter
@@ -26,6 +27,7 @@ async def main() -> None:
     inbox = Inbox(app.db, owner=inbox_owner(settings.wecom_port))
     front = WeComFrontEnd(WeComConfig.from_settings(settings), app.conversation, inbox=inbox, rate_limiter=limiter)
     await front.start()
+    freeze_start_up_heap()  # as bot.frontend.serve does
     print("READY", flush=True)
     await front.wait_closed()
 
