@@ -131,10 +131,10 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     redis = ctx["redis"]
     job_id = ctx["job_id"]
     bus = RedisBus(redis, worker=state.worker_id)
-    runner = JobRunner(state.engine, state.store, bus)
+    # between jobs, in the engine's thread: the host's worker count may have changed
+    runner = JobRunner(state.engine, state.store, bus, in_engine_thread=state.cores.apply)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
-    state.cores.apply()  # between jobs: the host's worker count may have changed
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
