@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 sys.path.insert(0, str(_BENCH.parent))
 
+from bench.processes import spawn_worker, stop  # noqa: E402
 from storage.blobs import BlobStore, open_blob_store  # noqa: E402
 from storage.settings import load_settings  # noqa: E402
 from tests.services import RedisServer, free_port, redis_binary  # noqa: E402
@@ -95,28 +95,6 @@ def bench_blobs(root: Path, endpoint: str, count: int) -> dict[str, Any]:
         "png_mib": round(statistics.mean(len(p) for p in pngs) / 2**20, 2),
         **{name: {"p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)} for name, v in results.items()},
     }
-
-
-def spawn_worker(root: Path, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``persona-studio worker`` (tiny engine on CPU) with a BLOB_DIR and LORA_DIR of its own."""
-    (root / name).mkdir()
-    worker_env = {
-        **os.environ,
-        **env,
-        "HF_HUB_OFFLINE": "1",
-        "ENGINE_MODEL": "tiny",
-        "ENGINE_DEVICE": "cpu",
-        "BLOB_DIR": str(root / name / "blobs"),
-        "LORA_DIR": str(root / name / "loras"),
-        "PYTHONPATH": str(_BENCH.parent),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker"],
-        cwd=root / name,
-        env=worker_env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "a"),
-    )
 
 
 async def bench_routing(root: Path, endpoint: str, redis_url: str, threads: int, edits: int) -> dict[str, Any]:
@@ -192,13 +170,7 @@ async def bench_routing(root: Path, endpoint: str, redis_url: str, threads: int,
                 "wall_s": round(wall, 1),
             }
     finally:
-        for process in workers:
-            process.terminate()
-        for process in workers:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(workers)
         await redis.aclose()
         await app.close()
     out["edit_p50_saved_ms"] = round(out["unrouted"]["edit_p50_ms"] - out["routed"]["edit_p50_ms"], 1)

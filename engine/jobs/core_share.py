@@ -4,7 +4,8 @@ Each worker counts the live workers of its host through their alive keys (``host
 engine.jobs.routing) and sets torch's intra-op threads to ``cores // count`` when the count
 changes: two ``persona-studio worker`` started side by side use half the cores each instead of
 every core each. ``ENGINE_THREADS`` or ``WORKERS_PER_HOST``, when set, stay an override (the
-share is then fixed, as before). Threads change only between jobs, never under a running one.
+share is then fixed, as before). Threads change only between jobs, never under a running one, and
+in the engine's own thread at a job's start (torch's count is per thread).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class CoreShare:
         self.enabled = not overridden(settings)
         self.cores = cores or os.cpu_count() or 1
         self.count = 1
-        self.threads: int | None = None  # what torch was last set to here
+        self.threads: int | None = None  # the share last logged (each thread is set to it)
 
     def observe(self, count: int) -> None:
         self.count = max(1, count)
@@ -54,14 +55,24 @@ class CoreShare:
         return max(1, self.cores // self.count)
 
     def apply(self) -> int | None:
-        """Set torch's threads to this worker's share if it changed; the threads set, or None."""
-        if not self.enabled or self.threads == self.wanted:
+        """Set torch's threads to this worker's share in the calling thread; the threads set, or None.
+
+        Call it in the thread that runs the engine (:class:`engine.jobs.runner.JobRunner` does, at a
+        job's start): with OpenMP torch keeps the count per thread, and a thread that has run torch
+        keeps its count when another thread sets a new one, so a set from the event loop alone left
+        the engine's thread on the count it had at load (a pair computed with every core each).
+        """
+        if not self.enabled:
             return None
         import torch
 
-        torch.set_num_threads(self.wanted)
-        self.threads = self.wanted
-        log.info(
-            "core share: %d worker(s) on this host, %d cores: torch threads = %d", self.count, self.cores, self.wanted
-        )
-        return self.wanted
+        wanted = self.wanted
+        if self.threads != wanted:
+            log.info(
+                "core share: %d worker(s) on this host, %d cores: torch threads = %d", self.count, self.cores, wanted
+            )
+            self.threads = wanted
+        if torch.get_num_threads() == wanted:  # this thread's own count
+            return None
+        torch.set_num_threads(wanted)
+        return wanted

@@ -7,7 +7,9 @@ shared arq queue, so nothing can be stranded on a dead worker; routing only adds
 
 * Each worker marks itself alive (``ALIVE_PREFIX + worker``, expiring after :data:`ALIVE_S`)
   every :data:`BEAT_S` from a task of its own, and on each job start records itself as the warm
-  worker of the job's thread and persona.
+  worker of the job's thread and persona. The beat also names it in :data:`ALIVE_SET`, so
+  :func:`live_workers` reads the workers without a SCAN of the keyspace (which grows with every
+  job's keys, and each worker lists the live workers every beat: engine.jobs.core_share).
 * On enqueue (:func:`pin`) the client looks up the thread's warm worker (else the persona's). If
   it is alive and has fewer than :data:`MAX_BEHIND` pinned jobs waiting, the job is pinned to it:
   ``ROUTE_PREFIX + job`` = worker, expiring after :data:`GRACE_S`.
@@ -32,6 +34,9 @@ BEAT_S = 1.0
 MAX_BEHIND = 2
 WARM_TTL_S = 24 * 3600
 ALIVE_PREFIX = "persona-studio:alive:"
+#: sorted set: worker -> unix time of its last beat; a member is live while its alive key is set
+ALIVE_SET = "persona-studio:alive-workers"
+FORGET_AFTER_S = 3600.0  # members that have not beaten for this long leave ALIVE_SET
 ROUTE_PREFIX = "persona-studio:route:"
 PINNED_PREFIX = "persona-studio:pinned:"  # sorted set per worker: pinned job -> deadline (ms)
 WARM_THREAD_PREFIX = "persona-studio:warm:thread:"
@@ -54,17 +59,29 @@ def _text(raw: Any) -> str | None:
 
 
 async def beat(redis: Any, worker_id: str) -> None:
-    await redis.set(ALIVE_PREFIX + worker_id, str(time.time()), px=int(ALIVE_S * 1000))
+    now = time.time()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(ALIVE_PREFIX + worker_id, str(now), px=int(ALIVE_S * 1000))
+        pipe.zadd(ALIVE_SET, {worker_id: now})
+        pipe.zremrangebyscore(ALIVE_SET, "-inf", now - FORGET_AFTER_S)
+        await pipe.execute()
 
 
 async def leave(redis: Any, worker_id: str) -> None:
     """A worker stopping: no new pins, and its pinned jobs go to anyone at once."""
-    await redis.delete(ALIVE_PREFIX + worker_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(ALIVE_PREFIX + worker_id)
+        pipe.zrem(ALIVE_SET, worker_id)
+        await pipe.execute()
 
 
 async def live_workers(redis: Any) -> list[str]:
-    found = [_text(key) async for key in redis.scan_iter(match=ALIVE_PREFIX + "*")]
-    return sorted(key[len(ALIVE_PREFIX) :] for key in found if key)
+    """The workers whose alive key is set: :data:`ALIVE_SET`'s members, checked in one MGET."""
+    members = [_text(m) for m in await redis.zrange(ALIVE_SET, 0, -1)]
+    if not members:
+        return []
+    alive = await redis.mget([ALIVE_PREFIX + m for m in members])
+    return sorted(m for m, is_alive in zip(members, alive, strict=True) if m and is_alive)
 
 
 async def pin(redis: Any, spec: dict[str, Any]) -> str | None:

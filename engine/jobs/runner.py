@@ -47,10 +47,14 @@ CANCEL_CHECK_INTERVAL_S = 0.5
 
 
 class JobRunner:
-    def __init__(self, engine: EngineLike, store: Store, bus: ProgressBus) -> None:
+    def __init__(
+        self, engine: EngineLike, store: Store, bus: ProgressBus, in_engine_thread: Callable[[], object] | None = None
+    ) -> None:
         self.engine = engine
         self.store = store
         self.bus = bus
+        #: called in the engine's thread before each job (a worker fits torch's threads to its share there)
+        self.in_engine_thread = in_engine_thread
         #: "cold" (nothing loaded yet), "loading", "ready" or "failed: <error>"
         self.readiness = "cold"
 
@@ -179,6 +183,8 @@ class JobRunner:
         return result
 
     def _run(self, spec: JobSpec, hooks: _Hooks, cancel: threading.Event) -> JobResult:
+        if self.in_engine_thread is not None:
+            self.in_engine_thread()
         self.engine.load()
         self.readiness = "ready"
         engine = self.engine.loaded_engine() if isinstance(self.engine, _EngineOnLoad) else self.engine

@@ -52,7 +52,7 @@ from engine.jobs.queue import (
 )
 from engine.jobs.queues import ARQ_QUEUES, IMAGES, TRAINING, queue_of_spec
 from engine.jobs.runner import JobRunner
-from engine.jobs.worker_health import HEALTH_CHECK_INTERVAL_S
+from engine.jobs.worker_health import HEALTH_CHECK_INTERVAL_S, MetricsReports
 from engine.metrics import publish_worker_metrics
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -100,6 +100,7 @@ class WorkerState:
         self.cancel_flags: dict[str, threading.Event] = {}
         #: this worker's share of the host's cores (torch threads), counted from the alive keys
         self.cores = CoreShare(settings, worker_id)
+        self.metrics = MetricsReports(WORKER_ID)  # read by the web process's /metrics
 
     async def prepare(self) -> None:
         await self.db.upgrade(
@@ -131,10 +132,10 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
     redis = ctx["redis"]
     job_id = ctx["job_id"]
     bus = RedisBus(redis, worker=state.worker_id)
-    runner = JobRunner(state.engine, state.store, bus)
+    # between jobs, in the engine's thread: the host's worker count may have changed
+    runner = JobRunner(state.engine, state.store, bus, in_engine_thread=state.cores.apply)
     cancel = threading.Event()
     state.cancel_flags[job_id] = cancel
-    state.cores.apply()  # between jobs: the host's worker count may have changed
     heartbeat = asyncio.create_task(_heartbeat(redis, job_id))
     final = ctx["job_try"] >= MAX_TRIES
     deadline: asyncio.Timeout | None = None
@@ -165,7 +166,7 @@ async def run_job(ctx: dict[str, Any], spec_json: dict[str, Any]) -> dict[str, A
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await publish_worker_metrics(redis, WORKER_ID)  # the web process's /metrics reads them
+        await state.metrics.report(redis)
     return result.model_dump(mode="json") if result is not None else None
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from engine.jobs.core_share import CoreShare, host_of
+from engine.jobs.progress import LocalBus
+from engine.jobs.runner import JobRunner
+from engine.specs import JobKind, JobSpec, PersonaSpec
+from storage.repository import Store
 from storage.settings import load_settings
+from tests.fakes.engine import FakeEngine
 from tests.queue.conftest import WorkerProcess, arq_settings
-
-pytestmark = pytest.mark.slow
 
 
 async def _logged(worker: WorkerProcess, text: str, limit_s: float = 30.0) -> str:
@@ -29,6 +33,7 @@ async def _logged(worker: WorkerProcess, text: str, limit_s: float = 30.0) -> st
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to share")
 async def test_two_workers_on_one_host_share_its_cores(
     tmp_path: Path, shared_dirs: dict[str, Path], redis_url: str, monkeypatch: pytest.MonkeyPatch
@@ -64,3 +69,46 @@ def test_the_settings_stay_an_override() -> None:
     share.observe(3)
     assert share.wanted == 5
     assert host_of("box-a:1234") == "box-a" and host_of("10.0.0.1:77") == "10.0.0.1"
+
+
+class _ThreadCount(FakeEngine):
+    """Records torch's thread count in the thread that runs the job."""
+
+    def run(self, spec, on_progress=None, cancel=None):  # type: ignore[no-untyped-def, override]
+        import torch
+
+        self.seen = torch.get_num_threads()
+        return super().run(spec, on_progress, cancel)
+
+
+async def test_the_share_reaches_the_engines_thread(store: Store) -> None:
+    """torch keeps its thread count per thread (OpenMP): the share set from the event loop (the
+    idle alive beat) must still reach the thread that already ran the engine at the load's count."""
+    import torch
+
+    before = torch.get_num_threads()
+    engine_thread = ThreadPoolExecutor(max_workers=1)
+    asyncio.get_running_loop().set_default_executor(engine_thread)  # every job runs in this one thread
+
+    def load_at_every_core() -> int:  # the engine's load, before a second worker came up
+        torch.set_num_threads(2)
+        torch.ones(64, 64) @ torch.ones(64, 64)
+        return torch.get_num_threads()
+
+    try:
+        assert await asyncio.to_thread(load_at_every_core) == 2
+        share = CoreShare(load_settings(), "h:1", cores=2)
+        share.observe(2)  # a second worker of this host is alive
+        share.apply()  # in the loop's thread, as the idle beat does
+        assert torch.get_num_threads() == 1
+        owner = await store.user("console", "ann")
+        spec = JobSpec(job_id="j1", kind=JobKind.GENERATE, persona=PersonaSpec(archetype="sweet"))
+        await store.create_job(
+            spec.job_id, spec.kind, spec.model_dump(mode="json"), user_id=owner.id, thread_id=None, platform="console"
+        )
+        engine = _ThreadCount()
+        await JobRunner(engine, store, LocalBus(), in_engine_thread=share.apply).execute(spec.model_dump(mode="json"))
+        assert engine.seen == 1
+    finally:
+        torch.set_num_threads(before)
+        engine_thread.submit(torch.set_num_threads, before).result()
