@@ -42,6 +42,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
     from bot.app import build_app
     from bot.discord import DiscordConfig, PersonaBot
+    from bot.frontend import freeze_start_up_heap
     from storage.blobs import BlobStore
     from storage.models import Persona
     from storage.settings import load_settings
@@ -87,6 +88,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             await bot.login(fake.token)
             connection = asyncio.create_task(bot.connect())
             await asyncio.wait_for(bot.wait_until_ready(), 30)
+            freeze_start_up_heap()  # as serve() does once the front ends are up
             profiler = cProfile.Profile() if args.profile else None
             try:
                 payloads = [
