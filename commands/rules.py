@@ -18,11 +18,11 @@ def check_owner(conv: Stored, ctx: Ctx, thread: Thread) -> None:
 
 
 async def check_limits(conv: Stored, user: User) -> None:
-    jobs = await conv.store.user_jobs(user.id)
+    count = await conv.store.unfinished_job_count(user.id)
     running, waiting = conv.config.max_running_jobs, conv.config.max_waiting_jobs
-    if len(jobs) >= running + waiting:
+    if count >= running + waiting:
         raise InputError(
-            f"you have {len(jobs)} jobs running or waiting (limit: {running} running "
+            f"you have {count} jobs running or waiting (limit: {running} running "
             f"+ {waiting} waiting). Wait for one to finish or ❌ cancel one."
         )
 

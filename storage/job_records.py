@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
@@ -279,6 +279,12 @@ class JobRecords:
                 params = dict(turn.params or {})
                 params["region"] = {**(params.get("region") or {}), "mask_keys": list(mask_keys)}
                 turn.params = params
+
+    async def unfinished_job_count(self, user_id: int) -> int:
+        """How many of the user's jobs are waiting or running (a count: no rows loaded)."""
+        async with self.db.read() as s:
+            query = select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_(UNFINISHED))
+            return int(await s.scalar(query) or 0)
 
     async def user_jobs(self, user_id: int, *, unfinished_only: bool = True) -> list[Job]:
         async with self.db.read() as s:

@@ -7,11 +7,18 @@ storage.names.name_key. :class:`storage.repository.Store` includes these methods
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from storage.db import Database
 from storage.models import Persona, Product, Thread
 from storage.names import name_key
+
+#: asked by every /post and edit: built once, with bind parameters
+_PERSONA_BY_NAME = select(Persona).where(
+    Persona.workspace_id == bindparam("workspace_id"),
+    Persona.name_key == bindparam("name_key"),
+    Persona.deleted_at.is_(None),
+)
 
 
 class WorkspaceLibrary:
@@ -20,13 +27,7 @@ class WorkspaceLibrary:
     # -- personas ----------------------------------------------------------------------------
     async def find_persona_in(self, workspace_id: int, name: str) -> Persona | None:
         async with self.db.read() as s:
-            return await s.scalar(
-                select(Persona).where(
-                    Persona.workspace_id == workspace_id,
-                    Persona.name_key == name_key(name),
-                    Persona.deleted_at.is_(None),
-                )
-            )
+            return await s.scalar(_PERSONA_BY_NAME, {"workspace_id": workspace_id, "name_key": name_key(name)})
 
     async def list_personas_in(self, workspace_id: int) -> list[Persona]:
         async with self.db.read() as s:

@@ -7,9 +7,9 @@ Keys follow storage.workspace_keys. :class:`storage.repository.Store` includes t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
@@ -32,6 +32,22 @@ class KnownContext(NamedTuple):
     notices: bool  # notices wait to be shown
 
 
+def _known_context_query() -> Select[Any]:
+    """Built once (with bind parameters): building it anew cost as much as running it."""
+    waiting = select(Notice.id).where(Notice.user_id == User.id, Notice.shown_at.is_(None)).exists()
+    platform = bindparam("platform")
+    return (
+        select(User, Workspace, Membership.role, waiting)
+        .select_from(User)
+        .outerjoin(Workspace, and_(Workspace.platform == platform, Workspace.external_id == bindparam("external_id")))
+        .outerjoin(Membership, and_(Membership.workspace_id == Workspace.id, Membership.user_id == User.id))
+        .where(User.platform == platform, User.platform_user_id == bindparam("platform_user_id"))
+    )
+
+
+_KNOWN_CONTEXT = _known_context_query()
+
+
 class WorkspaceRecords:
     db: Database
 
@@ -39,16 +55,9 @@ class WorkspaceRecords:
         """The user, the workspace ``(platform, external_id)``, the user's role there and whether
         notices wait for them, in one SELECT (every command asks: one trip instead of four);
         None for a user not seen yet."""
-        waiting = select(Notice.id).where(Notice.user_id == User.id, Notice.shown_at.is_(None)).exists()
-        query = (
-            select(User, Workspace, Membership.role, waiting)
-            .select_from(User)
-            .outerjoin(Workspace, and_(Workspace.platform == platform, Workspace.external_id == external_id))
-            .outerjoin(Membership, and_(Membership.workspace_id == Workspace.id, Membership.user_id == User.id))
-            .where(User.platform == platform, User.platform_user_id == platform_user_id)
-        )
+        params = {"platform": platform, "platform_user_id": platform_user_id, "external_id": external_id}
         async with self.db.read() as s:
-            row = (await s.execute(query)).first()
+            row = (await s.execute(_KNOWN_CONTEXT, params)).first()
         if row is None:
             return None
         user, workspace, role, notices = row

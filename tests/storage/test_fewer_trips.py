@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event, select
 
 from storage.db import Database
-from storage.models import User, WorkspaceRole
+from storage.models import JobStatus, User, WorkspaceRole
 from storage.repository import Store
 
 
@@ -108,3 +108,18 @@ async def test_a_read_sees_what_was_committed_before_each_select(tmp_path: Path)
         await store.user("console", "ann", "Anna")  # committed by another session meanwhile
         assert await s.scalar(select(User.display_name).where(User.id == owner.id)) == "Anna"
     await db.dispose()
+
+
+async def test_the_unfinished_job_count_counts_without_loading_rows(store: Store) -> None:
+    owner = await store.user("console", "ann", "Ann")
+    other = await store.user("console", "bo", "Bo")
+    for i in range(3):
+        spec = {"big": "x" * 1000}
+        await store.create_job(f"a{i}", "edit", spec, user_id=owner.id, thread_id=None, platform="console")
+    await store.create_job("b0", "edit", {}, user_id=other.id, thread_id=None, platform="console")
+    await store.start_job("a1")
+    await store.start_job("a2")
+    assert await store.finish_job("a2", JobStatus.DONE)
+    assert await store.unfinished_job_count(owner.id) == 2  # a0 waiting, a1 running; a2 done
+    assert await store.unfinished_job_count(other.id) == 1
+    assert await store.unfinished_job_count(owner.id + other.id + 100) == 0
