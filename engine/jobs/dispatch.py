@@ -43,10 +43,11 @@ def run_job(
     on_region_masks: Callable[[list[str]], None] | None = None,
 ) -> JobResult:
     """The one choice between training and rendering: a train_persona job goes to
-    engine.training.persona_job with the (render) engine it drives; every other job to ``engine.run``
+    engine.training.persona_job with the (render) engine it drives (a test double without the
+    Engine's ``hold`` runs it itself, as it runs clips); every other job to ``engine.run``
     (with ``on_model_free``, ``on_preview`` and a region edit's ``on_region_masks``, which records its
     masks before it renders, where the engine takes them)."""
-    if spec.kind in TRAINING_KINDS:
+    if spec.kind in TRAINING_KINDS and hasattr(engine, "hold"):  # the Engine (test doubles train themselves)
         from engine.training.persona_job import train_persona  # heavy: imported only where a model runs
 
         result = train_persona(engine, spec, on_progress, cancel)  # type: ignore[arg-type]
