@@ -34,32 +34,19 @@ from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.gated_app import gated_app, member_with_persona  # noqa: E402
 from bench.stats import ms_summary  # noqa: E402
 
 
 async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    from sqlalchemy import update
-
-    from bot.app import build_app
     from bot.discord import DiscordConfig, PersonaBot
     from bot.frontend import freeze_start_up_heap
-    from storage.blobs import BlobStore
-    from storage.models import Persona
     from storage.settings import load_settings
     from tests.fakes.discord_server import FakeDiscord
-    from tests.fakes.engine import FakeEngine
 
-    settings = load_settings(
-        database_url=f"sqlite+aiosqlite:///{folder / 'app.db'}",
-        blob_dir=folder / "blobs",
-        lora_dir=folder / "loras",
-        engine_model="tiny",
-        redis_url=None,
-    )
-    engine = FakeEngine(blobs=BlobStore(folder / "blobs"), gated=True)  # nothing finishes
     async with FakeDiscord() as fake:
         with fake.patch_discord_py():
-            app = await build_app(settings, engine=engine)
+            app, engine = await gated_app(folder)  # nothing finishes
             users = [fake.add_user(f"user{n}") for n in range(args.users)]
             for user in users:
                 fake.add_member(fake.guild_id, user)
@@ -72,13 +59,7 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             # the personas live in the server's workspace (names are unique there: one each)
             workspace = await store.workspace("discord", str(fake.guild_id))
             for n, user in enumerate(users):
-                owner = await store.user("discord", str(user["id"]), user["username"])
-                await store.join_workspace(workspace.id, owner.id)
-                persona = await store.create_persona(
-                    owner.id, f"mia{n}", "sweet", [], seed=1, workspace_id=workspace.id
-                )
-                async with store.db.session() as s:
-                    await s.execute(update(Persona).where(Persona.id == persona.id).values(status="ready"))
+                await member_with_persona(store, workspace.id, str(user["id"]), user["username"], f"mia{n}")
             config = DiscordConfig.from_settings(
                 load_settings(
                     discord_token=fake.token, discord_api_base=fake.api_base, discord_guild_ids=[fake.guild_id]

@@ -27,7 +27,9 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiosqlite.core  # noqa: E402
-from sqlalchemy import event, update  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+
+from bench.gated_app import gated_app, member_with_persona  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -44,30 +46,13 @@ aiosqlite.core.Connection._execute = _counted  # type: ignore[method-assign]
 
 
 async def measure(users: int, folder: Path) -> dict[str, Any]:
-    from bot.app import build_app
     from commands.events import Event, EventKind
-    from storage.blobs import BlobStore
-    from storage.models import Persona
-    from storage.settings import load_settings
-    from tests.fakes.engine import FakeEngine
 
-    settings = load_settings(
-        database_url=f"sqlite+aiosqlite:///{folder / 'app.db'}",
-        blob_dir=folder / "blobs",
-        lora_dir=folder / "loras",
-        engine_model="tiny",
-        redis_url=None,
-    )
-    engine = FakeEngine(blobs=BlobStore(folder / "blobs"), gated=True)
-    app = await build_app(settings, engine=engine)
+    app, engine = await gated_app(folder)
     store = app.store
     workspace = await store.workspace("discord", "777", "Shop")
     for n in range(users + 1):
-        owner = await store.user("discord", str(1000 + n), f"u{n}")
-        await store.join_workspace(workspace.id, owner.id)
-        persona = await store.create_persona(owner.id, f"mia{n}", "sweet", [], seed=1, workspace_id=workspace.id)
-        async with store.db.session() as s:
-            await s.execute(update(Persona).where(Persona.id == persona.id).values(status="ready"))
+        await member_with_persona(store, workspace.id, str(1000 + n), f"u{n}", f"mia{n}")
     event.listen(
         store.db.engine.sync_engine,
         "before_cursor_execute",
