@@ -39,12 +39,13 @@ async def resolve(
     """The event's workspace (made on first use) and the user's role there; ``known`` is what was
     read of them already (the usual case: nothing left to read or write)."""
     key, personal = event_key(event)
-    if known is not None and known.workspace is not None and event.workspace_name in ("", known.workspace.name):
-        workspace = known.workspace
+    read = known.workspace if known is not None else None
+    if read is not None and event.workspace_name in ("", read.name):
+        workspace = read
     else:
         workspace = await store.workspace(event.platform, key, event.workspace_name, personal)
     first = WorkspaceRole.ADMIN if personal or event.workspace_admin else WorkspaceRole.MEMBER
-    if known is not None and known.workspace is not None and known.workspace.id == workspace.id and known.role:
+    if known is not None and known.role is not None and read is not None and read.id == workspace.id:
         role = known.role
     else:
         role = await store.join_workspace(workspace.id, user.id, first)

@@ -33,7 +33,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from storage import sqlite_driver
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-#: execution option naming a read-only connection (its SQLite transaction opens without IMMEDIATE)
+#: execution option naming a read-only connection (on SQLite it opens no transaction: autocommit)
 READ_ONLY_OPTION = "persona_studio_read_only"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: the PostgreSQL advisory lock key migrations run under ("persona-studio migrate", 63 bits)
@@ -111,6 +111,12 @@ class _Joined:
 _JOINED: ContextVar[_Joined | None] = ContextVar("persona_studio_transaction", default=None)
 
 
+def _joined_here() -> _Joined | None:
+    """The :meth:`Database.transaction` block this task is in, if any."""
+    joined = _JOINED.get()
+    return joined if joined is not None and joined.task is asyncio.current_task() else None
+
+
 class ReadOnlySession(RuntimeError):
     """A read session (:meth:`Database.read`) was asked to write."""
 
@@ -143,8 +149,8 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back on an exception. Inside a
         :meth:`transaction` block of the same task, the block's own session: it commits."""
-        joined = _JOINED.get()
-        if joined is not None and joined.task is asyncio.current_task():
+        joined = _joined_here()
+        if joined is not None:
             yield joined.session
             return
         async with self.sessions() as session, session.begin():
@@ -157,8 +163,7 @@ class Database:
         instead of several (a ``/post``: its thread, log line, job and turn). Reads
         (:meth:`read`) are not part of it and do not see its rows before the commit; a nested
         block is part of the outer one."""
-        joined = _JOINED.get()
-        if joined is not None and joined.task is asyncio.current_task():
+        if _joined_here() is not None:
             yield
             return
         async with self.session() as session:
