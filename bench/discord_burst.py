@@ -30,7 +30,10 @@ import os  # noqa: E402
 import pstats  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from typing import Any  # noqa: E402
+
+from sqlalchemy import event  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -41,6 +44,7 @@ from bench.stats import ms_summary  # noqa: E402
 async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from bot.discord import DiscordConfig, PersonaBot
     from bot.frontend import freeze_start_up_heap
+    from storage.inbox import Inbox
     from storage.settings import load_settings
     from tests.fakes.discord_server import FakeDiscord
 
@@ -57,15 +61,28 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     f"b{i}", "edit", {"i": i}, user_id=backlog_owner.id, thread_id=None, platform="discord"
                 )
             # the personas live in the server's workspace (names are unique there: one each)
-            workspace = await store.workspace("discord", str(fake.guild_id))
+            # users who have used the bot before: their names and the server's are known (a first
+            # command of a new user or server also writes its name)
+            guild = fake.guilds[fake.guild_id]
+            workspace = await store.workspace("discord", str(fake.guild_id), guild["name"])
             for n, user in enumerate(users):
-                await member_with_persona(store, workspace.id, str(user["id"]), user["username"], f"mia{n}")
+                name = user.get("global_name") or user["username"]
+                await member_with_persona(store, workspace.id, str(user["id"]), name, f"mia{n}")
+            statements: Counter[str] = Counter()
+            counting = False
+
+            def count(_c: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+                if counting:
+                    statements[statement.split(None, 1)[0].upper()] += 1
+
+            event.listen(store.db.engine.sync_engine, "before_cursor_execute", count)
             config = DiscordConfig.from_settings(
                 load_settings(
                     discord_token=fake.token, discord_api_base=fake.api_base, discord_guild_ids=[fake.guild_id]
                 )
             )
-            bot = PersonaBot(app.conversation, config, guild_ready_timeout=0.05)
+            # as serve() builds it: every command is stored in the inbox before its defer
+            bot = PersonaBot(app.conversation, config, inbox=Inbox(app.db), guild_ready_timeout=0.05)
             await bot.login(fake.token)
             connection = asyncio.create_task(bot.connect())
             await asyncio.wait_for(bot.wait_until_ready(), 30)
@@ -77,9 +94,11 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     for n, user in enumerate(users)
                 ]
                 mark = fake.mark()
+                counting = True
                 cpu_start = time.process_time()
                 if profiler is not None:
                     profiler.enable()
+                burst_start = time.perf_counter()
                 interactions = await asyncio.gather(*(fake.send_interaction(p) for p in payloads))
                 tokens = {i.token: i for i in interactions}
                 await fake.wait_until(
@@ -92,6 +111,15 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 cpu_s = time.process_time() - cpu_start  # this process: bot, fake Discord, database threads
                 if profiler is not None:
                     profiler.disable()
+                answered_statements = dict(statements)
+                # the follow-up after each answer: the post's thread, its binding, the job released
+                await fake.wait_until(
+                    lambda: len(fake.requests_for("create_thread_from_message", mark)) >= len(tokens), timeout_s=120
+                )
+                await _until_no_job_held(store)
+                follow_up_s = time.perf_counter() - burst_start
+                follow_cpu_s = time.process_time() - cpu_start
+                counting = False
                 acks = [i.ack_delay or 0.0 for i in interactions]
                 visible: dict[str, float] = {}
                 for request in fake.requests_for("webhook_edit", mark):
@@ -101,9 +129,9 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                         visible[token] = request.at - tokens[token].created_at
             finally:
                 engine.release.set()
+                await app.close()  # the queue and its deliveries first, while the client still answers them
                 await bot.close()
                 connection.cancel()
-                await app.close()
     stats = io.StringIO()
     if profiler is not None:
         table = pstats.Stats(profiler, stream=stats).sort_stats(args.sort)
@@ -116,8 +144,27 @@ async def burst(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "visible_answer": ms_summary(list(visible.values())),
         "answered": len(visible),
         "cpu_ms_per_command": round(cpu_s * 1000 / max(1, args.users), 1),
+        "statements_per_command": {k: round(v / max(1, args.users), 2) for k, v in answered_statements.items()},
+        "threads_done_s": round(follow_up_s, 2),
+        "cpu_ms_per_command_with_follow_up": round(follow_cpu_s * 1000 / max(1, args.users), 1),
+        "load": [round(x, 2) for x in os.getloadavg()],
         "profile": stats.getvalue() if args.profile else "",
     }
+
+
+async def _until_no_job_held(store: Any, within_s: float = 120) -> None:
+    """Poll (a bench, not a test) until every post's job left ``held`` (its thread is bound)."""
+    from sqlalchemy import func, select
+
+    from storage.models import Job, JobStatus
+
+    deadline = time.perf_counter() + within_s
+    while time.perf_counter() < deadline:
+        async with store.db.session() as s:
+            if not await s.scalar(select(func.count()).where(Job.status == JobStatus.HELD)):
+                return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("jobs still held")
 
 
 def _by_area(table: pstats.Stats) -> str:
