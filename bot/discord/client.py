@@ -117,6 +117,8 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         self._delivered_pending = False
         #: slash commands are stored here before they are deferred (bot.discord.pending)
         self.inbox = inbox
+        #: inbox keys of the commands this process is answering: the start-up sweep leaves them
+        self._answering: set[str] = set()
 
     @property
     def message_content_enabled(self) -> bool:
@@ -210,15 +212,18 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         answering = self.answers.answering()
         try:
             item_id = await self._store_command(interaction, command, options or {}, files, kinds)
-            await interaction.response.defer(thinking=True)
-            self.renderer.upload_limits.note(interaction)
-            output = InteractionOutput(interaction, thinking=True, answering=answering)
-            await self._answer_command(output, interaction, command, options or {}, files, kinds)
+            try:
+                await interaction.response.defer(thinking=True)
+                self.renderer.upload_limits.note(interaction)
+                output = InteractionOutput(interaction, thinking=True, answering=answering)
+                await self._answer_command(output, interaction, command, options or {}, files, kinds)
+            finally:
+                answering.answered()
+            if item_id is not None and self.inbox is not None:
+                with contextlib.suppress(Exception):
+                    await self.inbox.done(item_id)
         finally:
-            answering.answered()
-        if item_id is not None and self.inbox is not None:
-            with contextlib.suppress(Exception):
-                await self.inbox.done(item_id)
+            self._answering.discard(f"interaction:{interaction.id}")
 
     async def _store_command(
         self,
@@ -233,6 +238,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
             return None
         payload = stored_command(interaction, command, options, files, roles)
         key = f"interaction:{interaction.id}"
+        self._answering.add(key)  # before the row exists: a sweep never sees it without this mark
         try:
             accept = self.inbox.accept(inbox_platform(interaction.application_id), key, payload)
             return await asyncio.wait_for(accept, STORE_TIMEOUT_S)
@@ -281,6 +287,7 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         valid (the "thinking…" message is edited with the answer); how many."""
         assert self.inbox is not None
         valid, _ = await pending_commands(self.inbox, inbox_platform(self.application_id))
+        valid = [row for row in valid if row.key not in self._answering]  # arrived since the start
         for row in valid:
             payload = row.payload
             try:

@@ -79,3 +79,34 @@ async def test_an_expired_command_is_dropped(fake: FakeDiscord, start_bot: Start
         assert conversation.events == [] and not fake.requests_for("webhook_edit")
     finally:
         await db.dispose()
+
+
+async def test_the_start_up_sweep_leaves_commands_this_process_is_answering(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
+) -> None:
+    """The sweep of stored commands runs once the gateway is ready, and commands arrive from that
+    moment on: one stored by this process and still being handled is not answered a second time
+    (a second post, a second job) by the sweep."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    conversation = StandInConversation(lambda event: [Reply(where=where_for(fake), text=f"{event.command}: ok")])
+    conversation.gate = asyncio.Event()  # the command is being handled while the sweep runs
+    try:
+        bot = await start_bot(conversation, inbox=Inbox(db))
+        await fake.wait_until(lambda: bot._delivered_pending)
+        await bot.tasks.drain()  # the start's own sweep found nothing
+        interaction = await fake.send_interaction(fake.slash_command("status"))
+        await conversation.wait_events(1)
+        (row,) = await _rows(db)
+        assert row.state == InboxState.PENDING  # stored, in hand
+        # a sweep that comes now neither answers it again nor waits for it
+        assert await asyncio.wait_for(bot.answer_pending_commands(), 10) == 0
+        conversation.gate.set()
+        await fake.wait_until(lambda: fake.requests_for("webhook_edit"))
+        await bot.tasks.drain()
+        assert [e.command for e in conversation.events] == ["status"]
+        assert len(fake.requests_for("interaction_callback")) == 1
+        assert fake.messages[interaction.original_message_id or 0]["content"] == "status: ok"
+    finally:
+        conversation.gate.set()
+        await db.dispose()
