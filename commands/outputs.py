@@ -89,7 +89,7 @@ async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = Non
 def failure_text(job: Job) -> str:
     """What the user reads about a failed job: its kind's short message and error id (the job's
     ``error``; internal details stay in ``result["failure"]``), and 🔁 only where a new seed can
-    help (not for a photo without a face)."""
+    help (not for a photo without a face, nor a training none of whose renders matched its face)."""
     failure = (job.result or {}).get("failure") or {}
     text = f"Sorry, that did not work: {job.error or 'unknown error'}."
     if failure.get("retryable", True) and job.kind != "create_persona":

@@ -3,8 +3,10 @@
 The exception's own text can hold internal details (an S3 endpoint, a bucket, a key, a path):
 it goes to the log and to the job's ``error`` column (the admin view) under an error id, and the
 user gets :attr:`Failure.message` with that id. ``retryable`` says whether 🔁 with a new seed can
-help (not for a photo without a face). User errors (:class:`engine.errors.PhotoHasNoFace`) are
-not the program's errors: they are logged without a traceback and not retried.
+help (not for a photo without a face, nor for a training none of whose candidates matched the
+persona's face: a training's seed is its persona's, so the same settings draw the same candidates).
+User errors (:data:`USER_ERRORS`) are not the program's errors: their text is the user's message,
+they are logged without a traceback and not retried by the queue.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.errors import PhotoHasNoFace
+from engine.errors import NoTrainingCandidates, PhotoHasNoFace
 
 STORAGE = "storage_unavailable"
 NO_FACE = "no_face"
+NO_TRAINING_CANDIDATES = "no_training_candidates"
 OUT_OF_MEMORY = "out_of_memory"
 TIMED_OUT = "timed_out"
 INTERNAL = "internal"
@@ -48,16 +51,21 @@ def new_error_id() -> str:
     return secrets.token_hex(4)
 
 
+#: the user's errors, each with its kind; ``str(exc)`` is the user's message
+USER_ERRORS: dict[type[Exception], str] = {PhotoHasNoFace: NO_FACE, NoTrainingCandidates: NO_TRAINING_CANDIDATES}
+
+
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, PhotoHasNoFace)
+    return isinstance(exc, tuple(USER_ERRORS))
 
 
 def classify(exc: BaseException, *, error_id: str | None = None) -> Failure:
     """The failure an exception stands for (its chain is looked through for the cause)."""
     error_id = error_id or new_error_id()
     for cause in _chain(exc):
-        if isinstance(cause, PhotoHasNoFace):
-            return Failure(NO_FACE, str(cause), error_id, retryable=False)
+        for error, kind in USER_ERRORS.items():
+            if isinstance(cause, error):
+                return Failure(kind, str(cause), error_id, retryable=False)
         if _is_storage(cause):
             return Failure(STORAGE, MESSAGES[STORAGE], error_id, retryable=True)
         if _is_out_of_memory(cause):

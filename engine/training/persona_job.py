@@ -4,6 +4,8 @@
    render path, prompts from engine.training.data (varied scenes, outfits, poses, framings), seeds
    ``derive_seed(spec.seed, i, 0)``; stored in the blob store.
 2. **Filter**: engine.training.data.filter_candidates with the gate's similarity and threshold.
+   None kept: the user's error :class:`engine.errors.NoTrainingCandidates` (not retried: the same
+   seed renders the same candidates), and the job's dataset is cleared.
 3. **Training**: engine.training.loop.train_lora on the kept images, captions = prompt + trigger word.
 4. **Result**: the LoRA file (diffusers format with adapter metadata) in the blob store and the
    report in ``JobResult.training``; the job runner records it as the persona's next version.
@@ -22,10 +24,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import JobCancelled
+from engine.errors import JobCancelled, NoTrainingCandidates
 from engine.render.job_render import derive_seed
 from engine.specs import REAL_TRAIN_DEFAULTS, TINY_TRAIN_DEFAULTS, JobResult, JobSpec, TrainParams
-from engine.training.data import candidate_prompts, caption, filter_candidates, trigger_word
+from engine.training.data import (
+    REASON_DUPLICATE,
+    REASON_NO_FACE,
+    REASON_SCORE,
+    candidate_prompts,
+    caption,
+    filter_candidates,
+    trigger_word,
+)
 from engine.training.loop import BlobCheckpoints, Sample, TrainConfig, train_lora
 
 if TYPE_CHECKING:
@@ -39,6 +49,14 @@ log = logging.getLogger(__name__)
 TINY_DEFAULTS = TINY_TRAIN_DEFAULTS
 REAL_DEFAULTS = REAL_TRAIN_DEFAULTS
 LEARNING_RATE = 1e-4
+#: the most candidate images a training takes (``/persona train images=N``: TrainParams' bound)
+MAX_TRAIN_IMAGES: int = next(m.le for m in TrainParams.model_fields["images"].metadata if hasattr(m, "le"))
+#: why a candidate was not kept, in the user's words
+REJECTED_AS = {
+    REASON_NO_FACE: "showed no face",
+    REASON_SCORE: "showed a different face",
+    REASON_DUPLICATE: "repeated another",
+}
 
 
 def train_config(spec: JobSpec, toy: bool, resolution: int) -> tuple[int, TrainConfig]:
@@ -95,8 +113,7 @@ def _train(
             log.info("job %s: reusing its %d filtered candidates", spec.job_id, len(dataset["candidates"]))
         kept = [c for c in dataset["candidates"] if c["kept"]]
         if not kept:
-            reasons = dataset["filter"]["rejected_by_reason"]
-            raise ValueError(f"no candidate matched the persona's face (rejected: {reasons}); nothing to train on")
+            raise nothing_to_train(spec.job_id, dataset)
         samples = [Sample(engine.blobs.open_image(c["key"]).convert("RGB"), c["caption"]) for c in kept]
 
         def on_step(step: int, steps: int, loss: float) -> None:
@@ -117,7 +134,7 @@ def _train(
         finally:
             engine.adapters.forget_active()
         lora_key = engine.blobs.put(persona_lora_bytes(type(lp.pipe), outcome.state, outcome.metadata))
-    except JobCancelled:
+    except (JobCancelled, NoTrainingCandidates):  # the job ends here: nothing of it stays in storage
         dataset_store.clear()
         checkpoints.clear()
         raise
@@ -155,6 +172,30 @@ def _train(
         training=report,
         seconds=report["seconds"],
     )
+
+
+def nothing_to_train(job_id: str, dataset: dict[str, Any]) -> NoTrainingCandidates:
+    """The user's error of a dataset that kept no candidate: what happened, why in plain words and
+    what to do (the log gets each candidate's verdict)."""
+    candidates = dataset["candidates"]
+    checked = len(candidates)
+    by_reason: dict[str, int] = dataset["filter"]["rejected_by_reason"]
+    why = ", ".join(f"{n} {REJECTED_AS.get(reason, reason)}" for reason, n in sorted(by_reason.items()))
+    if checked < MAX_TRAIN_IMAGES:  # a training's seed is its persona's: more images add new renders
+        more = min(2 * checked, MAX_TRAIN_IMAGES)
+        advice = (
+            "the same settings render the same images again, so train it with more images "
+            f"(images={more}) to add new ones"
+        )
+    else:
+        advice = f"{MAX_TRAIN_IMAGES} images is the most a training takes, so keep using the persona as it is"
+    message = (
+        f"none of the {checked} images rendered for the training matched the persona's face ({why}), so there "
+        f"was nothing to train on; {advice}"
+    )
+    detail = [f"#{i + 1} {c['reason']}: {c['detail']}" for i, c in enumerate(candidates)]
+    log.info("job %s: no candidate kept (%s): %s", job_id, by_reason, "; ".join(detail))
+    return NoTrainingCandidates(message, checked=checked, rejected_by_reason=by_reason, detail=detail)
 
 
 def _candidates(

@@ -1,7 +1,8 @@
 """Issue 20 items 8 and 12: a failed job tells its user a short message for its kind of failure
 with an error id, never the exception's internals (an S3 endpoint, bucket or key); the details
 stay in the job's ``result["failure"]`` (admin view) and the log. A photo without a face is the
-user's error: one INFO line without a traceback, no retry, and no 🔁 offer."""
+user's error: one INFO line without a traceback, no retry, and no 🔁 offer; so is a training whose
+candidate renders all fail the identity filter (nothing to train on)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import PhotoHasNoFace
-from engine.jobs.failures import NO_FACE, STORAGE
+from engine.errors import NoTrainingCandidates, PhotoHasNoFace
+from engine.jobs.failures import NO_FACE, NO_TRAINING_CANDIDATES, STORAGE
 from engine.jobs.noop_engine import NoopEngine
 from engine.jobs.progress import LocalBus
 from engine.jobs.runner import JobRunner
@@ -48,6 +49,17 @@ class StoringEngine(NoopEngine):
 class NoFaceEngine(NoopEngine):
     def run(self, spec: JobSpec, on_progress: Any = None, cancel: threading.Event | None = None) -> Any:
         raise PhotoHasNoFace("no face found in the photo: send a clear photo of one person facing the camera")
+
+
+class NoCandidateEngine(NoopEngine):
+    def run(self, spec: JobSpec, on_progress: Any = None, cancel: threading.Event | None = None) -> Any:
+        raise NoTrainingCandidates(
+            "none of the 3 images rendered for the training matched the persona's face (1 showed no face,"
+            " 2 showed a different face), so there was nothing to train on; the same settings render the"
+            " same images again, so train it with more images (images=6) to add new ones",
+            checked=3,
+            rejected_by_reason={"no face": 1, "score": 2},
+        )
 
 
 async def _spec(store: Store, kind: JobKind) -> JobSpec:
@@ -89,3 +101,20 @@ async def test_a_photo_without_a_face_is_the_users_error(store: Store, caplog: p
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [r for r in caplog.records if r.exc_info]
     assert (await store.get_persona(spec.persona.persona_id)).status == "failed"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_training_with_no_matching_candidate_is_the_users_error(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    spec = await _spec(store, JobKind.TRAIN_PERSONA)
+    # not the final attempt: the queue would retry a program error; this one is final at once
+    await JobRunner(NoCandidateEngine(), store, LocalBus()).execute(spec.model_dump(mode="json"), final_attempt=False)
+    job = await store.get_job(spec.job_id)
+    failure = job.result["failure"]
+    assert job.status == JobStatus.FAILED and failure["kind"] == NO_TRAINING_CANDIDATES and not failure["retryable"]
+    assert job.error.startswith("none of the 3 images rendered for the training matched the persona's face (")
+    assert job.error.endswith(f"(error id {failure['error_id']})") and job.attempts == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.errors import NoTrainingCandidates
 from engine.jobs.dispatch import run_job
+from engine.jobs.failures import NO_TRAINING_CANDIDATES, classify, is_user_error
 from engine.specs import JobKind, JobSpec, PersonaSpec, TrainParams, default_params
 
 
@@ -53,7 +55,8 @@ def test_a_persona_whose_reference_shows_a_face_keeps_no_tiny_candidate(engine, 
     """Why a conversation training test once failed in a full run: the tiny weights paint noise,
     and when dlib sees a "face" in a persona's portrait that face becomes its reference; no tiny
     candidate matches it, and the training stops before it trains. (The conversation tests pin
-    persona seeds whose portraits show none: tests/conversation/conftest.py ``faceless_personas``.)"""
+    persona seeds whose portraits show none: tests/conversation/conftest.py ``faceless_personas``.)
+    That is the user's error: told in plain words, and the job leaves no dataset in storage."""
     from PIL import Image
 
     from tests.engine.conftest import INSIGHTFACE_IMAGES
@@ -69,5 +72,23 @@ def test_a_persona_whose_reference_shows_a_face_keeps_no_tiny_candidate(engine, 
         params=default_params("tiny"),
         train=TrainParams(images=2, steps=4),
     )
-    with pytest.raises(ValueError, match="no candidate matched the persona's face"):
+    with pytest.raises(NoTrainingCandidates) as raised:
         run_job(engine, spec)
+    refused = raised.value
+    said = str(refused)  # the user's text: what happened, how many, why in plain words, what to do
+    assert said.startswith("none of the 2 images rendered for the training matched the persona's face (")
+    assert "nothing to train on" in said and "images=4" in said
+    for internal in ("train/", "train-face-1", "{", "rejected", "threshold", "blob"):
+        assert internal not in said, said
+    assert refused.checked == 2 and sum(refused.rejected_by_reason.values()) == 2  # for the log
+    assert len(refused.detail) == 2  # each candidate's verdict, for the log
+    # the job leaves nothing in storage
+    assert engine.blobs.get_named("train/train-face-1/dataset") is None
+    assert engine.blobs.get_named("train/train-face-1/checkpoint") is None
+    # the user's error, its own kind, the same text; no 🔁: a training again draws the same candidates
+    failure = classify(refused)
+    assert is_user_error(refused) and failure.kind == NO_TRAINING_CANDIDATES
+    assert failure.message == said and not failure.retryable
+    with pytest.raises(NoTrainingCandidates) as again:
+        run_job(engine, spec.model_copy(update={"job_id": "train-face-2"}))
+    assert again.value.detail == refused.detail
