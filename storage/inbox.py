@@ -7,10 +7,14 @@ handles the item and calls :meth:`Inbox.done`; a start handles what :meth:`Inbox
 holds. Done rows are kept for ``retention`` (at least the replay window) and then purged.
 
 Several front ends on one database: each row has an ``owner`` (the front end that accepted or
-took it) and a lease it renews while alive (:meth:`Inbox.renew`); :meth:`Inbox.take_over` hands a
-survivor the rows whose lease lapsed. A row whose reply could not be sent keeps the messages not
-sent (``reply``, the outbox) and stays ``replying`` until :meth:`Inbox.done`; :meth:`Inbox.due`
-lists those to try again.
+took it); each front end holds one lease (a row of ``inbox_owners``) that it renews while alive,
+one upsert a beat however many rows it holds (:meth:`Inbox.renew`); :meth:`Inbox.take_over` hands
+a survivor the unfinished rows of a front end whose lease lapsed. A row also carries a lease of
+its own, written when it is accepted or taken over and never renewed: it holds the row until the
+owner's first beat, lets the claim re-check the row itself, and keeps the rows of a front end that
+still runs the code before ``inbox_owners`` (migration 0008). A row whose reply could not be sent
+keeps the messages not sent (``reply``, the outbox) and stays ``replying`` until
+:meth:`Inbox.done`; :meth:`Inbox.due` lists those to try again.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.db import Database
-from storage.models import InboxItem, InboxState, utcnow
+from storage.models import InboxItem, InboxOwner, InboxState, utcnow
 
 #: how long a front end's claim on its rows holds without a renewal
 DEFAULT_LEASE = timedelta(seconds=15)
 #: waits before the 1st, 2nd, ... retry of a reply that could not be sent
 RETRY_BACKOFF = (timedelta(seconds=2), timedelta(seconds=5), timedelta(seconds=15), timedelta(seconds=60))
+#: the states of a row not finished yet (``IN``, not ``!= done``: the scan stays on the
+#: (platform, state) index instead of reading the done rows kept for the replay window)
+UNFINISHED = (InboxState.PENDING, InboxState.REPLYING)
 
 #: an accept waiting for its batch: platform, key, payload, and the caller's future (its row id)
 _Accept = tuple[str, str, dict[str, Any], asyncio.Future[int | None]]
@@ -97,13 +104,16 @@ class Inbox:
         its ``values()`` would be compiled anew for every batch (~0.2 ms a row)."""
         if self._accept_sql is None:
             table = InboxItem.__table__
-            insert = sqlite_insert if self.db.engine.dialect.name == "sqlite" else pg_insert
             self._accept_sql = (
-                insert(table)
+                self._insert_into(table)
                 .on_conflict_do_nothing(index_elements=["platform", "key"])
                 .returning(table.c.id, table.c.platform, table.c.key)
             )
         return self._accept_sql
+
+    def _insert_into(self, table: Any) -> Any:
+        """The dialect's INSERT (it has ON CONFLICT)."""
+        return (sqlite_insert if self.db.engine.dialect.name == "sqlite" else pg_insert)(table)
 
     async def _insert(self, batch: list[_Accept]) -> list[int | None]:
         """One INSERT ... ON CONFLICT DO NOTHING RETURNING for the batch, one transaction: the ids
@@ -181,27 +191,37 @@ class Inbox:
             )
             return list(rows)
 
-    async def renew(self, platform: str) -> int:
-        """Extend this front end's lease on its unfinished rows; how many."""
+    async def renew(self, platform: str, *, now: datetime | None = None) -> datetime | None:
+        """Extend this front end's lease on its rows of ``platform``: one upsert of its own row of
+        ``inbox_owners``, however many rows it holds. Until when it holds (None without an owner)."""
         if self.owner is None:
-            return 0
+            return None
+        until = (now or utcnow()) + self.lease
+        upsert = self._insert_into(InboxOwner.__table__).values(platform=platform, owner=self.owner, lease_until=until)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["platform", "owner"], set_={"lease_until": upsert.excluded.lease_until}
+        )
         async with self.db.session() as s:
-            result = await s.execute(
-                update(InboxItem)
-                .where(InboxItem.platform == platform, InboxItem.owner == self.owner)
-                .where(InboxItem.state != InboxState.DONE)
-                .values(lease_until=utcnow() + self.lease)
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
+            await s.execute(upsert)
+        return until
 
     async def take_over(self, platform: str, *, own_too: bool = False, now: datetime | None = None) -> list[InboxItem]:
-        """Claim the unfinished rows whose lease lapsed (their front end died) or that have no
-        owner, oldest first; ``own_too`` (on start) also those of this owner's previous run. One
-        UPDATE: two survivors never take the same row."""
+        """Claim the unfinished rows whose front end's lease lapsed (it died) and whose own lease
+        (from their accept or last take-over) lapsed too, or that have no owner, oldest first;
+        ``own_too`` (on start) also those of this owner's previous run. One UPDATE, and a claim
+        writes the row's own lease, which the WHERE checks on the row itself: of two survivors
+        the second finds the row held (SQLite: its UPDATE runs after the first one's commit;
+        PostgreSQL: it waits for the first one's row lock and re-checks the WHERE on the new row),
+        so no row is taken twice."""
         now = now or utcnow()
         if self.owner is None and not own_too:
             return []  # without owners there are no leases to lapse: a start takes everything
-        lapsed = or_(InboxItem.lease_until.is_(None), InboxItem.lease_until < now)
+        owner_alive = exists().where(
+            InboxOwner.platform == InboxItem.platform,
+            InboxOwner.owner == InboxItem.owner,
+            InboxOwner.lease_until >= now,
+        )
+        lapsed = and_(or_(InboxItem.lease_until.is_(None), InboxItem.lease_until < now), ~owner_alive)
         if self.owner is not None:
             lapsed = or_(lapsed, InboxItem.owner.is_(None))
             if own_too:
@@ -209,7 +229,7 @@ class Inbox:
         async with self.db.session() as s:
             rows = await s.scalars(
                 update(InboxItem)
-                .where(InboxItem.platform == platform, InboxItem.state != InboxState.DONE, lapsed)
+                .where(InboxItem.platform == platform, InboxItem.state.in_(UNFINISHED), lapsed)
                 .values(owner=self.owner, lease_until=now + self.lease if self.owner is not None else None)
                 .returning(InboxItem)
                 .execution_options(synchronize_session=False)
@@ -217,7 +237,8 @@ class Inbox:
             return sorted(rows, key=lambda item: item.id)
 
     async def purge(self, platform: str, older_than: timedelta, *, now: datetime | None = None) -> int:
-        """Drop done items received before ``now - older_than``; how many went."""
+        """Drop done items received before ``now - older_than``, and the leases of front ends gone
+        as long (a missing lease is a lapsed one); how many items went."""
         cutoff = (now or utcnow()) - older_than
         async with self.db.session() as s:
             result = await s.execute(
@@ -227,6 +248,7 @@ class Inbox:
                     InboxItem.received_at < cutoff,
                 )
             )
+            await s.execute(delete(InboxOwner).where(InboxOwner.platform == platform, InboxOwner.lease_until < cutoff))
             return int(getattr(result, "rowcount", 0) or 0)
 
 

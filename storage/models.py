@@ -228,13 +228,25 @@ class InboxItem(Base):
     state: Mapped[str] = mapped_column(String(16), default=InboxState.PENDING)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    #: the front end handling the row, and until when its claim holds (it renews it while alive)
+    #: the front end handling the row (its lease: :class:`InboxOwner`), and until when the row is
+    #: held whatever that lease says: one lease from its accept or take-over (not renewed)
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: the outbox: messages of the reply not sent yet (JSON, in order), failed sends, next try
     reply: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     reply_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class InboxOwner(Base):
+    """A front end's lease on its inbox rows of one platform: renewed (one row) while it is alive;
+    once it lapsed, a survivor takes its unfinished rows over (storage.inbox.Inbox.take_over)."""
+
+    __tablename__ = "inbox_owners"
+
+    platform: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Thread(Base):

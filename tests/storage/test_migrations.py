@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from storage.db import Database
 from storage.models import Base
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 async def test_upgrade_step_by_step_keeps_data(tmp_path) -> None:
