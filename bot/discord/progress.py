@@ -64,8 +64,9 @@ def render_progress(progress: Progress, elapsed_s: float | None = None, preview:
         took = f" in {elapsed_s:.0f} s" if elapsed_s is not None and elapsed_s >= 1 else ""
         return f"✅ Done{took} — the result is below.{extra}"
     if state == "failed":
-        reason = progress.text or "the job stopped with an error"
-        return f"❌ Failed: {reason}. Send the instruction again, or press 🔁 to retry with a new seed."
+        # what the user can do (🔁 only where a new seed can help) is in the reply sent with it
+        reason = progress.text or "the job stopped with an error (the message below says more)"
+        return f"❌ Failed: {reason}."
     if state == "cancelled":
         last = f" — its last preview (at {preview.percent} %) stays here" if preview is not None else ""
         return f"🚫 Cancelled{last}.{extra}"

@@ -58,7 +58,9 @@ def test_render_progress_states() -> None:
     running = render_progress(Progress(where=WHERE, job_id="j", state="running", step=5, total=10, eta_s=75))
     assert "5/10" in running and "█" * 10 in running and "ETA 1 min 15 s" in running
     failed = render_progress(Progress(where=WHERE, job_id="j", state="failed", text="out of GPU memory"))
-    assert "out of GPU memory" in failed and "🔁" in failed
+    # the advice (🔁 only where a new seed helps: commands.outputs.failure_text) is the reply's
+    assert "out of GPU memory" in failed and "🔁" not in failed
+    assert "🔁" not in render_progress(Progress(where=WHERE, job_id="j", state="failed"))
     assert "Done in 12 s" in render_progress(Progress(where=WHERE, job_id="j", state="done"), 12.2)
 
 
