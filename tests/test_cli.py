@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import free_port
+from tests.storage.test_migrations import HEAD
 from tests.wecom.harness import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN, WeComSender
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'db.sqlite'}"
     result = cli("db", "upgrade", env={"DATABASE_URL": url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0007" in result.stdout
+    assert f"revision {HEAD}" in result.stdout
     assert (tmp_path / "fresh" / "db.sqlite").exists()
 
 
@@ -62,7 +63,7 @@ def test_db_upgrade_on_sqlite(tmp_path: Path) -> None:
 async def test_db_upgrade_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     result = cli("db", "upgrade", env={"DATABASE_URL": postgres_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "revision 0007" in result.stdout
+    assert f"revision {HEAD}" in result.stdout
 
 
 def test_run_without_front_ends_and_worker_without_redis_explain_themselves(tmp_path: Path) -> None:
