@@ -208,11 +208,13 @@ class Inbox:
     async def take_over(self, platform: str, *, own_too: bool = False, now: datetime | None = None) -> list[InboxItem]:
         """Claim the unfinished rows whose front end's lease lapsed (it died) and whose own lease
         (from their accept or last take-over) lapsed too, or that have no owner, oldest first;
-        ``own_too`` (on start) also those of this owner's previous run. One UPDATE, and a claim
-        writes the row's own lease, which the WHERE checks on the row itself: of two survivors
-        the second finds the row held (SQLite: its UPDATE runs after the first one's commit;
-        PostgreSQL: it waits for the first one's row lock and re-checks the WHERE on the new row),
-        so no row is taken twice."""
+        ``own_too`` (on start) also those of this owner's previous run. A read first (a beat
+        mostly finds nothing, and on SQLite a write transaction holds off the accepts); then,
+        only if it found a row, one UPDATE, which alone decides: a claim writes the row's own
+        lease, which the WHERE checks on the row itself, so of two survivors the second finds the
+        row held (SQLite: its UPDATE runs after the first one's commit; PostgreSQL: it waits for
+        the first one's row lock and re-checks the WHERE on the new row), and no row is taken
+        twice."""
         now = now or utcnow()
         if self.owner is None and not own_too:
             return []  # without owners there are no leases to lapse: a start takes everything
@@ -226,10 +228,14 @@ class Inbox:
             lapsed = or_(lapsed, InboxItem.owner.is_(None))
             if own_too:
                 lapsed = or_(lapsed, InboxItem.owner == self.owner)
+        claimable = (InboxItem.platform == platform, InboxItem.state.in_(UNFINISHED), lapsed)
+        async with self.db.read() as s:  # most beats find nothing: no write lock for that
+            if await s.scalar(select(InboxItem.id).where(*claimable).limit(1)) is None:
+                return []
         async with self.db.session() as s:
             rows = await s.scalars(
                 update(InboxItem)
-                .where(InboxItem.platform == platform, InboxItem.state.in_(UNFINISHED), lapsed)
+                .where(*claimable)
                 .values(owner=self.owner, lease_until=now + self.lease if self.owner is not None else None)
                 .returning(InboxItem)
                 .execution_options(synchronize_session=False)

@@ -1,7 +1,8 @@
 """Front ends sharing one inbox (SQLite and PostgreSQL): each renews one lease of its own (a row
 in ``inbox_owners``), however many rows it holds; a survivor takes a dead front end's unfinished
 rows once that lease lapsed, and not before; two survivors taking over at once never take the
-same row; the take-over's scan stays on the index; the purge drops leases gone long ago."""
+same row; a take-over with nothing to claim takes no write lock, and its scan stays on the
+index; the purge drops leases gone long ago."""
 
 from __future__ import annotations
 
@@ -118,6 +119,25 @@ async def test_rows_without_an_owner_go_to_any_survivor_and_a_restart_takes_its_
     assert [item.id for item in await restarted.take_over(PLATFORM, own_too=True)] == mine
 
 
+async def test_a_take_over_with_nothing_to_claim_takes_no_write_lock(db: Database) -> None:
+    """The keeper's take-over every beat only reads while there is nothing to claim (on SQLite a
+    write transaction would hold off the accepts, whose answer time counts)."""
+    live = Inbox(db, owner="host:8001")
+    await accept_many(live, 3)
+    await live.renew(PLATFORM)
+    await live.done((await accept_many(live, 1, "done"))[0])
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+
+    survivor = Inbox(db, owner="host:8002")
+    assert await survivor.take_over(PLATFORM) == []
+    assert await survivor.take_over(PLATFORM, own_too=True) == []  # its start: nothing of its own either
+    assert await Inbox(db).take_over(PLATFORM, own_too=True) == []  # a front end without an owner
+
+    verbs = [sql.split(None, 1)[0].upper() for sql in statements]
+    assert verbs and set(verbs) == {"SELECT"}, statements  # no BEGIN IMMEDIATE (SQLite), no UPDATE
+
+
 async def test_the_purge_drops_the_leases_of_front_ends_gone_long_ago(db: Database) -> None:
     gone, live = Inbox(db, owner="host:8001"), Inbox(db, owner="host:8002")
     [row_id] = await accept_many(gone, 1)
@@ -183,8 +203,9 @@ async def test_two_survivors_taking_over_at_once_never_take_the_same_row(db: Dat
 
 
 async def test_the_take_over_scans_the_unfinished_rows_by_index(tmp_path: Any) -> None:
-    """SQLite's plan for the take-over: the inbox through (platform, state) for both unfinished
-    states (not every row of the platform: done rows are kept a while), owners by their key."""
+    """SQLite's plans for the take-over's look and its claim: the inbox through (platform, state)
+    for both unfinished states (not every row of the platform: done rows are kept a while),
+    owners by their key."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
     try:
         await db.upgrade()
@@ -196,12 +217,18 @@ async def test_the_take_over_scans_the_unfinished_rows_by_index(tmp_path: Any) -
             "before_cursor_execute",
             lambda _c, _cur, sql, params, *_: statements.append((sql, params)),
         )
-        await Inbox(db, owner="host:8002").take_over(PLATFORM)
-        [(sql, params)] = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("UPDATE")]
+        lapsed = utcnow() + DEFAULT_LEASE + timedelta(seconds=1)
+        assert len(await Inbox(db, owner="host:8002").take_over(PLATFORM, now=lapsed)) == 3
+        scans = [(sql, params) for sql, params in statements if "FROM inbox" in sql]
+        assert [sql.split(None, 1)[0].upper() for sql, _ in scans] == ["SELECT", "UPDATE"]
         async with db.engine.connect() as conn:
-            plan = " | ".join(row[-1] for row in (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)))
+            plans = [
+                " | ".join(row[-1] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                for sql, params in scans
+            ]
     finally:
         await db.dispose()
-    assert "SEARCH inbox USING INDEX ix_inbox_platform_state (platform=? AND state=?)" in plan, plan
-    assert "SCAN inbox" not in plan, plan
-    assert "SEARCH inbox_owners USING" in plan, plan
+    for plan in plans:
+        assert "SEARCH inbox USING INDEX ix_inbox_platform_state (platform=? AND state=?)" in plan, plan
+        assert "SCAN inbox" not in plan, plan
+        assert "SEARCH inbox_owners USING" in plan, plan
