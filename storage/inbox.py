@@ -9,12 +9,13 @@ holds. Done rows are kept for ``retention`` (at least the replay window) and the
 Several front ends on one database: each row has an ``owner`` (the front end that accepted or
 took it); each front end holds one lease (a row of ``inbox_owners``) that it renews while alive,
 one upsert a beat however many rows it holds (:meth:`Inbox.renew`); :meth:`Inbox.take_over` hands
-a survivor the unfinished rows of a front end whose lease lapsed. A row also carries a lease of
-its own, written when it is accepted or taken over and never renewed: it holds the row until the
-owner's first beat, lets the claim re-check the row itself, and keeps the rows of a front end that
-still runs the code before ``inbox_owners`` (migration 0008). A row whose reply could not be sent
-keeps the messages not sent (``reply``, the outbox) and stays ``replying`` until
-:meth:`Inbox.done`; :meth:`Inbox.due` lists those to try again.
+a survivor the unfinished rows of a front end whose lease lapsed, or that let them go on a clean
+stop (:meth:`Inbox.release`). A row also carries a lease of its own, written when it is accepted
+or taken over and never renewed: it holds the row until the owner's first beat, lets the claim
+re-check the row itself, and keeps the rows of a front end that still runs the code before
+``inbox_owners`` (migration 0008). A row whose reply could not be sent keeps the messages not sent
+(``reply``, the outbox) and stays ``replying`` until :meth:`Inbox.done`; :meth:`Inbox.due` lists
+those to try again.
 """
 
 from __future__ import annotations
@@ -241,6 +242,25 @@ class Inbox:
                 .execution_options(synchronize_session=False)
             )
             return sorted(rows, key=lambda item: item.id)
+
+    async def release(self, platform: str) -> int:
+        """A clean stop, once this front end's own handling has finished or been cancelled: drop
+        its lease and those of its unfinished rows of ``platform`` (one transaction), so that a
+        survivor's next beat takes them instead of waiting for the lease to lapse (a killed front
+        end cannot do this: the lapse covers it). Done marks still being written go first: a row
+        whose reply went out is not handed on. How many rows it let go; nothing without an owner."""
+        if self.owner is None:
+            return 0
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])  # it writes until nothing waits
+        async with self.db.session() as s:
+            await s.execute(delete(InboxOwner).where(InboxOwner.platform == platform, InboxOwner.owner == self.owner))
+            result = await s.execute(
+                update(InboxItem)
+                .where(InboxItem.platform == platform, InboxItem.state.in_(UNFINISHED), _mine(self.owner))
+                .values(lease_until=None)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge(self, platform: str, older_than: timedelta, *, now: datetime | None = None) -> int:
         """Drop done items received before ``now - older_than``, and the leases of front ends gone

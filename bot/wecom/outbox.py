@@ -4,7 +4,8 @@ A handled inbox row is done only once its whole reply went out (:func:`send_repl
 send could not deliver (WeCom unreachable, an API error, no access token) stay on the row
 (``InboxItem.reply``) and :class:`InboxKeeper` sends them again with a growing backoff, in order,
 under the user's lock. The keeper also renews this front end's lease on its rows and takes over
-the rows of a front end whose lease lapsed (several front ends on one database).
+the rows of a front end whose lease lapsed or that let them go on a clean stop (several front
+ends on one database).
 """
 
 from __future__ import annotations

@@ -169,9 +169,14 @@ class WeComBot(ConversationClient):
             log.warning("wecom: purging old inbox rows failed", exc_info=True)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Let callbacks in progress finish (up to ``timeout_s``), then close what start opened."""
+        """Let callbacks in progress finish (up to ``timeout_s``), let the inbox rows not finished
+        go (another front end takes them at once), then close what start opened."""
         await self.keeper.stop()
         await self.tasks.close(timeout_s)
+        try:  # the rows cancelled just now are exactly those to hand on
+            await self.inbox.release(self.inbox_platform)
+        except Exception as exc:  # their lease lapses all the same
+            log.warning("wecom: could not let the unfinished inbox rows go (%s); they wait for the lease", exc)
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -256,7 +261,8 @@ class WeComBot(ConversationClient):
     async def _process(self, item_id: int, message: dict[str, str], outbox: list[dict[str, Any]] | None) -> None:
         """Handle one inbox item (or send the rest of its reply) and mark it done once its reply
         went out; what could not be sent stays in its outbox. A stop (cancel) or crash before
-        that leaves it pending: the next start handles it."""
+        that leaves it pending: another front end on the database takes it (at once after a clean
+        stop, see :meth:`stop`), or the next start handles it."""
         user = message["FromUserName"]
         lock = self._user_locks.setdefault(user, asyncio.Lock())
         try:

@@ -1,8 +1,8 @@
 """Front ends sharing one inbox (SQLite and PostgreSQL): each renews one lease of its own (a row
 in ``inbox_owners``), however many rows it holds; a survivor takes a dead front end's unfinished
-rows once that lease lapsed, and not before; two survivors taking over at once never take the
-same row; a take-over with nothing to claim takes no write lock, and its scan stays on the
-index; the purge drops leases gone long ago."""
+rows once that lease lapsed, and not before, or at once when it stopped cleanly (released them);
+two survivors taking over at once never take the same row; a take-over with nothing to claim
+takes no write lock, and its scan stays on the index; the purge drops leases gone long ago."""
 
 from __future__ import annotations
 
@@ -117,6 +117,64 @@ async def test_rows_without_an_owner_go_to_any_survivor_and_a_restart_takes_its_
     assert [item.id for item in await survivor.take_over(PLATFORM)] == ownerless  # a live owner keeps its rows
     restarted = Inbox(db, owner="host:8001")  # the same front end started again: its rows at once
     assert [item.id for item in await restarted.take_over(PLATFORM, own_too=True)] == mine
+
+
+async def test_a_front_end_that_stops_cleanly_hands_its_unfinished_rows_to_a_survivor_at_once(db: Database) -> None:
+    stopping, survivor, third = (Inbox(db, owner=f"host:{port}") for port in (8001, 8002, 8003))
+    now = utcnow()
+    ids = await accept_many(stopping, 4)
+    await stopping.unsent(ids[1], [{"kind": "text", "text": "hi"}])  # a reply still in its outbox
+    await stopping.done(ids[3])
+    await stopping.renew(PLATFORM, now=now)
+    [kept] = await accept_many(survivor, 1, "kept")
+    await survivor.renew(PLATFORM, now=now)
+    assert await survivor.take_over(PLATFORM, now=now) == []  # held while it runs
+
+    assert await stopping.release(PLATFORM) == 3  # the clean stop, its own handling over
+
+    # the same moment: no waiting for a lease to lapse
+    taken = await survivor.take_over(PLATFORM, now=now)
+    assert [(item.id, item.owner, item.state) for item in taken] == [
+        (ids[0], "host:8002", InboxState.PENDING),
+        (ids[1], "host:8002", InboxState.REPLYING),
+        (ids[2], "host:8002", InboxState.PENDING),
+    ]
+    async with db.read() as s:
+        assert list(await s.scalars(select(InboxOwner.owner))) == ["host:8002"]
+        assert await s.scalar(select(InboxItem.state).where(InboxItem.id == ids[3])) == InboxState.DONE
+    # the survivor's rows, its own and those it took, stay its own
+    assert await third.take_over(PLATFORM, now=now) == []
+    assert kept not in [item.id for item in taken]
+
+
+async def test_a_done_mark_still_being_written_at_a_clean_stop_is_not_handed_on(db: Database) -> None:
+    stopping, survivor = Inbox(db, owner="host:8001"), Inbox(db, owner="host:8002")
+    ids = await accept_many(stopping, 2)
+    marking = asyncio.create_task(stopping.done(ids[0]))  # the reply went out; its mark is queued
+    await asyncio.sleep(0)  # the task queues the mark (it then waits on the writer)
+    marking.cancel()  # the handler cancelled by the stop: the mark is still written
+
+    assert await stopping.release(PLATFORM) == 1
+
+    assert [item.id for item in await survivor.take_over(PLATFORM)] == [ids[1]]
+    async with db.read() as s:
+        assert await s.scalar(select(InboxItem.state).where(InboxItem.id == ids[0])) == InboxState.DONE
+
+
+async def test_a_clean_stop_of_a_front_end_without_an_owner_changes_nothing(db: Database) -> None:
+    ownerless, live = Inbox(db), Inbox(db, owner="host:8001")  # ownerless: Discord, one front end
+    await accept_many(ownerless, 2, "plain")
+    await accept_many(live, 2, "live")
+    await live.renew(PLATFORM)
+    leases_before = await row_leases(db)
+    statements = record_statements(db)
+
+    assert await ownerless.release(PLATFORM) == 0
+
+    assert statements == []
+    assert await row_leases(db) == leases_before
+    async with db.read() as s:
+        assert list(await s.scalars(select(InboxOwner.owner))) == ["host:8001"]
 
 
 async def test_a_take_over_with_nothing_to_claim_takes_no_write_lock(db: Database) -> None:
