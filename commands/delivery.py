@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,12 +82,12 @@ class Delivery:
 
     def start(self, bus: ProgressBus) -> None:
         self._bus = bus
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(bus), name="delivery")
+        if self._task is None:  # subscribed now: an event published right after start() is not missed
+            self._task = asyncio.create_task(self._run(bus.subscribe()), name="delivery")
 
-    async def _run(self, bus: ProgressBus) -> None:
+    async def _run(self, events: AsyncIterator[JobEvent]) -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._listen(bus), name="delivery-listen")
+            tasks.create_task(self._listen(events), name="delivery-listen")
             tasks.create_task(self._sweep(), name="delivery-sweep")
 
     async def close(self) -> None:
@@ -98,8 +98,8 @@ class Delivery:
             self._task = None
 
     # -- events ------------------------------------------------------------------------------
-    async def _listen(self, bus: ProgressBus) -> None:
-        async for event in bus.subscribe():
+    async def _listen(self, events: AsyncIterator[JobEvent]) -> None:
+        async for event in events:
             try:
                 await self.on_event(event)
             except Exception:
