@@ -8,6 +8,12 @@ released and tried again; results finished while no front end listened, and clai
 front end that died mid-delivery, are delivered by :meth:`Delivery.deliver_pending` (on start,
 and by a sweep). The one window left is a crash between the platform accepting a message and
 the confirm write: that result is sent again on the next start (at least once, never lost).
+
+Events are handled in one lane per job (commands.event_lanes): a job's events in order, different
+jobs' at once, so one job's slow send (a rate-limited edit) holds up no other job. Progress that a
+newer event of its job supersedes while it waits in the lane is not sent. At most
+:data:`PROGRESS_SENDS` progress events and :data:`RESULT_SENDS` results are handled at once, each
+bound of its own: a result never waits for a progress slot.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
 
+from commands.event_lanes import Lanes
 from commands.events import Action, Button, ImageOut, Images, PreviewOut, Progress, Reply, Where
 from commands.outputs import clip_out, failure_text, image_out, turn_images
 from commands.regions import describe as describe_region
@@ -46,6 +53,24 @@ HUNG_CLAIM_S = 600.0
 MAX_DELIVERY_ATTEMPTS = 6
 RETRY_BASE_S = 2.0
 RESULT_BUTTONS = (Button.APPROVE, Button.REGEN, Button.UNDO, Button.CANCEL)
+#: events of different jobs handled at once: progress (status edits, previews) and results
+PROGRESS_SENDS = 32
+RESULT_SENDS = 8
+
+
+def supersede(waiting: JobEvent, newer: JobEvent) -> JobEvent | None:
+    """The one event that stands for a job's event still waiting in its lane and a newer one of
+    the job, or None: both are handled. A finished event is never dropped; it replaces progress
+    that waits. Newer progress of the same attempt replaces older, keeping the attempt's start
+    (a new attempt numbers its previews anew) and the highest preview number seen."""
+    if waiting.finished:
+        return None
+    if newer.finished or not isinstance(waiting, Running):
+        return newer  # a "queued" event sends nothing from here
+    if isinstance(newer, Running) and not newer.attempt:
+        preview = max(waiting.preview or 0, newer.preview or 0) or None
+        return newer.model_copy(update={"attempt": waiting.attempt, "preview": preview})
+    return None
 
 
 @dataclass
@@ -76,18 +101,22 @@ class Delivery:
         self._bus: ProgressBus | None = None
         #: job id -> number of the last live preview handed to its front end (each preview goes out once)
         self._previews_sent: LRUCache[str, int] = LRUCache(maxsize=1000)
+        #: job id -> the job's events not handled yet, and the task handling them
+        self.lanes: Lanes[str, JobEvent] = Lanes(self._handle, merge=supersede, name="delivery-job")
+        self._progress_slots = asyncio.Semaphore(PROGRESS_SENDS)
+        self._result_slots = asyncio.Semaphore(RESULT_SENDS)
 
     def add_deliverer(self, platform: str, deliver: DeliverFn) -> None:
         self._deliverers[platform] = deliver
 
     def start(self, bus: ProgressBus) -> None:
         self._bus = bus
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(bus), name="delivery")
+        if self._task is None:  # subscribed now: an event published right after start() is not missed
+            self._task = asyncio.create_task(self._run(bus.subscribe()), name="delivery")
 
-    async def _run(self, bus: ProgressBus) -> None:
+    async def _run(self, events: AsyncIterator[JobEvent]) -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._listen(bus), name="delivery-listen")
+            tasks.create_task(self._listen(events), name="delivery-listen")
             tasks.create_task(self._sweep(), name="delivery-sweep")
 
     async def close(self) -> None:
@@ -96,14 +125,16 @@ class Delivery:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        await self.lanes.close()
 
     # -- events ------------------------------------------------------------------------------
-    async def _listen(self, bus: ProgressBus) -> None:
-        async for event in bus.subscribe():
-            try:
-                await self.on_event(event)
-            except Exception:
-                log.exception("delivering event %s failed", event)
+    async def _listen(self, events: AsyncIterator[JobEvent]) -> None:
+        async for event in events:
+            self.lanes.put(event.job_id, event)
+
+    async def _handle(self, event: JobEvent) -> None:
+        async with self._result_slots if event.finished else self._progress_slots:
+            await self.on_event(event)
 
     async def _sweep(self) -> None:
         while True:
