@@ -9,7 +9,9 @@ The parts, one module each:
 * ``bot.discord.translate``: Discord objects in the commands layer's terms (ids, custom ids,
   mentions, attachments downloaded at once);
 * ``bot.discord.slash``: the slash commands and the result buttons;
-* ``bot.discord.reactions``: clicks and reactions on results, owner-only;
+* ``bot.discord.clicks``: button clicks (results, review, reference roles), stored before their
+  acknowledgement like commands;
+* ``bot.discord.reactions``: reactions on results, owner-only;
 * ``bot.discord.render``: replies, images and files as Discord messages, under the upload limit;
 * ``bot.discord.progress``: one status message per job, its edits throttled;
 * ``bot.discord.front_end``: the client as a :class:`bot.frontend.FrontEnd` (``persona-studio run``).
@@ -47,8 +49,16 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.answers_first import AnswersFirst
+from bot.discord.clicks import ButtonClicks
 from bot.discord.config import DiscordConfig
-from bot.discord.pending import ResumedInteraction, attachments_of, inbox_platform, pending_commands, stored_command
+from bot.discord.pending import (
+    ResumedInteraction,
+    attachments_of,
+    describe,
+    inbox_platform,
+    pending_commands,
+    stored_command,
+)
 from bot.discord.permissions import MISSING_PERMISSIONS_TEXT, SOMETHING_WENT_WRONG_TEXT
 from bot.discord.progress import PROGRESS_INTERVAL_S
 from bot.discord.reactions import ResultReactions
@@ -70,13 +80,13 @@ from storage.inbox import Inbox
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
-STORE_TIMEOUT_S = 1.5  # a command's inbox write before its defer (3 s deadline) gives up after this
+STORE_TIMEOUT_S = 1.5  # an interaction's inbox write before its defer (3 s deadline) gives up after this
 
 
 # -- the client --------------------------------------------------------------------------------
 
 
-class PersonaBot(ResultReactions, ConversationClient, discord.Client):
+class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Client):
     """A discord.py client that adapts Discord to the conversation (:class:`bot.frontend.ConversationPort`)."""
 
     platform = PLATFORM
@@ -115,9 +125,9 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         self._init_reactions()
         self.tasks = FrontEndTasks("discord")
         self._delivered_pending = False
-        #: slash commands are stored here before they are deferred (bot.discord.pending)
+        #: slash commands and button clicks are stored here before they are deferred (bot.discord.pending)
         self.inbox = inbox
-        #: inbox keys of the commands this process is answering: the start-up sweep leaves them
+        #: inbox keys of the interactions this process is answering: the start-up sweep leaves them
         self._answering: set[str] = set()
 
     @property
@@ -210,41 +220,42 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
         given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
         files, kinds = [a for a, _ in given], [role for _, role in given]
         answering = self.answers.answering()
+        payload = stored_command(interaction, command, options or {}, files, kinds)
+        item_id = await self.store_interaction(interaction, payload)
         try:
-            item_id = await self._store_command(interaction, command, options or {}, files, kinds)
-            try:
-                await interaction.response.defer(thinking=True)
-                self.renderer.upload_limits.note(interaction)
-                output = InteractionOutput(interaction, thinking=True, answering=answering)
-                await self._answer_command(output, interaction, command, options or {}, files, kinds)
-            finally:
-                answering.answered()
-            if item_id is not None and self.inbox is not None:
-                with contextlib.suppress(Exception):
-                    await self.inbox.done(item_id)
+            await interaction.response.defer(thinking=True)
+            self.renderer.upload_limits.note(interaction)
+            output = InteractionOutput(interaction, thinking=True, answering=answering)
+            await self._answer_command(output, interaction, command, options or {}, files, kinds)
+        except BaseException:
+            await self.settle_interaction(interaction, None)  # not answered: the row stays for the next start
+            raise
         finally:
-            self._answering.discard(f"interaction:{interaction.id}")
+            answering.answered()
+        await self.settle_interaction(interaction, item_id)
 
-    async def _store_command(
-        self,
-        interaction: discord.Interaction[Any],
-        command: str,
-        options: dict[str, Any],
-        files: list[discord.Attachment],
-        roles: list[str | None],
-    ) -> int | None:
-        """The command in the inbox before the defer (bounded: the defer must come within 3 s)."""
+    async def store_interaction(self, interaction: discord.Interaction[Any], payload: dict[str, Any]) -> int | None:
+        """A command or click in the inbox before its acknowledgement (bounded: the acknowledgement
+        must come within 3 s); its row id, or None where there is no inbox or the write failed."""
         if self.inbox is None:
             return None
-        payload = stored_command(interaction, command, options, files, roles)
         key = f"interaction:{interaction.id}"
         self._answering.add(key)  # before the row exists: a sweep never sees it without this mark
         try:
             accept = self.inbox.accept(inbox_platform(interaction.application_id), key, payload)
             return await asyncio.wait_for(accept, STORE_TIMEOUT_S)
         except Exception:
-            log.warning("discord: /%s could not be stored before its answer", command, exc_info=True)
+            log.warning("discord: %s could not be stored before its answer", describe(payload), exc_info=True)
             return None
+
+    async def settle_interaction(self, interaction: discord.Interaction[Any], item_id: int | None) -> None:
+        """Answered: its row is done (``item_id`` None: nothing to mark, the row if any stays)."""
+        try:
+            if item_id is not None and self.inbox is not None:
+                with contextlib.suppress(Exception):
+                    await self.inbox.done(item_id)
+        finally:
+            self._answering.discard(f"interaction:{interaction.id}")
 
     async def _answer_command(
         self,
@@ -293,44 +304,22 @@ class PersonaBot(ResultReactions, ConversationClient, discord.Client):
             try:
                 channel = self.get_channel(payload["channel_id"]) or await self.fetch_channel(payload["channel_id"])
                 resumed = ResumedInteraction(self, payload, channel)
-                output = InteractionOutput(resumed, thinking=True)  # type: ignore[arg-type]
-                log.info("discord: answering /%s stored before a restart", payload["command"])
-                await self._answer_command(
-                    output,
-                    resumed,
-                    payload["command"],
-                    payload["options"],
-                    attachments_of(self, payload),
-                    payload["roles"],
-                )
+                log.info("discord: answering %s stored before a restart", describe(payload))
+                if "click" in payload:
+                    await self.handle_click(resumed, payload["click"], payload.get("args") or {})
+                else:
+                    await self._answer_command(
+                        InteractionOutput(resumed, thinking=True),  # type: ignore[arg-type]
+                        resumed,
+                        payload["command"],
+                        payload["options"],
+                        attachments_of(self, payload),
+                        payload["roles"],
+                    )
             except Exception:
-                log.exception("discord: a stored /%s could not be answered", payload.get("command"))
+                log.exception("discord: a stored %s could not be answered", describe(payload))
             await self.inbox.done(row.id)
         return len(valid)
-
-    async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None:
-        """Product / Scene / Face clicked under a role question: the ``reference`` command.
-        Only the user who sent the images has them waiting; anyone else is told so privately."""
-        await interaction.response.defer()
-        output = InteractionOutput(interaction, thinking=False)
-        try:
-            channel_id, thread_id = channel_ids(interaction.channel)
-            event = Event(
-                platform=PLATFORM,
-                user_id=str(interaction.user.id),
-                user_name=interaction.user.display_name,
-                kind=EventKind.COMMAND,
-                command="reference",
-                options={"role": role, "key": key},
-                channel_id=channel_id,
-                thread_id=thread_id,
-                **interaction_workspace(interaction),
-            )
-            actions = await self.conversation.handle(event)
-            await self.renderer.render(actions, output, interaction=interaction)
-        except Exception:
-            log.exception("role button %s failed", role)
-            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
 
     async def _on_tree_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         log.error("command error: %s", error, exc_info=error)

@@ -1,10 +1,12 @@
-"""Slash commands survive a kill between the acknowledgement and the answer.
+"""Slash commands and button clicks survive a kill between the acknowledgement and the answer.
 
 A command is stored in the inbox (:mod:`storage.inbox`, like a WeCom callback) before it is
-deferred: its name, options, attachments, where it came from and its interaction token. Once it
-is answered the row is done. A start handles the rows a killed process left, while their token
-is still valid (15 minutes from the command): the answer edits the "thinking…" message through
-the token's webhook, late but not never. Rows whose token has expired are dropped with a log line.
+deferred: its name, options, attachments, where it came from and its interaction token; a
+button click likewise (which handler and its arguments), before its deferred update. Once it is
+answered the row is done. A start handles the rows a killed process left, while their token is
+still valid (15 minutes from the interaction): a command's answer edits the "thinking…" message
+and a click's goes out as a followup through the token's webhook, late but not never. Rows whose
+token has expired are dropped with a log line.
 """
 
 from __future__ import annotations
@@ -31,6 +33,21 @@ def inbox_platform(application_id: int | None) -> str:
     return f"discord:{application_id or 0}"
 
 
+def _origin(interaction: discord.Interaction[Any]) -> dict[str, Any]:
+    """Who acted, where, and the token a restart answers through (plain JSON)."""
+    return {
+        "user_id": interaction.user.id,
+        "user_name": interaction.user.display_name,
+        "channel_id": interaction.channel_id,
+        "guild_id": interaction.guild_id,
+        "guild_name": interaction.guild.name if interaction.guild is not None else "",
+        "manage_guild": bool(interaction.guild_id is not None and interaction.permissions.manage_guild),
+        "application_id": interaction.application_id,
+        "token": interaction.token,
+        "created_at": interaction.created_at.isoformat(),
+    }
+
+
 def stored_command(
     interaction: discord.Interaction[Any],
     command: str,
@@ -44,21 +61,27 @@ def stored_command(
         "options": {k: v for k, v in options.items() if isinstance(v, str | int | float | bool)},
         "attachments": [a.to_dict() for a in attachments],
         "roles": roles,
-        "user_id": interaction.user.id,
-        "user_name": interaction.user.display_name,
-        "channel_id": interaction.channel_id,
-        "guild_id": interaction.guild_id,
-        "guild_name": interaction.guild.name if interaction.guild is not None else "",
-        "manage_guild": bool(interaction.guild_id is not None and interaction.permissions.manage_guild),
-        "application_id": interaction.application_id,
-        "token": interaction.token,
-        "created_at": interaction.created_at.isoformat(),
+        **_origin(interaction),
     }
+
+
+def stored_click(interaction: discord.Interaction[Any], click: str, args: dict[str, str | int]) -> dict[str, Any]:
+    """What a restart needs to handle a button click: which handler (``result``, ``review``,
+    ``role``) and its arguments."""
+    return {"click": click, "args": dict(args), **_origin(interaction)}
+
+
+def describe(payload: dict[str, Any]) -> str:
+    """A stored interaction in a log line: ``/post`` or ``the approve button``."""
+    if "click" in payload:
+        args = payload.get("args") or {}
+        return f"the {args.get('action') or args.get('role') or payload['click']} button"
+    return f"/{payload.get('command')}"
 
 
 class ResumedInteraction:
     """The parts of a :class:`discord.Interaction` the renderer uses, rebuilt from a stored
-    command after a restart: its channel and its token's webhook (followups, the original)."""
+    command or click after a restart: its channel and its token's webhook (followups, the original)."""
 
     def __init__(self, client: discord.Client, payload: dict[str, Any], channel: Any) -> None:
         self.channel = channel
@@ -69,6 +92,7 @@ class ResumedInteraction:
         self.guild = SimpleNamespace(name=payload.get("guild_name") or "") if self.guild_id is not None else None
         self.permissions = SimpleNamespace(manage_guild=bool(payload.get("manage_guild")))
         self.filesize_limit = None
+        self.message = None  # the message a clicked button was on is not kept
         self.followup = discord.Webhook.from_state(
             data={"id": payload["application_id"], "type": 3, "token": payload["token"]},
             state=client._connection,  # as discord.Interaction.followup builds it
@@ -93,16 +117,14 @@ def still_valid(payload: dict[str, Any], now: datetime | None = None) -> bool:
 
 
 async def pending_commands(inbox: Inbox, platform: str) -> tuple[list[InboxItem], list[InboxItem]]:
-    """The stored commands a previous run left: (answerable, expired); the expired are marked done."""
+    """The stored interactions a previous run left: (answerable, expired); the expired are marked done."""
     await inbox.purge(platform, KEEP_DONE)  # answered commands are kept a while, then dropped
     rows = await inbox.take_over(platform, own_too=True)
     valid = [row for row in rows if still_valid(row.payload)]
     expired = [row for row in rows if row not in valid]
     for row in expired:
         log.warning(
-            "discord: /%s from %s expired before it was answered",
-            row.payload.get("command"),
-            row.payload.get("user_id"),
+            "discord: %s from %s expired before it was answered", describe(row.payload), row.payload.get("user_id")
         )
         await inbox.done(row.id)
     return valid, expired

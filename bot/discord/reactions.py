@@ -1,4 +1,4 @@
-"""Result buttons and reactions on Discord: ✅ 🔁 ↩️ ❌ under a result become REACTION events.
+"""Reactions on Discord results: ✅ 🔁 ↩️ ❌ under a result become REACTION events.
 
 A button's custom id carries its turn id; a reaction's turn is remembered from the result message
 (or read from its buttons' custom ids). Only a post's owner may act on its results: a stranger's
@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from cachetools import LRUCache
 
-from bot.discord.permissions import SOMETHING_WENT_WRONG_TEXT
-from bot.discord.render import InteractionOutput, MessageOutput
-from bot.discord.translate import PLATFORM, channel_ids, interaction_workspace, member_workspace, parse_custom_id
-from commands.events import EMOJI_BUTTON, Button, Event, EventKind
+from bot.discord.render import MessageOutput
+from bot.discord.translate import PLATFORM, channel_ids, member_workspace, parse_custom_id
+from commands.events import EMOJI_BUTTON, Event, EventKind
 
 if TYPE_CHECKING:
     from bot.discord.render import ActionRenderer
@@ -31,7 +30,7 @@ REMEMBERED_RESULTS = 10_000
 
 
 class ResultReactions:
-    """Button clicks and reactions on results, for the Discord client it is mixed into."""
+    """Reactions on results, for the Discord client it is mixed into (clicks: bot.discord.clicks)."""
 
     conversation: ConversationPort
     renderer: ActionRenderer
@@ -41,66 +40,6 @@ class ResultReactions:
 
     def _init_reactions(self) -> None:
         self._turns = LRUCache(REMEMBERED_RESULTS)
-
-    async def on_result_button(self, interaction: discord.Interaction[Any], action: Button, turn_id: int) -> None:
-        await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE: the result message stays as is
-        self.renderer.upload_limits.note(interaction)
-        output = InteractionOutput(interaction, thinking=False)
-        thread = interaction.channel
-        channel_id, thread_id = channel_ids(thread)
-        try:
-            where = thread_id or channel_id or 0
-            workspace = interaction_workspace(interaction)
-            owner = await self.conversation.thread_owner(PLATFORM, where)
-            if (
-                owner is not None
-                and not workspace.get("workspace_admin")
-                and not await self.conversation.can_act(PLATFORM, str(interaction.user.id), where)
-            ):
-                await output.reply(f"Only <@{owner}> can use the buttons of this post.", private=True)
-                return
-            if interaction.message is not None:
-                self._remember_turn(interaction.message.id, turn_id)
-            event = Event(
-                platform=PLATFORM,
-                user_id=str(interaction.user.id),
-                user_name=interaction.user.display_name,
-                kind=EventKind.REACTION,
-                command=action.value,
-                turn_id=turn_id,
-                channel_id=channel_id,
-                thread_id=thread_id,
-                **workspace,
-            )
-            actions = await self.conversation.handle(event)
-            await self.renderer.render(actions, output, interaction=interaction)
-        except Exception:
-            log.exception("button %s on turn %s failed", action, turn_id)
-            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
-
-    async def on_review_button(self, interaction: discord.Interaction[Any], action: str, turn_id: int) -> None:
-        """Approve / Request changes under a review request: the reviewer's ``approve`` or ``reject``
-        of the turn (the conversation checks the role; request changes then asks for the reason)."""
-        await interaction.response.defer()
-        output = InteractionOutput(interaction, thinking=False)
-        channel_id, thread_id = channel_ids(interaction.channel)
-        try:
-            event = Event(
-                platform=PLATFORM,
-                user_id=str(interaction.user.id),
-                user_name=interaction.user.display_name,
-                kind=EventKind.REACTION,
-                command=action,
-                turn_id=turn_id,
-                channel_id=channel_id,
-                thread_id=thread_id,
-                **interaction_workspace(interaction),
-            )
-            actions = await self.conversation.handle(event)
-            await self.renderer.render(actions, output, interaction=interaction)
-        except Exception:
-            log.exception("review button %s on turn %s failed", action, turn_id)
-            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is None or payload.user_id == self.user.id or payload.guild_id is None:

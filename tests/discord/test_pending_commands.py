@@ -1,6 +1,7 @@
 """Issue 20 item 4: a slash command is stored before it is deferred; a process killed between the
 defer and the answer leaves it in the inbox, and the next start answers it while its token is
-valid (the "thinking…" message is edited: late, not never). An expired one is dropped."""
+valid (the "thinking…" message is edited: late, not never). An expired one is dropped. A button
+click is acknowledged too (a deferred update), so it is stored and handled on start the same way."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from commands.events import Event, Reply
+from commands.events import Button, Event, Images, Reply
 from storage.db import Database
 from storage.inbox import Inbox
 from storage.models import InboxItem, InboxState
 from tests.discord.conftest import StartBot
+from tests.discord.helpers import image_out, png_bytes
 from tests.discord.standin import StandInConversation
 from tests.discord.test_discord_bot import where_for
-from tests.fakes.discord_server import CALLBACK_DEFERRED_CHANNEL_MESSAGE, FakeDiscord
+from tests.fakes.discord_server import CALLBACK_DEFERRED_CHANNEL_MESSAGE, CALLBACK_DEFERRED_UPDATE_MESSAGE, FakeDiscord
 
 
 async def _rows(db: Database) -> list[InboxItem]:
@@ -109,4 +111,89 @@ async def test_the_start_up_sweep_leaves_commands_this_process_is_answering(
         assert fake.messages[interaction.original_message_id or 0]["content"] == "status: ok"
     finally:
         conversation.gate.set()
+        await db.dispose()
+
+
+async def test_a_button_click_left_by_a_killed_process_is_handled_on_start(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    stuck = StandInConversation()  # the first process: handling never ends (it is "killed")
+    stuck.gate = asyncio.Event()
+    try:
+        first = await start_bot(stuck, inbox=Inbox(db))
+        mark = fake.mark()
+        result = [
+            Images(
+                where=where_for(fake, channel_id=fake.channel_id),
+                turn_id=31,
+                buttons=(Button.APPROVE,),
+                images=(image_out(tmp_path, "r.png", png_bytes()),),
+            )
+        ]
+        await stuck.deliverers["discord"](result)
+        sent = await fake.wait_request(lambda r: bool(r.files), route="create_message", since=mark)
+        click = await fake.send_interaction(fake.component_click(int(sent.response["id"]), "persona:approve:31"))
+        assert (await fake.wait_callback(click)).json["type"] == CALLBACK_DEFERRED_UPDATE_MESSAGE
+        await stuck.wait_events(1)
+        (row,) = await _rows(db)
+        assert row.state == InboxState.PENDING
+        assert (row.payload["click"], row.payload["args"]) == ("result", {"action": "approve", "turn_id": 31})
+        await first.close()  # gone before handling it: the approval was acknowledged, then lost
+        assert not fake.requests_for("followup")
+
+        def answer(event: Event) -> list[Reply]:
+            return [Reply(where=where_for(fake), text=f"{event.command} #{event.turn_id}: done (late)")]
+
+        again = StandInConversation(answer)
+        second = await start_bot(again, inbox=Inbox(db))
+        late = await fake.wait_request(route="followup")
+        assert late.json["content"] == "approve #31: done (late)"
+        (event,) = again.events
+        assert (event.command, event.turn_id, event.channel_id) == ("approve", 31, fake.channel_id)
+        assert event.user_id == str(click.payload["member"]["user"]["id"])
+        await second.tasks.drain()
+        assert [r.state for r in await _rows(db)] == [InboxState.DONE]
+    finally:
+        stuck.gate.set()
+        await db.dispose()
+
+
+class _HeardInbox(Inbox):
+    """The real inbox; a test can wait for its next done mark."""
+
+    marked: asyncio.Event
+
+    async def done(self, item_id: int) -> None:
+        await super().done(item_id)
+        self.marked.set()
+
+
+async def test_a_handled_click_leaves_its_row_done(fake: FakeDiscord, start_bot: StartBot, tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    try:
+        conversation = StandInConversation(lambda event: [Reply(where=where_for(fake), text="ok")])
+        inbox = _HeardInbox(db)
+        await start_bot(conversation, inbox=inbox)
+        mark = fake.mark()
+        result = [
+            Images(
+                where=where_for(fake, channel_id=fake.channel_id),
+                turn_id=5,
+                buttons=(Button.UNDO,),
+                images=(image_out(tmp_path, "r.png", png_bytes()),),
+            )
+        ]
+        await conversation.deliverers["discord"](result)
+        sent = await fake.wait_request(lambda r: bool(r.files), route="create_message", since=mark)
+        inbox.marked = asyncio.Event()
+        await fake.send_interaction(fake.component_click(int(sent.response["id"]), "persona:undo:5"))
+        await fake.wait_request(route="followup")
+        await asyncio.wait_for(inbox.marked.wait(), 10)
+        (row,) = await _rows(db)
+        assert row.state == InboxState.DONE and row.payload["args"] == {"action": "undo", "turn_id": 5}
+        assert [e.command for e in conversation.events] == ["undo"]
+    finally:
         await db.dispose()

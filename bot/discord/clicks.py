@@ -1,0 +1,133 @@
+"""Button clicks on Discord: result (✅ 🔁 ↩️ ❌), review and reference-role buttons.
+
+A click is acknowledged with a deferred update, and like a slash command it is stored in the
+inbox first (:mod:`bot.discord.pending`): a process killed between the acknowledgement and the
+handling leaves the row, and the next start handles the click while its token is valid — its
+answer comes as a followup through the token's webhook. Each handler therefore takes the
+interaction it answers as given (a live one, or one rebuilt from the row).
+:class:`ButtonClicks` is a part of :class:`bot.discord.client.PersonaBot`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.discord.pending import stored_click
+from bot.discord.permissions import SOMETHING_WENT_WRONG_TEXT
+from bot.discord.render import InteractionOutput
+from bot.discord.translate import PLATFORM, channel_ids, interaction_workspace
+from commands.events import Button, Event, EventKind
+
+if TYPE_CHECKING:
+    from bot.discord.render import ActionRenderer
+    from bot.frontend import ConversationPort
+
+log = logging.getLogger(__name__)
+
+
+class ButtonClicks:
+    """Stored, acknowledged, then handled: the clicks of the client it is mixed into."""
+
+    conversation: ConversationPort
+    renderer: ActionRenderer
+
+    # provided by the client: the inbox row before the acknowledgement, its done mark, and the
+    # result message -> turn memory of the reactions (annotations only: the MRO finds theirs)
+    store_interaction: Callable[[discord.Interaction[Any], dict[str, Any]], Awaitable[int | None]]
+    settle_interaction: Callable[[discord.Interaction[Any], int | None], Awaitable[None]]
+    _remember_turn: Callable[[int, int], None]
+
+    async def _click(self, interaction: discord.Interaction[Any], click: str, args: dict[str, Any]) -> None:
+        item_id = await self.store_interaction(interaction, stored_click(interaction, click, args))
+        try:
+            await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE: the clicked message stays as is
+            self.renderer.upload_limits.note(interaction)
+            await self.handle_click(interaction, click, args)
+        except BaseException:
+            # not handled (the process is stopping): the row stays for the next start
+            await self.settle_interaction(interaction, None)
+            raise
+        await self.settle_interaction(interaction, item_id)
+
+    async def handle_click(self, interaction: Any, click: str, args: dict[str, Any]) -> None:
+        """Handle a stored or live click (``interaction`` may be rebuilt after a restart)."""
+        output = InteractionOutput(interaction, thinking=False)
+        if click == "result":
+            await self._result_click(output, interaction, Button(args["action"]), int(args["turn_id"]))
+        elif click == "review":
+            await self._review_click(output, interaction, str(args["action"]), int(args["turn_id"]))
+        elif click == "role":
+            await self._role_click(output, interaction, str(args["role"]), str(args["key"]))
+        else:
+            log.warning("discord: a stored click of an unknown kind %r is dropped", click)
+
+    async def on_result_button(self, interaction: discord.Interaction[Any], action: Button, turn_id: int) -> None:
+        await self._click(interaction, "result", {"action": action.value, "turn_id": turn_id})
+
+    async def on_review_button(self, interaction: discord.Interaction[Any], action: str, turn_id: int) -> None:
+        """Approve / Request changes under a review request: the reviewer's ``approve`` or ``reject``
+        of the turn (the conversation checks the role; request changes then asks for the reason)."""
+        await self._click(interaction, "review", {"action": action, "turn_id": turn_id})
+
+    async def on_role_button(self, interaction: discord.Interaction[Any], role: str, key: str) -> None:
+        """Product / Scene / Face clicked under a role question: the ``reference`` command.
+        Only the user who sent the images has them waiting; anyone else is told so privately."""
+        await self._click(interaction, "role", {"role": role, "key": key})
+
+    def _event(self, interaction: Any, kind: EventKind, command: str, **fields: Any) -> Event:
+        channel_id, thread_id = channel_ids(interaction.channel)
+        return Event(
+            platform=PLATFORM,
+            user_id=str(interaction.user.id),
+            user_name=interaction.user.display_name,
+            kind=kind,
+            command=command,
+            channel_id=channel_id,
+            thread_id=thread_id,
+            **{**interaction_workspace(interaction), **fields},
+        )
+
+    async def _result_click(self, output: InteractionOutput, interaction: Any, action: Button, turn_id: int) -> None:
+        """Only a post's owner (or a workspace admin) may act on its results."""
+        try:
+            channel_id, thread_id = channel_ids(interaction.channel)
+            where = thread_id or channel_id or 0
+            workspace = interaction_workspace(interaction)
+            owner = await self.conversation.thread_owner(PLATFORM, where)
+            if (
+                owner is not None
+                and not workspace.get("workspace_admin")
+                and not await self.conversation.can_act(PLATFORM, str(interaction.user.id), where)
+            ):
+                await output.reply(f"Only <@{owner}> can use the buttons of this post.", private=True)
+                return
+            if interaction.message is not None:
+                self._remember_turn(interaction.message.id, turn_id)
+            event = self._event(interaction, EventKind.REACTION, action.value, turn_id=turn_id)
+            actions = await self.conversation.handle(event)
+            await self.renderer.render(actions, output, interaction=interaction)
+        except Exception:
+            log.exception("button %s on turn %s failed", action, turn_id)
+            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
+
+    async def _review_click(self, output: InteractionOutput, interaction: Any, action: str, turn_id: int) -> None:
+        try:
+            event = self._event(interaction, EventKind.REACTION, action, turn_id=turn_id)
+            actions = await self.conversation.handle(event)
+            await self.renderer.render(actions, output, interaction=interaction)
+        except Exception:
+            log.exception("review button %s on turn %s failed", action, turn_id)
+            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
+
+    async def _role_click(self, output: InteractionOutput, interaction: Any, role: str, key: str) -> None:
+        try:
+            event = self._event(interaction, EventKind.COMMAND, "reference", options={"role": role, "key": key})
+            actions = await self.conversation.handle(event)
+            await self.renderer.render(actions, output, interaction=interaction)
+        except Exception:
+            log.exception("role button %s failed", role)
+            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
