@@ -30,7 +30,7 @@ from cachetools import LRUCache
 
 from commands.event_lanes import Lanes
 from commands.events import Action, Button, ImageOut, Images, PreviewOut, Progress, Reply, Where
-from commands.outputs import clip_out, failure_text, image_out, turn_images
+from commands.outputs import clip_out, failure_text, failure_text_zh, image_out, turn_images
 from commands.regions import describe as describe_region
 from commands.training_texts import training_summary
 from engine import metrics
@@ -268,11 +268,12 @@ class Delivery:
                 return [Progress(where=where, job_id=job.id, state="cancelled", told=True)]
             return [
                 Progress(where=where, job_id=job.id, state="cancelled"),
-                Reply(where=where, text="Cancelled ❌"),
+                Reply(where=where, text="Cancelled ❌", text_zh="已取消"),
             ]
         if job.status == JobStatus.FAILED:
-            text = failure_text(job)
-            return [Progress(where=where, job_id=job.id, state="failed"), Reply(where=where, text=text)]
+            text, text_zh = failure_text(job), failure_text_zh(job)
+            failed = Progress(where=where, job_id=job.id, state="failed")
+            return [failed, Reply(where=where, text=text, text_zh=text_zh)]
         result = job.result or {}
         done = Progress(where=where, job_id=job.id, state="done")
         if job.kind == "create_persona":

@@ -110,10 +110,13 @@ class Action:
 
 @dataclass(frozen=True)
 class Reply(Action):
-    """Text for the user. ``private`` errors go only to the user (Discord: ephemeral)."""
+    """Text for the user. ``private`` errors go only to the user (Discord: ephemeral).
+    ``text_zh``, where given, is the same in Chinese: front ends that speak both (WeCom) show it
+    first, the others only ``text``."""
 
     text: str = ""
     private: bool = False
+    text_zh: str = ""
 
 
 @dataclass(frozen=True)

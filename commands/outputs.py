@@ -8,6 +8,7 @@ from typing import Any
 
 from commands.events import ClipOut, ImageOut
 from commands.texts import format_score
+from engine.jobs.failures import MESSAGES_ZH
 from storage.blobs import BlobStore
 from storage.models import Job
 
@@ -96,4 +97,20 @@ def failure_text(job: Job) -> str:
         return f"{text} Send the instruction again, or 🔁 to try with a new seed."
     if job.kind == "create_persona":
         return f"{text} The persona's name is free again: create it anew."
+    return text
+
+
+def failure_text_zh(job: Job) -> str:
+    """:func:`failure_text` in Chinese (for WeCom, shown before the English), or "" for a failure
+    of no known kind (a job failed before kinds were recorded)."""
+    failure = (job.result or {}).get("failure") or {}
+    reason = MESSAGES_ZH.get(str(failure.get("kind")))
+    if reason is None:
+        return ""
+    error_id = failure.get("error_id")
+    text = f"抱歉，没有成功：{reason}" + (f"（错误编号 {error_id}）" if error_id else "") + "。"
+    if job.kind == "create_persona":
+        return f"{text}这个人设名称已释放，可以重新创建。"
+    if failure.get("retryable", True):
+        return f"{text}可以再发一次指令，或发送 /重来 换个随机种子重试。"
     return text

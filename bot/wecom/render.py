@@ -95,7 +95,8 @@ class ActionRenderer:
         if isinstance(action, Images):
             return self._plan_images(user, action)
         if isinstance(action, Reply):
-            return [_text(user, plain_text(action.text))]
+            text = f"{action.text_zh}\n{action.text}" if action.text_zh else action.text
+            return [_text(user, plain_text(text))]
         if isinstance(action, OpenThread):
             return [_text(user, plain_text(action.text or action.title))]
         if isinstance(action, Progress):

@@ -31,6 +31,17 @@ MESSAGES = {
     INTERNAL: "something went wrong on our side",
 }
 
+#: each kind's message in Chinese, for front ends that speak both languages (WeCom shows it
+#: first); a user error's own text carries details in English, its kind's line stands for it
+MESSAGES_ZH = {
+    STORAGE: "图片存储暂时不可用，请几分钟后再试",
+    OUT_OF_MEMORY: "GPU 显存不足，请减少图片数量或调小尺寸",
+    TIMED_OUT: "超时，已停止",
+    INTERNAL: "我们这边出了问题",
+    NO_FACE: "照片里没有找到人脸，请换一张清晰的正脸照片",
+    NO_TRAINING_CANDIDATES: "训练用的候选图都与人设的脸不符，请先为这个人设多生成、多通过一些图片再训练",
+}
+
 
 @dataclass(frozen=True)
 class Failure:

@@ -23,8 +23,10 @@ async def test_photo_without_a_face_fails_plainly_and_frees_its_name(
     photo = tmp_path / "wall.png"
     photo.write_bytes(png_bytes((96, 96), color="orange"))  # a plain wall: no face
     (job_id,) = queued(await run(console, f"/persona create-from-photo Zoe consent=yes @face={photo}"))
-    said = [a.text for a in console.actions if isinstance(a, Reply) and "did not work" in a.text]
+    replies = [a for a in console.actions if isinstance(a, Reply) and "did not work" in a.text]
+    said = [a.text for a in replies]
     assert len(said) == 1, said
+    assert "没有找到人脸" in replies[0].text_zh and "人设名称已释放" in replies[0].text_zh  # WeCom shows it first
     assert "no face found in the photo" in said[0] and "error id" in said[0]
     assert "🔁" not in said[0] and "name is free again" in said[0]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], [
