@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,7 +92,9 @@ class Delivery:
         self._task: asyncio.Task[None] | None = None
         #: called once a job is seen finished (before its delivery), e.g. to start posts that waited
         self.finished_hooks: list[FinishedHook] = []
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: one lock per post (or user) while a delivery holds or awaits it: weak values, so the
+        #: lock of a post nobody is delivering to is gone (a long run posts to many threads)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.sweep_interval_s = SWEEP_INTERVAL_S
         self.retry_base_s = RETRY_BASE_S
         self._started_at = utcnow()
@@ -228,7 +231,7 @@ class Delivery:
             return False
         # one delivery at a time per post (or user) keeps its results in order without making
         # everyone else wait for a slow send
-        async with self._locks.setdefault(self._lock_key(job), asyncio.Lock()):
+        async with self._lock(job):
             if not await self.store.claim_delivery(job_id, reclaim_before=reclaim_before):
                 return False
             try:
@@ -253,12 +256,16 @@ class Delivery:
         """Wait until a delivery of this job that is under way has been confirmed (or released)."""
         job = await self.store.get_job(job_id)
         if job is not None:
-            async with self._locks.setdefault(self._lock_key(job), asyncio.Lock()):
+            async with self._lock(job):
                 pass
 
-    @staticmethod
-    def _lock_key(job: Job) -> str:
-        return f"thread:{job.thread_id}" if job.thread_id is not None else f"user:{job.user_id}"
+    def _lock(self, job: Job) -> asyncio.Lock:
+        """The post's (or user's) delivery lock; the caller's reference keeps it while it is used."""
+        key = f"thread:{job.thread_id}" if job.thread_id is not None else f"user:{job.user_id}"
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     async def result_actions(self, job: Job) -> list[Action]:
         route = await self._route(job.id)

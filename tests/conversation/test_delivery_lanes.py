@@ -225,6 +225,7 @@ async def test_no_lane_is_left_behind(harness: Harness) -> None:
     await asyncio.wait_for(harness.delivery.lanes.join(), LIMIT_S)
     assert len(harness.delivery.lanes) == 0
     assert lane_tasks() == []
+    assert dict(harness.delivery._locks) == {}  # no post's (or user's) delivery lock outlives its use
 
 
 async def test_close_cancels_the_lanes(harness: Harness) -> None:
