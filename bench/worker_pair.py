@@ -58,6 +58,9 @@ SETUPS: dict[str, tuple[int, dict[str, str | None]]] = {
     "one": (1, {"WORKERS_PER_HOST": None, "ENGINE_THREADS": None}),
     "pair_fixed": (2, {"WORKERS_PER_HOST": "2", "ENGINE_THREADS": None}),
     "pair_auto": (2, {"WORKERS_PER_HOST": None, "ENGINE_THREADS": None}),
+    # one worker on one torch thread: what each of a pair has; `one` over this is torch's own
+    # gain from the second core, and a pair can beat `one` by at most 2 / that gain
+    "one_1thread": (1, {"WORKERS_PER_HOST": None, "ENGINE_THREADS": "1"}),
 }
 PERSONA = "Mira"
 JOB_LIMIT_S = float(os.environ.get("BENCH_JOB_LIMIT_S", 600))
