@@ -107,27 +107,30 @@ class ButtonClicks:
                 return
             if interaction.message is not None:
                 self._remember_turn(interaction.message.id, turn_id)
-            event = self._event(interaction, EventKind.REACTION, action.value, turn_id=turn_id)
-            actions = await self.conversation.handle(event)
-            await self.renderer.render(actions, output, interaction=interaction)
         except Exception:
             log.exception("button %s on turn %s failed", action, turn_id)
             await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
+            return
+        what = f"button {action} on turn {turn_id}"
+        await self._answer(output, interaction, what, EventKind.REACTION, action.value, turn_id=turn_id)
 
     async def _review_click(self, output: InteractionOutput, interaction: Any, action: str, turn_id: int) -> None:
-        try:
-            event = self._event(interaction, EventKind.REACTION, action, turn_id=turn_id)
-            actions = await self.conversation.handle(event)
-            await self.renderer.render(actions, output, interaction=interaction)
-        except Exception:
-            log.exception("review button %s on turn %s failed", action, turn_id)
-            await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)
+        what = f"review button {action} on turn {turn_id}"
+        await self._answer(output, interaction, what, EventKind.REACTION, action, turn_id=turn_id)
 
     async def _role_click(self, output: InteractionOutput, interaction: Any, role: str, key: str) -> None:
+        options = {"role": role, "key": key}
+        await self._answer(output, interaction, f"role button {role}", EventKind.COMMAND, "reference", options=options)
+
+    async def _answer(
+        self, output: InteractionOutput, interaction: Any, what: str, kind: EventKind, command: str, **fields: Any
+    ) -> None:
+        """The click as an event to the conversation, its actions rendered; a failure is logged
+        and the user told privately."""
         try:
-            event = self._event(interaction, EventKind.COMMAND, "reference", options={"role": role, "key": key})
+            event = self._event(interaction, kind, command, **fields)
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
         except Exception:
-            log.exception("role button %s failed", role)
+            log.exception("%s failed", what)
             await output.reply(SOMETHING_WENT_WRONG_TEXT, private=True)

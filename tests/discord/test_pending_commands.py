@@ -114,6 +114,18 @@ async def test_the_start_up_sweep_leaves_commands_this_process_is_answering(
         await db.dispose()
 
 
+async def _result_with(
+    fake: FakeDiscord, conversation: StandInConversation, tmp_path: Path, *, turn_id: int, button: Button
+) -> int:
+    """A result message with ``button`` under it, delivered by the bot: its message id."""
+    mark = fake.mark()
+    where = where_for(fake, channel_id=fake.channel_id)
+    images = (image_out(tmp_path, "r.png", png_bytes()),)
+    await conversation.deliverers["discord"]([Images(where=where, turn_id=turn_id, buttons=(button,), images=images)])
+    sent = await fake.wait_request(lambda r: bool(r.files), route="create_message", since=mark)
+    return int(sent.response["id"])
+
+
 async def test_a_button_click_left_by_a_killed_process_is_handled_on_start(
     fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
 ) -> None:
@@ -123,18 +135,8 @@ async def test_a_button_click_left_by_a_killed_process_is_handled_on_start(
     stuck.gate = asyncio.Event()
     try:
         first = await start_bot(stuck, inbox=Inbox(db))
-        mark = fake.mark()
-        result = [
-            Images(
-                where=where_for(fake, channel_id=fake.channel_id),
-                turn_id=31,
-                buttons=(Button.APPROVE,),
-                images=(image_out(tmp_path, "r.png", png_bytes()),),
-            )
-        ]
-        await stuck.deliverers["discord"](result)
-        sent = await fake.wait_request(lambda r: bool(r.files), route="create_message", since=mark)
-        click = await fake.send_interaction(fake.component_click(int(sent.response["id"]), "persona:approve:31"))
+        result_id = await _result_with(fake, stuck, tmp_path, turn_id=31, button=Button.APPROVE)
+        click = await fake.send_interaction(fake.component_click(result_id, "persona:approve:31"))
         assert (await fake.wait_callback(click)).json["type"] == CALLBACK_DEFERRED_UPDATE_MESSAGE
         await stuck.wait_events(1)
         (row,) = await _rows(db)
@@ -177,19 +179,9 @@ async def test_a_handled_click_leaves_its_row_done(fake: FakeDiscord, start_bot:
         conversation = StandInConversation(lambda event: [Reply(where=where_for(fake), text="ok")])
         inbox = _HeardInbox(db)
         await start_bot(conversation, inbox=inbox)
-        mark = fake.mark()
-        result = [
-            Images(
-                where=where_for(fake, channel_id=fake.channel_id),
-                turn_id=5,
-                buttons=(Button.UNDO,),
-                images=(image_out(tmp_path, "r.png", png_bytes()),),
-            )
-        ]
-        await conversation.deliverers["discord"](result)
-        sent = await fake.wait_request(lambda r: bool(r.files), route="create_message", since=mark)
+        result_id = await _result_with(fake, conversation, tmp_path, turn_id=5, button=Button.UNDO)
         inbox.marked = asyncio.Event()
-        await fake.send_interaction(fake.component_click(int(sent.response["id"]), "persona:undo:5"))
+        await fake.send_interaction(fake.component_click(result_id, "persona:undo:5"))
         await fake.wait_request(route="followup")
         await asyncio.wait_for(inbox.marked.wait(), 10)
         (row,) = await _rows(db)
