@@ -11,12 +11,12 @@ interaction it answers as given (a live one, or one rebuilt from the row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.discord.pending import stored_click
+from bot.discord.pending import InteractionStore, stored_click
 from bot.discord.permissions import SOMETHING_WENT_WRONG_TEXT
 from bot.discord.render import InteractionOutput
 from bot.discord.translate import PLATFORM, channel_ids, interaction_workspace
@@ -35,23 +35,16 @@ class ButtonClicks:
     conversation: ConversationPort
     renderer: ActionRenderer
 
-    # provided by the client: the inbox row before the acknowledgement, its done mark, and the
-    # result message -> turn memory of the reactions (annotations only: the MRO finds theirs)
-    store_interaction: Callable[[discord.Interaction[Any], dict[str, Any]], Awaitable[int | None]]
-    settle_interaction: Callable[[discord.Interaction[Any], int | None], Awaitable[None]]
+    #: provided by the client: keeps a click in the inbox from before its acknowledgement until handled
+    interactions: InteractionStore
+    # the result message -> turn memory of the reactions (an annotation only: the MRO finds theirs)
     _remember_turn: Callable[[int, int], None]
 
     async def _click(self, interaction: discord.Interaction[Any], click: str, args: dict[str, Any]) -> None:
-        item_id = await self.store_interaction(interaction, stored_click(interaction, click, args))
-        try:
+        async with self.interactions.kept(interaction, stored_click(interaction, click, args)):
             await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE: the clicked message stays as is
             self.renderer.upload_limits.note(interaction)
             await self.handle_click(interaction, click, args)
-        except BaseException:
-            # not handled (the process is stopping): the row stays for the next start
-            await self.settle_interaction(interaction, None)
-            raise
-        await self.settle_interaction(interaction, item_id)
 
     async def handle_click(self, interaction: Any, click: str, args: dict[str, Any]) -> None:
         """Handle a stored or live click (``interaction`` may be rebuilt after a restart)."""

@@ -52,6 +52,7 @@ from bot.answers_first import AnswersFirst
 from bot.discord.clicks import ButtonClicks
 from bot.discord.config import DiscordConfig
 from bot.discord.pending import (
+    InteractionStore,
     ResumedInteraction,
     attachments_of,
     describe,
@@ -80,7 +81,6 @@ from storage.inbox import Inbox
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
-STORE_TIMEOUT_S = 1.5  # an interaction's inbox write before its defer (3 s deadline) gives up after this
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -127,8 +127,7 @@ class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Clie
         self._delivered_pending = False
         #: slash commands and button clicks are stored here before they are deferred (bot.discord.pending)
         self.inbox = inbox
-        #: inbox keys of the interactions this process is answering: the start-up sweep leaves them
-        self._answering: set[str] = set()
+        self.interactions = InteractionStore(inbox)
 
     @property
     def message_content_enabled(self) -> bool:
@@ -220,42 +219,16 @@ class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Clie
         given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
         files, kinds = [a for a, _ in given], [role for _, role in given]
         answering = self.answers.answering()
-        payload = stored_command(interaction, command, options or {}, files, kinds)
-        item_id = await self.store_interaction(interaction, payload)
-        try:
-            await interaction.response.defer(thinking=True)
-            self.renderer.upload_limits.note(interaction)
-            output = InteractionOutput(interaction, thinking=True, answering=answering)
-            await self._answer_command(output, interaction, command, options or {}, files, kinds)
-        except BaseException:
-            await self.settle_interaction(interaction, None)  # not answered: the row stays for the next start
-            raise
-        finally:
-            answering.answered()
-        await self.settle_interaction(interaction, item_id)
-
-    async def store_interaction(self, interaction: discord.Interaction[Any], payload: dict[str, Any]) -> int | None:
-        """A command or click in the inbox before its acknowledgement (bounded: the acknowledgement
-        must come within 3 s); its row id, or None where there is no inbox or the write failed."""
-        if self.inbox is None:
-            return None
-        key = f"interaction:{interaction.id}"
-        self._answering.add(key)  # before the row exists: a sweep never sees it without this mark
-        try:
-            accept = self.inbox.accept(inbox_platform(interaction.application_id), key, payload)
-            return await asyncio.wait_for(accept, STORE_TIMEOUT_S)
-        except Exception:
-            log.warning("discord: %s could not be stored before its answer", describe(payload), exc_info=True)
-            return None
-
-    async def settle_interaction(self, interaction: discord.Interaction[Any], item_id: int | None) -> None:
-        """Answered: its row is done (``item_id`` None: nothing to mark, the row if any stays)."""
-        try:
-            if item_id is not None and self.inbox is not None:
-                with contextlib.suppress(Exception):
-                    await self.inbox.done(item_id)
-        finally:
-            self._answering.discard(f"interaction:{interaction.id}")
+        async with self.interactions.kept(
+            interaction, stored_command(interaction, command, options or {}, files, kinds)
+        ):
+            try:
+                await interaction.response.defer(thinking=True)
+                self.renderer.upload_limits.note(interaction)
+                output = InteractionOutput(interaction, thinking=True, answering=answering)
+                await self._answer_command(output, interaction, command, options or {}, files, kinds)
+            finally:
+                answering.answered()
 
     async def _answer_command(
         self,
@@ -298,7 +271,7 @@ class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Clie
         valid (the "thinking…" message is edited with the answer); how many."""
         assert self.inbox is not None
         valid, _ = await pending_commands(self.inbox, inbox_platform(self.application_id))
-        valid = [row for row in valid if row.key not in self._answering]  # arrived since the start
+        valid = [row for row in valid if row.key not in self.interactions.answering]  # arrived since the start
         for row in valid:
             payload = row.payload
             try:

@@ -3,15 +3,19 @@
 A command is stored in the inbox (:mod:`storage.inbox`, like a WeCom callback) before it is
 deferred: its name, options, attachments, where it came from and its interaction token; a
 button click likewise (which handler and its arguments), before its deferred update. Once it is
-answered the row is done. A start handles the rows a killed process left, while their token is
-still valid (15 minutes from the interaction): a command's answer edits the "thinking…" message
-and a click's goes out as a followup through the token's webhook, late but not never. Rows whose
-token has expired are dropped with a log line.
+answered the row is done, also where its handling failed (it must not run again after a restart);
+only a process that stops or dies leaves it pending. A start handles the rows a killed process
+left while their token is still valid (15 minutes from the interaction): a command's answer
+edits the "thinking…" message and a click's goes out as a followup through the token's webhook,
+late but not never. Rows whose token has expired are dropped with a log line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +31,8 @@ log = logging.getLogger(__name__)
 TOKEN_LIFE = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
 KEEP_DONE = timedelta(hours=1)
+#: an interaction's inbox write before its acknowledgement (3 s deadline) is waited for this long
+STORE_TIMEOUT_S = 1.5
 
 
 def inbox_platform(application_id: int | None) -> str:
@@ -128,3 +134,65 @@ async def pending_commands(inbox: Inbox, platform: str) -> tuple[list[InboxItem]
         )
         await inbox.done(row.id)
     return valid, expired
+
+
+class InteractionStore:
+    """Keeps each interaction in the inbox from just before its acknowledgement until it has
+    been handled (:meth:`kept`), and knows which ones this process has in hand (:attr:`answering`:
+    the start-up sweep leaves those)."""
+
+    def __init__(self, inbox: Inbox | None) -> None:
+        self.inbox = inbox
+        #: inbox keys of the interactions this process is handling
+        self.answering: set[str] = set()
+        #: writes that outlasted STORE_TIMEOUT_S, still going: their row is marked done once stored
+        self._late: dict[str, asyncio.Future[int | None]] = {}
+
+    @contextlib.asynccontextmanager
+    async def kept(self, interaction: discord.Interaction[Any], payload: dict[str, Any]) -> AsyncIterator[None]:
+        """Store ``payload``, run the block (acknowledge and handle), then mark the row done. A
+        block that fails marks it done too: it was handled, if badly, and must not run again after
+        a restart (a click that Discord showed as failed, a reply that could not be sent). Only a
+        cancellation (the process stopping) leaves the row for the next start."""
+        key = f"interaction:{interaction.id}"
+        item_id = await self._store(interaction, key, payload)
+        try:
+            yield
+        except Exception:
+            await self._settle(key, item_id)
+            raise
+        except BaseException:
+            self.answering.discard(key)
+            self._late.pop(key, None)
+            raise
+        await self._settle(key, item_id)
+
+    async def _store(self, interaction: discord.Interaction[Any], key: str, payload: dict[str, Any]) -> int | None:
+        if self.inbox is None:
+            return None
+        self.answering.add(key)  # before the row exists: a sweep never sees it without this mark
+        accept = asyncio.ensure_future(self.inbox.accept(inbox_platform(interaction.application_id), key, payload))
+        try:
+            return await asyncio.wait_for(asyncio.shield(accept), STORE_TIMEOUT_S)
+        except TimeoutError:  # answered now all the same; the write goes on and is marked done after
+            log.warning("discord: %s not stored within %.1f s; answering it now", describe(payload), STORE_TIMEOUT_S)
+            self._late[key] = accept
+            return None
+        except Exception:
+            log.warning("discord: %s could not be stored before its answer", describe(payload), exc_info=True)
+            return None
+        except BaseException:
+            self.answering.discard(key)
+            raise
+
+    async def _settle(self, key: str, item_id: int | None) -> None:
+        try:
+            late = self._late.pop(key, None)
+            if item_id is None and late is not None:
+                with contextlib.suppress(Exception):
+                    item_id = await late
+            if item_id is not None and self.inbox is not None:
+                with contextlib.suppress(Exception):
+                    await self.inbox.done(item_id)
+        finally:
+            self.answering.discard(key)

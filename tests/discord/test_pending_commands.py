@@ -9,8 +9,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
+from bot.discord import pending
 from commands.events import Button, Event, Images, Reply
 from storage.db import Database
 from storage.inbox import Inbox
@@ -187,5 +189,69 @@ async def test_a_handled_click_leaves_its_row_done(fake: FakeDiscord, start_bot:
         (row,) = await _rows(db)
         assert row.state == InboxState.DONE and row.payload["args"] == {"action": "undo", "turn_id": 5}
         assert [e.command for e in conversation.events] == ["undo"]
+    finally:
+        await db.dispose()
+
+
+async def test_a_click_whose_acknowledgement_failed_is_not_handled_after_a_restart(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path
+) -> None:
+    """Discord showed the user "This interaction failed": the click must not come back to life
+    (an approval, a regenerate) at the next start."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    try:
+        conversation = StandInConversation(lambda event: [Reply(where=where_for(fake), text="ok")])
+        inbox = _HeardInbox(db)
+        first = await start_bot(conversation, inbox=inbox)
+        result_id = await _result_with(fake, conversation, tmp_path, turn_id=8, button=Button.REGEN)
+        fake.ack_deadline_s = 0.0  # every acknowledgement comes too late: 10062 Unknown interaction
+        inbox.marked = asyncio.Event()
+        await fake.send_interaction(fake.component_click(result_id, "persona:regen:8"))
+        await asyncio.wait_for(inbox.marked.wait(), 10)
+        assert [r.state for r in await _rows(db)] == [InboxState.DONE] and conversation.events == []
+        await first.close()
+
+        fake.ack_deadline_s = 3.0
+        again = StandInConversation()
+        second = await start_bot(again, inbox=Inbox(db))
+        await fake.wait_until(lambda: second._delivered_pending)  # on_ready ran: its sweep is spawned
+        await second.tasks.drain()
+        assert again.events == []
+    finally:
+        await db.dispose()
+
+
+class _SlowWriteInbox(_HeardInbox):
+    """The real inbox whose inserts wait for ``written`` (a database slower than the 3 s rule allows)."""
+
+    written: asyncio.Event
+
+    async def _insert(self, batch):  # type: ignore[no-untyped-def]
+        await self.written.wait()
+        return await super()._insert(batch)
+
+
+async def test_a_command_stored_too_late_is_answered_and_its_row_done_once_written(
+    fake: FakeDiscord, start_bot: StartBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is waited for 1.5 s before the defer; a write that takes longer goes on, the
+    command is answered at once, and the row is marked done when it lands (not left pending to be
+    answered a second time by the next start)."""
+    monkeypatch.setattr(pending, "STORE_TIMEOUT_S", 0.05)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    await db.upgrade()
+    try:
+        conversation = StandInConversation(lambda event: [Reply(where=where_for(fake), text=f"{event.command}: ok")])
+        inbox = _SlowWriteInbox(db)
+        inbox.written, inbox.marked = asyncio.Event(), asyncio.Event()
+        await start_bot(conversation, inbox=inbox)
+        interaction = await fake.send_interaction(fake.slash_command("status"))
+        await fake.wait_until(lambda: fake.requests_for("webhook_edit"))  # answered, the row not written yet
+        assert fake.messages[interaction.original_message_id or 0]["content"] == "status: ok"
+        assert await _rows(db) == []
+        inbox.written.set()
+        await asyncio.wait_for(inbox.marked.wait(), 10)
+        assert [r.state for r in await _rows(db)] == [InboxState.DONE]
     finally:
         await db.dispose()
