@@ -35,7 +35,7 @@ from commands.outputs import clip_out, failure_text, failure_text_zh, image_out,
 from commands.regions import describe as describe_region
 from commands.training_texts import training_summary
 from engine import metrics
-from engine.jobs.events import FINISHED_STATES, JobEvent, Running
+from engine.jobs.events import FINISHED_STATES, JobEvent, Queued, Running
 from engine.jobs.progress import ProgressBus
 from engine.specs import JobKind
 from storage.blobs import BlobStore
@@ -74,6 +74,11 @@ def supersede(waiting: JobEvent, newer: JobEvent) -> JobEvent | None:
     return None
 
 
+class _Announced(Queued):
+    """A "queued" the commands layer announces (:meth:`Delivery.announce_queued`), handled in
+    the job's lane; the queue's own Queued events reach no front end."""
+
+
 @dataclass
 class _Route:
     where: Where
@@ -104,6 +109,8 @@ class Delivery:
         self._bus: ProgressBus | None = None
         #: job id -> number of the last live preview handed to its front end (each preview goes out once)
         self._previews_sent: LRUCache[str, int] = LRUCache(maxsize=1000)
+        #: jobs whose "running" was handled: a "queued" announced for them later is not sent
+        self._running: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         #: job id -> the job's events not handled yet, and the task handling them
         self.lanes: Lanes[str, JobEvent] = Lanes(self._handle, merge=supersede, name="delivery-job")
         self._progress_slots = asyncio.Semaphore(PROGRESS_SENDS)
@@ -152,7 +159,12 @@ class Delivery:
         if event.state in FINISHED_STATES:
             await self.deliver_job(event.job_id)
             return
-        if isinstance(event, Running):  # "queued" reaches front ends once, from the commands layer
+        if isinstance(event, _Announced):  # the queue's own "queued" events send nothing
+            if event.job_id not in self._running:
+                await self._send_progress(event.job_id, "queued", position=event.position)
+            return
+        if isinstance(event, Running):
+            self._running[event.job_id] = True
             if event.attempt:  # a new attempt numbers its previews anew
                 self._previews_sent.pop(event.job_id, None)
             preview = await self._new_preview(event) if event.preview else None
@@ -183,8 +195,10 @@ class Delivery:
 
     async def announce_queued(self, job_id: str, position: int | None) -> None:
         """The "queued" progress of a job that the commands layer queued outside a command
-        (a held job released when its thread opened or its persona became ready)."""
-        await self._send_progress(job_id, "queued", position=position)
+        (a held job released when its thread opened or its persona became ready). It goes
+        through the job's lane, as its events do: an idle worker may have started the job
+        already, and a "queued" sent after its "running" would show the status going back."""
+        self.lanes.put(job_id, _Announced.build(job_id, position=position))
 
     async def _send_progress(self, job_id: str, state: str, **fields: Any) -> None:
         route = await self._route(job_id)

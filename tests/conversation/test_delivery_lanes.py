@@ -262,6 +262,38 @@ async def test_a_failing_lane_does_not_stop_the_others(harness: Harness, caplog:
     assert "no link for this one" in caplog.text
 
 
+async def test_a_released_jobs_queued_announcement_keeps_its_place_in_the_lane(harness: Harness) -> None:
+    """A held job released (its thread opened, its persona ready) is announced "queued" just after
+    it was enqueued; an idle worker may start it at once. The announcement goes through the
+    job's lane: sent before the job's "running", never after it (a status that went back)."""
+    job = await harness.job("j-released")
+    sending, platform_slow = asyncio.Event(), asyncio.Event()
+
+    async def slow(progress: Progress) -> None:
+        if progress.state == "queued":
+            sending.set()
+            await platform_slow.wait()
+
+    harness.before_send[job] = slow
+    announcing = asyncio.create_task(harness.delivery.announce_queued(job, 3))
+    await wait(sending)
+    await harness.running(job, 1)  # the worker started it while the announcement was being sent
+    platform_slow.set()
+    await asyncio.wait_for(announcing, LIMIT_S)
+    await wait(harness.handed(job, "running"))
+    assert [(p.state, p.position) for p in harness.seen[job]] == [("queued", 3), ("running", None)]
+
+
+async def test_a_queued_announcement_after_the_job_runs_is_not_sent(harness: Harness) -> None:
+    job = await harness.job("j-started")
+    await harness.running(job, 1)
+    await wait(harness.handed(job, "running"))
+    await harness.delivery.announce_queued(job, 0)  # came too late: the job runs already
+    await harness.done(job)
+    await wait(harness.handed(job, "done"))
+    assert harness.steps(job) == [("running", 1), ("done", 0)]
+
+
 def test_which_waiting_event_a_newer_one_supersedes() -> None:
     start = Running.build("j", attempt=2, preview=3)
     step = Running.build("j", step=4, total=10)
