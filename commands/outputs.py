@@ -87,17 +87,30 @@ async def turn_images(blobs: BlobStore, turn: Any, notes: list[str] | None = Non
     )
 
 
+def _failure_advice(job: Job) -> str | None:
+    """What helps after a failed job: ``name_free`` (a persona's name is free again), ``retry``
+    (again, or 🔁 with a new seed: not for a photo without a face, nor a training none of whose
+    renders matched its face), or None."""
+    if job.kind == "create_persona":
+        return "name_free"
+    return "retry" if ((job.result or {}).get("failure") or {}).get("retryable", True) else None
+
+
+_ADVICE = {
+    "retry": " Send the instruction again, or 🔁 to try with a new seed.",
+    "name_free": " The persona's name is free again: create it anew.",
+}
+_ADVICE_ZH = {
+    "retry": "可以再发一次指令，或发送 /重来 换个随机种子重试。",
+    "name_free": "这个人设名称已释放，可以重新创建。",
+}
+
+
 def failure_text(job: Job) -> str:
     """What the user reads about a failed job: its kind's short message and error id (the job's
-    ``error``; internal details stay in ``result["failure"]``), and 🔁 only where a new seed can
-    help (not for a photo without a face, nor a training none of whose renders matched its face)."""
-    failure = (job.result or {}).get("failure") or {}
-    text = f"Sorry, that did not work: {job.error or 'unknown error'}."
-    if failure.get("retryable", True) and job.kind != "create_persona":
-        return f"{text} Send the instruction again, or 🔁 to try with a new seed."
-    if job.kind == "create_persona":
-        return f"{text} The persona's name is free again: create it anew."
-    return text
+    ``error``; internal details stay in ``result["failure"]``), and what helps."""
+    advice = _failure_advice(job)
+    return f"Sorry, that did not work: {job.error or 'unknown error'}." + (_ADVICE[advice] if advice else "")
 
 
 def failure_text_zh(job: Job) -> str:
@@ -108,9 +121,6 @@ def failure_text_zh(job: Job) -> str:
     if reason is None:
         return ""
     error_id = failure.get("error_id")
+    advice = _failure_advice(job)
     text = f"抱歉，没有成功：{reason}" + (f"（错误编号 {error_id}）" if error_id else "") + "。"
-    if job.kind == "create_persona":
-        return f"{text}这个人设名称已释放，可以重新创建。"
-    if failure.get("retryable", True):
-        return f"{text}可以再发一次指令，或发送 /重来 换个随机种子重试。"
-    return text
+    return text + (_ADVICE_ZH[advice] if advice else "")

@@ -19,8 +19,8 @@ import discord
 from bot.discord.pending import InteractionStore, stored_click
 from bot.discord.permissions import SOMETHING_WENT_WRONG_TEXT
 from bot.discord.render import InteractionOutput
-from bot.discord.translate import PLATFORM, channel_ids, interaction_workspace
-from commands.events import Button, Event, EventKind
+from bot.discord.translate import PLATFORM, channel_ids, interaction_event, interaction_workspace
+from commands.events import Button, EventKind
 
 if TYPE_CHECKING:
     from bot.discord.render import ActionRenderer
@@ -71,19 +71,6 @@ class ButtonClicks:
         Only the user who sent the images has them waiting; anyone else is told so privately."""
         await self._click(interaction, "role", {"role": role, "key": key})
 
-    def _event(self, interaction: Any, kind: EventKind, command: str, **fields: Any) -> Event:
-        channel_id, thread_id = channel_ids(interaction.channel)
-        return Event(
-            platform=PLATFORM,
-            user_id=str(interaction.user.id),
-            user_name=interaction.user.display_name,
-            kind=kind,
-            command=command,
-            channel_id=channel_id,
-            thread_id=thread_id,
-            **{**interaction_workspace(interaction), **fields},
-        )
-
     async def _result_click(self, output: InteractionOutput, interaction: Any, action: Button, turn_id: int) -> None:
         """Only a post's owner (or a workspace admin) may act on its results."""
         try:
@@ -121,7 +108,7 @@ class ButtonClicks:
         """The click as an event to the conversation, its actions rendered; a failure is logged
         and the user told privately."""
         try:
-            event = self._event(interaction, kind, command, **fields)
+            event = interaction_event(interaction, kind, command, **fields)
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
         except Exception:

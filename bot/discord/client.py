@@ -68,9 +68,8 @@ from bot.discord.slash import ResultButton, ReviewButton, RoleButton, build_comm
 from bot.discord.translate import (
     PLATFORM,
     UserFacingError,
-    channel_ids,
     download_attachments,
-    interaction_workspace,
+    interaction_event,
     member_workspace,
     strip_mentions,
 )
@@ -219,9 +218,8 @@ class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Clie
         given = [(a, roles[i] if i < len(roles) else None) for i, a in enumerate(attachments) if a is not None]
         files, kinds = [a for a, _ in given], [role for _, role in given]
         answering = self.answers.answering()
-        async with self.interactions.kept(
-            interaction, stored_command(interaction, command, options or {}, files, kinds)
-        ):
+        payload = stored_command(interaction, command, options or {}, files, kinds)
+        async with self.interactions.kept(interaction, payload):
             try:
                 await interaction.response.defer(thinking=True)
                 self.renderer.upload_limits.note(interaction)
@@ -241,19 +239,8 @@ class PersonaBot(ButtonClicks, ResultReactions, ConversationClient, discord.Clie
     ) -> None:
         try:
             files = await download_attachments(attachments, roles)
-            channel_id, thread_id = channel_ids(interaction.channel)
-            event = Event(
-                platform=PLATFORM,
-                user_id=str(interaction.user.id),
-                user_name=interaction.user.display_name,
-                kind=EventKind.COMMAND,
-                command=command,
-                options={k: v for k, v in options.items() if v is not None},
-                attachments=files,
-                channel_id=channel_id,
-                thread_id=thread_id,
-                **interaction_workspace(interaction),
-            )
+            given = {k: v for k, v in options.items() if v is not None}
+            event = interaction_event(interaction, EventKind.COMMAND, command, options=given, attachments=files)
             actions = await self.conversation.handle(event)
             await self.renderer.render(actions, output, interaction=interaction)
         except UserFacingError as exc:

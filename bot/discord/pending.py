@@ -162,8 +162,7 @@ class InteractionStore:
             await self._settle(key, item_id)
             raise
         except BaseException:
-            self.answering.discard(key)
-            self._late.pop(key, None)
+            self._forget(key)
             raise
         await self._settle(key, item_id)
 
@@ -182,12 +181,17 @@ class InteractionStore:
             log.warning("discord: %s could not be stored before its answer", describe(payload), exc_info=True)
             return None
         except BaseException:
-            self.answering.discard(key)
+            self._forget(key)
             raise
+
+    def _forget(self, key: str) -> None:
+        """Not in hand any more (its row, if any, stays as it is)."""
+        self.answering.discard(key)
+        self._late.pop(key, None)
 
     async def _settle(self, key: str, item_id: int | None) -> None:
         try:
-            late = self._late.pop(key, None)
+            late = self._late.get(key)
             if item_id is None and late is not None:
                 with contextlib.suppress(Exception):
                     item_id = await late
@@ -195,4 +199,4 @@ class InteractionStore:
                 with contextlib.suppress(Exception):
                     await self.inbox.done(item_id)
         finally:
-            self.answering.discard(key)
+            self._forget(key)

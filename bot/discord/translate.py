@@ -12,7 +12,7 @@ from typing import Any
 
 import discord
 
-from commands.events import Attachment, Button
+from commands.events import Attachment, Button, Event, EventKind
 from commands.validation import MAX_IMAGE_BYTES
 
 PLATFORM = "discord"
@@ -66,6 +66,21 @@ def interaction_workspace(interaction: discord.Interaction[Any]) -> dict[str, An
     manages = guild_id is not None and interaction.permissions.manage_guild
     name = interaction.guild.name if interaction.guild is not None else ""
     return workspace_fields(guild_id, name, interaction.user.id, manages)
+
+
+def interaction_event(interaction: Any, kind: EventKind, command: str, **fields: Any) -> Event:
+    """A slash command or button click (live, or rebuilt after a restart) as the commands layer's event."""
+    channel_id, thread_id = channel_ids(interaction.channel)
+    return Event(
+        platform=PLATFORM,
+        user_id=str(interaction.user.id),
+        user_name=interaction.user.display_name,
+        kind=kind,
+        command=command,
+        channel_id=channel_id,
+        thread_id=thread_id,
+        **{**interaction_workspace(interaction), **fields},
+    )
 
 
 def member_workspace(guild: discord.Guild | None, member: object, user_id: int) -> dict[str, Any]:
